@@ -1,0 +1,1 @@
+"""Gateway agent: meter readers, interval features, ONNX scoring, durable outbox, MQTT publisher."""

@@ -1,0 +1,599 @@
+"""The gridsight wire contract: topics, message types, strict parsing, JSON Schema export.
+
+This is the only module that knows how messages look on the wire. The agent encodes
+with it, the collector decodes with it, and `json_schemas()` exports the same rules for
+other languages. It imports nothing beyond the standard library, so it runs on a gateway.
+
+Every upward message is a UTF-8 JSON object with the envelope fields
+``v`` (schema version), ``kind``, ``gateway_id``, ``seq`` (per-gateway sequence number,
+persisted across restarts), ``model_version`` (the model that scored it, or null) and
+``sent_at`` (Unix seconds, UTC). ``(gateway_id, seq)`` is the idempotency key.
+Times are Unix epoch seconds in UTC throughout.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Union
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TOPIC_ROOT",
+    "UPWARD_KINDS",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_RAW_READINGS",
+    "WireError",
+    "Reading",
+    "MeterSummary",
+    "IntervalSummary",
+    "AnomalyFlag",
+    "RawChunk",
+    "GatewayStatus",
+    "ModelAnnouncement",
+    "Message",
+    "topic_for",
+    "command_topic",
+    "fleet_command_topic",
+    "parse_topic",
+    "subscription_topics",
+    "encode",
+    "decode",
+    "decode_command",
+    "validate_gateway_id",
+    "json_schemas",
+]
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "gridsight/v1"
+UPWARD_KINDS = ("summary", "flag", "raw", "status")
+# Mosquitto accepts up to 256 MB; a gateway message is never near that. Anything larger is
+# an error or an attack, and is refused before JSON parsing spends memory on it.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_RAW_READINGS = 20_000
+MAX_METERS_PER_SUMMARY = 2_000
+MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# 2000-01-01 .. 2100-01-01: a timestamp outside this is a broken clock or a broken encoder.
+_TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0
+
+
+class WireError(ValueError):
+    """A payload or topic that breaks the contract. ``field`` names the offending field."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- field rules
+# Each rule validates one JSON value and returns the Python value; each also knows its
+# JSON Schema, so validation and the exported schema can never disagree.
+
+
+@dataclass(frozen=True)
+class _Rule:
+    check: Callable[[str, Any], Any]
+    schema: dict
+
+
+def _num(lo: float | None = None, hi: float | None = None, nullable: bool = False) -> _Rule:
+    def check(name: str, v: Any) -> Any:
+        if v is None and nullable:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise WireError(name, f"expected a number, got {type(v).__name__}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise WireError(name, "must be finite")
+        if lo is not None and v < lo:
+            raise WireError(name, f"{v} is below the minimum {lo}")
+        if hi is not None and v > hi:
+            raise WireError(name, f"{v} is above the maximum {hi}")
+        return v
+
+    schema: dict = {"type": ["number", "null"] if nullable else "number"}
+    if lo is not None:
+        schema["minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
+    return _Rule(check, schema)
+
+
+def _int(lo: int | None = None, hi: int | None = None, nullable: bool = False) -> _Rule:
+    def check(name: str, v: Any) -> Any:
+        if v is None and nullable:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise WireError(name, f"expected an integer, got {type(v).__name__}")
+        if lo is not None and v < lo:
+            raise WireError(name, f"{v} is below the minimum {lo}")
+        if hi is not None and v > hi:
+            raise WireError(name, f"{v} is above the maximum {hi}")
+        return v
+
+    schema: dict = {"type": ["integer", "null"] if nullable else "integer"}
+    if lo is not None:
+        schema["minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
+    return _Rule(check, schema)
+
+
+def _str(pattern: re.Pattern | None = None, max_len: int = 256, nullable: bool = False,
+         choices: tuple[str, ...] | None = None) -> _Rule:
+    def check(name: str, v: Any) -> Any:
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str):
+            raise WireError(name, f"expected a string, got {type(v).__name__}")
+        if len(v) > max_len:
+            raise WireError(name, f"longer than {max_len} characters")
+        if pattern is not None and not pattern.match(v):
+            raise WireError(name, f"{v[:40]!r} does not match {pattern.pattern}")
+        if choices is not None and v not in choices:
+            raise WireError(name, f"{v[:40]!r} is not one of {', '.join(choices)}")
+        return v
+
+    schema: dict = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
+    if pattern is not None:
+        schema["pattern"] = pattern.pattern
+    if choices is not None:
+        schema["enum"] = list(choices) + ([None] if nullable else [])
+    return _Rule(check, schema)
+
+
+def _bool(nullable: bool = False) -> _Rule:
+    def check(name: str, v: Any) -> Any:
+        if v is None and nullable:
+            return None
+        if not isinstance(v, bool):
+            raise WireError(name, f"expected true or false, got {type(v).__name__}")
+        return v
+
+    return _Rule(check, {"type": ["boolean", "null"] if nullable else "boolean"})
+
+
+def _map(value: _Rule, max_items: int = 64) -> _Rule:
+    def check(name: str, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise WireError(name, f"expected an object, got {type(v).__name__}")
+        if len(v) > max_items:
+            raise WireError(name, f"more than {max_items} entries")
+        out = {}
+        for k, item in v.items():
+            if not isinstance(k, str) or not k or len(k) > 64:
+                raise WireError(name, f"key {str(k)[:40]!r} must be a string of 1 to 64 characters")
+            out[k] = value.check(f"{name}.{k}", item)
+        return out
+
+    return _Rule(check, {"type": "object", "maxProperties": max_items,
+                         "additionalProperties": value.schema})
+
+
+def _record(cls: type, max_items: int) -> _Rule:
+    def check(name: str, v: Any) -> Any:
+        if not isinstance(v, list):
+            raise WireError(name, f"expected an array, got {type(v).__name__}")
+        if not v:
+            raise WireError(name, "must not be empty")
+        if len(v) > max_items:
+            raise WireError(name, f"more than {max_items} items")
+        return tuple(_build(cls, item, f"{name}[{i}]") for i, item in enumerate(v))
+
+    return _Rule(check, {"type": "array", "minItems": 1, "maxItems": max_items,
+                         "items": _object_schema(cls)})
+
+
+_ID = _str(_ID_RE, 64)
+_TS = _num(_TS_MIN, _TS_MAX)
+_KWH = _num(0.0, 1e12)
+
+
+def _build(cls: type, obj: Any, where: str = "", extra: dict | None = None) -> Any:
+    """Build a record of ``cls`` from a decoded JSON object, checking every field."""
+    prefix = f"{where}." if where else ""
+    if not isinstance(obj, dict):
+        raise WireError(where or "payload", f"expected an object, got {type(obj).__name__}")
+    rules: dict[str, _Rule] = cls._RULES
+    unknown = set(obj) - set(rules)
+    if unknown:
+        raise WireError(prefix + sorted(unknown)[0], "unknown field")
+    values = {}
+    for key, rule in rules.items():
+        if key not in obj:
+            if key in getattr(cls, "_OPTIONAL", ()):
+                continue
+            raise WireError(prefix + key, "missing")
+        values[key] = rule.check(prefix + key, obj[key])
+    return cls(**values, **(extra or {}))
+
+
+def _object_schema(cls: type) -> dict:
+    required = [k for k in cls._RULES if k not in getattr(cls, "_OPTIONAL", ())]
+    return {"type": "object", "additionalProperties": False,
+            "required": required,
+            "properties": {k: r.schema for k, r in cls._RULES.items()}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "_RULES"):
+        return {k: _plain(getattr(value, k)) for k in value._RULES}
+    return value
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One meter reading: the cumulative import register plus instantaneous values."""
+
+    meter_id: str
+    ts: float
+    energy_kwh: float
+    power_w: float | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
+    power_factor: float | None = None
+
+    _RULES: ClassVar[dict] = {
+        "meter_id": _ID,
+        "ts": _TS,
+        "energy_kwh": _KWH,
+        "power_w": _num(-1e9, 1e9, nullable=True),
+        "voltage_v": _num(0.0, 1e6, nullable=True),
+        "current_a": _num(-1e6, 1e6, nullable=True),
+        "power_factor": _num(-1.0, 1.0, nullable=True),
+    }
+    _OPTIONAL: ClassVar[tuple] = ("power_w", "voltage_v", "current_a", "power_factor")
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSummary:
+    """One meter's interval inside an :class:`IntervalSummary`."""
+
+    meter_id: str
+    kwh: float
+    readings: int
+    power_w_mean: float | None
+    power_w_max: float | None
+    score: float | None
+    anomalous: bool | None
+
+    _RULES: ClassVar[dict] = {
+        "meter_id": _ID,
+        "kwh": _num(-1e9, 1e9),
+        "readings": _int(0, 1_000_000),
+        "power_w_mean": _num(-1e9, 1e9, nullable=True),
+        "power_w_max": _num(-1e9, 1e9, nullable=True),
+        "score": _num(-1e6, 1e6, nullable=True),
+        "anomalous": _bool(nullable=True),
+    }
+
+
+# --------------------------------------------------------------------------- messages
+
+_ENVELOPE: dict[str, _Rule] = {
+    "gateway_id": _ID,
+    "seq": _int(0, 2**63 - 1),
+    "model_version": _str(_ID_RE, 64, nullable=True),
+    "sent_at": _TS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalSummary:
+    """All of one gateway's meters for one interval, in one message."""
+
+    gateway_id: str
+    seq: int
+    model_version: str | None
+    sent_at: float
+    interval_start: float
+    interval_s: int
+    meters: tuple[MeterSummary, ...]
+
+    KIND: ClassVar[str] = "summary"
+    _RULES: ClassVar[dict] = {**_ENVELOPE, "interval_start": _TS, "interval_s": _int(1, 86_400),
+                              "meters": _record(MeterSummary, MAX_METERS_PER_SUMMARY)}
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyFlag:
+    """One meter-interval the model scored as anomalous; sent at once."""
+
+    gateway_id: str
+    seq: int
+    model_version: str | None
+    sent_at: float
+    meter_id: str
+    interval_start: float
+    interval_s: int
+    score: float
+    threshold: float
+    kwh: float
+    features: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+    KIND: ClassVar[str] = "flag"
+    _RULES: ClassVar[dict] = {**_ENVELOPE, "meter_id": _ID, "interval_start": _TS,
+                              "interval_s": _int(1, 86_400), "score": _num(-1e6, 1e6),
+                              "threshold": _num(-1e6, 1e6), "kwh": _num(-1e9, 1e9),
+                              "features": _map(_num(-1e12, 1e12)),
+                              "reason": _str(max_len=200, nullable=True)}
+    _OPTIONAL: ClassVar[tuple] = ("features", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class RawChunk:
+    """A batch of raw readings, zlib-compressed on the wire with a SHA-256 of the plain bytes."""
+
+    gateway_id: str
+    seq: int
+    model_version: str | None
+    sent_at: float
+    readings: tuple[Reading, ...]
+
+    KIND: ClassVar[str] = "raw"
+    _RULES: ClassVar[dict] = {**_ENVELOPE}
+    _COLUMNS: ClassVar[tuple] = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v",
+                                 "current_a", "power_factor")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """Retained heartbeat of a gateway; also its last will (``online`` false)."""
+
+    gateway_id: str
+    seq: int
+    model_version: str | None
+    sent_at: float
+    online: bool
+    uptime_s: float = 0.0
+    queue_depth: int = 0
+    clock_synced: bool | None = None
+    clock_offset_s: float | None = None
+    agent_version: str | None = None
+    counters: dict[str, float] = field(default_factory=dict)
+
+    KIND: ClassVar[str] = "status"
+    _RULES: ClassVar[dict] = {**_ENVELOPE, "online": _bool(), "uptime_s": _num(0, 1e10),
+                              "queue_depth": _int(0, 2**63 - 1),
+                              "clock_synced": _bool(nullable=True),
+                              "clock_offset_s": _num(-1e10, 1e10, nullable=True),
+                              "agent_version": _str(max_len=64, nullable=True),
+                              "counters": _map(_num(-1e15, 1e15), max_items=256)}
+    _OPTIONAL: ClassVar[tuple] = ("uptime_s", "queue_depth", "clock_synced", "clock_offset_s",
+                                  "agent_version", "counters")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnnouncement:
+    """Downward command: a model version the gateways should fetch, verify and load."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    signature_url: str
+    issued_at: float
+    gateways: tuple[str, ...] | None = None  # None: the whole fleet; else a canary set
+
+    KIND: ClassVar[str] = "model"
+    _RULES: ClassVar[dict] = {"name": _ID, "version": _ID, "url": _str(max_len=2048),
+                              "sha256": _str(re.compile(r"^[0-9a-f]{64}$"), 64),
+                              "signature_url": _str(max_len=2048), "issued_at": _TS}
+
+
+Message = Union[IntervalSummary, AnomalyFlag, RawChunk, GatewayStatus]
+_BY_KIND: dict[str, type] = {c.KIND: c for c in (IntervalSummary, AnomalyFlag, RawChunk, GatewayStatus)}
+
+# --------------------------------------------------------------------------- topics
+
+
+def validate_gateway_id(gateway_id: str) -> str:
+    """Return ``gateway_id`` if it is a valid id (also a safe MQTT topic level), else raise."""
+    return _ID.check("gateway_id", gateway_id)
+
+
+def topic_for(gateway_id: str, kind: str) -> str:
+    """The upward topic ``gridsight/v1/{gateway_id}/{kind}``."""
+    if kind not in UPWARD_KINDS:
+        raise WireError("kind", f"{kind!r} is not one of {', '.join(UPWARD_KINDS)}")
+    return f"{TOPIC_ROOT}/{validate_gateway_id(gateway_id)}/{kind}"
+
+
+def command_topic(gateway_id: str, command: str) -> str:
+    """A downward command topic for one gateway, e.g. ``gridsight/v1/gw-1/cmd/model``."""
+    return f"{TOPIC_ROOT}/{validate_gateway_id(gateway_id)}/cmd/{command}"
+
+
+def fleet_command_topic(command: str) -> str:
+    """A downward command topic for every gateway: ``gridsight/v1/fleet/cmd/{command}``."""
+    return f"{TOPIC_ROOT}/fleet/cmd/{command}"
+
+
+def parse_topic(topic: str) -> tuple[str, str]:
+    """Split an upward topic into ``(gateway_id, kind)``; raise :class:`WireError` otherwise."""
+    parts = topic.split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise WireError("topic", f"{topic[:120]!r} is not {TOPIC_ROOT}/{{gateway_id}}/{{kind}}")
+    gateway_id, kind = parts[2], parts[3]
+    if kind not in UPWARD_KINDS:
+        raise WireError("topic", f"unknown kind {kind[:40]!r}")
+    if gateway_id == "fleet" or not _ID_RE.match(gateway_id):
+        raise WireError("topic", f"invalid gateway id {gateway_id[:40]!r}")
+    return gateway_id, kind
+
+
+def subscription_topics(shared_group: str | None = None) -> list[str]:
+    """Topic filters a collector subscribes to; with a group, as an MQTT 5 shared subscription."""
+    filters = [f"{TOPIC_ROOT}/+/{kind}" for kind in UPWARD_KINDS]
+    if shared_group:
+        return [f"$share/{shared_group}/{f}" for f in filters]
+    return filters
+
+
+# --------------------------------------------------------------------------- encode / decode
+
+
+def _encode_readings(readings: tuple[Reading, ...]) -> dict:
+    columns = {c: [getattr(r, c) for r in readings] for c in RawChunk._COLUMNS}
+    plain = json.dumps(columns, separators=(",", ":")).encode()
+    return {"codec": "zlib", "count": len(readings),
+            "sha256": hashlib.sha256(plain).hexdigest(),
+            "data": base64.b64encode(zlib.compress(plain, 6)).decode("ascii")}
+
+
+def _decode_readings(obj: Any) -> tuple[Reading, ...]:
+    if not isinstance(obj, dict):
+        raise WireError("chunk", "expected an object")
+    if obj.get("codec") != "zlib":
+        raise WireError("chunk.codec", f"unsupported codec {str(obj.get('codec'))[:20]!r}")
+    count = _int(1, MAX_RAW_READINGS).check("chunk.count", obj.get("count"))
+    digest = _str(re.compile(r"^[0-9a-f]{64}$"), 64).check("chunk.sha256", obj.get("sha256"))
+    data = obj.get("data")
+    if not isinstance(data, str):
+        raise WireError("chunk.data", "expected base64 text")
+    try:
+        packed = base64.b64decode(data, validate=True)
+        inflater = zlib.decompressobj()
+        plain = inflater.decompress(packed, MAX_DECOMPRESSED_BYTES)
+        if inflater.unconsumed_tail:
+            raise WireError("chunk.data", f"inflates beyond {MAX_DECOMPRESSED_BYTES} bytes")
+    except (ValueError, zlib.error) as exc:
+        if isinstance(exc, WireError):
+            raise
+        raise WireError("chunk.data", f"not base64 zlib data ({exc})") from None
+    if hashlib.sha256(plain).hexdigest() != digest:
+        raise WireError("chunk.sha256", "checksum does not match the data")
+    try:
+        columns = json.loads(plain)
+    except ValueError:
+        raise WireError("chunk.data", "decompressed data is not JSON") from None
+    if not isinstance(columns, dict) or set(columns) != set(RawChunk._COLUMNS):
+        raise WireError("chunk.data", f"columns must be exactly {', '.join(RawChunk._COLUMNS)}")
+    for name in RawChunk._COLUMNS:
+        if not isinstance(columns[name], list) or len(columns[name]) != count:
+            raise WireError(f"chunk.data.{name}", f"expected {count} values")
+    rows = []
+    for i in range(count):
+        row = {c: columns[c][i] for c in RawChunk._COLUMNS}
+        rows.append(_build(Reading, row, f"readings[{i}]"))
+    return tuple(rows)
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise a message to its wire bytes (compact JSON, raw readings compressed)."""
+    kind = type(msg).KIND
+    body: dict[str, Any] = {"v": SCHEMA_VERSION, "kind": kind}
+    body.update({k: _plain(getattr(msg, k)) for k in type(msg)._RULES})
+    if isinstance(msg, RawChunk):
+        if not msg.readings or len(msg.readings) > MAX_RAW_READINGS:
+            raise WireError("readings", f"a chunk holds 1 to {MAX_RAW_READINGS} readings")
+        body["chunk"] = _encode_readings(msg.readings)
+    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError("payload", f"{len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    return payload
+
+
+def _load_json(payload: bytes) -> dict:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise WireError("payload", "expected bytes")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError("payload", f"{len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(bytes(payload).decode("utf-8"),
+                         parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError("payload", f"not UTF-8 JSON ({str(exc)[:80]})") from None
+    if not isinstance(obj, dict):
+        raise WireError("payload", "expected a JSON object")
+    return obj
+
+
+def decode(topic: str, payload: bytes) -> Message:
+    """Parse and check an upward message. The topic's gateway and kind must match the body."""
+    gateway_id, kind = parse_topic(topic)
+    obj = _load_json(payload)
+    version = obj.get("v")
+    if version != SCHEMA_VERSION:
+        raise WireError("v", f"unsupported schema version {str(version)[:20]}, expected {SCHEMA_VERSION}")
+    if obj.get("kind") != kind:
+        raise WireError("kind", f"body says {str(obj.get('kind'))[:20]!r}, topic says {kind!r}")
+    cls = _BY_KIND[kind]
+    body = {k: v for k, v in obj.items() if k not in ("v", "kind", "chunk")}
+    if cls is RawChunk:
+        if "chunk" not in obj:
+            raise WireError("chunk", "missing")
+        msg = _build(cls, body, extra={"readings": _decode_readings(obj["chunk"])})
+    else:
+        if "chunk" in obj:
+            raise WireError("chunk", "unknown field")
+        msg = _build(cls, body)
+    if msg.gateway_id != gateway_id:
+        raise WireError("gateway_id", f"body says {msg.gateway_id!r}, topic says {gateway_id!r}")
+    return msg
+
+
+def encode_command(cmd: ModelAnnouncement) -> bytes:
+    body = {"v": SCHEMA_VERSION, "kind": cmd.KIND, **{k: _plain(getattr(cmd, k)) for k in cmd._RULES}}
+    body["gateways"] = list(cmd.gateways) if cmd.gateways is not None else None
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_command(payload: bytes) -> ModelAnnouncement:
+    """Parse a downward model announcement."""
+    obj = _load_json(payload)
+    if obj.get("v") != SCHEMA_VERSION or obj.get("kind") != ModelAnnouncement.KIND:
+        raise WireError("kind", "not a version-1 model announcement")
+    gateways = obj.get("gateways")
+    if gateways is not None:
+        if not isinstance(gateways, list) or len(gateways) > 100_000:
+            raise WireError("gateways", "expected null or a list of gateway ids")
+        gateways = tuple(_ID.check(f"gateways[{i}]", g) for i, g in enumerate(gateways))
+    body = {k: v for k, v in obj.items() if k not in ("v", "kind", "gateways")}
+    cmd = _build(ModelAnnouncement, body)
+    return ModelAnnouncement(cmd.name, cmd.version, cmd.url, cmd.sha256, cmd.signature_url,
+                             cmd.issued_at, gateways)
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schema (draft 2020-12) of each upward message kind, for implementations in other languages."""
+    out = {}
+    for kind, cls in _BY_KIND.items():
+        schema = _object_schema(cls)
+        schema["properties"] = {"v": {"const": SCHEMA_VERSION}, "kind": {"const": kind},
+                                **schema["properties"]}
+        schema["required"] = ["v", "kind", *schema["required"]]
+        if cls is RawChunk:
+            schema["properties"]["chunk"] = {
+                "type": "object", "required": ["codec", "count", "sha256", "data"],
+                "additionalProperties": False,
+                "description": "data: base64 of zlib-compressed JSON object of equal-length column "
+                               f"arrays {', '.join(RawChunk._COLUMNS)}; sha256 of the uncompressed bytes",
+                "properties": {"codec": {"const": "zlib"},
+                               "count": {"type": "integer", "minimum": 1, "maximum": MAX_RAW_READINGS},
+                               "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                               "data": {"type": "string", "contentEncoding": "base64"}}}
+            schema["required"].append("chunk")
+        schema.update({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                       "$id": f"https://gridsight.example/schemas/v{SCHEMA_VERSION}/{kind}.json",
+                       "title": f"gridsight {kind} message v{SCHEMA_VERSION}",
+                       "description": (cls.__doc__ or "").strip()})
+        out[kind] = schema
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from gridsight.cli import main
+
+sys.exit(main())

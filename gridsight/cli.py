@@ -1,0 +1,76 @@
+"""`gridsight`: one command, a subcommand per role. Each role's CLI lives in its own package
+and is imported only when asked for, so a gateway with just the ``[edge]`` extra can run
+``gridsight agent`` without the collector's dependencies."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["CLIError", "main", "run_cli"]
+
+# role -> (module with main(argv) -> int, one-line help, extra that provides it)
+ROLES: dict[str, tuple[str, str, str]] = {
+    "agent": ("edge_agent.cli", "run and inspect the gateway agent", "edge"),
+    "provision": ("edge_agent.provision.cli", "create gateway identities and flashable bundles; check a gateway", "edge"),
+    "collector": ("collector.cli", "run the ingest worker and API, migrations, rebuilds, forecasts", "collector"),
+    "model": ("model_export.cli", "train, export, verify, score, sign and publish anomaly models", "train"),
+    "sim": ("firmware_sim.cli", "simulate meters and fleets, score QA runs, write QA reports", "sim"),
+    "dashboards": ("dashboards.cli", "render Tableau workbooks, write Hyper extracts, deploy TabPy endpoints", "tableau"),
+    "demo": ("gridsight.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
+}
+
+
+class CLIError(Exception):
+    """An error a person can act on: printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run_cli(body: Callable[[], int | None], prog: str) -> int:
+    """Run a CLI body, turning known errors into one line on stderr and a non-zero exit code."""
+    from edge_agent.settings import ConfigError
+    from edge_agent.wire import WireError
+    from gridsight.local_services import ServiceError
+    try:
+        return body() or 0
+    except CLIError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (ConfigError, WireError, ServiceError, FileNotFoundError, PermissionError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="gridsight",
+        description="gridsight: edge anomaly detection for electricity consumption.",
+        epilog="Run 'gridsight ROLE --help' for a role's commands.")
+    parser.add_argument("role", choices=list(ROLES), metavar="ROLE",
+                        help="; ".join(f"{k}: {v[1]}" for k, v in ROLES.items()))
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
+    ns = parser.parse_args(argv[:1])
+    module_name, _, extra = ROLES[ns.role]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"gridsight {ns.role}: error: missing dependency {exc.name!r}; "
+              f"install it with: pip install 'gridsight[{extra}]'", file=sys.stderr)
+        return 2
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The wire contract: what round-trips, what is refused, and the exported JSON Schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent import wire
+from edge_agent.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, MeterSummary, RawChunk,
+                             Reading, WireError, decode, encode, topic_for)
+
+ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")
+times = st.floats(min_value=1.0e9, max_value=4.0e9, allow_nan=False)
+energy = st.floats(min_value=0, max_value=1e9, allow_nan=False)
+maybe_power = st.none() | st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+
+readings = st.builds(Reading, meter_id=ids, ts=times, energy_kwh=energy, power_w=maybe_power,
+                     voltage_v=st.none() | st.floats(0, 1000), current_a=st.none() | st.floats(-100, 100),
+                     power_factor=st.none() | st.floats(-1, 1))
+envelope = dict(gateway_id=ids, seq=st.integers(0, 2**63 - 1),
+                model_version=st.none() | ids, sent_at=times)
+meter_summaries = st.builds(MeterSummary, meter_id=ids, kwh=st.floats(-1e6, 1e6), readings=st.integers(0, 10_000),
+                            power_w_mean=maybe_power, power_w_max=maybe_power,
+                            score=st.none() | st.floats(-1, 1), anomalous=st.none() | st.booleans())
+messages = st.one_of(
+    st.builds(IntervalSummary, **envelope, interval_start=times, interval_s=st.integers(1, 86_400),
+              meters=st.lists(meter_summaries, min_size=1, max_size=20).map(tuple)),
+    st.builds(AnomalyFlag, **envelope, meter_id=ids, interval_start=times, interval_s=st.integers(1, 86_400),
+              score=st.floats(-1, 1), threshold=st.floats(-1, 1), kwh=st.floats(0, 1e4),
+              features=st.dictionaries(st.from_regex(r"\A[a-z_]{1,20}\Z"), st.floats(-1e6, 1e6), max_size=12),
+              reason=st.none() | st.text(max_size=50)),
+    st.builds(RawChunk, **envelope, readings=st.lists(readings, min_size=1, max_size=50).map(tuple)),
+    st.builds(GatewayStatus, **envelope, online=st.booleans(), uptime_s=st.floats(0, 1e8),
+              queue_depth=st.integers(0, 10**9), clock_synced=st.none() | st.booleans(),
+              clock_offset_s=st.none() | st.floats(-1e5, 1e5), agent_version=st.none() | st.text(max_size=20),
+              counters=st.dictionaries(st.from_regex(r"\A[a-z_.]{1,30}\Z"), st.integers(0, 10**9).map(float),
+                                       max_size=10)),
+)
+
+
+@given(messages)
+@settings(max_examples=300, deadline=None)
+def test_every_valid_message_round_trips_unchanged(msg):
+    assert decode(topic_for(msg.gateway_id, type(msg).KIND), encode(msg)) == msg
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_bytes_raise_only_wire_error(payload):
+    for kind in wire.UPWARD_KINDS:
+        with pytest.raises(WireError):
+            decode(f"gridsight/v1/gw-1/{kind}", payload)
+
+
+@given(messages, st.data())
+@settings(max_examples=200, deadline=None)
+def test_a_corrupted_field_is_named_in_the_error(msg, data):
+    body = json.loads(encode(msg))
+    key = data.draw(st.sampled_from(sorted(k for k in body if k not in ("v", "kind", "chunk"))))
+    body[key] = {"not": "valid"}
+    with pytest.raises(WireError) as err:
+        decode(topic_for(msg.gateway_id, type(msg).KIND), json.dumps(body).encode())
+    assert err.value.field.split(".")[0].split("[")[0] == key
+
+
+def _summary(**kw) -> IntervalSummary:
+    base = dict(gateway_id="gw-1", seq=1, model_version="m1", sent_at=1.7e9, interval_start=1.7e9,
+                interval_s=900, meters=(MeterSummary("m-1", 0.25, 15, 1000.0, 1500.0, 0.1, False),))
+    base.update(kw)
+    return IntervalSummary(**base)
+
+
+def test_topic_gateway_must_match_payload_gateway():
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-2/summary", encode(_summary()))
+    assert err.value.field == "gateway_id"
+
+
+def test_topic_kind_must_match_payload_kind():
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/flag", encode(_summary()))
+    assert err.value.field == "kind"
+
+
+@pytest.mark.parametrize("topic", ["gridsight/v1/gw-1", "gridsight/v2/gw-1/summary", "gridsight/v1/gw 1/summary",
+                                   "gridsight/v1/gw-1/unknown", "gridsight/v1/fleet/summary", "other/v1/gw/summary",
+                                   "gridsight/v1/gw-1/summary/extra"])
+def test_malformed_topics_are_refused(topic):
+    with pytest.raises(WireError) as err:
+        wire.parse_topic(topic)
+    assert err.value.field == "topic"
+
+
+def test_unknown_schema_version_is_refused():
+    body = json.loads(encode(_summary()))
+    body["v"] = 2
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/summary", json.dumps(body).encode())
+    assert err.value.field == "v"
+
+
+def test_oversized_payload_is_refused_before_parsing():
+    payload = b"{" + b" " * wire.MAX_PAYLOAD_BYTES + b"}"
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/summary", payload)
+    assert err.value.field == "payload"
+
+
+def test_unknown_field_is_refused_and_named():
+    body = json.loads(encode(_summary()))
+    body["meters"][0]["surprise"] = 1
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/summary", json.dumps(body).encode())
+    assert err.value.field == "meters[0].surprise"
+
+
+def test_nan_and_infinity_are_refused():
+    payload = encode(_summary()).replace(b'"kwh":0.25', b'"kwh":NaN')
+    with pytest.raises(WireError):
+        decode("gridsight/v1/gw-1/summary", payload)
+
+
+def test_raw_chunk_checksum_mismatch_is_refused():
+    chunk = RawChunk("gw-1", 3, None, 1.7e9, (Reading("m-1", 1.7e9, 10.0, 500.0),))
+    body = json.loads(encode(chunk))
+    plain = zlib.decompress(base64.b64decode(body["chunk"]["data"]))
+    body["chunk"]["data"] = base64.b64encode(zlib.compress(plain.replace(b"10.0", b"11.0"))).decode()
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/raw", json.dumps(body).encode())
+    assert err.value.field == "chunk.sha256"
+
+
+def test_raw_chunk_zip_bomb_is_refused():
+    plain = b"[" + b"0," * (wire.MAX_DECOMPRESSED_BYTES // 2 + 10) + b"0]"
+    body = json.loads(encode(RawChunk("gw-1", 3, None, 1.7e9, (Reading("m-1", 1.7e9, 1.0),))))
+    body["chunk"]["data"] = base64.b64encode(zlib.compress(plain, 9)).decode()
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/raw", json.dumps(body).encode())
+    assert err.value.field == "chunk.data"
+
+
+def test_raw_chunk_compresses_repetitive_readings():
+    chunk = RawChunk("gw-1", 3, None, 1.7e9,
+                     tuple(Reading("m-1", 1.7e9 + i, 10.0 + i * 0.001, 500.0, 230.0, 2.2, 0.98) for i in range(1000)))
+    plain = json.dumps({c: [getattr(r, c) for r in chunk.readings] for c in RawChunk._COLUMNS}).encode()
+    assert len(encode(chunk)) < len(plain) / 2
+
+
+def test_reading_timestamp_outside_sane_range_is_refused():
+    with pytest.raises(WireError) as err:
+        encode_and_decode = decode("gridsight/v1/gw-1/raw",
+                                   encode(RawChunk("gw-1", 1, None, 1.7e9, (Reading("m-1", 12.0, 1.0),))))
+        del encode_and_decode
+    assert err.value.field == "readings[0].ts"
+
+
+def test_model_announcement_round_trips_with_canary_set():
+    cmd = wire.ModelAnnouncement("iforest", "2026.11.1", "s3://b/models/iforest/2026.11.1/model.onnx",
+                                 "ab" * 32, "s3://b/models/iforest/2026.11.1/model.sig", 1.7e9, ("gw-1", "gw-2"))
+    assert wire.decode_command(wire.encode_command(cmd)) == cmd
+
+
+def test_json_schema_accepts_what_encode_writes_and_rejects_unknown_fields():
+    import jsonschema
+    schemas = wire.json_schemas()
+    assert set(schemas) == set(wire.UPWARD_KINDS)
+    msg = _summary()
+    body = json.loads(encode(msg))
+    jsonschema.validate(body, schemas["summary"])
+    body["extra"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, schemas["summary"])
+
+
+def test_topics_and_shared_subscription():
+    assert topic_for("gw-7", "flag") == "gridsight/v1/gw-7/flag"
+    assert wire.command_topic("gw-7", "model") == "gridsight/v1/gw-7/cmd/model"
+    assert wire.fleet_command_topic("model") == "gridsight/v1/fleet/cmd/model"
+    assert wire.subscription_topics("collectors")[0] == "$share/collectors/gridsight/v1/+/summary"
+    with pytest.raises(WireError):
+        topic_for("gw/7", "flag")
