@@ -1,0 +1,92 @@
+"""The one small interface every meter reader implements, and the checks readers share.
+
+A reader turns whatever a meter speaks (Modbus registers, DSMR telegrams, a CSV file, a
+simulator) into :class:`edge_agent.wire.Reading` values. It never sleeps, retries or
+buffers on its own: the agent polls it, retries it with backoff when it raises
+:class:`ReaderError`, and reports the failure in status, so one broken meter never stops
+the others.
+
+A reader type is built from its ``[[readers]]`` config table (minus ``type``) with
+``Class.from_config(options)``, which raises :class:`edge_agent.settings.ConfigError`
+naming the key at fault. ``name`` is an optional key every reader accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+from edge_agent.settings import ConfigError
+from edge_agent.wire import Reading, WireError
+
+__all__ = ["ReaderError", "MeterReader", "checked_reading", "option", "reject_unknown"]
+
+
+class ReaderError(Exception):
+    """A meter could not be read right now: timeout, CRC error, garbage frame, unplugged."""
+
+
+@runtime_checkable
+class MeterReader(Protocol):
+    name: str
+
+    def read(self, now: float) -> list[Reading]:
+        """Readings available at clock time ``now`` (possibly several per meter)."""
+
+    def close(self) -> None:
+        """Release the port, socket or file."""
+
+
+_MISSING = object()
+
+
+def option(options: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           default: Any = _MISSING, *, check: Any = None, why: str = "") -> Any:
+    """One typed value of a reader's config table, or a ConfigError naming ``key``.
+
+    ``check`` is an optional predicate on the value; ``why`` says what it requires.
+    """
+    if key not in options:
+        if default is _MISSING:
+            raise ConfigError(key, "missing")
+        return default
+    value = options[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and bool not in kinds:
+        raise ConfigError(key, f"expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+    if not isinstance(value, kinds):
+        raise ConfigError(key, f"expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+    if check is not None and not check(value):
+        raise ConfigError(key, f"{value!r}: {why or 'invalid value'}")
+    return value
+
+
+def reject_unknown(options: Mapping[str, Any], known: set[str]) -> None:
+    """Raise ConfigError for the first key a reader does not understand (typos fail loudly)."""
+    for key in sorted(options):
+        if key not in known:
+            raise ConfigError(key, "unknown key")
+
+
+def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None,
+                    voltage_v: Any = None, current_a: Any = None,
+                    power_factor: Any = None) -> Reading:
+    """A :class:`Reading` whose every field obeys the wire contract, else :class:`ReaderError`.
+
+    Readers call this so a garbage value from a meter is refused at the edge, before it
+    could make a whole batch undeliverable.
+    """
+    row = {"meter_id": meter_id, "ts": ts, "energy_kwh": energy_kwh, "power_w": power_w,
+           "voltage_v": voltage_v, "current_a": current_a, "power_factor": power_factor}
+    values = {}
+    for key, rule in Reading._RULES.items():
+        value = row[key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ReaderError(f"{key}: {value} is not a finite number")
+        try:
+            values[key] = rule.check(key, value)
+        except WireError as exc:
+            raise ReaderError(str(exc)) from None
+    return Reading(**values)
