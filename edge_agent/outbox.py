@@ -1,0 +1,321 @@
+"""The durable outbox: every reading and message the gateway owes the collector, on disk.
+
+One SQLite file (WAL journal, ``synchronous=FULL`` by default) holds three things:
+
+* ``readings``: raw readings as they are taken. A reading counts as taken once it is here.
+  The same rows are the window stage's journal: after a crash the open intervals are
+  rebuilt from them (:meth:`Outbox.open_readings`). Rows are sealed into raw-chunk messages
+  every chunk period and pruned once sealed *and* their interval is summarised.
+* ``messages``: encoded wire messages with their per-gateway sequence number, waiting for
+  the broker's PUBACK. ``seq`` is allocated here and persisted in the same transaction as
+  the message, so it survives restarts and never repeats.
+* ``meta``: the next sequence number, eviction counters and the agent's small JSON state
+  (window watermark, feature history), written atomically with the messages they explain.
+
+Writes are batched: the agent makes one transaction per poll cycle (:meth:`Outbox.append`),
+and PUBACKs are deleted in batches (:meth:`Outbox.ack`), which is what spares an SD card.
+
+The outbox is bounded by ``budget_bytes`` of logical data (payload and reading bytes plus a
+fixed per-row overhead). When an append would exceed it, the oldest messages are evicted
+raw chunks first, then summaries, then flags; each eviction is counted per kind
+(``evicted_raw``, ``evicted_summary``, ``evicted_flag`` and ``*_bytes``). Staged readings
+that are not yet sealed are never evicted: they are the newest data and are small.
+
+Delivery order (:meth:`Outbox.pending`): messages created since the current connection
+("live") go first, oldest first; the backlog follows, flags before summaries before raw,
+oldest first within each kind, at a rate the publisher limits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from edge_agent.wire import Reading
+
+__all__ = ["Outbox", "OutboxError", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
+
+# Higher rank = more valuable: sent first from the backlog, evicted last.
+KIND_RANK: dict[str, int] = {"raw": 0, "summary": 1, "flag": 2, "status": 3}
+EVICTION_ORDER = ("raw", "summary", "flag", "status")
+# SQLite row + index overhead, so a budget of N bytes is roughly N bytes on disk.
+ROW_OVERHEAD_BYTES = 48
+READING_BYTES = 7 * 8 + ROW_OVERHEAD_BYTES
+_COUNTERS = ("evicted_raw", "evicted_summary", "evicted_flag", "evicted_status",
+             "evicted_raw_bytes", "evicted_summary_bytes", "evicted_flag_bytes", "evicted_status_bytes")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, rank INTEGER NOT NULL, retain INTEGER NOT NULL,
+    created_at REAL NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_rank ON messages (rank, seq);
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY, meter_id TEXT NOT NULL, ts REAL NOT NULL, energy_kwh REAL NOT NULL,
+    power_w REAL, voltage_v REAL, current_a REAL, power_factor REAL);
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class OutboxError(RuntimeError):
+    """The outbox file cannot be opened or written (disk full, corrupt file, wrong owner)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to add: ``build(seq)`` returns its wire bytes once its seq is allocated."""
+
+    kind: str
+    build: Callable[[int], bytes]
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    seq: int
+    kind: str
+    payload: bytes
+    retain: bool
+    created_at: float
+
+
+class Outbox:
+    """A bounded, crash-safe store of readings and messages for one gateway (one process)."""
+
+    def __init__(self, path: str | Path, *, budget_bytes: int = 256 * 1024 * 1024,
+                 synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.budget_bytes = int(budget_bytes)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # checkpoint in larger steps: fewer rewrites of the same pages on the SD card
+            self._db.execute("PRAGMA wal_autocheckpoint=2000")
+            self._db.executescript(_SCHEMA)
+            self._load()
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(f"outbox {self.path}: {exc}") from None
+        except OSError as exc:
+            raise OutboxError(f"outbox {self.path}: {exc.strerror or exc}") from None
+
+    # ------------------------------------------------------------------ state
+
+    def _load(self) -> None:
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        max_seq = self._db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
+        self._next_seq = max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
+        self._chunked_upto = int(meta.get("chunked_upto", 0))
+        self.counters: dict[str, int] = {k: int(meta.get(k, 0)) for k in _COUNTERS}
+        self._state: dict[str, Any] = json.loads(meta.get("state", "{}"))
+        self._message_bytes = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ? FROM messages", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
+        self._reading_rows = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The agent's persisted JSON state as of the last append."""
+        return dict(self._state)
+
+    @property
+    def used_bytes(self) -> int:
+        return self._message_bytes + self._reading_rows * READING_BYTES
+
+    def depth(self) -> dict[str, int]:
+        """Messages waiting per kind, plus staged readings not yet sealed into a chunk."""
+        with self._lock:
+            out = {k: 0 for k in KIND_RANK}
+            out.update(dict(self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall()))
+            out["unsealed_readings"] = self._db.execute(
+                "SELECT COUNT(*) FROM readings WHERE id > ?", (self._chunked_upto,)).fetchone()[0]
+            return out
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, *, readings: Sequence[Reading] = (), messages: Iterable[NewMessage] = (),
+               seal: Callable[[int, list[Reading]], bytes] | None = None, seal_max: int = 5000,
+               prune_before: float | None = None, state: dict[str, Any] | None = None) -> list[int]:
+        """Store one poll cycle in ONE transaction; return the sequence numbers allocated.
+
+        ``readings`` are staged; ``messages`` get consecutive seqs; ``seal`` (if given) turns
+        every staged, unsealed reading into raw-chunk messages of at most ``seal_max``
+        readings; sealed readings older than ``prune_before`` are deleted; ``state`` replaces
+        the persisted agent state. Then the budget is enforced by eviction.
+        """
+        with self._lock:
+            seqs: list[int] = []
+            next_seq = self._next_seq
+            chunked_upto = self._chunked_upto
+            added_bytes = 0
+            added_rows = 0
+            counters = dict(self.counters)
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if readings:
+                    db.executemany(
+                        "INSERT INTO readings (meter_id, ts, energy_kwh, power_w, voltage_v, current_a,"
+                        " power_factor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a,
+                          r.power_factor) for r in readings])
+                    added_rows += len(readings)
+                rows = []
+                for msg in messages:
+                    payload = msg.build(next_seq)
+                    if msg.kind == "status":
+                        # only the latest status matters; an unsent older one is replaced
+                        removed = db.execute("DELETE FROM messages WHERE kind = 'status' RETURNING size").fetchall()
+                        added_bytes -= sum(r[0] + ROW_OVERHEAD_BYTES for r in removed)
+                    rows.append((next_seq, msg.kind, KIND_RANK[msg.kind], int(msg.retain), _now(), len(payload), payload))
+                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", rows[-1])
+                    seqs.append(next_seq)
+                    added_bytes += len(payload) + ROW_OVERHEAD_BYTES
+                    next_seq += 1
+                if seal is not None:
+                    while True:
+                        batch = db.execute(
+                            "SELECT id, meter_id, ts, energy_kwh, power_w, voltage_v, current_a, power_factor"
+                            " FROM readings WHERE id > ? ORDER BY id LIMIT ?", (chunked_upto, seal_max)).fetchall()
+                        if not batch:
+                            break
+                        payload = seal(next_seq, [Reading(*row[1:]) for row in batch])
+                        db.execute("INSERT INTO messages VALUES (?, 'raw', ?, 0, ?, ?, ?)",
+                                   (next_seq, KIND_RANK["raw"], _now(), len(payload), payload))
+                        seqs.append(next_seq)
+                        added_bytes += len(payload) + ROW_OVERHEAD_BYTES
+                        next_seq += 1
+                        chunked_upto = batch[-1][0]
+                if prune_before is not None:
+                    pruned = db.execute("DELETE FROM readings WHERE id <= ? AND ts < ?",
+                                        (chunked_upto, prune_before)).rowcount
+                    added_rows -= pruned
+                evicted_bytes = self._evict(db, self._message_bytes + added_bytes
+                                            + (self._reading_rows + added_rows) * READING_BYTES, counters)
+                added_bytes -= evicted_bytes
+                meta = {"next_seq": next_seq, "chunked_upto": chunked_upto, **counters}
+                if state is not None:
+                    meta["state"] = json.dumps(state, separators=(",", ":"))
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
+                db.execute("COMMIT")
+            except BaseException as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise OutboxError(f"outbox {self.path}: {exc}") from None
+                raise
+            self._next_seq = next_seq
+            self._chunked_upto = chunked_upto
+            self._message_bytes += added_bytes
+            self._reading_rows += added_rows
+            self.counters = counters
+            if state is not None:
+                self._state = dict(state)
+            return seqs
+
+    def _evict(self, db: sqlite3.Connection, used: int, counters: dict[str, int]) -> int:
+        """Delete the oldest messages, least valuable kind first, until ``used`` fits the budget."""
+        freed = 0
+        for kind in EVICTION_ORDER:
+            while used - freed > self.budget_bytes:
+                victims = db.execute("SELECT seq, size FROM messages WHERE rank = ? ORDER BY seq LIMIT 256",
+                                     (KIND_RANK[kind],)).fetchall()
+                if not victims:
+                    break
+                take = []
+                for seq, size in victims:
+                    if used - freed <= self.budget_bytes:
+                        break
+                    take.append(seq)
+                    freed += size + ROW_OVERHEAD_BYTES
+                    counters[f"evicted_{kind}"] += 1
+                    counters[f"evicted_{kind}_bytes"] += size
+                db.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in take])
+        return freed
+
+    def allocate_seq(self) -> int:
+        """One persisted sequence number for a message that bypasses the queue (the last will)."""
+        with self._lock:
+            seq = self._next_seq
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (str(seq + 1),))
+            self._next_seq = seq + 1
+            return seq
+
+    # ------------------------------------------------------------------ reading back
+
+    def open_readings(self, since_ts: float) -> list[Reading]:
+        """Staged readings with ``ts >= since_ts``: the open windows to rebuild after a restart."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT meter_id, ts, energy_kwh, power_w, voltage_v, current_a, power_factor"
+                " FROM readings WHERE ts >= ? ORDER BY id", (since_ts,)).fetchall()
+        return [Reading(*row) for row in rows]
+
+    def pending(self, limit: int, *, live_from_seq: int, backlog_limit: int,
+                exclude: set[int] | frozenset[int] = frozenset()) -> list[PendingMessage]:
+        """Up to ``limit`` messages to publish now: live ones (``seq >= live_from_seq``) oldest
+        first, then at most ``backlog_limit`` backlog messages, most valuable kind first."""
+        with self._lock:
+            extra = len(exclude)
+            live = self._db.execute(
+                "SELECT seq, kind, payload, retain, created_at FROM messages WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (live_from_seq, limit + extra)).fetchall()
+            out = [PendingMessage(s, k, bytes(p), bool(r), c) for s, k, p, r, c in live if s not in exclude][:limit]
+            room = min(limit - len(out), backlog_limit)
+            if room > 0:
+                old = self._db.execute(
+                    "SELECT seq, kind, payload, retain, created_at FROM messages WHERE seq < ?"
+                    " ORDER BY rank DESC, seq LIMIT ?", (live_from_seq, room + extra)).fetchall()
+                out += [PendingMessage(s, k, bytes(p), bool(r), c) for s, k, p, r, c in old if s not in exclude][:room]
+            return out
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete messages the broker acknowledged, in one transaction; returns how many."""
+        seqs = list(seqs)
+        if not seqs:
+            return 0
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                freed = 0
+                count = 0
+                for i in range(0, len(seqs), 500):
+                    part = seqs[i:i + 500]
+                    rows = db.execute(f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(part))})"
+                                      " RETURNING size", part).fetchall()
+                    freed += sum(r[0] + ROW_OVERHEAD_BYTES for r in rows)
+                    count += len(rows)
+                db.execute("COMMIT")
+            except BaseException as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise OutboxError(f"outbox {self.path}: {exc}") from None
+                raise
+            self._message_bytes -= freed
+            return count
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError:
+                pass
+            self._db.close()
+
+
+def _now() -> float:
+    # wall time, not the agent's clock: it measures how long a message waited on this disk
+    return time.time()
