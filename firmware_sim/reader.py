@@ -13,11 +13,20 @@ Options (all optional): ``seed`` (1), ``gateway`` (index, 0), ``meters`` (per ga
 ``start``/``end`` (ISO-8601 or Unix seconds; the window anomalies are planned in, required
 with ``anomalies = true``), ``kinds`` and ``classes`` (lists restricting what is drawn),
 ``labels`` (path: this gateway's ground truth is written there as CSV), ``tz``
-("America/New_York"), ``country`` ("US"), ``backfill_s`` (= step_s), ``name``.
+("America/New_York"), ``country`` ("US"), ``backfill_s`` (= step_s), ``name``,
+``since`` (ISO-8601 or Unix seconds: the first poll hands over everything after it instead of
+``backfill_s``), ``state_path`` (file keeping the hand-over cursor across agent restarts).
+
+With ``state_path`` the meters behave like meters with a load-profile log read by index:
+after a crash and restart, the agent gets every reading it has not asked for again. The
+cursor of a poll is committed when the agent comes back for the next one, so the batch a
+crashed agent may not have stored is handed over again (at least once, never lost).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,18 +41,33 @@ from firmware_sim.profiles import MeterClass
 __all__ = ["SimulatedMeterReader"]
 
 _KNOWN = {"seed", "gateway", "meters", "step_s", "anomalies", "anomaly_rate", "fault_rate", "start", "end",
-          "kinds", "classes", "labels", "tz", "country", "backfill_s", "name"}
+          "kinds", "classes", "labels", "tz", "country", "backfill_s", "name", "since", "state_path"}
 
 
 class SimulatedMeterReader:
     """The meters of one simulated gateway, read at clock time ``now``."""
 
-    def __init__(self, meters: Sequence[SimulatedMeter], *, name: str = "sim", backfill_s: float | None = None) -> None:
+    def __init__(self, meters: Sequence[SimulatedMeter], *, name: str = "sim", backfill_s: float | None = None,
+                 since: float | None = None, state_path: str | Path | None = None) -> None:
         self.meters = list(meters)
         self.name = name
         self.step_s = self.meters[0].step_s if self.meters else 60
         self.backfill_s = float(self.step_s if backfill_s is None else backfill_s)
-        self._last: float | None = None
+        self.state_path = Path(state_path) if state_path else None
+        self._last: float | None = since
+        self._uncommitted: float | None = None
+        if self.state_path is not None and self.state_path.exists():
+            try:
+                self._last = float(json.loads(self.state_path.read_text())["cursor"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError("state_path", f"{self.state_path} is not a reader cursor ({exc})") from None
+
+    def _commit(self, cursor: float) -> None:
+        if self.state_path is None:
+            return
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps({"cursor": cursor}))
+        os.replace(tmp, self.state_path)
 
     @classmethod
     def for_gateway(cls, fleet: Fleet, index: int, **kwargs: Any) -> "SimulatedMeterReader":
@@ -86,6 +110,12 @@ class SimulatedMeterReader:
         country = option(options, "country", str, "US")
         backfill_s = option(options, "backfill_s", (int, float), None, check=lambda v: v >= 0, why="must be >= 0")
         name = option(options, "name", str, f"sim:gw{gateway}")
+        since_raw = option(options, "since", (str, int, float), None)
+        try:
+            since = None if since_raw is None else parse_time(since_raw, "since")
+        except ValueError as exc:
+            raise ConfigError("since", str(exc)) from None
+        state_path = option(options, "state_path", str, None)
         try:
             fleet = Fleet(seed, gateway + 1, meters, start=window[0], end=window[1], step_s=step_s,
                           anomaly_rate=anomaly_rate if anomalies else 0.0,
@@ -94,7 +124,8 @@ class SimulatedMeterReader:
         except ValueError as exc:
             key = "tz" if "time zone" in str(exc) else "country" if "holidays" in str(exc) else "seed"
             raise ConfigError(key, str(exc)) from None
-        reader = cls.for_gateway(fleet, gateway, name=name, backfill_s=backfill_s)
+        reader = cls.for_gateway(fleet, gateway, name=name, backfill_s=backfill_s, since=since,
+                                 state_path=state_path)
         if labels:
             try:
                 write_labels_csv([e for m in reader.meters for e in m.events], Path(labels))
@@ -107,11 +138,16 @@ class SimulatedMeterReader:
         after = now - self.backfill_s if self._last is None else self._last
         if now <= after:
             return []
-        self._last = now
+        if self._uncommitted is not None:
+            self._commit(self._uncommitted)
+        self._last = self._uncommitted = now
         out: list[Reading] = []
         for meter in self.meters:
             out.extend(meter.emitted(after, now).readings(meter.meter_id))
         return out
 
     def close(self) -> None:
-        self._last = None
+        """A clean stop: the agent has taken everything handed over, so the cursor is committed."""
+        if self._uncommitted is not None:
+            self._commit(self._uncommitted)
+            self._uncommitted = None
