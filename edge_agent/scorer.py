@@ -1,0 +1,202 @@
+"""Scores interval features with an exported Isolation Forest (one ONNX file).
+
+The model file is self-describing: its ``metadata_props`` carry the feature names and order,
+the interval length, the decision threshold, name/version and a self-test vector. Loading a
+file runs the self-test, so a model that loads is a model that scores as it did when it was
+exported; anything else is a :class:`ModelError` saying why, and the caller keeps the model
+it had. onnxruntime and numpy only: this module runs on the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.features import FEATURE_DESCRIPTIONS
+
+__all__ = ["ModelError", "Scorer", "META_PREFIX", "MAX_MODEL_BYTES", "SELFTEST_TOLERANCE"]
+
+META_PREFIX = "gridsight."
+# A compact 100-tree model is a few hundred kB; anything near this is not one of ours.
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+SELFTEST_TOLERANCE = 1e-5
+_REQUIRED = ("feature_names", "threshold", "interval_s", "version", "name", "selftest")
+
+
+class ModelError(Exception):
+    """A model file that cannot be used: unreadable, tampered, incompatible. The message says why."""
+
+
+def _parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
+    meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise ModelError(f"{source}: not a gridsight model (metadata {META_PREFIX}{missing[0]} missing)")
+    try:
+        names = json.loads(meta["feature_names"])
+        threshold = float(meta["threshold"])
+        interval_s = int(meta["interval_s"])
+        selftest = json.loads(meta["selftest"])
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{source}: unreadable gridsight metadata ({exc})") from None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ModelError(f"{source}: {META_PREFIX}feature_names must be a non-empty list of names")
+    unknown = [n for n in names if n not in FEATURE_DESCRIPTIONS]
+    if unknown:
+        raise ModelError(f"{source}: model needs feature {unknown[0]!r}, which this agent cannot compute")
+    if not math.isfinite(threshold) or not 1 <= interval_s <= 86_400:
+        raise ModelError(f"{source}: threshold or interval_s out of range")
+    if not isinstance(selftest, dict) or "X" not in selftest or "scores" not in selftest:
+        raise ModelError(f"{source}: {META_PREFIX}selftest must hold X and scores")
+    meta.update(feature_names=tuple(names), threshold=threshold, interval_s=interval_s, selftest=selftest)
+    return meta
+
+
+class Scorer:
+    """A loaded, self-tested model: ``score(X)`` gives decision scores and anomaly labels."""
+
+    def __init__(self, session: Any, metadata: dict[str, Any], source: str) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.metadata = metadata
+        self.source = source
+        self.name: str = metadata["name"]
+        self.version: str = metadata["version"]
+        self.feature_names: tuple[str, ...] = metadata["feature_names"]
+        self.threshold: float = metadata["threshold"]
+        self.interval_s: int = metadata["interval_s"]
+        self.meter_class: str | None = metadata.get("meter_class") or None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Scorer":
+        """Load a model file, check its metadata and run its self-test; :class:`ModelError` if unusable."""
+        p = Path(path)
+        try:
+            size = p.stat().st_size
+            if size > MAX_MODEL_BYTES:
+                raise ModelError(f"{p}: {size} bytes is larger than any gridsight model ({MAX_MODEL_BYTES})")
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{p}: cannot read model file ({exc.strerror or exc})") from None
+        return cls.from_bytes(data, str(p))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Scorer":
+        """Load a model from its bytes in a fresh onnxruntime session (used by over-the-air updates)."""
+        import onnxruntime as ort
+
+        if len(data) > MAX_MODEL_BYTES:
+            raise ModelError(f"{source}: larger than any gridsight model")
+        options = ort.SessionOptions()
+        # A gateway scores a handful of rows per interval: one thread, no thread-pool spin-up.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for any broken file
+            raise ModelError(f"{source}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") from None
+        props = dict(session.get_modelmeta().custom_metadata_map)
+        scorer = cls(session, _parse_metadata(props, source), source)
+        scorer._check_io()
+        scorer._self_test()
+        return scorer
+
+    def _check_io(self) -> None:
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise ModelError(f"{self.source}: expected one input and a score output")
+        shape = inputs[0].shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.feature_names)):
+            raise ModelError(f"{self.source}: input shape {shape} does not match "
+                             f"{len(self.feature_names)} feature names")
+
+    def _self_test(self) -> None:
+        X = np.asarray(self.metadata["selftest"]["X"], dtype=np.float32)
+        expected = np.asarray(self.metadata["selftest"]["scores"], dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[0] != expected.shape[0]:
+            raise ModelError(f"{self.source}: self-test vector is malformed")
+        try:
+            got, _ = self.score(X)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.source}: self-test could not run ({exc})") from None
+        worst = float(np.max(np.abs(got - expected)))
+        if not worst <= SELFTEST_TOLERANCE:
+            raise ModelError(f"{self.source}: self-test failed (scores differ by {worst:.3g} "
+                             f"from those recorded at export)")
+
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (float64, sklearn ``decision_function`` convention: lower is more anomalous) and
+        labels (``scores < threshold``) of feature rows ``X`` (n, n_features)."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected rows of {len(self.feature_names)} features, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("feature rows must be finite")
+        if X.shape[0] == 0:
+            return np.empty(0, dtype=np.float64), np.empty(0, dtype=bool)
+        out = self._session.run(None, {self._input: X})[0]
+        scores = np.asarray(out, dtype=np.float64).reshape(-1)
+        return scores, scores < self.threshold
+
+    def explain(self, features_row: np.ndarray) -> str | None:
+        """A short human reason for a flag: the feature furthest from its neutral value."""
+        row = np.asarray(features_row, dtype=np.float64).reshape(-1)
+        if row.shape[0] != len(self.feature_names):
+            return None
+        named = dict(zip(self.feature_names, row.tolist()))
+        return describe_features(named)
+
+
+# (feature, neutral value, weight) — weight puts hours and ratios on a comparable footing.
+_EXPLAIN = (
+    ("zero_hours", 0.0, 1.0 / 2.0),
+    ("flatline_hours", 0.0, 1.0 / 3.0),
+    ("level_vs_hour_of_day", 0.0, 1.0),
+    ("level_vs_hour_of_week", 0.0, 0.9),
+    ("level_vs_recent", 0.0, 0.8),
+    ("day_vs_typical_day", 0.0, 1.2),
+    ("step_vs_previous", 0.0, 0.6),
+    ("z_vs_hour_of_day", 0.0, 0.15),
+    ("spike_ratio", 1.0, 0.3),
+    ("night_share", 0.25, 3.0),
+)
+_PHRASES = {
+    "level_vs_hour_of_day": "hour-of-day profile",
+    "level_vs_hour_of_week": "hour-of-week profile",
+    "level_vs_recent": "recent level",
+    "day_vs_typical_day": "typical day (24 h energy)",
+    "step_vs_previous": "previous interval",
+}
+
+
+def describe_features(named: dict[str, float]) -> str | None:
+    """Reason text from named feature values, e.g. ``"kWh 0.05x hour-of-day profile (drop)"``."""
+    best, best_w = None, 0.0
+    for name, neutral, weight in _EXPLAIN:
+        if name in named and math.isfinite(named[name]):
+            w = abs(named[name] - neutral) * weight
+            if w > best_w:
+                best, best_w = name, w
+    if best is None or best_w < 0.2:
+        return None
+    value = named[best]
+    if best in _PHRASES:
+        ratio = math.exp(value)
+        kind = "spike" if value > 0 else "drop"
+        return f"kWh {ratio:.2f}x {_PHRASES[best]} ({kind})"
+    if best == "zero_hours":
+        return f"no consumption for {value:.1f} h (zero)"
+    if best == "flatline_hours":
+        return f"consumption unchanged for {value:.1f} h (flatline)"
+    if best == "z_vs_hour_of_day":
+        return f"kWh {value:+.1f} sd from hour-of-day profile ({'spike' if value > 0 else 'drop'})"
+    if best == "spike_ratio":
+        return f"peak power {value:.1f}x interval mean (spike)"
+    return f"{value:.0%} of the day's energy in quiet hours (night load)"

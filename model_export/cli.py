@@ -1,0 +1,246 @@
+"""`gridsight model ...`: train, verify, score, keygen, sign and publish anomaly models."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from gridsight.cli import CLIError, run_cli
+
+__all__ = ["main"]
+
+PROG = "gridsight model"
+
+
+def _progress(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be in (0, 0.5], got {value:g}")
+    return value
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value:g}")
+    return value
+
+
+def _max_samples(text: str) -> int | float | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, a row count or a fraction, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction must be in (0, 1], got {value:g}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Train, export, verify, score, sign and publish "
+                                                            "the Isolation Forest the gateways run.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train on a readings CSV and write a verified compact ONNX model",
+                       description="Train on a readings CSV (meter_id,ts and kwh = interval energy, or "
+                                   "energy_kwh = cumulative register; optional power_w, meter_class) and "
+                                   "write a compact ONNX model whose scores match scikit-learn within 1e-5.")
+    t.add_argument("--readings", required=True, type=Path, help="readings CSV file")
+    t.add_argument("--out", required=True, type=Path,
+                   help="model file to write; with --by-class, a directory for one model per class")
+    target = t.add_mutually_exclusive_group()
+    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.01)")
+    target.add_argument("--false-alarms-per-meter-month", type=_budget, metavar="K",
+                        help="calibrate the threshold so a normal meter raises about K flags a month")
+    t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")
+    t.add_argument("--version", help="model version (default: UTC timestamp)")
+    t.add_argument("--n-estimators", type=_positive_int, default=100, help="trees (default %(default)s)")
+    t.add_argument("--max-samples", type=_max_samples, default=256, help="rows per tree (default %(default)s)")
+    t.add_argument("--interval-s", type=_positive_int, default=900, help="interval length (default %(default)s)")
+    t.add_argument("--meter-class", help="train only on meters of this class (needs a meter_class column)")
+    t.add_argument("--by-class", action="store_true", help="train one model per meter class into --out DIR")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+
+    v = sub.add_parser("verify", help="check a model file: metadata, self-test, parity, signature",
+                       description="Load a model as the gateway does (metadata, self-test), re-evaluate its "
+                                   "trees independently in numpy and compare scores and labels (tolerance "
+                                   "1e-5), and check its signature when --public-key is given. Exit 1 on failure.")
+    v.add_argument("model", type=Path, help="model .onnx file")
+    v.add_argument("--readings", type=Path, help="also check parity on features of this readings CSV")
+    v.add_argument("--public-key", type=Path, help="Ed25519 public key PEM; checks MODEL.sig (or --signature)")
+    v.add_argument("--signature", type=Path, help="signature file (default MODEL.sig)")
+
+    s = sub.add_parser("score", help="score a readings CSV through the edge feature and scoring code",
+                       description="Score every meter-interval of a readings CSV with exactly the gateway's "
+                                   "feature and scoring code; write one CSV row per meter-interval.")
+    s.add_argument("--model", required=True, type=Path, help="model .onnx file")
+    s.add_argument("--readings", required=True, type=Path, help="readings CSV file")
+    s.add_argument("--out", required=True, type=Path, help="output CSV (meter_id,interval_start,...,score,anomalous)")
+
+    k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
+    k.add_argument("--private-key", required=True, type=Path, help="private key file to create (mode 0600)")
+    k.add_argument("--public-key", required=True, type=Path, help="public key file to create (pin it on gateways)")
+
+    g = sub.add_parser("sign", help="sign a model file with an Ed25519 private key",
+                       description="Write MODEL.sig: the raw 64-byte Ed25519 signature of the model file.")
+    g.add_argument("model", type=Path, help="model .onnx file")
+    g.add_argument("--private-key", required=True, type=Path, help="Ed25519 private key PEM")
+    g.add_argument("--out", type=Path, help="signature file (default MODEL.sig)")
+
+    p = sub.add_parser("publish", help="upload model + signature + manifest, register it, announce it",
+                       description="Upload the model, its signature and a manifest to models/{name}/{version}/ "
+                                   "in an object store (S3 or a directory), register the version in the "
+                                   "collector database, and publish a retained model announcement over MQTT.")
+    p.add_argument("model", type=Path, help="model .onnx file (signed: MODEL.sig must exist)")
+    p.add_argument("--signature", type=Path, help="signature file (default MODEL.sig)")
+    p.add_argument("--public-key", type=Path, help="check the signature against this key before uploading")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store-dir", type=Path, help="local directory object store")
+    where.add_argument("--s3-bucket", help="S3 bucket (endpoint from --s3-endpoint-url or AWS defaults)")
+    p.add_argument("--s3-endpoint-url", help="S3-protocol endpoint, e.g. http://127.0.0.1:9000")
+    p.add_argument("--base-url", help="URL gateways fetch objects from (default: file:// for a directory, "
+                                      "a 7-day presigned URL for S3)")
+    p.add_argument("--database-url", help="collector PostgreSQL: register the version in model_versions")
+    p.add_argument("--mqtt-url", help="broker (mqtt://host:port) to publish the retained announcement on")
+    p.add_argument("--gateways", help="comma-separated canary gateway ids (default: the whole fleet)")
+    return parser
+
+
+def _train(ns: argparse.Namespace) -> int:
+    from model_export.pipeline import TrainingError, train_and_export
+    from model_export.readings import ReadingsError, read_readings_csv
+
+    try:
+        _progress(f"reading {ns.readings}")
+        table = read_readings_csv(ns.readings)
+        classes = [ns.meter_class]
+        if ns.by_class:
+            classes = sorted(set(table.meter_classes.values()))
+            if not classes:
+                raise CLIError("--by-class needs a meter_class column in the readings")
+            ns.out.mkdir(parents=True, exist_ok=True)
+        for meter_class in classes:
+            out = ns.out / f"{ns.name}-{meter_class}.onnx" if ns.by_class else ns.out
+            name = f"{ns.name}-{meter_class}" if ns.by_class else ns.name
+            _progress(f"training {name} on {len(table)} rows" + (f" (class {meter_class})" if meter_class else ""))
+            result = train_and_export(table, out, name=name, version=ns.version, contamination=ns.contamination,
+                                      false_alarms_per_meter_month=ns.false_alarms_per_meter_month,
+                                      n_estimators=ns.n_estimators, max_samples=ns.max_samples,
+                                      interval_s=ns.interval_s, meter_class=meter_class, random_state=ns.seed)
+            print(json.dumps({"model": str(result.path), "name": result.name, "version": result.version,
+                              "meter_class": result.meter_class, "training_rows": result.rows,
+                              "contamination": result.contamination,
+                              "parity_max_abs_diff": result.parity_max_abs_diff,
+                              "data_quality": result.quality.as_dict()}))
+    except (ReadingsError, TrainingError) as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+
+
+def _verify(ns: argparse.Namespace) -> int:
+    from model_export.verify import VerificationError, verify_model_file
+
+    try:
+        report = verify_model_file(ns.model, readings=ns.readings, public_key=ns.public_key,
+                                   signature=ns.signature)
+    except VerificationError as exc:
+        raise CLIError(f"{ns.model}: FAILED: {exc}", code=1) from None
+    print(json.dumps(report))
+    return 0
+
+
+def _score(ns: argparse.Namespace) -> int:
+    from edge_agent.scorer import ModelError, Scorer
+    from model_export.offline import score_readings
+    from model_export.readings import ReadingsError
+
+    try:
+        scorer = Scorer.load(ns.model)
+        rows = score_readings(scorer, ns.readings, progress=_progress)
+    except (ModelError, ReadingsError) as exc:
+        raise CLIError(str(exc)) from None
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    flagged = 0
+    with ns.out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["meter_id", "interval_start", "interval_s", "kwh", "readings", "score", "anomalous", "reason"])
+        for r in rows:
+            flagged += r.anomalous
+            writer.writerow([r.meter_id, r.interval_start_iso, r.interval_s, f"{r.kwh:.6g}", r.readings,
+                             f"{r.score:.6f}", int(r.anomalous), r.reason or ""])
+    _progress(f"wrote {len(rows)} meter-intervals ({flagged} flagged) to {ns.out}")
+    return 0
+
+
+def _keygen(ns: argparse.Namespace) -> int:
+    from model_export.signing import generate_keypair
+
+    generate_keypair(ns.private_key, ns.public_key)
+    _progress(f"wrote {ns.private_key} (keep it secret) and {ns.public_key} (pin it on gateways)")
+    return 0
+
+
+def _sign(ns: argparse.Namespace) -> int:
+    from model_export.signing import SigningError, sign_file
+
+    try:
+        out = sign_file(ns.model, ns.private_key, ns.out)
+    except SigningError as exc:
+        raise CLIError(str(exc)) from None
+    _progress(f"wrote {out}")
+    return 0
+
+
+def _publish(ns: argparse.Namespace) -> int:
+    from model_export.publish import PublishError, publish_model
+
+    try:
+        result = publish_model(
+            ns.model, signature=ns.signature, public_key=ns.public_key, store_dir=ns.store_dir,
+            s3_bucket=ns.s3_bucket, s3_endpoint_url=ns.s3_endpoint_url, base_url=ns.base_url,
+            database_url=ns.database_url, mqtt_url=ns.mqtt_url,
+            gateways=[g.strip() for g in ns.gateways.split(",") if g.strip()] if ns.gateways else None,
+            progress=_progress)
+    except PublishError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps(result))
+    return 0
+
+
+_COMMANDS = {"train": _train, "verify": _verify, "score": _score, "keygen": _keygen, "sign": _sign,
+             "publish": _publish}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_cli(lambda: _COMMANDS[ns.command](ns), f"{PROG} {ns.command}")

@@ -1,0 +1,265 @@
+"""Training pipeline: readings -> interval features -> IsolationForest -> compact ONNX -> parity check.
+
+Each step is a small function (``load_intervals``, ``build_training_rows``, ``fit_forest``,
+``calibration_contamination``, ``export_model``, ``verify_parity``); ``train_and_export``
+chains them and is what the CLI, the demo and the tests call. Features come from
+:mod:`edge_agent.features`, the module the gateway runs, so training and the edge agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edge_agent.features import DEFAULT_FEATURES, IntervalStats, batch_features
+from edge_agent.scorer import META_PREFIX, Scorer
+from edge_agent.wire import Reading
+from model_export.compact_onnx import compact_isolation_forest
+from model_export.readings import (DataQuality, ReadingsError, ReadingTable, interval_series,
+                                   read_readings_csv, table_from_readings)
+
+__all__ = ["TrainingError", "TrainResult", "train_and_export", "load_table", "load_intervals",
+           "build_training_rows", "fit_forest", "calibration_contamination", "export_model",
+           "verify_parity", "intervals_per_month", "PARITY_TOLERANCE", "ReadingsError"]
+
+PARITY_TOLERANCE = 1e-5
+DEFAULT_CONTAMINATION = 0.01
+_SELFTEST_ROWS = 8
+_MAX_HOLDOUT = 5000
+
+
+class TrainingError(ValueError):
+    """Training cannot produce a trustworthy model from this input; the message says why."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced, for the CLI's report and for callers."""
+
+    path: Path
+    name: str
+    version: str
+    meter_class: str | None
+    rows: int
+    threshold: float
+    contamination: float
+    parity_max_abs_diff: float
+    quality: DataQuality
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def intervals_per_month(interval_s: int) -> float:
+    """Meter-intervals in a 30-day month: the unit of a false-alarm budget."""
+    return 30 * 86_400 / interval_s
+
+
+def calibration_contamination(interval_s: int, contamination: float | None = None,
+                              false_alarms_per_meter_month: float | None = None) -> float:
+    """The training-row share to flag, from exactly one target (default: 1 %).
+
+    A false-alarm budget of k per meter per month at 15-minute intervals flags the k/2880
+    most isolated training rows, so a meter behaving like its history raises about k flags a month.
+    """
+    if contamination is not None and false_alarms_per_meter_month is not None:
+        raise TrainingError("give either a contamination or a false-alarm budget, not both")
+    if false_alarms_per_meter_month is not None:
+        if not false_alarms_per_meter_month > 0:
+            raise TrainingError("the false-alarm budget must be above 0 per meter per month")
+        contamination = false_alarms_per_meter_month / intervals_per_month(interval_s)
+    if contamination is None:
+        contamination = DEFAULT_CONTAMINATION
+    if not 0.0 < contamination <= 0.5:
+        raise TrainingError(f"contamination must be in (0, 0.5], got {contamination:g}")
+    return float(contamination)
+
+
+def load_table(source: str | Path | Iterable[Reading] | ReadingTable) -> ReadingTable:
+    """A readings CSV path, a :class:`ReadingTable`, or an iterable of wire readings, as a table."""
+    if isinstance(source, ReadingTable):
+        return source
+    if isinstance(source, (str, Path)):
+        return read_readings_csv(source)
+    return table_from_readings(source)
+
+
+def load_intervals(source: str | Path | Iterable[Reading] | ReadingTable,
+                   interval_s: int) -> tuple[list[IntervalStats], DataQuality, dict[str, str]]:
+    """Interval stats, the data-quality counts and any meter classes from a readings source."""
+    table = load_table(source)
+    stats, quality = interval_series(table, interval_s)
+    return stats, quality, table.meter_classes
+
+
+def build_training_rows(stats: Sequence[IntervalStats], feature_names: Sequence[str],
+                        interval_s: int) -> tuple[np.ndarray, list[IntervalStats]]:
+    """Feature rows for training, leaving out each meter's warm-up day when enough remain.
+
+    The first day's features are neutral by design (no profile yet); training on them would
+    teach the forest that "nothing known" is the commonest state.
+    """
+    X, ordered = batch_features(stats, feature_names, interval_s)
+    seen: dict[str, float] = {}
+    warm = np.zeros(len(ordered), dtype=bool)
+    for i, s in enumerate(ordered):
+        first = seen.setdefault(s.meter_id, s.interval_start)
+        warm[i] = s.interval_start - first >= 86_400
+    if warm.sum() >= max(256, len(ordered) // 2):
+        return X[warm], [s for s, w in zip(ordered, warm) if w]
+    return X, ordered
+
+
+def fit_forest(X: np.ndarray, contamination: float, n_estimators: int = 100,
+               max_samples: int | float | str = 256, random_state: int = 0):
+    """Fit scikit-learn's IsolationForest; its ``offset_`` holds the calibrated threshold."""
+    from sklearn.ensemble import IsolationForest
+
+    if X.shape[0] < 16:
+        raise TrainingError(f"only {X.shape[0]} training intervals; need at least 16 (a few hours of data)")
+    if isinstance(max_samples, int) and max_samples > X.shape[0]:
+        max_samples = X.shape[0]
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples,
+                             contamination=contamination, random_state=random_state)
+    return forest.fit(X)
+
+
+def verify_parity(forest, model_bytes: bytes, X: np.ndarray) -> float:
+    """Max |ONNX - sklearn decision_function| over ``X``; raises if above tolerance or a label differs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    got = np.asarray(session.run(None, {session.get_inputs()[0].name: X.astype(np.float32)})[0],
+                     dtype=np.float64).reshape(-1)
+    want = forest.decision_function(X.astype(np.float32))
+    diff = float(np.max(np.abs(got - want))) if X.shape[0] else 0.0
+    if not diff <= PARITY_TOLERANCE:
+        raise TrainingError(f"ONNX scores differ from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE:g})")
+    labels_sklearn = forest.predict(X.astype(np.float32)) == -1
+    if not np.array_equal(got < 0.0, labels_sklearn):
+        raise TrainingError(f"{int(np.sum((got < 0) != labels_sklearn))} labels differ from scikit-learn")
+    return diff
+
+
+def _fingerprint(stats: Sequence[IntervalStats]) -> str:
+    h = hashlib.sha256()
+    for s in sorted(stats, key=lambda s: (s.meter_id, s.interval_start)):
+        h.update(f"{s.meter_id},{s.interval_start:.0f},{s.kwh:.9g}\n".encode())
+    return h.hexdigest()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def export_model(forest, feature_names: Sequence[str], interval_s: int, name: str, version: str,
+                 selftest_X: np.ndarray, extra_metadata: dict[str, str]) -> bytes:
+    """Compact ONNX bytes with gridsight metadata, including a self-test the agent re-runs on load."""
+    probe = compact_isolation_forest(forest, len(feature_names))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"features": selftest_X.astype(np.float32)})[0]
+    metadata = {
+        "feature_names": json.dumps(list(feature_names)),
+        "threshold": "0.0",
+        "interval_s": str(int(interval_s)),
+        "version": version,
+        "name": name,
+        "selftest": json.dumps({"X": selftest_X.astype(np.float32).tolist(),
+                                "scores": [float(s) for s in expected]}),
+        **extra_metadata,
+    }
+    model = compact_isolation_forest(forest, len(feature_names),
+                                     {META_PREFIX + k: v for k, v in metadata.items()})
+    return model.SerializeToString()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train_and_export(readings: str | Path | Iterable[Reading] | ReadingTable, out_path: str | Path, *,
+                     name: str = "gridsight-iforest", version: str | None = None,
+                     contamination: float | None = None, false_alarms_per_meter_month: float | None = None,
+                     n_estimators: int = 100, max_samples: int | float | str = 256,
+                     interval_s: int = 900, feature_names: Sequence[str] = DEFAULT_FEATURES,
+                     meter_class: str | None = None, random_state: int = 0) -> TrainResult:
+    """Train on readings (CSV path, wire readings or a table) and write a verified compact ONNX model.
+
+    With ``meter_class``, only meters of that class (from the file's ``meter_class`` column
+    or the table's classes) are used and the class is recorded in the model's metadata.
+    """
+    table = load_table(readings)
+    if meter_class is not None:
+        table = _only_class(table, meter_class)
+    stats, quality = interval_series(table, interval_s)
+    if not stats:
+        raise TrainingError("no usable intervals in the input")
+    rate = calibration_contamination(interval_s, contamination, false_alarms_per_meter_month)
+    X, rows = build_training_rows(stats, feature_names, interval_s)
+    rng = np.random.default_rng(random_state)
+    holdout_mask = np.zeros(X.shape[0], dtype=bool)
+    n_holdout = min(_MAX_HOLDOUT, X.shape[0] // 10)
+    holdout_mask[rng.choice(X.shape[0], n_holdout, replace=False)] = True
+    forest = fit_forest(X[~holdout_mask], rate, n_estimators, max_samples, random_state)
+
+    check_rows = np.vstack([X[holdout_mask], X[~holdout_mask][:1000]])
+    picks = rng.choice(X.shape[0], min(_SELFTEST_ROWS, X.shape[0]), replace=False)
+    selftest_X = X[np.sort(picks)]
+    version = version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    starts = [s.interval_start for s in stats]
+    extra = {
+        "training_window": f"{_iso(min(starts))}/{_iso(max(starts) + interval_s)}",
+        "data_fingerprint": _fingerprint(stats),
+        "created_at": _iso(datetime.now(timezone.utc).timestamp()),
+        "contamination": f"{rate:.6g}",
+        "calibration": (f"false_alarms_per_meter_month={false_alarms_per_meter_month:g}"
+                        if false_alarms_per_meter_month is not None else f"contamination={rate:g}"),
+        "n_estimators": str(n_estimators),
+        "max_samples": str(forest.max_samples_),
+        "training_rows": str(int((~holdout_mask).sum())),
+        "data_quality": json.dumps(quality.as_dict()),
+        "scaler": "none (features are scale-free ratios)",
+        "meter_class": meter_class or "",
+    }
+    data = export_model(forest, feature_names, interval_s, name, version, selftest_X, extra)
+    diff = verify_parity(forest, data, check_rows)
+    out = Path(out_path)
+    _write_atomically(out, data)
+    Scorer.load(out)  # the gateway's own loader, self-test included, must accept what we wrote
+    return TrainResult(out, name, version, meter_class, int((~holdout_mask).sum()), 0.0, rate, diff,
+                       quality, extra)
+
+
+def _only_class(table: ReadingTable, meter_class: str) -> ReadingTable:
+    wanted = meter_class.lower()
+    if not table.meter_classes:
+        raise TrainingError("per-class training needs a meter_class column or a meter class map")
+    keep = np.array([table.meter_classes.get(m) == wanted for m in table.meter_ids], dtype=bool)
+    if not keep.any():
+        known = ", ".join(sorted(set(table.meter_classes.values())))
+        raise TrainingError(f"no meters of class {meter_class!r} (classes in the data: {known})")
+    ids = [m for m, k in zip(table.meter_ids, keep) if k]
+    return ReadingTable(table.kind, ids, table.ts[keep], table.value[keep],
+                        table.power_w[keep] if table.power_w is not None else None,
+                        {m: c for m, c in table.meter_classes.items() if c == wanted}, table.source,
+                        table.lines[keep] if table.lines is not None else None)
+

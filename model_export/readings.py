@@ -1,0 +1,298 @@
+"""Readings files and reading lists into meter-intervals, with every bad row counted.
+
+A readings CSV has a header and at least ``meter_id``, ``ts`` and ONE energy column:
+
+* ``kwh``        — energy consumed in the interval that *starts* at ``ts`` (interval data,
+                   as utilities export it, any regular interval from 10 s to 1 h), or
+* ``energy_kwh`` — the cumulative import register read at ``ts`` (as a gateway reads it).
+
+``ts`` is ISO-8601 (a value without a zone is taken as UTC) or Unix seconds. Optional
+columns: ``power_w`` (instantaneous power, register files) and ``meter_class`` (residential,
+commercial, industrial, pv, …) for per-class models. Rows that cannot be parsed make the
+file unusable: :class:`ReadingsError` names the line. Rows that parse but are wrong —
+duplicates, negative or absurd energy, empty values, registers going backwards — are
+counted in :class:`DataQuality` and left out; gaps stay gaps (the feature builder knows
+an interval that does not follow its predecessor).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from edge_agent.features import IntervalStats, interval_stats
+from edge_agent.wire import Reading
+
+__all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings_csv", "table_from_readings",
+           "interval_series", "MAX_KW"]
+
+# A meter drawing more than 100 MW is a broken export, not a building.
+MAX_KW = 100_000.0
+_MAX_LINE_CHARS = 4096
+_TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000 .. 2100, as on the wire
+
+
+class ReadingsError(ValueError):
+    """A readings file that cannot be used; ``line`` is the 1-based line at fault (0: the whole file)."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        where = f"{source} line {line}" if line else source
+        super().__init__(f"{where}: {reason}")
+        self.source, self.line, self.reason = source, line, reason
+
+
+@dataclass
+class DataQuality:
+    """What was wrong with the input, counted rather than silently dropped."""
+
+    rows: int = 0
+    meters: int = 0
+    intervals: int = 0
+    duplicates: int = 0
+    empty_values: int = 0
+    negative: int = 0
+    absurd: int = 0
+    register_resets: int = 0
+    gap_intervals: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(self).items())
+
+
+@dataclass
+class ReadingTable:
+    """Parsed rows, column-wise. ``kind`` says what ``value`` holds: interval kWh or a register."""
+
+    kind: str  # "interval" | "register"
+    meter_ids: list[str]
+    ts: np.ndarray
+    value: np.ndarray
+    power_w: np.ndarray | None
+    meter_classes: dict[str, str] = field(default_factory=dict)
+    source: str = "<readings>"
+    lines: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.meter_ids)
+
+
+def _parse_ts(text: str) -> float:
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        value = dt.timestamp()
+    if not math.isfinite(value) or not _TS_MIN <= value <= _TS_MAX:
+        raise ValueError(f"time {text[:40]!r} is outside 2000..2100 (milliseconds instead of seconds?)")
+    return value
+
+
+def _parse_number(text: str) -> float:
+    text = text.strip()
+    if text == "" or text.lower() in ("nan", "null", "na"):
+        return math.nan
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def read_readings_csv(path: str | Path) -> ReadingTable:
+    """Parse a readings CSV (see the module docstring); :class:`ReadingsError` names a bad line."""
+    p = Path(path)
+    source = str(p)
+    try:
+        fh = p.open("r", newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ReadingsError(source, 0, "file does not exist") from None
+    except OSError as exc:
+        raise ReadingsError(source, 0, f"cannot read ({exc.strerror})") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ReadingsError(source, 1, "empty file, expected a header meter_id,ts,kwh") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ReadingsError(source, 1, f"not a CSV file ({exc})") from None
+        cols = {name.strip().lower(): i for i, name in enumerate(header)}
+        for required in ("meter_id", "ts"):
+            if required not in cols:
+                raise ReadingsError(source, 1, f"header has no {required!r} column (got {', '.join(header)[:120]})")
+        if "kwh" in cols and "energy_kwh" in cols:
+            raise ReadingsError(source, 1, "give either kwh (interval energy) or energy_kwh (register), not both")
+        if "kwh" not in cols and "energy_kwh" not in cols:
+            raise ReadingsError(source, 1, "header needs a kwh (interval energy) or energy_kwh (register) column")
+        kind = "interval" if "kwh" in cols else "register"
+        i_meter, i_ts = cols["meter_id"], cols["ts"]
+        i_val = cols["kwh" if kind == "interval" else "energy_kwh"]
+        i_pow, i_cls = cols.get("power_w"), cols.get("meter_class")
+        width = max(i for i in (i_meter, i_ts, i_val, i_pow, i_cls) if i is not None) + 1
+
+        meters: list[str] = []
+        ts: list[float] = []
+        values: list[float] = []
+        power: list[float] = []
+        lines: list[int] = []
+        classes: dict[str, str] = {}
+        line = 1
+        try:
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) < width:
+                    raise ReadingsError(source, line, f"expected at least {width} fields, got {len(row)}")
+                meter = row[i_meter].strip()
+                if not meter or len(meter) > 64:
+                    raise ReadingsError(source, line, "meter_id must be 1 to 64 characters")
+                try:
+                    t = _parse_ts(row[i_ts])
+                except ValueError as exc:
+                    raise ReadingsError(source, line, f"bad ts {row[i_ts][:40]!r} ({exc})") from None
+                try:
+                    v = _parse_number(row[i_val])
+                    pw = _parse_number(row[i_pow]) if i_pow is not None else math.nan
+                except ValueError:
+                    col = header[i_val] if i_pow is None else f"{header[i_val]}/{header[i_pow]}"
+                    raise ReadingsError(source, line, f"{col} is not a number") from None
+                meters.append(meter)
+                ts.append(t)
+                values.append(v)
+                power.append(pw)
+                lines.append(line)
+                if i_cls is not None and row[i_cls].strip():
+                    classes.setdefault(meter, row[i_cls].strip().lower())
+        except csv.Error as exc:
+            raise ReadingsError(source, reader.line_num, f"malformed CSV ({exc})") from None
+        except UnicodeDecodeError:
+            raise ReadingsError(source, line + 1, "not UTF-8 text") from None
+    if not meters:
+        raise ReadingsError(source, 0, "no readings after the header")
+    power_arr = np.asarray(power, dtype=np.float64) if i_pow is not None else None
+    return ReadingTable(kind, meters, np.asarray(ts, dtype=np.float64), np.asarray(values, dtype=np.float64),
+                        power_arr, classes, source, np.asarray(lines, dtype=np.int64))
+
+
+def table_from_readings(readings: Iterable[Reading], meter_classes: dict[str, str] | None = None) -> ReadingTable:
+    """Wire readings (cumulative registers, as a gateway reads them) as a table."""
+    rows = list(readings)
+    if not rows:
+        raise ReadingsError("<readings>", 0, "no readings")
+    power = np.array([math.nan if r.power_w is None else r.power_w for r in rows], dtype=np.float64)
+    return ReadingTable("register", [r.meter_id for r in rows], np.array([r.ts for r in rows], dtype=np.float64),
+                        np.array([r.energy_kwh for r in rows], dtype=np.float64),
+                        power if np.isfinite(power).any() else None, dict(meter_classes or {}))
+
+
+def _group_rows(table: ReadingTable) -> dict[str, np.ndarray]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, m in enumerate(table.meter_ids):
+        groups[m].append(i)
+    return {m: np.asarray(idx, dtype=np.int64) for m, idx in groups.items()}
+
+
+def data_interval_s(table: ReadingTable) -> float | None:
+    """Median spacing of one meter's rows (the data's native interval), or None with one row each."""
+    spacings = []
+    for idx in _group_rows(table).values():
+        t = np.unique(table.ts[idx])
+        if t.size > 1:
+            spacings.append(float(np.median(np.diff(t))))
+    return float(np.median(spacings)) if spacings else None
+
+
+def interval_series(table: ReadingTable, interval_s: int,
+                    quality: DataQuality | None = None) -> tuple[list[IntervalStats], DataQuality]:
+    """Reduce a table to per-meter interval stats on ``interval_s`` boundaries, counting bad rows."""
+    q = quality if quality is not None else DataQuality()
+    q.rows += len(table)
+    native = data_interval_s(table)
+    if native is not None and native > interval_s * 1.01:
+        raise ReadingsError(table.source, 0, f"data arrive every {native:.0f} s, coarser than the "
+                                             f"{interval_s} s interval; use --interval-s {int(native)} or more")
+    out: list[IntervalStats] = []
+    groups = _group_rows(table)
+    q.meters += len(groups)
+    for meter, idx in groups.items():
+        order = idx[np.argsort(table.ts[idx], kind="stable")]
+        t, v = table.ts[order], table.value[order]
+        p = table.power_w[order] if table.power_w is not None else None
+        dup = np.concatenate(([False], np.diff(t) == 0))
+        q.duplicates += int(dup.sum())
+        keep = ~dup
+        empty = ~np.isfinite(v)
+        q.empty_values += int((empty & keep).sum())
+        keep &= ~empty
+        t, v = t[keep], v[keep]
+        p = p[keep] if p is not None else None
+        if t.size == 0:
+            continue
+        bins = np.floor(t / interval_s) * interval_s
+        if table.kind == "interval":
+            series = _interval_rows(meter, t, v, bins, interval_s, q)
+        else:
+            series = _register_rows(meter, t, v, p, bins, interval_s, q)
+        if series:
+            starts = np.array([s.interval_start for s in series])
+            q.gap_intervals += int(np.sum(np.round(np.diff(starts) / interval_s) - 1))
+        q.intervals += len(series)
+        out.extend(series)
+    return out, q
+
+
+def _interval_rows(meter: str, t: np.ndarray, v: np.ndarray, bins: np.ndarray, interval_s: int,
+                   q: DataQuality) -> list[IntervalStats]:
+    native = np.median(np.diff(t)) if t.size > 1 else interval_s
+    limit = MAX_KW * max(float(native), 1.0) / 3600.0
+    negative, absurd = v < 0, v > limit
+    q.negative += int(negative.sum())
+    q.absurd += int(absurd.sum())
+    ok = ~(negative | absurd)
+    t, v, bins = t[ok], v[ok], bins[ok]
+    starts, first = np.unique(bins, return_index=True)
+    sums = np.add.reduceat(v, first) if v.size else np.empty(0)
+    counts = np.diff(np.append(first, v.size))
+    return [IntervalStats(meter, float(s), interval_s, float(k), int(c), None, None, None, None)
+            for s, k, c in zip(starts, sums, counts)]
+
+
+def _register_rows(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | None, bins: np.ndarray,
+                   interval_s: int, q: DataQuality) -> list[IntervalStats]:
+    negative = v < 0
+    q.negative += int(negative.sum())
+    t, v, bins = t[~negative], v[~negative], bins[~negative]
+    p = p[~negative] if p is not None else None
+    if v.size == 0:
+        return []
+    # A register step implying more than MAX_KW is a glitch: count it and do not let it count as energy.
+    steps = np.diff(v)
+    dt = np.maximum(np.diff(t), 1.0)
+    absurd = steps > MAX_KW * dt / 3600.0
+    q.absurd += int(absurd.sum())
+    q.register_resets += int((steps < 0).sum())
+    if absurd.any():
+        # Re-base everything after the glitch so the jump itself contributes nothing.
+        v = v - np.concatenate(([0.0], np.cumsum(np.where(absurd, steps, 0.0))))
+    starts, first = np.unique(bins, return_index=True)
+    ends = np.append(first[1:], v.size)
+    out = []
+    prev: float | None = None
+    for s, a, b in zip(starts, first, ends):
+        out.append(interval_stats(meter, float(s), interval_s, t[a:b], v[a:b],
+                                  p[a:b] if p is not None else None, prev))
+        prev = float(v[b - 1])
+    return out

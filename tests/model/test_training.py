@@ -1,0 +1,122 @@
+"""Training from readings files and reading lists: a working model, bad rows counted, bad files named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_agent.features import DEFAULT_FEATURES
+from edge_agent.scorer import Scorer
+from edge_agent.wire import Reading
+from model_export.pipeline import TrainingError, train_and_export
+from model_export.readings import ReadingsError, interval_series, read_readings_csv
+
+from model_fleet import T0, make_fleet
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gridsight", "model", *args], capture_output=True, text=True,
+                          timeout=240)
+
+
+def test_train_cli_writes_a_model_the_gateway_scorer_loads(tmp_path, fleet_csv):
+    out = tmp_path / "m.onnx"
+    proc = _cli("train", "--readings", str(fleet_csv), "--out", str(out), "--n-estimators", "20",
+                "--version", "2025.1", "--name", "pilot")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["parity_max_abs_diff"] < 1e-5
+    scorer = Scorer.load(out)
+    assert (scorer.name, scorer.version, scorer.interval_s) == ("pilot", "2025.1", 900)
+    assert scorer.feature_names == DEFAULT_FEATURES
+    for key in ("training_window", "data_fingerprint", "created_at", "data_quality"):
+        assert scorer.metadata[key]
+
+
+def test_the_trained_model_flags_injected_anomalies_more_than_normal_intervals(tmp_path, fleet, fleet_csv):
+    from model_export.offline import score_readings
+
+    result = train_and_export(fleet_csv, tmp_path / "m.onnx", n_estimators=50, contamination=0.02)
+    scored = score_readings(Scorer.load(result.path), fleet_csv)
+    truth = {(m, float(t)): bool(a) for m in fleet.kwh for t, a in zip(fleet.ts(m), fleet.anomalous[m])}
+    flagged = np.array([r.anomalous for r in scored])
+    labels = np.array([truth[(r.meter_id, r.interval_start)] for r in scored])
+    assert flagged[labels].mean() > 5 * flagged[~labels].mean()
+
+
+def test_register_csv_with_iso_times_trains_like_interval_data(tmp_path):
+    fleet = make_fleet(meters=3, days=8, anomalies=False)
+    path = fleet.write_register_csv(tmp_path / "register.csv")
+    table = read_readings_csv(path)
+    stats, quality = interval_series(table, 900)
+    assert table.kind == "register"
+    assert quality.intervals == sum(v.size for v in fleet.kwh.values())
+    by_key = {(s.meter_id, s.interval_start): s.kwh for s in stats}
+    first = fleet.kwh["m00"]
+    assert by_key[("m00", T0 + 900 * 10)] == pytest.approx(first[10], rel=1e-4)
+    assert train_and_export(table, tmp_path / "m.onnx", n_estimators=10).parity_max_abs_diff < 1e-5
+
+
+def test_wire_readings_train_a_model(tmp_path):
+    readings = []
+    register = {"a": 10.0, "b": 5000.0}
+    for i in range(96 * 3 * 3):
+        ts = T0 + i * 300
+        for meter, size in (("a", 0.1), ("b", 20.0)):
+            register[meter] += size * (1.5 + np.sin(ts / 86_400 * 2 * np.pi))
+            readings.append(Reading(meter, float(ts), register[meter], power_w=1000.0))
+    result = train_and_export(readings, tmp_path / "m.onnx", n_estimators=10)
+    assert result.quality.meters == 2 and result.quality.intervals == 2 * 96 * 3
+    assert Scorer.load(result.path).version == result.version
+
+
+def test_bad_rows_are_counted_not_silently_dropped(tmp_path):
+    path = tmp_path / "r.csv"
+    lines = ["meter_id,ts,kwh"]
+    for i in range(200):
+        lines.append(f"m1,{T0 + i * 900},1.0")
+    lines += [f"m1,{T0 + 5 * 900},1.0",            # duplicate
+              f"m1,{T0 + 200 * 900},-3",          # negative
+              f"m1,{T0 + 201 * 900},999999",      # absurd for 15 minutes
+              f"m1,{T0 + 202 * 900},",            # empty
+              f"m1,{T0 + 210 * 900},1.0"]         # after a gap of 7 intervals (200..209 unusable)
+    path.write_text("\n".join(lines) + "\n")
+    stats, q = interval_series(read_readings_csv(path), 900)
+    assert (q.duplicates, q.negative, q.absurd, q.empty_values) == (1, 1, 1, 1)
+    assert q.intervals == 201 and q.gap_intervals == 10
+
+
+@pytest.mark.parametrize("body,line,message", [
+    ("meter_id,ts,kwh\nm1,2025-01-01T00:00:00Z,1\nm1,yesterday,1\n", 3, "bad ts"),
+    ("meter_id,ts,kwh\nm1,1735689600,1\nm1,1735690500,lots\n", 3, "kwh is not a number"),
+    ("meter_id,ts,kwh\nm1,1735689600,1\nm1,1735690500\n", 3, "expected at least 3 fields"),
+    ("meter_id,ts,kwh\nm1,1735689600000,1\n", 2, "milliseconds"),
+    ("meter,time,value\nm1,1735689600,1\n", 1, "no 'meter_id' column"),
+])
+def test_bad_input_files_are_refused_with_the_line_number(tmp_path, body, line, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(ReadingsError, match=message) as err:
+        read_readings_csv(path)
+    assert err.value.line == line
+
+
+def test_train_cli_reports_a_bad_file_in_one_line_and_fails(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("meter_id,ts,kwh\nm1,1735689600,1\nm1,not-a-time,1\n")
+    proc = _cli("train", "--readings", str(path), "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("gridsight model train: error:")
+    assert "line 3" in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_too_little_data_is_a_training_error(tmp_path):
+    path = tmp_path / "tiny.csv"
+    path.write_text("meter_id,ts,kwh\n" + "".join(f"m1,{T0 + i * 900},1\n" for i in range(5)))
+    with pytest.raises(TrainingError, match="need at least 16"):
+        train_and_export(path, tmp_path / "m.onnx")
