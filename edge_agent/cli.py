@@ -1,0 +1,159 @@
+"""``gridsight agent``: run the gateway agent, check its config, show its status.
+
+    gridsight agent run --config /etc/gridsight/agent.toml
+    gridsight agent check-config --config agent.toml
+    gridsight agent status --config agent.toml        (or --data-dir DIR)
+
+``run`` stops gracefully on SIGTERM or SIGINT (seal staged readings, wait for PUBACKs,
+publish offline status). Configuration errors stop start-up with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from edge_agent.config import AgentSettings
+from edge_agent.settings import ConfigError, load_settings
+from gridsight.cli import CLIError, run_cli
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridsight agent", description="The gateway agent: read meters, score "
+                                "intervals, keep a durable outbox, publish over MQTT.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the agent until SIGTERM")
+    check = sub.add_parser("check-config", help="validate a config file (readers, model, broker URL) and print it")
+    status = sub.add_parser("status", help="show the outbox depth and the last status of an agent")
+    for sp in (run, check, status):
+        sp.add_argument("--config", "-c", type=Path, help="agent TOML file (environment GRIDSIGHT_* overrides it)")
+        sp.add_argument("--gateway-id", help="override gateway_id")
+        sp.add_argument("--data-dir", type=Path, help="override data_dir (where outbox.sqlite lives)")
+    run.add_argument("--mqtt-url", help="override mqtt.url")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log_level")
+    run.add_argument("--no-publish", action="store_true", help="keep everything in the outbox (no MQTT)")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _settings(args: argparse.Namespace, require_gateway: bool = True) -> AgentSettings:
+    overrides = {"gateway_id": args.gateway_id, "data_dir": str(args.data_dir) if args.data_dir else None,
+                 "log_level": getattr(args, "log_level", None)}
+    if getattr(args, "mqtt_url", None):
+        overrides["mqtt"] = {"url": args.mqtt_url}
+    if not require_gateway and not args.gateway_id:
+        overrides["gateway_id"] = overrides["gateway_id"] or "status-reader"
+    return load_settings(AgentSettings, args.config, overrides=overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_agent.logs import setup_logging
+    from edge_agent.runtime import Agent, NullTransport
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    agent = Agent(settings, transport=NullTransport() if args.no_publish else None)
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"gridsight agent: {settings.gateway_id} running ({len(agent.slots)} readers, "
+          f"model {agent.model_version or 'none'}, outbox {settings.outbox_path})", file=sys.stderr)
+    agent.run(stop)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edge_agent.readers.registry import build_reader
+    from edge_agent.runtime import load_scorer
+
+    settings = _settings(args)
+    scorer = load_scorer(settings)
+    for i, table in enumerate(settings.readers):
+        build_reader(table, f"readers[{i}]").close()
+    print(json.dumps(settings.describe(), indent=2))
+    print(f"config OK: gateway {settings.gateway_id}, {len(settings.readers)} readers, "
+          f"model {scorer.name + ' ' + scorer.version if scorer else 'none'}", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    if args.config is None and args.data_dir is None:
+        raise CLIError("give --config or --data-dir")
+    settings = _settings(args, require_gateway=False)
+    data_dir = Path(settings.data_dir)
+    db_path = data_dir / "outbox.sqlite"
+    if not db_path.exists():
+        raise CLIError(f"no outbox at {db_path} (has the agent run with this data_dir?)")
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+        depth = dict(db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall())
+        size = db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0]
+        oldest = db.execute("SELECT MIN(created_at) FROM messages").fetchone()[0]
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
+        staged = db.execute("SELECT COUNT(*) FROM readings WHERE id > ?", (int(meta.get("chunked_upto", 0)),)).fetchone()[0]
+        db.close()
+    except sqlite3.DatabaseError as exc:
+        raise CLIError(f"cannot read {db_path}: {exc}") from None
+    last = None
+    status_file = data_dir / "status.json"
+    if status_file.exists():
+        try:
+            last = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            last = None
+    report = {"outbox": str(db_path), "queue": {k: depth.get(k, 0) for k in ("flag", "summary", "raw", "status")},
+              "queue_depth": sum(depth.values()), "queue_bytes": size, "unsealed_readings": staged,
+              "oldest_queued_age_s": round(time.time() - oldest, 1) if oldest else None,
+              "next_seq": int(meta.get("next_seq", 1)),
+              "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")},
+              "last_status": last}
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
+    print(f"outbox        {db_path}")
+    print(f"queue depth   {report['queue_depth']} messages ({size} bytes): "
+          + ", ".join(f"{k} {v}" for k, v in report["queue"].items()))
+    print(f"unsealed      {staged} readings; next seq {report['next_seq']}")
+    if oldest:
+        print(f"oldest queued {report['oldest_queued_age_s']} s ago")
+    print("evicted       " + (", ".join(f"{k[8:]} {v}" for k, v in report["evicted"].items() if v) or "nothing"))
+    if last:
+        c = last.get("counters", {})
+        age = time.time() - last.get("written_at", 0)
+        print(f"last status   {age:.0f} s ago: uptime {last.get('uptime_s')} s, model {last.get('model_version')}, "
+              f"mqtt {'connected' if c.get('mqtt_connected') else 'disconnected'}, readings {c.get('readings')}, "
+              f"reader errors {c.get('reader_errors')}, rss {c.get('rss_mb')} MB")
+        for r in last.get("readers", []):
+            state = f"FAILING ({r['failures']}x): {r['last_error']}" if r.get("failures") else "ok"
+            print(f"  reader {r['name']}: {r['readings']} readings, {r['errors']} errors, {state}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    body = {"run": _run, "check-config": _check, "status": _status}[args.command]
+
+    def guarded() -> int:
+        from edge_agent.outbox import OutboxError
+        try:
+            return body(args)
+        except OutboxError as exc:
+            raise CLIError(str(exc)) from None
+    return run_cli(guarded, f"gridsight agent {args.command}")

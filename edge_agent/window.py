@@ -1,0 +1,173 @@
+"""The window stage: per-meter interval buckets that close on the clock and reduce to stats.
+
+Readings enter through :meth:`IntervalWindow.accept`, which sorts them into three piles:
+
+* **accepted**: new readings. Those inside an open interval are buffered for it (in any
+  order: out-of-order readings are fine until the interval closes).
+* **duplicates**: a ``(meter, ts)`` already buffered, or a late reading not newer than the
+  last reading the meter had when its interval closed (a replay after a restart, a meter
+  re-sending). Dropped and counted.
+* **late**: newer than anything closed for that meter but older than the closed watermark
+  (e.g. a DSMR telegram delayed on the serial line). Kept as raw data, not summarised.
+
+An interval ``[s, s + interval_s)`` closes once the clock passes its end plus ``grace_s``
+(:meth:`IntervalWindow.due`); every meter with readings in it becomes one
+:class:`edge_agent.features.IntervalStats` via ``interval_stats``, and the meter's last
+register value carries over so the next interval's kWh is a true register delta.
+
+If the clock jumps back by more than an interval (NTP correcting a gateway that booted with a
+wrong time), the window restarts from the new time instead of calling every new reading late.
+State is small JSON (:meth:`state`), persisted by the agent atomically with the summaries, and
+the open intervals are rebuilt from the outbox's reading journal after a restart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from edge_agent.features import IntervalStats, interval_stats
+from edge_agent.wire import Reading
+
+__all__ = ["IntervalWindow", "Intake", "ClosedInterval"]
+
+
+@dataclass(slots=True)
+class Intake:
+    accepted: list[Reading] = field(default_factory=list)
+    duplicates: int = 0
+    late: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedInterval:
+    interval_start: float
+    interval_s: int
+    stats: tuple[IntervalStats, ...]  # one per meter with readings, sorted by meter id
+
+
+class IntervalWindow:
+    """Buffers readings per meter until their interval closes."""
+
+    def __init__(self, interval_s: int = 900, grace_s: float = 30.0) -> None:
+        if not 1 <= interval_s <= 86_400:
+            raise ValueError(f"interval_s must be 1..86400, got {interval_s}")
+        self.interval_s = int(interval_s)
+        self.grace_s = float(grace_s)
+        self.closed_until: float | None = None  # every interval before this is summarised
+        self.clock_jumps = 0
+        self._open: dict[str, dict[float, Reading]] = {}
+        self._prev_energy: dict[str, float] = {}
+        self._high_water: dict[str, float] = {}  # last ts of each meter at its latest close
+
+    def _floor(self, ts: float) -> float:
+        return math.floor(ts / self.interval_s) * self.interval_s
+
+    def accept(self, readings: Iterable[Reading]) -> Intake:
+        intake = Intake()
+        for r in readings:
+            if self.closed_until is None:
+                self.closed_until = self._floor(r.ts)
+            if r.ts < self.closed_until:
+                if r.ts <= self._high_water.get(r.meter_id, -math.inf):
+                    intake.duplicates += 1
+                    continue
+                intake.late += 1
+                self._high_water[r.meter_id] = r.ts  # a second copy of it is a duplicate
+                intake.accepted.append(r)
+                continue
+            bucket = self._open.setdefault(r.meter_id, {})
+            if r.ts in bucket:
+                intake.duplicates += 1
+                continue
+            bucket[r.ts] = r
+            intake.accepted.append(r)
+        return intake
+
+    def open_count(self) -> int:
+        return sum(len(b) for b in self._open.values())
+
+    def due(self, now: float) -> list[ClosedInterval]:
+        """Close and reduce every interval whose end plus grace the clock has passed."""
+        if self.closed_until is None:
+            return []
+        if now + self.interval_s < self.closed_until:
+            self._restart_after_clock_jump(now)
+            return []
+        closed: list[ClosedInterval] = []
+        while self.closed_until + self.interval_s + self.grace_s <= now:
+            start = self.closed_until
+            end = start + self.interval_s
+            stats = []
+            for meter_id in sorted(self._open):
+                bucket = self._open[meter_id]
+                inside = [bucket.pop(ts) for ts in sorted(t for t in bucket if t < end)]
+                if not bucket:
+                    del self._open[meter_id]
+                if not inside:
+                    continue
+                stats.append(self._reduce(meter_id, start, inside))
+            if stats:
+                closed.append(ClosedInterval(start, self.interval_s, tuple(stats)))
+            self.closed_until = end
+            if not self._open:
+                # nothing buffered: skip straight past idle intervals (meters silent, clock leapt)
+                self.closed_until = max(end, self._floor(now - self.grace_s))
+            else:
+                earliest = min(min(b) for b in self._open.values())
+                self.closed_until = max(self.closed_until, self._floor(earliest))
+        return closed
+
+    def _reduce(self, meter_id: str, start: float, inside: list[Reading]) -> IntervalStats:
+        ts = np.fromiter((r.ts for r in inside), dtype=np.float64, count=len(inside))
+        energy = np.fromiter((r.energy_kwh for r in inside), dtype=np.float64, count=len(inside))
+        power = None
+        if any(r.power_w is not None for r in inside):
+            power = np.fromiter((math.nan if r.power_w is None else r.power_w for r in inside),
+                                dtype=np.float64, count=len(inside))
+        stats = interval_stats(meter_id, start, self.interval_s, ts, energy, power,
+                               self._prev_energy.get(meter_id))
+        self._prev_energy[meter_id] = float(inside[-1].energy_kwh)
+        self._high_water[meter_id] = float(inside[-1].ts)
+        return stats
+
+    def _restart_after_clock_jump(self, now: float) -> None:
+        self.clock_jumps += 1
+        self._open.clear()
+        self._high_water.clear()
+        self.closed_until = None
+
+    # ------------------------------------------------------------------ persistence
+
+    def state(self) -> dict[str, Any]:
+        return {"interval_s": self.interval_s, "closed_until": self.closed_until,
+                "prev_energy": dict(self._prev_energy), "high_water": dict(self._high_water),
+                "clock_jumps": self.clock_jumps}
+
+    def load_state(self, state: dict[str, Any], open_readings: Iterable[Reading] = ()) -> int:
+        """Restore persisted state and rebuild open intervals from journalled readings.
+
+        Returns the number of readings restored into open intervals.
+        """
+        if state:
+            if state.get("interval_s") != self.interval_s:
+                raise ValueError(f"window state is for {state.get('interval_s')} s intervals, "
+                                 f"this agent uses {self.interval_s} s")
+            self.closed_until = state.get("closed_until")
+            self._prev_energy = {str(k): float(v) for k, v in state.get("prev_energy", {}).items()}
+            self._high_water = {str(k): float(v) for k, v in state.get("high_water", {}).items()}
+            self.clock_jumps = int(state.get("clock_jumps", 0))
+        restored = 0
+        for r in open_readings:
+            if self.closed_until is None:
+                self.closed_until = self._floor(r.ts)
+            if r.ts < self.closed_until:
+                continue  # journalled late reading: already raw, never summarised
+            bucket = self._open.setdefault(r.meter_id, {})
+            if r.ts not in bucket:
+                bucket[r.ts] = r
+                restored += 1
+        return restored

@@ -1,0 +1,151 @@
+"""An agent reads meters, closes 15-minute intervals, scores them and publishes to a real broker."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from edge_agent.clock import ManualClock
+from edge_agent.config import AgentSettings, ModelSettings, MqttSettings
+from edge_agent.readers.replay import ReplayReader
+from edge_agent.runtime import Agent, NullTransport
+from edge_agent.settings import ConfigError
+from meter_data import T0, load_profile_w, readings_by_meter, recording, write_csv
+
+
+def settings_for(tmp_path, mosquitto=None, **kw) -> AgentSettings:
+    mqtt = MqttSettings(url=mosquitto.url if mosquitto else "mqtt://127.0.0.1:9", reconnect_min_s=0.2,
+                        reconnect_max_s=1.0, drain_rate=0)
+    return AgentSettings(gateway_id=kw.pop("gateway_id", "gw-test"), data_dir=tmp_path / "data", mqtt=mqtt, **kw)
+
+
+def drive(agent: Agent, clock: ManualClock, until: float, step: float) -> None:
+    while clock.now() < until:
+        agent.tick()
+        clock.advance(step)
+    agent.tick()
+
+
+def test_agent_publishes_every_reading_and_one_summary_per_interval_to_a_real_broker(tmp_path, mosquitto, subscriber):
+    taken = recording(3, T0, 2 * 3600, 10)
+    clock = ManualClock(T0)
+    agent = Agent(settings_for(tmp_path, mosquitto), readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))],
+                  clock=clock, scorer=None)
+    agent.transport.start()
+    drive(agent, clock, T0 + 2 * 3600 + 60, 10)
+    agent.shutdown()
+
+    assert subscriber.wait_for(lambda: len(subscriber.raw_readings()) >= len(taken))
+    got = readings_by_meter(subscriber.raw_readings())
+    want = readings_by_meter(taken)
+    assert got == want  # every reading exactly once, in order per meter
+    summaries = subscriber.unique("summary")
+    assert [s.interval_start for s in summaries] == [T0 + i * 900 for i in range(8)]
+    for s in summaries:
+        assert {m.meter_id for m in s.meters} == {"meter-0", "meter-1", "meter-2"}
+        assert all(m.readings == 90 and m.score is None for m in s.meters)
+    # kWh of an interval is the register delta: the energy of its readings
+    m0 = [r for r in taken if r.meter_id == "meter-0"]
+    second = summaries[1].meters[0]
+    assert second.kwh == pytest.approx(m0[179].energy_kwh - m0[89].energy_kwh, rel=1e-6)
+    # the last status is retained and says the gateway went offline cleanly
+    assert subscriber.wait_for(lambda: subscriber.retained_status.get("gw-test") is not None
+                               and subscriber.retained_status["gw-test"].online is False)
+    seqs = [m.seq for m in subscriber.messages if type(m).KIND != "status"]
+    assert len(set(seqs)) == len(subscriber.unique("summary")) + len(subscriber.unique("raw"))
+
+
+def test_agent_flags_a_meter_whose_consumption_jumps_with_the_models_reason(tmp_path, mosquitto, subscriber, model_path):
+    spike_start = T0 + 3 * 86_400 + 12 * 3600
+
+    def power(meter: int, ts: float) -> float:
+        if meter == 1 and spike_start <= ts < spike_start + 3600:
+            return 12 * load_profile_w(meter, ts)
+        return load_profile_w(meter, ts)
+
+    taken = recording(3, T0, 3 * 86_400 + 14 * 3600, 300, power)
+    clock = ManualClock(T0)
+    settings = settings_for(tmp_path, mosquitto, model=ModelSettings(path=str(model_path)))
+    agent = Agent(settings, readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))], clock=clock)
+    agent.transport.start()
+    drive(agent, clock, taken[-1].ts + 960, 300)
+    agent.shutdown()
+
+    assert subscriber.wait_for(lambda: subscriber.retained_status.get("gw-test") is not None
+                               and not subscriber.retained_status["gw-test"].online)
+    flags = subscriber.unique("flag")
+    flagged = {(f.meter_id, f.interval_start) for f in flags}
+    assert ("meter-1", spike_start) in flagged
+    assert all(f.model_version == "test-1" and f.score < f.threshold for f in flags)
+    assert any(f.reason for f in flags if f.meter_id == "meter-1")
+    summaries = subscriber.unique("summary")
+    assert all(m.score is not None for s in summaries for m in s.meters)
+    # the spike hour stands out far more than anything else that was flagged
+    assert sum(1 for f in flags if f.meter_id == "meter-1" and spike_start <= f.interval_start < spike_start + 3600) >= 2
+
+
+def test_readings_taken_while_the_uplink_is_missing_stay_queued_in_the_outbox(tmp_path):
+    taken = recording(2, T0, 1800, 30)
+    clock = ManualClock(T0)
+    agent = Agent(settings_for(tmp_path), readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))],
+                  clock=clock, scorer=None, transport=NullTransport())
+    drive(agent, clock, T0 + 1800 + 60, 30)
+    depth = agent.outbox.depth()
+    assert depth["summary"] == 2 and depth["raw"] >= 1
+    assert agent.status()["counters"]["readings"] == len(taken)
+
+
+def test_a_failing_reader_is_retried_with_backoff_and_reported_while_the_others_keep_reading(tmp_path):
+    good = ReplayReader(write_csv(tmp_path / "good.csv", recording(1, T0, 600, 10)))
+
+    class UnpluggedMeter:
+        name = "unplugged"
+        calls = 0
+
+        def read(self, now):
+            from edge_agent.readers.base import ReaderError
+            self.calls += 1
+            raise ReaderError("no response from unit 3 (timeout)")
+
+        def close(self):
+            pass
+
+    bad = UnpluggedMeter()
+    clock = ManualClock(T0)
+    agent = Agent(settings_for(tmp_path, poll_s=10), readers=[bad, good], clock=clock, scorer=None,
+                  transport=NullTransport())
+    drive(agent, clock, T0 + 600, 10)
+    status = agent.status()
+    assert status["counters"]["readings"] == 60
+    assert status["counters"]["readers_failing"] == 1
+    assert status["readers"][0]["last_error"].endswith("no response from unit 3 (timeout)")
+    assert 3 <= bad.calls < 30  # backoff: far fewer attempts than the 61 polls
+
+
+def test_a_restarted_agent_continues_its_intervals_and_sequence_numbers(tmp_path):
+    taken = recording(2, T0, 1800, 30)
+    csv = write_csv(tmp_path / "r.csv", taken)
+    clock = ManualClock(T0)
+    agent = Agent(settings_for(tmp_path), readers=[ReplayReader(csv)], clock=clock, scorer=None,
+                  transport=NullTransport())
+    drive(agent, clock, T0 + 1200, 30)  # one interval closed, the second one half full
+    last_seq = agent.outbox.next_seq
+    agent.outbox.close()  # no graceful shutdown: as after a crash
+    agent2 = Agent(settings_for(tmp_path), readers=[ReplayReader(csv)], clock=clock, scorer=None,
+                   transport=NullTransport())
+    drive(agent2, clock, T0 + 1800 + 60, 30)
+    assert agent2.status()["counters"]["duplicates"] > 0  # the replay started over; nothing counted twice
+    pending = agent2.outbox.pending(1000, live_from_seq=10**9, backlog_limit=1000)
+    from edge_agent.wire import decode, topic_for
+    summaries = [decode(topic_for("gw-test", p.kind), p.payload) for p in pending if p.kind == "summary"]
+    assert [s.interval_start for s in summaries] == [T0, T0 + 900]
+    assert all(m.readings == 30 for s in summaries for m in s.meters)
+    assert summaries[0].seq < last_seq <= summaries[1].seq  # numbering continued, never reused
+    assert len({p.seq for p in pending}) == len(pending)
+
+
+def test_a_model_for_another_interval_length_stops_start_up_naming_the_key(tmp_path, model_path):
+    with pytest.raises(ConfigError, match="interval_s"):
+        Agent(settings_for(tmp_path, interval_s=300, model=ModelSettings(path=str(model_path))), readers=[],
+              clock=ManualClock(T0), transport=NullTransport())
