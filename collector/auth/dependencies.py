@@ -1,0 +1,114 @@
+"""FastAPI dependencies that authenticate a request and enforce its route's policy.
+
+Every route declares who may call it with :func:`require_roles`. The allowed roles travel as
+OAuth2 scopes, so they appear in the OpenAPI document of each operation: the test suite reads
+that document and fails for any route that states no policy and is not listed in
+:data:`PUBLIC_ROUTES`. Consumers are only admitted with an explicit scope: ``"meter"`` (the
+request must name one of their own meters as ``meter_id``) or ``"self"`` (the route reads
+only the caller's own customer record).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
+
+from collector.auth.roles import CONSUMER, POLICYMAKER, ROLES, Principal
+from collector.auth.store import IdentityStore
+from collector.auth.tokens import AuthError, TokenIssuer
+
+__all__ = ["IdentityContext", "identity", "require_roles", "PUBLIC_ROUTES", "oauth2_scheme", "api_key_scheme"]
+
+# (method, path) of the operations anyone may call; everything else must state its roles.
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
+    ("POST", "/auth/token"),            # the login itself
+    ("POST", "/enrollment/enroll"),     # authenticated by its one-time enrollment token
+    ("GET", "/healthz"),                # liveness probe: says nothing about data
+    ("GET", "/readyz"),                 # readiness probe
+    ("GET", "/metrics"),                # Prometheus counters, no personal or meter data
+})
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/auth/token", auto_error=False,
+    scopes={"admin": "everything", "technician": "gateways and enrollment, no consumption data",
+            "analyst": "all data except personal fields", "policymaker": "aggregates by region and feeder",
+            "consumer": "own meters only"})
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="API key for services (gsk_...), e.g. Tableau or TabPy")
+
+
+@dataclass
+class IdentityContext:
+    """What the auth dependencies need, kept on ``app.state.identity`` by ``install_identity``."""
+
+    store: IdentityStore
+    issuer: TokenIssuer
+    vault: object | None = None        # collector.pii.CustomerVault, when a master key is configured
+
+
+def identity(request: Request) -> IdentityContext:
+    ctx = getattr(request.app.state, "identity", None)
+    if ctx is None:
+        raise RuntimeError("identity is not installed on this app: call collector.auth.install_identity(app, ...)")
+    return ctx
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _authenticate(request: Request, scopes: SecurityScopes, token: str | None, api_key: str | None) -> Principal:
+    ctx = identity(request)
+    try:
+        if api_key:
+            principal = ctx.store.authenticate_api_key(api_key)
+        elif token:
+            principal = ctx.issuer.verify(token)
+            if not ctx.store.user_active(principal.subject):
+                raise AuthError("account disabled or deleted")
+        else:
+            raise AuthError("authentication required: Bearer token or X-API-Key")
+    except AuthError as exc:
+        raise _unauthorized(str(exc)) from None
+    allowed = [s for s in scopes.scopes if s in ROLES]
+    if principal.role not in allowed:
+        raise HTTPException(status_code=403, detail=f"role {principal.role} may not use this route")
+    return principal
+
+
+def _principal(request: Request, security_scopes: SecurityScopes, token: str | None = Depends(oauth2_scheme),
+               api_key: str | None = Depends(api_key_scheme)) -> Principal:
+    return _authenticate(request, security_scopes, token, api_key)
+
+
+def _meter_scoped_principal(request: Request, security_scopes: SecurityScopes,
+                            token: str | None = Depends(oauth2_scheme),
+                            api_key: str | None = Depends(api_key_scheme)) -> Principal:
+    principal = _authenticate(request, security_scopes, token, api_key)
+    if principal.role == CONSUMER:
+        meter_id = request.path_params.get("meter_id") or request.query_params.get("meter_id")
+        if not meter_id:
+            raise HTTPException(status_code=403, detail="consumers must ask for one of their own meters (meter_id)")
+        if meter_id not in identity(request).store.meters_of(principal.customer_id or ""):
+            raise HTTPException(status_code=403, detail=f"meter_id {meter_id[:64]} is not one of your meters")
+    return principal
+
+
+def require_roles(*roles: str, consumer_scope: str | None = None):
+    """A dependency admitting only ``roles``; use as ``Depends``-style parameter or in ``dependencies=[...]``.
+
+    ``consumer_scope`` must be given when consumers are admitted: ``"meter"`` checks the
+    request's ``meter_id`` against the caller's meters, ``"self"`` promises the route reads
+    only ``principal.customer_id``. Routes about single meters may never admit policymakers.
+    """
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"unknown roles {unknown}; choose from {', '.join(ROLES)}")
+    if CONSUMER in roles and consumer_scope not in ("meter", "self"):
+        raise ValueError("admitting consumers needs consumer_scope='meter' or 'self'")
+    if consumer_scope == "meter" and POLICYMAKER in roles:
+        raise ValueError("policymakers see aggregates only, never single-meter routes")
+    dependency = _meter_scoped_principal if consumer_scope == "meter" else _principal
+    return Security(dependency, scopes=list(roles))

@@ -1,0 +1,222 @@
+"""Accounts, API keys, enrollment tokens and gateway credentials in PostgreSQL.
+
+The queries live here, beside the tables of migration ``0003_identity``; routes stay thin.
+Secrets never reach the database in the clear: passwords as scrypt hashes, API keys and
+enrollment tokens as SHA-256 of high-entropy random strings.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import IntegrityError
+
+from collector.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
+from collector.auth.roles import CONSUMER, ROLES, Principal
+from collector.auth.tokens import AuthError, new_api_key, secret_digest, split_api_key
+
+__all__ = ["IdentityStore", "IdentityError", "EnrollmentRefused", "User", "ApiKey", "EnrollmentToken",
+           "engine_for"]
+
+# scrypt of a fixed string, checked when the user does not exist, so a login for an unknown
+# name costs the same as a wrong password and does not reveal which names exist.
+_DUMMY_HASH = hash_password("gridsight-no-such-user")
+
+
+class IdentityError(ValueError):
+    """A request that breaks an identity rule; ``field`` names the input at fault."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class EnrollmentRefused(Exception):
+    """An enrollment token that is unknown, expired, already used or for another gateway."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: str
+    customer_id: str | None
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str
+    name: str
+    role: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentToken:
+    token_id: str
+    token: str           # shown once to the technician; only its digest is stored
+    gateway_id: str
+    expires_at: float
+
+
+def engine_for(database_url: str) -> Engine:
+    """A pooled SQLAlchemy engine on the psycopg driver for a ``postgresql://`` URL."""
+    url = database_url
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix):]
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+class IdentityStore:
+    """The identity tables behind one engine. ``now`` is injectable so tests drive expiry."""
+
+    def __init__(self, engine: Engine, now: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self._now = now
+
+    # ------------------------------------------------------------------ users
+    def create_user(self, username: str, password: str, role: str, customer_id: str | None = None) -> User:
+        if role not in ROLES:
+            raise IdentityError("role", f"must be one of {', '.join(ROLES)}")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise IdentityError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        if role == CONSUMER and not customer_id:
+            raise IdentityError("customer_id", "a consumer account must belong to a customer")
+        if role != CONSUMER and customer_id:
+            raise IdentityError("customer_id", "only consumer accounts belong to a customer")
+        try:
+            with self.engine.begin() as conn:
+                if customer_id is not None:
+                    found = conn.execute(text("SELECT 1 FROM customers WHERE customer_id = :c AND erased_at IS NULL"),
+                                         {"c": customer_id}).first()
+                    if found is None:
+                        raise IdentityError("customer_id", "no such customer")
+                conn.execute(text("INSERT INTO users (username, password_hash, role, customer_id) "
+                                  "VALUES (:u, :h, :r, :c)"),
+                             {"u": username, "h": hash_password(password), "r": role, "c": customer_id})
+        except IntegrityError:
+            raise IdentityError("username", "already exists") from None
+        return User(username, role, customer_id, False)
+
+    def authenticate(self, username: str, password: str) -> Principal:
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT password_hash, role, customer_id, disabled FROM users WHERE username = :u"),
+                               {"u": username}).first()
+        if row is None:
+            verify_password(password, _DUMMY_HASH)
+            raise AuthError("wrong username or password")
+        if not verify_password(password, row.password_hash) or row.disabled:
+            raise AuthError("wrong username or password")
+        return Principal(subject=username, role=row.role, customer_id=row.customer_id, via="token")
+
+    def list_users(self) -> list[User]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT username, role, customer_id, disabled FROM users ORDER BY username"))
+            return [User(r.username, r.role, r.customer_id, r.disabled) for r in rows]
+
+    def delete_user(self, username: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(text("DELETE FROM users WHERE username = :u"), {"u": username}).rowcount > 0
+
+    def user_active(self, username: str) -> bool:
+        """A token outlives nothing: a deleted or disabled account is refused at once."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT disabled FROM users WHERE username = :u"), {"u": username}).first()
+        return row is not None and not row.disabled
+
+    # ------------------------------------------------------------------ API keys
+    def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]:
+        if role not in ROLES or role == CONSUMER:
+            raise IdentityError("role", "API keys are for services: admin, technician, analyst or policymaker")
+        key_id, full_key, digest = new_api_key()
+        with self.engine.begin() as conn:
+            conn.execute(text("INSERT INTO api_keys (key_id, name, role, secret_sha256) VALUES (:k, :n, :r, :d)"),
+                         {"k": key_id, "n": name, "r": role, "d": digest})
+        return ApiKey(key_id, name, role, False), full_key
+
+    def authenticate_api_key(self, presented: str) -> Principal:
+        key_id, secret = split_api_key(presented)
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT role, secret_sha256, revoked_at FROM api_keys WHERE key_id = :k"),
+                               {"k": key_id}).first()
+        if row is None or not hmac.compare_digest(row.secret_sha256, secret_digest(secret)):
+            raise AuthError("unknown API key")
+        if row.revoked_at is not None:
+            raise AuthError("API key revoked")
+        return Principal(subject=f"key:{key_id}", role=row.role, via="api_key")
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT key_id, name, role, revoked_at FROM api_keys ORDER BY created_at"))
+            return [ApiKey(r.key_id, r.name, r.role, r.revoked_at is not None) for r in rows]
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :k AND revoked_at IS NULL"),
+                                {"k": key_id}).rowcount > 0
+
+    # ------------------------------------------------------------------ enrollment
+    def issue_enrollment_token(self, gateway_id: str, ttl_s: int, created_by: str) -> EnrollmentToken:
+        token_id = secrets.token_hex(6)
+        token = f"gse_{secrets.token_urlsafe(24)}"
+        expires = self._now() + ttl_s
+        with self.engine.begin() as conn:
+            conn.execute(text("INSERT INTO enrollment_tokens (token_id, token_sha256, gateway_id, created_by, "
+                              "created_at, expires_at) VALUES (:i, :d, :g, :b, :c, :e)"),
+                         {"i": token_id, "d": secret_digest(token), "g": gateway_id, "b": created_by,
+                          "c": _ts(self._now()), "e": _ts(expires)})
+        return EnrollmentToken(token_id, token, gateway_id, expires)
+
+    def redeem_enrollment_token(self, token: str, gateway_id: str, credential: str,
+                                fingerprint: str | None) -> float:
+        """Consume ``token`` for ``gateway_id`` and record its credential; returns the enrollment time.
+
+        The row is locked and marked used in the same transaction, so two gateways racing with
+        one token cannot both succeed.
+        """
+        now = self._now()
+        with self.engine.begin() as conn:
+            row = conn.execute(text("SELECT token_id, gateway_id, expires_at, used_at FROM enrollment_tokens "
+                                    "WHERE token_sha256 = :d FOR UPDATE"), {"d": secret_digest(token)}).first()
+            if row is None:
+                raise EnrollmentRefused("unknown enrollment token")
+            if row.used_at is not None:
+                raise EnrollmentRefused("enrollment token already used")
+            if row.expires_at.timestamp() <= now:
+                raise EnrollmentRefused("enrollment token expired")
+            if row.gateway_id != gateway_id:
+                raise EnrollmentRefused("enrollment token was issued for another gateway")
+            conn.execute(text("UPDATE enrollment_tokens SET used_at = :n WHERE token_id = :i"),
+                         {"n": _ts(now), "i": row.token_id})
+            conn.execute(text("INSERT INTO gateway_credentials (gateway_id, credential, fingerprint, enrolled_at, "
+                              "token_id) VALUES (:g, :c, :f, :n, :i) ON CONFLICT (gateway_id) DO UPDATE SET "
+                              "credential = EXCLUDED.credential, fingerprint = EXCLUDED.fingerprint, "
+                              "enrolled_at = EXCLUDED.enrolled_at, token_id = EXCLUDED.token_id"),
+                         {"g": gateway_id, "c": credential, "f": fingerprint, "n": _ts(now), "i": row.token_id})
+        return now
+
+    def enrolled_gateways(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT gateway_id, credential, fingerprint, enrolled_at "
+                                     "FROM gateway_credentials ORDER BY gateway_id"))
+            return [{"gateway_id": r.gateway_id, "credential": r.credential, "fingerprint": r.fingerprint,
+                     "enrolled_at": r.enrolled_at.timestamp()} for r in rows]
+
+    # ------------------------------------------------------------------ scoping
+    def meters_of(self, customer_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT meter_id FROM customer_meters WHERE customer_id = :c ORDER BY meter_id"),
+                                {"c": customer_id})
+            return [r.meter_id for r in rows]

@@ -1,0 +1,79 @@
+"""Helpers shared by the identity tests: the identity schema, a test-driven clock, the app builder."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, pool
+
+from collector.auth import install_identity
+from collector.pii import MasterKey
+
+REPO = Path(__file__).resolve().parents[2]
+MIGRATION = REPO / "collector/db/migrations/versions/0003_identity.py"
+JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def _migration_module():
+    path = MIGRATION if MIGRATION.exists() else Path("/work/identity-staging/0003_identity.py")
+    spec = importlib.util.spec_from_file_location("identity_migration", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def apply_identity_schema(database_url: str) -> None:
+    """Run migration 0003_identity's upgrade alone: its tables reference no other revision's."""
+    module = _migration_module()
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        with Operations.context(MigrationContext.configure(conn)):
+            module.upgrade()
+    engine.dispose()
+
+
+class StepClock:
+    """Wall-clock start, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@dataclass
+class Api:
+    app: FastAPI
+    client: TestClient
+    clock: StepClock
+    ctx: object
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)   # role -> Authorization header
+    customer_id: str = ""
+    password: str = "correct horse battery"
+    own_meter: str = "m-own-1"
+    other_meter: str = "m-other-1"
+
+    def login(self, username: str, password: str) -> dict[str, str]:
+        r = self.client.post("/auth/token", data={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def build_app(database_url: str, clock: StepClock, **limits) -> tuple[FastAPI, object]:
+    app = FastAPI(title="gridsight identity test app")
+    env = {"GRIDSIGHT_JWT_SECRET": JWT_SECRET, "GRIDSIGHT_MASTER_KEY": MasterKey.generate()}
+    ctx = install_identity(app, database_url, env=env, token_ttl_s=900, now=clock, **limits)
+    return app, ctx
+
+

@@ -1,0 +1,109 @@
+"""Every API route states who may call it, and that is what happens, role by role."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from collector.auth import PUBLIC_ROUTES, ROLES
+
+_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def operations(app) -> list[tuple[str, str, dict]]:
+    spec = app.openapi()
+    return [(m.upper(), path, op) for path, ops in spec["paths"].items() for m, op in ops.items() if m in _METHODS]
+
+
+def allowed_roles(op: dict) -> set[str] | None:
+    """Roles from the operation's security requirement, or None when it states no policy."""
+    requirements = op.get("security")
+    if not requirements:
+        return None
+    roles: set[str] = set()
+    for requirement in requirements:
+        for scopes in requirement.values():
+            roles.update(scopes)
+    return roles
+
+
+def concrete_path(path: str, api) -> str:
+    """Fill path parameters with values that exist for the caller, or harmless ones that do not."""
+    values = {"meter_id": api.own_meter, "customer_id": "c-0000000000000000", "username": "nobody",
+              "key_id": "000000000000", "gateway_id": "gw-unknown"}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "1"), path)
+
+
+def call(api, method: str, path: str, headers: dict | None = None):
+    url = concrete_path(path, api)
+    params = {"meter_id": api.own_meter} if "{meter_id}" not in path else None
+    return api.client.request(method, url, headers=headers or {}, params=params)
+
+
+def test_every_route_states_its_roles_or_is_deliberately_public(api):
+    unpoliced = [(m, p) for m, p, op in operations(api.app)
+                 if allowed_roles(op) is None and (m, p) not in PUBLIC_ROUTES]
+    assert unpoliced == [], f"routes without require_roles(...) and not in PUBLIC_ROUTES: {unpoliced}"
+
+
+def test_policy_roles_are_known_roles(api):
+    for method, path, op in operations(api.app):
+        roles = allowed_roles(op) or set()
+        assert roles <= set(ROLES), f"{method} {path} names unknown roles {roles - set(ROLES)}"
+
+
+def test_protected_routes_refuse_anonymous_callers(api):
+    for method, path, op in operations(api.app):
+        if allowed_roles(op) is None:
+            continue
+        r = call(api, method, path)
+        assert r.status_code == 401, f"{method} {path} answered {r.status_code} without credentials"
+        assert r.headers.get("www-authenticate") == "Bearer"
+
+
+def test_protected_routes_refuse_forged_and_garbage_tokens(api):
+    forged = {"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiIsInJvbGUiOiJhZG1pbiJ9."}
+    for method, path, op in operations(api.app):
+        if allowed_roles(op) is None:
+            continue
+        assert call(api, method, path, forged).status_code == 401, f"{method} {path} accepted an unsigned token"
+        assert call(api, method, path, {"X-API-Key": "gsk_nope_nope"}).status_code == 401
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_reaches_exactly_the_routes_its_policy_allows(api, role):
+    wrong = []
+    for method, path, op in operations(api.app):
+        roles = allowed_roles(op)
+        if roles is None:
+            continue
+        status = call(api, method, path, api.headers[role]).status_code
+        assert status < 500, f"{method} {path} as {role}: {status}"
+        if role in roles and status in (401, 403):
+            wrong.append(f"{method} {path}: {role} is allowed but got {status}")
+        if role not in roles and status != 403:
+            wrong.append(f"{method} {path}: {role} is not allowed but got {status}")
+    assert wrong == []
+
+
+def test_public_routes_answer_without_credentials(api):
+    for method, path, op in operations(api.app):
+        if (method, path) in PUBLIC_ROUTES:
+            r = call(api, method, path)
+            assert r.status_code not in (401, 403) or path == "/auth/token", f"{method} {path}: {r.status_code}"
+            assert r.status_code < 500
+
+
+def test_policymakers_are_never_admitted_to_single_meter_or_personal_routes(api):
+    for method, path, op in operations(api.app):
+        roles = allowed_roles(op) or set()
+        if "{meter_id}" in path or "{customer_id}" in path or path.startswith("/customers"):
+            assert "policymaker" not in roles, f"{method} {path} admits policymakers"
+
+
+def test_technicians_never_see_personal_or_consumption_data(api):
+    for method, path, op in operations(api.app):
+        roles = allowed_roles(op) or set()
+        if path.startswith("/customers") or "readings" in path or "summaries" in path:
+            assert "technician" not in roles, f"{method} {path} admits technicians"
