@@ -1,0 +1,525 @@
+"""The batch writer: one transaction per batch of MQTT messages, exactly-once by (gateway_id, seq).
+
+Why it looks like this:
+- The dedupe key goes in first (`INSERT INTO ingest_log ... ON CONFLICT DO NOTHING RETURNING`),
+  so only messages new to the database contribute rows, and a redelivery after a crash stores
+  nothing twice. Concurrent replicas inserting the same key serialise on the primary key.
+- Facts go in with COPY (asyncpg's binary protocol), the fastest way into PostgreSQL.
+- Rollups, meters and gateways are updated in the same transaction, last and in key order, so
+  row locks shared between replicas are held briefly and deadlocks are rare (and retried).
+- Accepted messages are copied to `archive_outbox` in the same transaction: once the batch
+  commits, every message is durably in PostgreSQL and queued for the object store, which is the
+  moment the ingest worker may acknowledge it to the broker.
+- Bad input never blocks a batch: decode errors become dead letters, and a message PostgreSQL
+  refuses (a NUL character in text, say) is isolated and dead-lettered with the database's reason.
+
+On the writer's connection `timestamptz` travels as float Unix seconds (a tuple codec), which
+spares building a datetime per reading on the hot path.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import asyncpg
+
+from edge_agent import wire
+
+__all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "TransientDatabaseError",
+           "classify", "connect", "PG_EPOCH"]
+
+PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z, PostgreSQL's timestamp origin
+HOUR, DAY = 3600, 86400
+_GATEWAY_CACHE_S = 30.0
+DEAD_PAYLOAD_LIMIT = wire.MAX_PAYLOAD_BYTES + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message as it came off the broker; ``mid``/``generation`` let the worker ack it later."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int = 0
+    qos: int = 0
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    gateway_id: str | None
+    reason: str
+    field: str | None
+    payload: bytes
+    received_at: float
+    size: int = -1          # original payload size; payload itself may be truncated
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.size if self.size >= 0 else len(self.payload)
+
+
+@dataclass
+class BatchResult:
+    """What a batch did; the worker turns it into metrics and acks."""
+
+    messages: int = 0
+    stored: Counter = field(default_factory=Counter)        # kind -> messages newly stored
+    duplicates: int = 0
+    dead_letters: Counter = field(default_factory=Counter)  # reason -> count
+    rows: Counter = field(default_factory=Counter)          # table -> rows written
+
+    def merge(self, other: "BatchResult") -> None:
+        self.messages += other.messages
+        self.stored.update(other.stored)
+        self.duplicates += other.duplicates
+        self.dead_letters.update(other.dead_letters)
+        self.rows.update(other.rows)
+
+
+class TransientDatabaseError(RuntimeError):
+    """The database is unreachable or the transaction lost a race; retry the same batch later."""
+
+
+def classify(item: Received) -> wire.Message | DeadLetter:
+    """Decode through the wire contract, or say why the message is a dead letter."""
+    try:
+        return wire.decode(item.topic, item.payload)
+    except wire.WireError as exc:
+        gateway_id = None
+        try:
+            gateway_id = wire.parse_topic(item.topic)[0]
+        except wire.WireError:
+            pass
+        reason = _reason(exc, len(item.payload))
+        payload = bytes(item.payload[:DEAD_PAYLOAD_LIMIT])
+        return DeadLetter(item.topic, gateway_id, reason, exc.field, payload, item.received_at, len(item.payload))
+
+
+def _reason(exc: wire.WireError, size: int) -> str:
+    if exc.field == "topic":
+        return "bad_topic"
+    if exc.field == "v":
+        return "bad_version"
+    if exc.field in ("gateway_id", "kind") and "topic says" in exc.reason:
+        return "topic_mismatch"
+    if size > wire.MAX_PAYLOAD_BYTES or "inflates beyond" in exc.reason:
+        return "oversized"
+    return "malformed"
+
+
+def _ts_encode(value: float) -> tuple[int]:
+    return (round((value - PG_EPOCH) * 1_000_000),)
+
+
+def _ts_decode(value: tuple[int]) -> float:
+    return value[0] / 1_000_000 + PG_EPOCH
+
+
+async def connect(dsn: str, timeout: float = 10.0) -> asyncpg.Connection:
+    """A writer connection: float-seconds timestamptz codec, no statement timeout surprises."""
+    conn = await asyncpg.connect(dsn, timeout=timeout)
+    await conn.set_type_codec("timestamptz", schema="pg_catalog", encoder=_ts_encode,
+                              decoder=_ts_decode, format="tuple")
+    return conn
+
+
+_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
+              TimeoutError, asyncpg.exceptions.DeadlockDetectedError,
+              asyncpg.exceptions.SerializationError, asyncpg.exceptions.OperatorInterventionError,
+              asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.CannotConnectNowError,
+              asyncpg.exceptions.LockNotAvailableError)
+
+_READING_COLS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor",
+                 "gateway_id", "seq")
+_SUMMARY_COLS = ("meter_id", "interval_start", "interval_s", "kwh", "readings", "power_w_mean",
+                 "power_w_max", "score", "anomalous", "model_version", "gateway_id", "seq", "received_at")
+_FLAG_COLS = ("meter_id", "interval_start", "interval_s", "score", "threshold", "kwh", "features", "reason",
+              "model_version", "gateway_id", "seq", "sent_at", "received_at")
+_DEAD_COLS = ("received_at", "topic", "gateway_id", "reason", "field", "payload", "payload_bytes", "replica")
+_OUTBOX_COLS = ("received_at", "gateway_id", "seq", "kind", "topic", "payload")
+_PARTITIONED = {"readings": "ts", "interval_summaries": "interval_start", "anomaly_flags": "interval_start"}
+
+_ROLLUP_SQL = """
+INSERT INTO {table} AS r (meter_id, bucket, kwh, intervals, readings, power_w_sum, power_w_n,
+                          power_w_max, anomalous_intervals, updated_at)
+SELECT u.*, now() FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::int[], $5::int[],
+                              $6::float8[], $7::int[], $8::float8[], $9::int[]) AS u
+ON CONFLICT (meter_id, bucket) DO UPDATE SET
+    kwh = r.kwh + EXCLUDED.kwh, intervals = r.intervals + EXCLUDED.intervals,
+    readings = r.readings + EXCLUDED.readings, power_w_sum = r.power_w_sum + EXCLUDED.power_w_sum,
+    power_w_n = r.power_w_n + EXCLUDED.power_w_n,
+    power_w_max = GREATEST(r.power_w_max, EXCLUDED.power_w_max),
+    anomalous_intervals = r.anomalous_intervals + EXCLUDED.anomalous_intervals, updated_at = now()
+"""
+
+_METERS_SQL = """
+INSERT INTO meters AS m (id, gateway_id, site_id, first_seen_at, last_seen_at, last_interval_start, last_reading_ts)
+SELECT u.id, u.gw, g.site_id, u.seen, u.seen, u.li, u.lr
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[]) AS u(id, gw, seen, li, lr)
+LEFT JOIN gateways g ON g.id = u.gw
+ORDER BY u.id
+ON CONFLICT (id) DO UPDATE SET
+    gateway_id = EXCLUDED.gateway_id,
+    last_seen_at = GREATEST(m.last_seen_at, EXCLUDED.last_seen_at),
+    last_interval_start = GREATEST(m.last_interval_start, EXCLUDED.last_interval_start),
+    last_reading_ts = GREATEST(m.last_reading_ts, EXCLUDED.last_reading_ts)
+"""
+
+_GATEWAYS_SQL = """
+UPDATE gateways g SET last_seen_at = GREATEST(g.last_seen_at, u.seen), last_seq = GREATEST(g.last_seq, u.seq),
+    model_version = COALESCE(u.mv, g.model_version), skew_s = u.skew
+FROM (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::float8[])
+      AS x(id, seen, seq, mv, skew) ORDER BY id) AS u
+WHERE g.id = u.id
+"""
+
+_STATUS_SQL = """
+UPDATE gateways g SET online = u.online, status_at = u.sent, uptime_s = u.uptime, queue_depth = u.depth,
+    clock_synced = u.synced, clock_offset_s = u.offset_s, agent_version = COALESCE(u.agent, g.agent_version)
+FROM unnest($1::text[], $2::timestamptz[], $3::bool[], $4::float8[], $5::bigint[], $6::bool[], $7::float8[],
+            $8::text[]) AS u(id, sent, online, uptime, depth, synced, offset_s, agent)
+WHERE g.id = u.id AND (g.status_at IS NULL OR g.status_at <= u.sent)
+"""
+
+
+class _Rollup:
+    __slots__ = ("kwh", "intervals", "readings", "p_sum", "p_n", "p_max", "anomalous")
+
+    def __init__(self) -> None:
+        self.kwh = 0.0
+        self.intervals = self.readings = self.p_n = self.anomalous = 0
+        self.p_sum = 0.0
+        self.p_max: float | None = None
+
+    def add(self, m: wire.MeterSummary) -> None:
+        self.kwh += m.kwh
+        self.intervals += 1
+        self.readings += m.readings
+        if m.power_w_mean is not None:
+            self.p_sum += m.power_w_mean
+            self.p_n += 1
+        if m.power_w_max is not None:
+            self.p_max = m.power_w_max if self.p_max is None else max(self.p_max, m.power_w_max)
+        if m.anomalous:
+            self.anomalous += 1
+
+
+class BatchWriter:
+    """Writes batches of received messages to PostgreSQL. One instance owns one connection.
+
+    ``unknown_gateways``: "register" adds a first-seen gateway (auto_registered=true); "refuse"
+    dead-letters its messages. ``archive=False`` (rebuilds from the archive) skips the outbox.
+    """
+
+    def __init__(self, dsn: str, *, replica: str = "collector", unknown_gateways: str = "register",
+                 archive: bool = True) -> None:
+        self.dsn = dsn
+        self.replica = replica
+        self.unknown_gateways = unknown_gateways
+        self.archive = archive
+        self._conn: asyncpg.Connection | None = None
+        self._gateways: dict[str, str] = {}
+        self._gateways_loaded_at = 0.0
+        self._models: set[str] = set()
+        self._partitions: set[tuple[str, int]] = set()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close(timeout=2)
+            except Exception:
+                conn.terminate()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            try:
+                self._conn = await connect(self.dsn)
+            except _TRANSIENT as exc:
+                raise TransientDatabaseError(f"cannot connect: {exc}") from exc
+        return self._conn
+
+    async def write(self, batch: Sequence[Received]) -> BatchResult:
+        """Store a batch in one transaction. Raises TransientDatabaseError when it should be retried."""
+        decoded: list[tuple[Received, wire.Message]] = []
+        dead: list[DeadLetter] = []
+        for item in batch:
+            out = classify(item)
+            if isinstance(out, DeadLetter):
+                dead.append(out)
+            else:
+                decoded.append((item, out))
+        try:
+            conn = await self._connection()
+            return await self._write_decoded(conn, decoded, dead, len(batch))
+        except TransientDatabaseError:
+            await self._drop_connection()
+            raise
+        except _TRANSIENT as exc:
+            await self._drop_connection()
+            raise TransientDatabaseError(str(exc)) from exc
+        except asyncpg.PostgresError:
+            if len(batch) == 1:
+                raise
+            return await self._write_isolated(batch)
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def _write_isolated(self, batch: Sequence[Received]) -> BatchResult:
+        """One transaction per message, so the one PostgreSQL refuses is dead-lettered alone."""
+        total = BatchResult()
+        for item in batch:
+            try:
+                total.merge(await self.write([item]))
+            except asyncpg.PostgresError as exc:
+                gateway_id = _topic_gateway(item.topic)
+                letter = DeadLetter(item.topic, gateway_id, "rejected_by_database",
+                                    f"{type(exc).__name__}: {str(exc)[:200]}",
+                                    bytes(item.payload[:DEAD_PAYLOAD_LIMIT]), item.received_at, len(item.payload))
+                conn = await self._connection()
+                total.merge(await self._write_decoded(conn, [], [letter], 1))
+        return total
+
+    async def _known_gateways(self, conn: asyncpg.Connection, ids: set[str]) -> None:
+        now = time.monotonic()
+        if now - self._gateways_loaded_at > _GATEWAY_CACHE_S:
+            self._gateways.clear()
+            self._gateways_loaded_at = now
+        missing = [g for g in ids if g not in self._gateways]
+        if missing:
+            for row in await conn.fetch("SELECT id, status FROM gateways WHERE id = ANY($1::text[])", missing):
+                self._gateways[row["id"]] = row["status"]
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, needed: dict[str, set[int]]) -> None:
+        for table, months in needed.items():
+            for month in sorted(months):
+                if (table, month) in self._partitions:
+                    continue
+                year, mon = divmod(month, 12)
+                at = calendar.timegm((year, mon + 1, 15, 0, 0, 0))
+                await conn.execute("SELECT gridsight_ensure_partition($1, $2)", table, float(at))
+                self._partitions.add((table, month))
+
+    async def _write_decoded(self, conn: asyncpg.Connection, decoded: list, dead: list[DeadLetter],
+                             n_messages: int) -> BatchResult:
+        result = BatchResult(messages=n_messages)
+        # in-batch duplicates (a redelivery next to the original): keep the first
+        seen: set[tuple[str, int]] = set()
+        unique = []
+        for item, msg in decoded:
+            key = (msg.gateway_id, msg.seq)
+            if key in seen:
+                result.duplicates += 1
+                continue
+            seen.add(key)
+            unique.append((item, msg))
+
+        await self._known_gateways(conn, {m.gateway_id for _, m in unique})
+        register: set[str] = set()
+        accepted = []
+        for item, msg in unique:
+            status = self._gateways.get(msg.gateway_id)
+            if status is None and self.unknown_gateways == "refuse":
+                dead.append(DeadLetter(item.topic, msg.gateway_id, "unknown_gateway", "gateway_id",
+                                       bytes(item.payload), item.received_at))
+            elif status == "disabled":
+                dead.append(DeadLetter(item.topic, msg.gateway_id, "disabled_gateway", "gateway_id",
+                                       bytes(item.payload), item.received_at))
+            else:
+                if status is None:
+                    register.add(msg.gateway_id)
+                accepted.append((item, msg))
+
+        months: dict[str, set[int]] = defaultdict(set)
+        for _, msg in accepted:
+            if isinstance(msg, wire.RawChunk):
+                for day in {int(r.ts) // DAY for r in msg.readings}:
+                    months["readings"].add(_month(day * DAY))
+            elif isinstance(msg, wire.IntervalSummary):
+                months["interval_summaries"].add(_month(msg.interval_start))
+            elif isinstance(msg, wire.AnomalyFlag):
+                months["anomaly_flags"].add(_month(msg.interval_start))
+        if months:
+            await self._ensure_partitions(conn, months)
+
+        async with conn.transaction():
+            if register:
+                await conn.execute("INSERT INTO gateways (id, auto_registered) SELECT unnest($1::text[]), true "
+                                   "ON CONFLICT (id) DO NOTHING", sorted(register))
+            fresh = await self._claim_keys(conn, accepted)
+            new = [(item, msg) for item, msg in accepted if (msg.gateway_id, msg.seq) in fresh]
+            result.duplicates += len(accepted) - len(new)
+            await self._store_facts(conn, new, result)
+            if dead:
+                await conn.copy_records_to_table(
+                    "dead_letters", columns=_DEAD_COLS,
+                    records=[(d.received_at, d.topic, d.gateway_id, d.reason, d.field, d.payload,
+                              d.payload_bytes, self.replica) for d in dead])
+                result.dead_letters.update(d.reason for d in dead)
+                result.rows["dead_letters"] += len(dead)
+        for gateway_id in register:
+            self._gateways[gateway_id] = "active"
+        return result
+
+    async def _claim_keys(self, conn: asyncpg.Connection, accepted: list) -> set[tuple[str, int]]:
+        if not accepted:
+            return set()
+        cols: list[list] = [[], [], [], [], [], []]
+        for item, msg in sorted(accepted, key=lambda im: (im[1].gateway_id, im[1].seq)):
+            cols[0].append(msg.gateway_id)
+            cols[1].append(msg.seq)
+            cols[2].append(type(msg).KIND)
+            cols[3].append(msg.sent_at)
+            cols[4].append(item.received_at)
+            cols[5].append(_rows_of(msg))
+        rows = await conn.fetch(
+            "INSERT INTO ingest_log (gateway_id, seq, kind, sent_at, received_at, rows, replica) "
+            "SELECT u.*, $7 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], "
+            "$5::timestamptz[], $6::int[]) AS u ON CONFLICT (gateway_id, seq) DO NOTHING "
+            "RETURNING gateway_id, seq", *cols, self.replica)
+        return {(r[0], r[1]) for r in rows}
+
+    async def _store_facts(self, conn: asyncpg.Connection, new: list, result: BatchResult) -> None:
+        readings: list[tuple] = []
+        summaries: list[tuple] = []
+        flags: list[tuple] = []
+        outbox: list[tuple] = []
+        statuses: dict[str, wire.GatewayStatus] = {}
+        hourly: dict[tuple[str, int], _Rollup] = defaultdict(_Rollup)
+        daily: dict[tuple[str, int], _Rollup] = defaultdict(_Rollup)
+        meters: dict[str, list] = {}        # id -> [gateway, seen, last_interval, last_reading]
+        gateways: dict[str, list] = {}      # id -> [seen, seq, model_version, skew]
+        models: set[str] = set()
+
+        for item, msg in new:
+            gw, seq, received = msg.gateway_id, msg.seq, item.received_at
+            kind = type(msg).KIND
+            result.stored[kind] += 1
+            if isinstance(msg, wire.RawChunk):
+                for r in msg.readings:
+                    readings.append((r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a,
+                                     r.power_factor, gw, seq))
+                    _touch(meters, r.meter_id, gw, received, None, r.ts)
+            elif isinstance(msg, wire.IntervalSummary):
+                start = msg.interval_start
+                hour, day = int(start // HOUR * HOUR), int(start // DAY * DAY)
+                for m in msg.meters:
+                    summaries.append((m.meter_id, start, msg.interval_s, m.kwh, m.readings, m.power_w_mean,
+                                      m.power_w_max, m.score, m.anomalous, msg.model_version, gw, seq, received))
+                    hourly[(m.meter_id, hour)].add(m)
+                    daily[(m.meter_id, day)].add(m)
+                    _touch(meters, m.meter_id, gw, received, start, None)
+            elif isinstance(msg, wire.AnomalyFlag):
+                flags.append((msg.meter_id, msg.interval_start, msg.interval_s, msg.score, msg.threshold, msg.kwh,
+                              json.dumps(msg.features), msg.reason, msg.model_version, gw, seq, msg.sent_at,
+                              received))
+                _touch(meters, msg.meter_id, gw, received, None, None)
+            elif isinstance(msg, wire.GatewayStatus):
+                prev = statuses.get(gw)
+                if prev is None or prev.sent_at <= msg.sent_at:
+                    statuses[gw] = msg
+            g = gateways.get(gw)
+            if g is None:
+                gateways[gw] = [received, seq, msg.model_version, received - msg.sent_at]
+            else:
+                if received >= g[0]:
+                    g[0], g[3] = received, received - msg.sent_at
+                    g[2] = msg.model_version or g[2]
+                g[1] = max(g[1], seq)
+            if msg.model_version and msg.model_version not in self._models:
+                models.add(msg.model_version)
+            if self.archive:
+                outbox.append((received, gw, seq, kind, item.topic, bytes(item.payload)))
+
+        if readings:
+            await conn.copy_records_to_table("readings", columns=_READING_COLS, records=readings)
+            result.rows["readings"] += len(readings)
+        if summaries:
+            await conn.copy_records_to_table("interval_summaries", columns=_SUMMARY_COLS, records=summaries)
+            result.rows["interval_summaries"] += len(summaries)
+        if flags:
+            await conn.copy_records_to_table("anomaly_flags", columns=_FLAG_COLS, records=flags)
+            result.rows["anomaly_flags"] += len(flags)
+        if outbox:
+            await conn.copy_records_to_table("archive_outbox", columns=_OUTBOX_COLS, records=outbox)
+            result.rows["archive_outbox"] += len(outbox)
+        if models:
+            await conn.execute("INSERT INTO model_versions (version) SELECT unnest($1::text[]) "
+                               "ON CONFLICT (version) DO NOTHING", sorted(models))
+        for table, rollup in (("readings_hourly", hourly), ("readings_daily", daily)):
+            if rollup:
+                await conn.execute(_ROLLUP_SQL.format(table=table), *_rollup_columns(rollup))
+                result.rows[table] += len(rollup)
+        if meters:
+            ids = sorted(meters)
+            await conn.execute(_METERS_SQL, ids, [meters[i][0] for i in ids], [meters[i][1] for i in ids],
+                               [meters[i][2] for i in ids], [meters[i][3] for i in ids])
+        if statuses:
+            ids = sorted(statuses)
+            s = [statuses[i] for i in ids]
+            await conn.execute(_STATUS_SQL, ids, [x.sent_at for x in s], [x.online for x in s],
+                               [x.uptime_s for x in s], [x.queue_depth for x in s], [x.clock_synced for x in s],
+                               [x.clock_offset_s for x in s], [x.agent_version for x in s])
+        if gateways:
+            ids = sorted(gateways)
+            await conn.execute(_GATEWAYS_SQL, ids, [gateways[i][0] for i in ids], [gateways[i][1] for i in ids],
+                               [gateways[i][2] for i in ids], [gateways[i][3] for i in ids])
+        self._models.update(models)
+
+
+def _touch(meters: dict, meter_id: str, gw: str, seen: float, interval: float | None, reading: float | None) -> None:
+    m = meters.get(meter_id)
+    if m is None:
+        meters[meter_id] = [gw, seen, interval, reading]
+        return
+    m[0] = gw
+    m[1] = max(m[1], seen)
+    if interval is not None and (m[2] is None or interval > m[2]):
+        m[2] = interval
+    if reading is not None and (m[3] is None or reading > m[3]):
+        m[3] = reading
+
+
+def _rollup_columns(rollup: dict[tuple[str, int], _Rollup]) -> list[list]:
+    keys = sorted(rollup)
+    vals = [rollup[k] for k in keys]
+    return [[k[0] for k in keys], [float(k[1]) for k in keys], [v.kwh for v in vals], [v.intervals for v in vals],
+            [v.readings for v in vals], [v.p_sum for v in vals], [v.p_n for v in vals], [v.p_max for v in vals],
+            [v.anomalous for v in vals]]
+
+
+def _rows_of(msg: wire.Message) -> int:
+    if isinstance(msg, wire.RawChunk):
+        return len(msg.readings)
+    if isinstance(msg, wire.IntervalSummary):
+        return len(msg.meters)
+    return 1
+
+
+def _month(ts: float) -> int:
+    t = time.gmtime(ts)
+    return t.tm_year * 12 + t.tm_mon - 1
+
+
+def _topic_gateway(topic: str) -> str | None:
+    try:
+        return wire.parse_topic(topic)[0]
+    except wire.WireError:
+        return None
+
+
+def dead_letter_reasons() -> Iterable[str]:
+    """Every reason a dead letter can carry (documented in SCHEMA.md and docs/collector.md)."""
+    return ("bad_topic", "bad_version", "topic_mismatch", "oversized", "malformed", "unknown_gateway",
+            "disabled_gateway", "rejected_by_database")
