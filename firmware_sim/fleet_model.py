@@ -8,8 +8,9 @@ any size shares its first gateways with every larger fleet of the same seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -20,7 +21,12 @@ from firmware_sim.profiles import CLASS_PARAMS, LoadProfile, MeterClass
 from firmware_sim.randomness import choice_index, key_for, uniform
 from firmware_sim.weather import Weather
 
-__all__ = ["Region", "MeterSpec", "GatewaySpec", "Fleet", "REGIONS", "gateway_id_for", "meter_id_for"]
+__all__ = ["Region", "MeterSpec", "GatewaySpec", "Fleet", "REGIONS", "gateway_id_for", "meter_id_for",
+           "ManifestError", "write_manifest", "read_manifest"]
+
+
+class ManifestError(ValueError):
+    """A run manifest that cannot be used; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -181,3 +187,57 @@ class Fleet:
 
     def write_labels(self, path: str | Path) -> int:
         return write_labels_csv(self.labels(), path)
+
+    def handed_over(self, after: float, until: float) -> dict[str, np.ndarray]:
+        """Timestamps of every reading the meters hand over in ``(after, until]``, per meter."""
+        out = {}
+        for spec in self.meter_specs():
+            meter = self.meter(spec)
+            parts, t = [], after
+            while t < until:
+                nxt = min(t + 86400.0, until)
+                parts.append(meter.emitted(t, nxt).ts)
+                t = nxt
+            out[spec.meter_id] = np.concatenate(parts) if parts else np.zeros(0)
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """Everything needed to rebuild this fleet (JSON-able)."""
+        return {"seed": self.seed, "gateways": self.gateways, "meters_per_gateway": self.meters_per_gateway,
+                "start": self.start, "end": self.end, "step_s": self.step_s, "anomaly_rate": self.anomaly_rate,
+                "fault_rate": self.fault_rate, "kinds": list(self.kinds) if self.kinds else None,
+                "classes": [c.value for c in self.classes] if self.classes else None,
+                "tz": self.calendar.tz, "country": self.calendar.country}
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any]) -> "Fleet":
+        v = dict(values)
+        return cls(v.pop("seed"), v.pop("gateways"), v.pop("meters_per_gateway"), **v)
+
+
+def write_manifest(path: str | Path, fleet: Fleet, run_start: float, run_end: float, **extra: Any) -> None:
+    """The run manifest `sim score` and `sim report` read: the fleet and the scored span."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"fleet": fleet.settings(), "run_start": run_start, "run_end": run_end, **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_manifest(path: str | Path) -> tuple[Fleet, float, float, dict[str, Any]]:
+    """(fleet, run_start, run_end, the whole manifest); ManifestError naming what is wrong."""
+    path = Path(path)
+    try:
+        body = json.loads(path.read_text())
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ManifestError(f"{path}: not JSON ({exc})") from None
+    try:
+        fleet = Fleet.from_settings(body["fleet"])
+        return fleet, float(body["run_start"]), float(body["run_end"]), body
+    except KeyError as exc:
+        raise ManifestError(f"{path}: missing key {exc.args[0]}") from None
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{path}: bad fleet settings ({exc})") from None
