@@ -188,3 +188,73 @@ def test_csv_feed_is_replayed_by_the_agents_reader_which_names_each_malformed_li
     expected = meters[2].emitted(NOW, NOW + 3600)
     mine = [r.energy_kwh for r in readings if r.meter_id == meters[2].meter_id]
     assert mine == np.round(expected.energy_kwh, 3).tolist()
+
+
+def test_the_agents_modbus_reader_reads_the_simulated_sdm630_and_reports_a_failing_unit(meters):
+    from edge_agent.readers.base import ReaderError
+    from edge_agent.readers.registry import build_reader
+
+    from firmware_sim.serve.modbus import ModbusMeterServer
+
+    clock = ManualClock(NOW)
+    port = free_port()
+    with ModbusMeterServer(meters, clock, port=port):
+        reader = build_reader({"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "map": "sdm630",
+                               "units": [{"unit": i + 1, "meter_id": m.meter_id} for i, m in enumerate(meters)]})
+        try:
+            got = {r.meter_id: r for r in reader.read(clock.now())}
+        finally:
+            reader.close()
+    assert set(got) == {m.meter_id for m in meters}
+    for m in meters:
+        want = latest_values(m, NOW)
+        r = got[m.meter_id]
+        assert r.energy_kwh == pytest.approx(want["energy_kwh"], rel=1e-6)
+        assert r.power_w == pytest.approx(want["power_w"], rel=1e-5)
+        assert r.voltage_v == pytest.approx(want["voltage_v"], rel=1e-5)
+        assert r.current_a == pytest.approx(want["current_a"], rel=1e-5)
+        assert r.power_factor == pytest.approx(want["power_factor"], rel=1e-5)
+
+    with ModbusMeterServer(meters, clock, port=port, fault_every=2):
+        reader = build_reader({"type": "modbus_tcp", "host": "127.0.0.1", "port": port, "map": "sdm630",
+                               "units": [{"unit": i + 1, "meter_id": m.meter_id} for i, m in enumerate(meters)]})
+        outcomes = []
+        try:
+            for _ in range(4):
+                try:
+                    outcomes.append(len(reader.read(clock.now())))
+                except ReaderError as exc:
+                    outcomes.append(str(exc))
+        finally:
+            reader.close()
+    assert any(isinstance(o, str) and "unit" in o for o in outcomes)
+    assert any(isinstance(o, int) and o > 0 for o in outcomes)
+
+
+def test_the_agents_dsmr_reader_takes_good_telegrams_and_reports_bad_crc_and_garbage(meters):
+    from edge_agent.readers.base import ReaderError
+    from edge_agent.readers.registry import build_reader
+
+    from firmware_sim.serve.dsmr import DsmrP1Port
+
+    meter = meters[0]
+    clock = ManualClock(NOW)
+    with DsmrP1Port(meter, clock, period_s=0.0, bad_crc_every=4, garbage_every=5) as port:
+        reader = build_reader({"type": "dsmr_p1", "port": port.device})
+        readings, errors = [], []
+        deadline = time.monotonic() + 20
+        try:
+            while (len(readings) < 8 or not errors) and time.monotonic() < deadline:
+                try:
+                    readings.extend(reader.read(clock.now()))
+                except ReaderError as exc:
+                    errors.append(str(exc))
+                time.sleep(0.05)
+        finally:
+            reader.close()
+    assert len(readings) >= 8
+    assert any("CRC" in e for e in errors) and any("garbage" in e for e in errors)
+    want = latest_values(meter, NOW)
+    assert {r.meter_id for r in readings} == {meter.meter_id}
+    assert readings[0].energy_kwh == pytest.approx(want["energy_kwh"], abs=0.0005)
+    assert readings[0].power_w == pytest.approx(want["power_w"], abs=0.5)
