@@ -127,7 +127,25 @@ def fit_forest(X: np.ndarray, contamination: float, n_estimators: int = 100,
         max_samples = X.shape[0]
     forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples,
                              contamination=contamination, random_state=random_state)
-    return forest.fit(X)
+    forest.fit(X)
+    _center_offset(forest, forest.score_samples(X))
+    return forest
+
+
+def _center_offset(forest, training_scores: np.ndarray) -> None:
+    """Move ``offset_`` to the middle of the gap it sits in among the training scores.
+
+    Isolation-forest scores are discrete (sums of leaf path lengths), so many rows share a
+    score and ``np.percentile`` can put the threshold exactly on one of them. sklearn then
+    labels those rows by a floating-point tie that any other evaluation order (ONNX) may
+    break the other way. Centring keeps every training row's label and leaves the widest
+    margin either side, so sklearn and ONNX agree on every row.
+    """
+    offset = float(forest.offset_)
+    below = training_scores[training_scores < offset]
+    at_or_above = training_scores[training_scores >= offset]
+    if below.size and at_or_above.size:
+        forest.offset_ = (float(below.max()) + float(at_or_above.min())) / 2.0
 
 
 def verify_parity(forest, model_bytes: bytes, X: np.ndarray) -> float:
