@@ -18,8 +18,7 @@ NOW = float(int(time.time()) // 900 * 900)
 def raw_chunk(gateway_id: str, seq: int, *, meters: int = 4, per_meter: int = 10, start: float | None = None,
               step: float = 10.0) -> wire.RawChunk:
     """A chunk of `meters * per_meter` readings with distinct (meter, ts)."""
-    start = NOW - 3600 if start is None else start
-    base = start + seq * per_meter * step
+    base = NOW - 3600 + seq * per_meter * step if start is None else start
     readings = tuple(
         wire.Reading(f"{gateway_id}-m{m}", base + i * step, 1000.0 + seq + i * 0.01, 400.0 + m, 230.0, 1.7, 0.98)
         for m in range(meters) for i in range(per_meter))

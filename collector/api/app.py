@@ -1,0 +1,73 @@
+"""The collector's FastAPI application factory.
+
+Routes stay thin: each module in ``collector/api/routes/`` holds one ``APIRouter`` and calls
+queries in ``collector.db.queries``. To add a router, append its module to :data:`ROUTERS`.
+Requests get an asyncpg connection from one pool per process (created at startup), and the
+app carries the replica's :class:`~collector.metrics.Metrics` so ``/metrics`` shows ingest
+counters when the API and the ingest worker share a process (``gridsight collector serve``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI
+
+from collector.metrics import Metrics
+from collector.settings import CollectorSettings, asyncpg_dsn
+
+__all__ = ["create_app", "ROUTERS"]
+
+# One line per router module (each exposes `router`). Other areas append theirs here.
+ROUTERS: list[str] = [
+    "collector.api.routes.health",
+    "collector.api.routes.gateways",
+    "collector.api.routes.meters",
+    "collector.api.routes.consumption",
+    "collector.api.routes.anomalies",
+    "collector.api.routes.ingestion",
+]
+
+
+def _resolve_database_url(settings: CollectorSettings, database_url: str | None) -> str:
+    from edge_agent.settings import ConfigError
+    from collector.services import embedded_database_url
+
+    url = database_url or settings.database_url or embedded_database_url(settings)
+    if url is None:
+        raise ConfigError("database_url", "DATABASE_URL is not set and no embedded PostgreSQL runs in "
+                          f"{settings.data_dir}; start 'gridsight collector serve' or set DATABASE_URL")
+    return url
+
+
+def create_app(settings: CollectorSettings, *, database_url: str | None = None, metrics: Metrics | None = None,
+               worker: Any = None, pool_size: int = 10) -> FastAPI:
+    """Build the API for ``settings``; ``worker`` (an IngestWorker in this process) feeds /readyz."""
+    url = _resolve_database_url(settings, database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size,
+                                                   command_timeout=30)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="gridsight collector API",
+        version="1",
+        description="Gateways and meters with their status, consumption and readings downsampled for charts, "
+                    "anomalies with location for maps, ingestion health, Prometheus metrics.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database_url = url
+    app.state.metrics = metrics or Metrics()
+    app.state.worker = worker
+    for name in ROUTERS:
+        app.include_router(importlib.import_module(name).router)
+    return app

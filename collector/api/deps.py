@@ -1,0 +1,88 @@
+"""Shared request dependencies: a database connection, pagination, time ranges, 4xx helpers.
+
+Every client error names the parameter at fault in FastAPI's own shape
+(``{"detail": [{"loc": ["query", "end"], "msg": ...}]}``), so a caller can act on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, AsyncIterator
+
+import asyncpg
+from fastapi import Depends, HTTPException, Query, Request
+
+__all__ = ["Connection", "Pagination", "Paging", "TimeRange", "Range", "param_error", "Points", "ID_PATTERN",
+           "MAX_RANGE"]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_RANGE = timedelta(days=3660)
+
+
+def param_error(name: str, message: str, status: int = 422, where: str = "query") -> HTTPException:
+    return HTTPException(status_code=status, detail=[{"loc": [where, name], "msg": message, "type": "value_error"}])
+
+
+async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    try:
+        async with request.app.state.pool.acquire() as conn:
+            yield conn
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        raise HTTPException(status_code=503, detail=f"database unavailable: {exc}") from None
+
+
+Connection = Annotated[asyncpg.Connection, Depends(_connection)]
+
+
+@dataclass(frozen=True)
+class Pagination:
+    limit: int
+    offset: int
+
+
+def _pagination(request: Request,
+                limit: Annotated[int | None, Query(ge=1, description="page size (default 100, at most api_max_page)")] = None,
+                offset: Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")] = 0) -> Pagination:
+    top = request.app.state.settings.api_max_page
+    if limit is None:
+        limit = min(100, top)
+    if limit > top:
+        raise param_error("limit", f"at most {top}")
+    return Pagination(limit, offset)
+
+
+Paging = Annotated[Pagination, Depends(_pagination)]
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    start: datetime
+    end: datetime
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _time_range(start: Annotated[datetime, Query(description="range start, ISO 8601 (UTC if no offset) or Unix s")],
+                end: Annotated[datetime, Query(description="range end, exclusive")]) -> TimeRange:
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise param_error("end", "must be after start")
+    if end - start > MAX_RANGE:
+        raise param_error("end", f"range longer than {MAX_RANGE.days} days")
+    return TimeRange(start, end)
+
+
+Range = Annotated[TimeRange, Depends(_time_range)]
+
+
+def _points(request: Request, points: Annotated[int, Query(ge=2, description="most points to return")] = 500) -> int:
+    top = request.app.state.settings.api_max_points
+    if points > top:
+        raise param_error("points", f"at most {top}")
+    return points
+
+
+Points = Annotated[int, Depends(_points)]

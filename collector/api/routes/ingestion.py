@@ -1,0 +1,34 @@
+"""Ingestion health and the dead-letter table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from collector.api.deps import ID_PATTERN, Connection, Paging
+from collector.db import queries
+
+router = APIRouter(prefix="/ingestion", tags=["ingestion"])
+
+
+@router.get("/health", summary="Messages, dead letters, gateways reporting and archive backlog in the last hour")
+async def health(conn: Connection, request: Request) -> dict:
+    out = await queries.ingestion_health(conn)
+    worker = request.app.state.worker
+    if worker is not None:
+        m = request.app.state.metrics
+        out["replica"] = {"id": request.app.state.settings.replica_id,
+                          "mqtt_connected": m.value("gridsight_collector_mqtt_connected") == 1,
+                          "database_up": m.value("gridsight_collector_database_up") == 1,
+                          "last_error": worker.last_error}
+    return out
+
+
+@router.get("/dead-letters", summary="Rejected messages with the reason, newest first")
+async def dead_letters(conn: Connection, page: Paging,
+                       reason: Annotated[str | None, Query(max_length=40)] = None,
+                       gateway_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
+    result = await queries.dead_letters(conn, limit=page.limit, offset=page.offset, reason=reason,
+                                        gateway_id=gateway_id)
+    return result.as_dict()

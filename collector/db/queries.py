@@ -1,0 +1,255 @@
+"""Read queries behind the query API, beside the schema they read (asyncpg, plain SQL).
+
+Charts get at most ``points`` points: a range is cut into equal buckets (``date_bin``) and
+each series is read from the coarsest table that still resolves a bucket — interval
+summaries for sub-hour buckets, ``readings_hourly`` for sub-day, ``readings_daily`` beyond —
+so a year of a region costs a few hundred thousand rollup rows, not tens of millions.
+A meter's site is its own, or its gateway's when the meter has none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+__all__ = ["Page", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
+           "region_exists", "readings_series", "consumption_series", "anomalies", "ingestion_health",
+           "dead_letters", "bucket_seconds", "STALE_AFTER_S"]
+
+STALE_AFTER_S = 3 * 900          # a gateway silent for three intervals is stale
+_NICE_BUCKETS = (1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+                 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+_ORIGIN = datetime(2000, 1, 3, tzinfo=timezone.utc)   # a Monday, so weekly buckets start on Mondays
+
+_SITE_JOIN = ("LEFT JOIN gateways g ON g.id = m.gateway_id "
+              "LEFT JOIN sites s ON s.id = COALESCE(m.site_id, g.site_id)")
+
+
+@dataclass
+class Page:
+    items: list[dict]
+    total: int
+    limit: int
+    offset: int
+
+    def as_dict(self) -> dict:
+        nxt = self.offset + self.limit if self.offset + len(self.items) < self.total else None
+        return {"items": self.items, "total": self.total, "limit": self.limit, "offset": self.offset,
+                "next_offset": nxt}
+
+
+def bucket_seconds(start: datetime, end: datetime, points: int, minimum: int = 1) -> int:
+    """The smallest 'nice' bucket that splits [start, end) into at most ``points`` buckets."""
+    need = max(minimum, math.ceil((end - start).total_seconds() / points))
+    for b in _NICE_BUCKETS:
+        if b >= need:
+            return b
+    return math.ceil(need / 86400) * 86400
+
+
+def _row(r: asyncpg.Record) -> dict:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+
+
+async def list_gateways(conn: asyncpg.Connection, *, limit: int, offset: int, region_id: str | None = None,
+                        status: str | None = None, now: datetime | None = None) -> Page:
+    now = now or datetime.now(timezone.utc)
+    args: list[Any] = [now - timedelta(seconds=STALE_AFTER_S)]
+    where = ["TRUE"]
+    if region_id is not None:
+        args.append(region_id)
+        where.append(f"region_id = ${len(args)}")
+    if status is not None:
+        args.append(status)
+        where.append(f"state = ${len(args)}")
+    listed = (
+        "WITH listed AS (SELECT g.id AS gateway_id, g.name, g.site_id, s.region_id, s.lat, s.lon, "
+        "CASE WHEN g.status = 'disabled' THEN 'disabled' WHEN g.last_seen_at IS NULL THEN 'never_seen' "
+        "WHEN g.online IS FALSE THEN 'offline' WHEN g.last_seen_at < $1 THEN 'stale' ELSE 'online' END AS state, "
+        "g.status, g.auto_registered, g.registered_at, g.last_seen_at, g.last_seq, g.model_version, g.online, "
+        "g.queue_depth, g.clock_synced, g.clock_offset_s, g.skew_s, g.agent_version "
+        "FROM gateways g LEFT JOIN sites s ON s.id = g.site_id) ")
+    cond = " AND ".join(where)
+    total = await conn.fetchval(f"{listed} SELECT count(*) FROM listed WHERE {cond}", *args)
+    rows = await conn.fetch(
+        f"{listed} SELECT listed.*, (SELECT count(*) FROM meters m WHERE m.gateway_id = listed.gateway_id) AS meters "
+        f"FROM listed WHERE {cond} ORDER BY gateway_id LIMIT {int(limit)} OFFSET {int(offset)}", *args)
+    return Page([_row(r) for r in rows], total, limit, offset)
+
+
+async def get_gateway(conn: asyncpg.Connection, gateway_id: str) -> dict | None:
+    row = await conn.fetchrow(
+        "SELECT g.*, s.region_id, s.lat, s.lon, (SELECT count(*) FROM meters m WHERE m.gateway_id = g.id) AS meters "
+        "FROM gateways g LEFT JOIN sites s ON s.id = g.site_id WHERE g.id = $1", gateway_id)
+    if row is None:
+        return None
+    out = _row(row)
+    out["gateway_id"] = out.pop("id")
+    return out
+
+
+async def list_meters(conn: asyncpg.Connection, *, limit: int, offset: int, gateway_id: str | None = None,
+                      region_id: str | None = None) -> Page:
+    where, args = ["TRUE"], []
+    if gateway_id is not None:
+        args.append(gateway_id)
+        where.append(f"m.gateway_id = ${len(args)}")
+    if region_id is not None:
+        args.append(region_id)
+        where.append(f"s.region_id = ${len(args)}")
+    base = f"FROM meters m {_SITE_JOIN} WHERE {' AND '.join(where)}"
+    total = await conn.fetchval(f"SELECT count(*) {base}", *args)
+    rows = await conn.fetch(
+        "SELECT m.id AS meter_id, m.name, m.gateway_id, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon, "
+        f"m.first_seen_at, m.last_seen_at, m.last_interval_start, m.last_reading_ts {base} "
+        f"ORDER BY m.id LIMIT {int(limit)} OFFSET {int(offset)}", *args)
+    return Page([_row(r) for r in rows], total, limit, offset)
+
+
+async def get_meter(conn: asyncpg.Connection, meter_id: str) -> dict | None:
+    row = await conn.fetchrow(
+        "SELECT m.id AS meter_id, m.name, m.gateway_id, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon, "
+        f"m.first_seen_at, m.last_seen_at, m.last_interval_start, m.last_reading_ts FROM meters m {_SITE_JOIN} "
+        "WHERE m.id = $1", meter_id)
+    return _row(row) if row else None
+
+
+async def meter_exists(conn: asyncpg.Connection, meter_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM meters WHERE id = $1)", meter_id))
+
+
+async def region_exists(conn: asyncpg.Connection, region_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM regions WHERE id = $1)", region_id))
+
+
+async def readings_series(conn: asyncpg.Connection, meter_id: str, start: datetime, end: datetime,
+                          points: int) -> dict:
+    """Raw readings of one meter, averaged into at most ``points`` buckets."""
+    bucket = bucket_seconds(start, end, points)
+    rows = await conn.fetch(
+        "SELECT date_bin($4::interval, ts, $5) AS ts, count(*) AS n, max(energy_kwh) AS energy_kwh, "
+        "avg(power_w) AS power_w, max(power_w) AS power_w_max, min(power_w) AS power_w_min, "
+        "avg(voltage_v) AS voltage_v FROM readings WHERE meter_id = $1 AND ts >= $2 AND ts < $3 "
+        "GROUP BY 1 ORDER BY 1", meter_id, start, end, timedelta(seconds=bucket), _ORIGIN)
+    return {"meter_id": meter_id, "start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket,
+            "points": [_row(r) for r in rows]}
+
+
+def _rollup_source(bucket: int) -> str:
+    if bucket >= 86400 and bucket % 86400 == 0:
+        return "readings_daily"
+    if bucket >= 3600 and bucket % 3600 == 0:
+        return "readings_hourly"
+    return "interval_summaries"
+
+
+async def consumption_series(conn: asyncpg.Connection, start: datetime, end: datetime, points: int, *,
+                             meter_id: str | None = None, region_id: str | None = None) -> dict:
+    """Energy per bucket for a meter or a whole region, from the coarsest table that fits."""
+    bucket = bucket_seconds(start, end, points, minimum=900)
+    source = _rollup_source(bucket)
+    if source == "interval_summaries":
+        time_col = "interval_start"
+        cols = ("sum(kwh) AS kwh, count(*) AS intervals, sum(readings) AS readings, "
+                "avg(power_w_mean) AS power_w_mean, max(power_w_max) AS power_w_max, "
+                "count(*) FILTER (WHERE anomalous) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
+    else:
+        time_col = "bucket"
+        cols = ("sum(kwh) AS kwh, sum(intervals) AS intervals, sum(readings) AS readings, "
+                "sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, max(power_w_max) AS power_w_max, "
+                "sum(anomalous_intervals) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
+    args: list[Any] = [start, end, timedelta(seconds=bucket), _ORIGIN]
+    if meter_id is not None:
+        args.append(meter_id)
+        scope = f"meter_id = ${len(args)}"
+    else:
+        args.append(region_id)
+        scope = (f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = ${len(args)})")
+    rows = await conn.fetch(
+        f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
+        f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1 ORDER BY 1", *args)
+    out = {"start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket, "source": source,
+           "points": [_row(r) for r in rows]}
+    out["meter_id" if meter_id is not None else "region_id"] = meter_id if meter_id is not None else region_id
+    return out
+
+
+async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *, limit: int, offset: int,
+                    region_id: str | None = None, meter_id: str | None = None,
+                    max_score: float | None = None) -> Page:
+    """Flags in [start, end) with the site's location, newest first, for a map."""
+    where, args = ["f.interval_start >= $1", "f.interval_start < $2"], [start, end]
+    if region_id is not None:
+        args.append(region_id)
+        where.append(f"s.region_id = ${len(args)}")
+    if meter_id is not None:
+        args.append(meter_id)
+        where.append(f"f.meter_id = ${len(args)}")
+    if max_score is not None:
+        args.append(max_score)
+        where.append(f"f.score <= ${len(args)}")
+    base = f"FROM anomaly_flags f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN} WHERE {' AND '.join(where)}"
+    total = await conn.fetchval(f"SELECT count(*) {base}", *args)
+    rows = await conn.fetch(
+        "SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, f.reason, "
+        "f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
+        f"{base} ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}", *args)
+    return Page([_row(r) for r in rows], total, limit, offset)
+
+
+async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None) -> dict:
+    """What ingestion did recently, from the database (shared by every replica)."""
+    now = now or datetime.now(timezone.utc)
+    hour_ago = now - timedelta(hours=1)
+    msgs = await conn.fetch("SELECT kind, count(*) AS n, sum(rows) AS rows, max(received_at) AS last "
+                            "FROM ingest_log WHERE received_at >= $1 GROUP BY kind ORDER BY kind", hour_ago)
+    dead = await conn.fetch("SELECT reason, count(*) AS n FROM dead_letters WHERE received_at >= $1 "
+                            "GROUP BY reason ORDER BY reason", hour_ago)
+    replicas = await conn.fetch("SELECT replica, count(*) AS n FROM ingest_log WHERE received_at >= $1 "
+                                "GROUP BY replica ORDER BY replica", hour_ago)
+    skew = await conn.fetchrow("SELECT avg(extract(epoch FROM received_at - sent_at)) AS mean_s, "
+                               "max(extract(epoch FROM received_at - sent_at)) AS max_s "
+                               "FROM ingest_log WHERE received_at >= $1", hour_ago)
+    gw = await conn.fetchrow(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE last_seen_at >= $1) AS reporting, "
+        "count(*) FILTER (WHERE last_seen_at < $1 OR last_seen_at IS NULL) AS silent FROM gateways "
+        "WHERE status = 'active'", now - timedelta(seconds=STALE_AFTER_S))
+    archive = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM archive_outbox) AS pending, "
+        "(SELECT min(received_at) FROM archive_outbox) AS oldest_pending, "
+        "(SELECT max(uploaded_at) FROM archive_objects) AS last_upload, "
+        "(SELECT count(*) FROM archive_objects) AS objects")
+    last = await conn.fetchval("SELECT max(received_at) FROM ingest_log WHERE received_at >= $1", hour_ago)
+    return {
+        "window_s": 3600,
+        "last_message_at": last.isoformat() if last else None,
+        "messages": {r["kind"]: {"messages": r["n"], "rows": r["rows"]} for r in msgs},
+        "dead_letters": {r["reason"]: r["n"] for r in dead},
+        "by_replica": {r["replica"] or "unknown": r["n"] for r in replicas},
+        "transit_s": {"mean": float(skew["mean_s"]) if skew["mean_s"] is not None else None,
+                      "max": float(skew["max_s"]) if skew["max_s"] is not None else None},
+        "gateways": dict(gw),
+        "archive": _row(archive),
+    }
+
+
+async def dead_letters(conn: asyncpg.Connection, *, limit: int, offset: int, reason: str | None = None,
+                       gateway_id: str | None = None) -> Page:
+    where, args = ["TRUE"], []
+    if reason is not None:
+        args.append(reason)
+        where.append(f"reason = ${len(args)}")
+    if gateway_id is not None:
+        args.append(gateway_id)
+        where.append(f"gateway_id = ${len(args)}")
+    base = f"FROM dead_letters WHERE {' AND '.join(where)}"
+    total = await conn.fetchval(f"SELECT count(*) {base}", *args)
+    rows = await conn.fetch(
+        "SELECT id, received_at, topic, gateway_id, reason, field, payload_bytes, replica, "
+        f"encode(substring(payload FROM 1 FOR 200), 'escape') AS payload_preview {base} "
+        f"ORDER BY id DESC LIMIT {int(limit)} OFFSET {int(offset)}", *args)
+    return Page([_row(r) for r in rows], total, limit, offset)
