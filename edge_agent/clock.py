@@ -53,16 +53,25 @@ class SystemClock:
 
 
 class SimulatedClock:
-    """Time that starts at ``start`` and runs ``speed`` times faster than real time."""
+    """Time that starts at ``start`` and runs ``speed`` times faster than real time.
 
-    def __init__(self, start: float, speed: float = 1.0) -> None:
+    With ``anchor`` (a wall-clock Unix time at which simulated time was ``start``) the clock
+    is a pure function of wall time, so a process that restarts (after a crash, in a fault
+    test or a long fleet simulation) continues the same simulated timeline instead of
+    starting over.
+    """
+
+    def __init__(self, start: float, speed: float = 1.0, anchor: float | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.start = float(start)
         self.speed = float(speed)
+        self.anchor = anchor
         self._t0 = time.monotonic()
 
     def now(self) -> float:
+        if self.anchor is not None:
+            return self.start + (time.time() - self.anchor) * self.speed
         return self.start + (time.monotonic() - self._t0) * self.speed
 
     def sleep(self, seconds: float) -> None:

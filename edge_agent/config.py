@@ -38,6 +38,8 @@ Every key, its default and its meaning (TOML file ``agent.toml``; environment va
     [clock]
     speed = 1.0                     # >1 runs simulated time (fleet simulator, benchmarks)
     start = 0.0                     # simulated start, Unix s (0 = now)
+    anchor = 0.0                    # wall time (Unix s) at which simulated time was `start`;
+                                    # set it so restarts continue the same timeline (0 = start-up)
 
     [[readers]]                     # one table per meter source; see edge_agent/readers/
     type = "modbus_tcp"             # modbus_tcp | modbus_rtu | dsmr_p1 | replay | sim
@@ -144,11 +146,14 @@ class ModelSettings:
 class ClockSettings:
     speed: float = 1.0
     start: float = 0.0
+    anchor: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("clock.speed", self.speed)
         if self.start < 0:
             raise ConfigError("clock.start", f"must be a Unix time or 0, got {self.start}")
+        if self.anchor < 0:
+            raise ConfigError("clock.anchor", f"must be a Unix time or 0, got {self.anchor}")
 
     @property
     def simulated(self) -> bool:

@@ -88,7 +88,8 @@ class ReaderSlot:
 def build_clock(settings: AgentSettings) -> Clock:
     """The clock the settings ask for: wall time, or simulated time at ``clock.speed``."""
     if settings.clock.simulated:
-        return SimulatedClock(settings.clock.start or time.time(), settings.clock.speed)
+        return SimulatedClock(settings.clock.start or time.time(), settings.clock.speed,
+                              anchor=settings.clock.anchor or None)
     return SystemClock()
 
 

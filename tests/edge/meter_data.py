@@ -48,7 +48,11 @@ def write_csv(path: Path, readings: list[Reading]) -> Path:
 class Subscriber:
     """A real MQTT client that records every upward message of every gateway, decoded."""
 
-    def __init__(self, url_port: int) -> None:
+    def __init__(self, url_port: int, persistent: bool = False) -> None:
+        """``persistent``: a session that outlives broker restarts (queued messages are kept)."""
+        from paho.mqtt.properties import Properties
+        from paho.mqtt.packettypes import PacketTypes
+
         self.messages: list = []
         self.errors: list[str] = []
         self.retained_status: dict[str, object] = {}
@@ -58,8 +62,13 @@ class Subscriber:
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_connect = lambda c, *a: c.subscribe("gridsight/v1/+/+", qos=1)
-        self.client.connect("127.0.0.1", url_port)
+        self.client.on_connect = lambda c, u, f, rc, p: (not f.session_present) and c.subscribe("gridsight/v1/+/+", qos=1)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        props = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", url_port, clean_start=not persistent, properties=props)
         self.client.loop_start()
         assert self._subscribed.wait(10), "subscriber did not subscribe"
 
@@ -87,6 +96,7 @@ class Subscriber:
         return [seen[k] for k in sorted(seen)]
 
     def raw_readings(self) -> list[Reading]:
+        """Every raw reading, chunks deduplicated by (gateway, seq) and taken in seq order."""
         return [r for chunk in self.unique("raw") for r in chunk.readings]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
