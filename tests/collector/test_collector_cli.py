@@ -1,0 +1,107 @@
+"""`gridsight collector ...` as a user runs it: real processes, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from gridsight.local_services import free_port
+
+from collector_kit import Publisher, message, raw_chunk, scalar, summary, wait_until
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gridsight", "collector", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("serve", "ingest", "migrate", "rebuild", "status", "maintain"):
+        assert command in out.stdout
+
+
+def test_bad_settings_fail_with_one_line_naming_the_key(tmp_path):
+    out = run("status", env={"GRIDSIGHT_COLLECTOR_UNKNOWN_GATEWAYS": "maybe", "GRIDSIGHT_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "unknown_gateways" in out.stderr
+
+    bad_url = run("status", env={"DATABASE_URL": "mysql://x/y"})
+    assert bad_url.returncode == 2 and "database_url" in bad_url.stderr
+
+
+def test_status_without_any_database_says_what_to_do(tmp_path):
+    out = run("status", env={"GRIDSIGHT_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert "DATABASE_URL" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_rebuild_from_s3_without_a_bucket_names_the_variable(database_url):
+    out = run("rebuild", "--from-s3", "--since", "2026-01-01", env={"DATABASE_URL": database_url})
+    assert out.returncode == 2 and "S3_BUCKET" in out.stderr
+    bad_date = run("rebuild", "--since", "yesterday", env={"DATABASE_URL": database_url})
+    assert bad_date.returncode == 2 and "--since" in bad_date.stderr
+
+
+def test_serve_ingests_answers_the_api_and_rebuild_restores_a_fresh_database(tmp_path, mosquitto, database_url,
+                                                                            postgres_server):
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "MQTT_URL": mosquitto.url,
+           "GRIDSIGHT_DATA_DIR": str(tmp_path / "c"), "GRIDSIGHT_COLLECTOR_REPLICA_ID": "cli",
+           "GRIDSIGHT_COLLECTOR_ARCHIVE_INTERVAL_S": "0.2"}
+    migrated = run("migrate", env=env)
+    assert migrated.returncode == 0 and "revision" in migrated.stdout
+
+    proc = subprocess.Popen([sys.executable, "-m", "gridsight", "collector", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    return json.load(r)["ready"]
+            except OSError:
+                return False
+        wait_until(ready, what="serve ready")
+        pub = Publisher(mosquitto.port)
+        pub.send_all([message(raw_chunk("gw-c", s)) for s in range(1, 11)] + [message(summary("gw-c", 11))])
+        pub.close()
+        wait_until(lambda: scalar(database_url, "SELECT count(*) FROM archive_objects") > 0
+                   and scalar(database_url, "SELECT count(*) FROM archive_outbox") == 0, what="archived")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'gridsight_collector_messages_stored_total{kind="raw"} 10' in metrics
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/meters?gateway_id=gw-c", timeout=5) as r:
+            assert json.load(r)["total"] == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+    status = run("status", "--json", env=env)
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["counts"]["readings"] == 400
+
+    fresh_name = f"rebuilt_cli_{int(time.time() * 1000) % 10**9}"
+    import psycopg
+    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{fresh_name}"')
+    try:
+        fresh_env = {**env, "DATABASE_URL": postgres_server.dsn(fresh_name)}
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        for _ in range(2):
+            out = run("rebuild", "--since", today, "--from-dir", str(tmp_path / "c" / "archive"), "--quiet",
+                      env=fresh_env)
+            assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout.strip().splitlines()[-1])["duplicates"] == 11
+        assert scalar(postgres_server.dsn(fresh_name), "SELECT count(*) FROM readings") == 400
+        assert scalar(postgres_server.dsn(fresh_name), "SELECT count(*) FROM interval_summaries") == 4
+    finally:
+        with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{fresh_name}" WITH (FORCE)')
