@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +24,7 @@ JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
 
 def _migration_module():
-    path = MIGRATION if MIGRATION.exists() else Path("/work/identity-staging/0003_identity.py")
-    spec = importlib.util.spec_from_file_location("identity_migration", path)
+    spec = importlib.util.spec_from_file_location("identity_migration", MIGRATION)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -77,3 +78,24 @@ def build_app(database_url: str, clock: StepClock, **limits) -> tuple[FastAPI, o
     return app, ctx
 
 
+
+
+@contextlib.contextmanager
+def serve(database_url: str, clock: StepClock | None = None, **limits):
+    """The identity app behind a real uvicorn server on a free port: yields ``(port, context)``."""
+    import uvicorn
+
+    from gridsight.local_services import free_port, wait_for_port
+
+    app, ctx = build_app(database_url, clock or StepClock(), **limits)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port(port, 20)
+    try:
+        yield port, ctx
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        ctx.store.engine.dispose()

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 
-from gridsight.local_services import free_port, wait_for_port
-
-from identity_support import StepClock, build_app
+from identity_support import serve
 
 
 @pytest.fixture
 def served(identity_db):
-    """The identity app behind uvicorn on a free port: 64 KiB body limit, 1 s per body chunk."""
-    app, ctx = build_app(identity_db, StepClock(), max_body_bytes=64 * 1024, body_timeout_s=1.0)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for_port(port, 20)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-    ctx.store.engine.dispose()
+    """The identity app behind uvicorn: 64 KiB body limit, 1 s allowed per body chunk."""
+    with serve(identity_db, max_body_bytes=64 * 1024, body_timeout_s=1.0) as (port, _ctx):
+        yield port
+
+
 
 
 def _exchange(port: int, head: bytes, body_parts: list[bytes], pause: float = 0.0) -> bytes:

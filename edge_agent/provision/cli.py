@@ -1,0 +1,217 @@
+"""`gridsight provision`: the technician's commands (offline) and the gateway's doctor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+from gridsight.cli import CLIError, run_cli
+
+__all__ = ["main"]
+
+
+def _fleet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fleet", type=Path, default=Path(os.environ.get("GRIDSIGHT_FLEET_DIR", "fleet")),
+                   help="fleet workspace folder (default: $GRIDSIGHT_FLEET_DIR or ./fleet)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridsight provision",
+                                     description="Create gateway identities, broker accounts and flashable bundles; "
+                                                 "check a gateway with 'doctor'.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ca = sub.add_parser("ca", help="the fleet certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="CA_COMMAND")
+    p = ca_sub.add_parser("init", help="create the fleet CA (once per fleet)")
+    _fleet_arg(p)
+    p.add_argument("--name", default="gridsight fleet CA")
+    p.add_argument("--days", type=int, default=3650)
+    p = ca_sub.add_parser("server-cert", help="issue the broker's TLS certificate")
+    _fleet_arg(p)
+    p.add_argument("--host", action="append", required=True, help="broker host name or IP (repeatable)")
+
+    p = sub.add_parser("collector-account", help="create the broker account the collector reads with")
+    _fleet_arg(p)
+    p.add_argument("--username", default="collector")
+
+    p = sub.add_parser("gateway", help="create a gateway identity: key pair, certificate, broker account, ACL")
+    _fleet_arg(p)
+    p.add_argument("gateway_id")
+    p.add_argument("--broker", required=True, help="broker URL the gateway uses, e.g. mqtts://broker.example:8883")
+
+    p = sub.add_parser("revoke", help="remove a gateway's broker account and ACL entry")
+    _fleet_arg(p)
+    p.add_argument("gateway_id")
+
+    p = sub.add_parser("bind-meter", help="bind a meter (serial, reader options, site, location) to a gateway")
+    _fleet_arg(p)
+    p.add_argument("gateway_id")
+    p.add_argument("--meter-id", required=True, help="meter serial number, as it appears on the wire")
+    p.add_argument("--type", required=True, help="reader type: modbus_tcp, modbus_rtu, dsmr_p1, replay, sim")
+    p.add_argument("--register-map", help="Modbus register map (sdm630, sdm120) for modbus types")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option (repeatable), e.g. host=10.0.0.5, unit=3, port=/dev/ttyUSB0")
+    p.add_argument("--site")
+    p.add_argument("--lat", type=float)
+    p.add_argument("--lon", type=float)
+
+    p = sub.add_parser("bundle", help="write the flashable bundle folder and tarball for a gateway")
+    _fleet_arg(p)
+    p.add_argument("gateway_id")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to create (tarball beside it)")
+    p.add_argument("--model", type=Path, help="ONNX model (its .sig must sit beside it)")
+    p.add_argument("--model-public-key", type=Path, help="Ed25519 public key PEM that signs models")
+    p.add_argument("--unit", type=Path, help="systemd unit (default: the one shipped with the agent)")
+    p.add_argument("--install-dir", default="/etc/gridsight", help="where the bundle lands on the gateway")
+    p.add_argument("--data-dir", default="/var/lib/gridsight", help="the agent's data folder on the gateway")
+    p.add_argument("--enroll-token-file", type=Path, help="one-time enrollment token to include")
+
+    p = sub.add_parser("doctor", help="on the gateway: check config, clock, broker, meters, model, outbox, disk")
+    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"))
+    p.add_argument("--broker-timeout", type=float, default=10.0)
+
+    p = sub.add_parser("enroll-token", help="ask the collector for a one-time enrollment token for a gateway "
+                                            "(credentials from GRIDSIGHT_API_KEY or GRIDSIGHT_API_TOKEN)")
+    p.add_argument("gateway_id")
+    p.add_argument("--api", required=True, help="collector API base URL")
+    p.add_argument("--ttl", type=int, default=86_400, help="seconds until the token expires (60..604800)")
+    p.add_argument("--out", type=Path, help="write the token to this file (0600) instead of stdout")
+
+    p = sub.add_parser("enroll", help="on the gateway: redeem the one-time token with the collector")
+    p.add_argument("--api", required=True, help="collector API base URL")
+    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"))
+    p.add_argument("--token-file", type=Path, help="default: enroll.token beside the config")
+    return parser
+
+
+def _option_value(raw: str) -> Any:
+    """Reader option values are TOML values (numbers, booleans); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+_SINGLE_METER_TYPES = ("modbus_tcp", "modbus_rtu", "dsmr_p1")
+
+
+def _reader_table(args) -> dict[str, Any]:
+    table: dict[str, Any] = {"type": args.type}
+    if args.type in _SINGLE_METER_TYPES:
+        table["meter_id"] = args.meter_id
+    if args.register_map:
+        if not args.type.startswith("modbus"):
+            raise CLIError("--register-map applies to modbus_tcp and modbus_rtu meters")
+        table["map"] = args.register_map
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--option {item!r}: expected KEY=VALUE")
+        if key.strip() == "type":
+            raise CLIError("--option type=...: use --type")
+        table[key.strip()] = _option_value(value.strip())
+    return table
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+
+
+def _run(args) -> int:
+    from edge_agent.provision.ca import FleetCA
+    from edge_agent.provision.fleet import Fleet, MeterBinding
+
+    if args.command == "doctor":
+        from edge_agent.provision.doctor import run_doctor
+        checks = run_doctor(args.config, broker_timeout_s=args.broker_timeout)
+        for check in checks:
+            print(check.line())
+        failed = sum(not c.ok for c in checks)
+        print(f"{len(checks) - failed} ok, {failed} failed", file=sys.stderr)
+        return 1 if failed else 0
+    if args.command == "enroll-token":
+        from edge_agent.provision.enrollment import api_headers, request_enrollment_token
+        issued = request_enrollment_token(args.api, args.gateway_id, args.ttl, api_headers(os.environ))
+        if args.out:
+            _write_secret(args.out, issued["token"])
+            print(f"enrollment token for {args.gateway_id} written to {args.out}", file=sys.stderr)
+        else:
+            print(issued["token"])
+        return 0
+    if args.command == "enroll":
+        from edge_agent.config import AgentSettings
+        from edge_agent.provision.enrollment import enroll_gateway
+        from edge_agent.settings import load_settings
+        settings = load_settings(AgentSettings, args.config)
+        token_file = args.token_file or args.config.parent / "enroll.token"
+        if not token_file.is_file():
+            raise CLIError(f"no enrollment token at {token_file}")
+        result = enroll_gateway(args.api, token_file.read_text(), settings.gateway_id,
+                                Path(settings.mqtt.cert_file) if settings.mqtt.cert_file else None)
+        token_file.unlink()
+        print(f"enrolled {result['gateway_id']}")
+        return 0
+
+    fleet = Fleet(args.fleet)
+    if args.command == "ca":
+        if args.ca_command == "init":
+            ca = FleetCA.init(fleet.ca_dir, args.name, args.days)
+            print(f"fleet CA created: {fleet.ca_dir / 'ca.crt'} (keep {fleet.ca_dir / 'ca.key'} offline)")
+        else:
+            cert, _ = fleet.ca().issue_server(args.host, fleet.broker_dir)
+            print(f"broker certificate for {', '.join(args.host)}: {cert}")
+        return 0
+    if args.command == "collector-account":
+        fleet.add_collector(args.username)
+        print(f"broker account {args.username}: password in {fleet.broker_dir / (args.username + '.password')}, "
+              f"certificate in {fleet.broker_dir / args.username}")
+        return 0
+    if args.command == "gateway":
+        identity = fleet.create_gateway(args.gateway_id, args.broker)
+        print(f"gateway {identity.gateway_id} created in {fleet.gateway_dir(identity.gateway_id)}; "
+              f"broker files updated: {fleet.passwd_file}, {fleet.acl_file}")
+        return 0
+    if args.command == "revoke":
+        fleet.revoke_gateway(args.gateway_id)
+        print(f"gateway {args.gateway_id} revoked; reload the broker to apply {fleet.passwd_file} and {fleet.acl_file}")
+        return 0
+    if args.command == "bind-meter":
+        if (args.lat is None) != (args.lon is None):
+            raise CLIError("--lat and --lon go together")
+        if args.lat is not None and not (-90 <= args.lat <= 90 and -180 <= args.lon <= 180):
+            raise CLIError("--lat must be -90..90 and --lon -180..180")
+        identity = fleet.bind_meter(args.gateway_id, MeterBinding(args.meter_id, _reader_table(args), args.site,
+                                                                  args.lat, args.lon))
+        print(f"meter {args.meter_id} bound to {args.gateway_id} ({len(identity.meters)} meter(s))")
+        return 0
+    if args.command == "bundle":
+        from edge_agent.provision.bundle import write_bundle
+        token = args.enroll_token_file.read_text().strip() if args.enroll_token_file else None
+        folder, tarball = write_bundle(fleet, args.gateway_id, args.out, model=args.model,
+                                       model_public_key=args.model_public_key, unit=args.unit,
+                                       install_dir=args.install_dir, data_dir=args.data_dir, enroll_token=token)
+        print(f"bundle written: {folder} and {tarball}; copy it to {args.install_dir} on the gateway, "
+              f"then run 'gridsight provision doctor --config {args.install_dir}/agent.toml'")
+        return 0
+    raise CLIError(f"unknown command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge_agent.provision.ca import ProvisionError
+
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    def body() -> int:
+        try:
+            return _run(args)
+        except ProvisionError as exc:
+            raise CLIError(str(exc)) from None
+
+    return run_cli(body, "gridsight provision")

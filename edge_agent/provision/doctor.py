@@ -1,0 +1,224 @@
+"""`gridsight provision doctor`: on the gateway, check everything the agent needs, one line each.
+
+Checks run in order and never stop early, so a technician sees every problem at once:
+config valid, bundle intact, clock synchronised, broker reachable with these credentials,
+each meter answers, model loads and passes its self-test (and its signature verifies),
+outbox writable, disk budget available. Probes that touch the outside world (clock, broker,
+disk) are parameters, so tests can drive failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edge_agent.clock import ClockHealth, clock_health
+from edge_agent.settings import ConfigError, load_settings
+
+__all__ = ["Check", "run_doctor", "check_broker"]
+
+_EARLIEST_PLAUSIBLE = 1_704_067_200.0   # 2024-01-01: a clock before this lost its time (no RTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def check_clock(health: ClockHealth, now: float) -> Check:
+    if now < _EARLIEST_PLAUSIBLE:
+        return Check("clock synchronised", False, f"wall clock reads {time.strftime('%Y-%m-%d', time.gmtime(now))}; "
+                     "the gateway lost its time: enable NTP (systemd-timesyncd) and check the uplink")
+    if health.synced is False:
+        return Check("clock synchronised", False, "the kernel reports no NTP synchronisation "
+                     "(timedatectl: 'System clock synchronized: no'); enable and check systemd-timesyncd")
+    if health.synced is None:
+        return Check("clock synchronised", True, "NTP state unknown on this platform; wall clock is plausible")
+    offset = f", offset {health.offset_s * 1000:.1f} ms" if health.offset_s is not None else ""
+    return Check("clock synchronised", True, f"NTP synchronised{offset}")
+
+
+def check_broker(settings, timeout_s: float = 10.0) -> Check:
+    """Connect with the agent's own URL, TLS files and credentials, and wait for the broker's answer."""
+    import paho.mqtt.client as mqtt
+
+    m = settings.mqtt
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{settings.gateway_id}-doctor",
+                         protocol=mqtt.MQTTv5)
+    if m.tls:
+        try:
+            client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None,
+                           cert_reqs=ssl.CERT_REQUIRED)
+        except (ssl.SSLError, OSError) as exc:
+            return Check("broker reachable", False, f"TLS files unusable: {exc}")
+    if m.username:
+        client.username_pw_set(m.username, m.password or None)
+    answer: dict = {}
+    done = threading.Event()
+
+    def on_connect(c, userdata, flags, reason_code, properties=None):
+        answer["rc"] = reason_code
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *a, **k: done.set()
+    try:
+        client.connect(m.host, m.port, keepalive=30)
+    except ssl.SSLError as exc:
+        return Check("broker reachable", False, f"{m.url}: TLS handshake failed ({exc.reason or exc})")
+    except OSError as exc:
+        return Check("broker reachable", False, f"{m.url}: {exc.strerror or exc}")
+    client.loop_start()
+    try:
+        if not done.wait(timeout_s):
+            return Check("broker reachable", False, f"{m.url}: no answer within {timeout_s:.0f} s")
+        rc = answer.get("rc")
+        if rc is None:
+            return Check("broker reachable", False, f"{m.url}: the broker closed the connection "
+                         "(client certificate refused?)")
+        if rc.is_failure:
+            return Check("broker reachable", False, f"{m.url}: refused as {m.username or 'anonymous'} ({rc})")
+        return Check("broker reachable", True, f"{m.url} accepted {m.username or 'the client'}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _check_manifest(config_path: Path) -> Check | None:
+    manifest_path = config_path.parent / "MANIFEST.json"
+    if not manifest_path.exists():
+        return None
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (ValueError, KeyError):
+        return Check("bundle intact", False, "MANIFEST.json is unreadable")
+    bad = [name for name, digest in files.items()
+           if not (config_path.parent / name).is_file()
+           or hashlib.sha256((config_path.parent / name).read_bytes()).hexdigest() != digest]
+    if bad:
+        return Check("bundle intact", False, f"changed or missing since provisioning: {', '.join(bad)}")
+    return Check("bundle intact", True, f"{len(files)} files match MANIFEST.json")
+
+
+def _check_meters(settings, now: float) -> list[Check]:
+    from edge_agent.readers.base import ReaderError
+    from edge_agent.readers.registry import build_reader
+
+    if not settings.readers:
+        return [Check("meters answer", False, "no [[readers]] configured: bind meters with "
+                      "'gridsight provision bind-meter'")]
+    checks = []
+    for i, table in enumerate(settings.readers):
+        label = table.get("meter_id") or table.get("name") or f"readers[{i}] ({table.get('type')})"
+        try:
+            reader = build_reader(table, f"readers[{i}]")
+        except ConfigError as exc:
+            checks.append(Check(f"meter {label} answers", False, str(exc)))
+            continue
+        try:
+            readings = reader.read(now)
+            meters = sorted({r.meter_id for r in readings})
+            detail = f"{len(readings)} readings" + (f" from {', '.join(meters[:5])}" if meters else "")
+            checks.append(Check(f"meter {label} answers", True, detail))
+        except ReaderError as exc:
+            checks.append(Check(f"meter {label} answers", False, str(exc)))
+        except Exception as exc:  # a reader bug must not hide the remaining checks
+            checks.append(Check(f"meter {label} answers", False, f"{type(exc).__name__}: {exc}"))
+        finally:
+            try:
+                reader.close()
+            except Exception:
+                pass
+    return checks
+
+
+def _check_model(settings, config_dir: Path) -> Check:
+    from edge_agent.scorer import ModelError, Scorer
+
+    if not settings.model.path:
+        return Check("model loads", False, "no model.path configured: the agent would send unscored summaries")
+    path = Path(settings.model.path)
+    signature = Path(str(path) + ".sig")
+    public_key = config_dir / "model_public.pem"
+    signed = ""
+    if public_key.exists():
+        from edge_agent.model_update import SignatureError, load_public_key, verify_signature
+        if not signature.exists():
+            return Check("model loads", False, f"{signature.name} is missing; the model cannot be verified")
+        try:
+            verify_signature(path.read_bytes(), signature.read_bytes(), load_public_key(public_key))
+        except SignatureError as exc:
+            return Check("model loads", False, f"signature: {exc}")
+        signed = ", signature verified"
+    try:
+        scorer = Scorer.load(path)
+    except ModelError as exc:
+        return Check("model loads", False, str(exc))
+    return Check("model loads", True, f"{scorer.name} {scorer.version}, self-test passed{signed}")
+
+
+def _check_outbox(settings) -> Check:
+    data_dir = Path(settings.data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".doctor-") as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return Check("outbox writable", False, f"{data_dir}: {exc.strerror or exc}")
+    return Check("outbox writable", True, f"{settings.outbox_path} can be written and synced")
+
+
+def _check_disk(settings, disk_free: Callable[[Path], int]) -> Check:
+    data_dir = Path(settings.data_dir)
+    budget = settings.outbox.budget_mb * 1024 * 1024
+    used = settings.outbox_path.stat().st_size if settings.outbox_path.exists() else 0
+    try:
+        free = disk_free(data_dir)
+    except OSError as exc:
+        return Check("disk budget", False, f"{data_dir}: {exc.strerror or exc}")
+    needed = budget - used
+    if free < needed:
+        return Check("disk budget", False, f"{free / 2**20:.0f} MB free, the outbox budget needs "
+                     f"{needed / 2**20:.0f} MB more: lower outbox.budget_mb or free space")
+    return Check("disk budget", True, f"{free / 2**20:.0f} MB free for a {settings.outbox.budget_mb:.0f} MB outbox budget")
+
+
+def run_doctor(config_path: str | Path, *, clock_probe: Callable[[], ClockHealth] = clock_health,
+               now: Callable[[], float] = time.time,
+               disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
+               broker_timeout_s: float = 10.0) -> list[Check]:
+    """Every check's result, in order. Nothing raises: each failure is a failed Check."""
+    from edge_agent.config import AgentSettings
+
+    config_path = Path(config_path)
+    try:
+        settings = load_settings(AgentSettings, config_path)
+    except ConfigError as exc:
+        return [Check("config valid", False, str(exc))]
+    checks = [Check("config valid", True, f"gateway {settings.gateway_id}, {len(settings.readers)} reader(s)")]
+    manifest = _check_manifest(config_path)
+    if manifest is not None:
+        checks.append(manifest)
+    checks.append(check_clock(clock_probe(), now()))
+    checks.append(check_broker(settings, broker_timeout_s))
+    checks.extend(_check_meters(settings, now()))
+    checks.append(_check_model(settings, config_path.parent))
+    checks.append(_check_outbox(settings))
+    checks.append(_check_disk(settings, disk_free))
+    return checks

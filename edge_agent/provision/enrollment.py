@@ -1,0 +1,55 @@
+"""Talking to the collector's enrollment API: a technician asks for a one-time token, and the
+gateway redeems it once with its certificate's fingerprint. Standard library HTTP only."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Mapping
+
+from edge_agent.provision.ca import ProvisionError, cert_fingerprint
+
+__all__ = ["api_headers", "request_enrollment_token", "enroll_gateway"]
+
+
+def api_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """Credentials for the collector API from the environment, never from the command line."""
+    if env.get("GRIDSIGHT_API_KEY"):
+        return {"X-API-Key": env["GRIDSIGHT_API_KEY"]}
+    if env.get("GRIDSIGHT_API_TOKEN"):
+        return {"Authorization": f"Bearer {env['GRIDSIGHT_API_TOKEN']}"}
+    raise ProvisionError("set GRIDSIGHT_API_KEY (a technician API key) or GRIDSIGHT_API_TOKEN (a login token)")
+
+
+def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read(1024 * 1024))
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read(65536)).get("detail")
+        except ValueError:
+            detail = exc.reason
+        raise ProvisionError(f"{url}: {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ProvisionError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def request_enrollment_token(api_url: str, gateway_id: str, ttl_s: int, headers: dict[str, str],
+                             timeout_s: float = 15.0) -> dict:
+    return _post(urllib.parse.urljoin(api_url.rstrip("/") + "/", "enrollment/tokens"),
+                 {"gateway_id": gateway_id, "ttl_s": ttl_s}, headers, timeout_s)
+
+
+def enroll_gateway(api_url: str, token: str, gateway_id: str, cert_file: Path | None,
+                   timeout_s: float = 15.0) -> dict:
+    body: dict = {"token": token.strip(), "gateway_id": gateway_id,
+                  "credential": "certificate" if cert_file else "password"}
+    if cert_file:
+        body["fingerprint"] = cert_fingerprint(Path(cert_file).read_bytes())
+    return _post(urllib.parse.urljoin(api_url.rstrip("/") + "/", "enrollment/enroll"), body, {}, timeout_s)

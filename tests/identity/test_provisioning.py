@@ -1,0 +1,210 @@
+"""The technician flow end to end, offline: fleet CA, gateway identity, meter binding, bundle;
+then the gateway's doctor against a real broker started with the shipped configuration."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from edge_agent.clock import ClockHealth
+from edge_agent.config import AgentSettings
+from edge_agent.provision.cli import main as provision
+from edge_agent.provision.doctor import run_doctor
+from edge_agent.settings import load_settings
+from gridsight.local_services import free_port
+
+from broker_support import start_broker
+from edge_agent.provision.fleet import Fleet
+
+START = 1_767_225_600.0
+SYNCED = lambda: ClockHealth(True, 0.002, 0.01)  # noqa: E731
+
+
+@pytest.fixture(scope="session")
+def signed_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A small Isolation Forest trained on a synthetic week, signed with a fresh Ed25519 key."""
+    from edge_agent.wire import Reading
+    from model_export.pipeline import train_and_export
+    from model_export.signing import generate_keypair, sign_file
+
+    folder = tmp_path_factory.mktemp("model")
+    rng = random.Random(7)
+    readings = []
+    for meter in ("m-1", "m-2", "m-3"):
+        energy = 0.0
+        for i in range(7 * 288):
+            ts = START + i * 300
+            power = 400 + 300 * math.sin(ts / 86400 * 2 * math.pi) + rng.random() * 50
+            energy += power * 300 / 3.6e6
+            readings.append(Reading(meter, ts, energy, power))
+    model = folder / "model.onnx"
+    train_and_export(readings, model, n_estimators=20, max_samples=64)
+    generate_keypair(folder / "signing.key", folder / "signing.pub.pem")
+    sign_file(model, folder / "signing.key")
+    return model, folder / "signing.pub.pem"
+
+
+def _meter_csv(path: Path) -> Path:
+    rows = ["meter_id,ts,energy_kwh,power_w"] + [f"m-1,{START + i * 60},{10 + i * 0.01:.2f},600" for i in range(30)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def provisioned(tmp_path, signed_model):
+    """A fleet with one gateway bound to one meter, its bundle, and a running broker."""
+    fleet_dir, bundle = tmp_path / "fleet", tmp_path / "bundle-gw-1"
+    tls_port = free_port()
+    unit = tmp_path / "gridsight-agent.service"
+    unit.write_text("[Service]\nExecStart=/opt/gridsight/bin/gridsight agent run --config /etc/gridsight/agent.toml\n")
+    model, public_key = signed_model
+    steps = [
+        ["ca", "init", "--fleet", str(fleet_dir)],
+        ["ca", "server-cert", "--fleet", str(fleet_dir), "--host", "127.0.0.1"],
+        ["collector-account", "--fleet", str(fleet_dir)],
+        ["gateway", "gw-1", "--fleet", str(fleet_dir), "--broker", f"mqtts://127.0.0.1:{tls_port}"],
+        ["bind-meter", "gw-1", "--fleet", str(fleet_dir), "--meter-id", "m-1", "--type", "replay",
+         "--option", f"path={_meter_csv(tmp_path / 'meter.csv')}", "--site", "substation-7", "--lat", "52.37",
+         "--lon", "4.89"],
+        ["bundle", "gw-1", "--fleet", str(fleet_dir), "--out", str(bundle), "--install-dir", str(bundle),
+         "--data-dir", str(tmp_path / "data"), "--model", str(model), "--model-public-key", str(public_key),
+         "--unit", str(unit)],
+    ]
+    for argv in steps:
+        assert provision(argv) == 0, argv
+    fleet = Fleet(fleet_dir)
+    mosquitto, _ = start_broker(fleet, tmp_path / "mosquitto", tls_port)
+    yield fleet, bundle, mosquitto
+    mosquitto.close()
+
+
+def test_a_fresh_bundle_passes_every_doctor_check(provisioned):
+    _, bundle, _ = provisioned
+    checks = run_doctor(bundle / "agent.toml", clock_probe=SYNCED)
+    assert [c.name for c in checks] == ["config valid", "bundle intact", "clock synchronised", "broker reachable",
+                                        "meter readers[0] (replay) answers", "model loads", "outbox writable", "disk budget"]
+    assert [c.line() for c in checks if not c.ok] == []
+    assert "signature verified" in next(c.detail for c in checks if c.name == "model loads")
+
+
+def test_the_bundle_config_is_the_agents_own_format(provisioned):
+    _, bundle, _ = provisioned
+    settings = load_settings(AgentSettings, bundle / "agent.toml", env={})
+    assert settings.gateway_id == "gw-1" and settings.mqtt.username == "gw-1" and settings.mqtt.tls
+    assert settings.mqtt.cert_file == str(bundle / "client.crt")
+    assert settings.readers == [{"type": "replay", "path": str(bundle.parent / "meter.csv")}]
+    assert settings.model.path == str(bundle / "model.onnx")
+
+
+def test_the_tarball_holds_everything_and_keeps_secrets_private(provisioned):
+    _, bundle, _ = provisioned
+    with tarfile.open(bundle.with_name(bundle.name + ".tar.gz")) as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers()}
+    assert set(members) == {"agent.toml", "ca.crt", "client.crt", "client.key", "gridsight-agent.service",
+                            "meters.json", "model.onnx", "model.onnx.sig", "model_public.pem", "MANIFEST.json"}
+    for secret in ("agent.toml", "client.key"):
+        assert members[secret].mode & 0o077 == 0, f"{secret} is readable by others"
+    assert "ca.key" not in members
+    meters = json.loads((bundle / "meters.json").read_text())
+    assert meters[0]["meter_id"] == "m-1" and meters[0]["site"] == "substation-7" and meters[0]["lat"] == 52.37
+
+
+def test_doctor_reports_an_unreachable_broker_and_exits_non_zero(provisioned):
+    _, bundle, mosquitto = provisioned
+    mosquitto.close()
+    result = subprocess.run([sys.executable, "-m", "gridsight", "provision", "doctor", "--config",
+                             str(bundle / "agent.toml"), "--broker-timeout", "3"], capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 8 and all(line.startswith(("ok  ", "FAIL")) for line in lines)
+    assert any(line.startswith("FAIL  broker reachable") for line in lines)
+
+
+def test_doctor_refuses_a_revoked_gateway(provisioned):
+    fleet, bundle, mosquitto = provisioned
+    assert provision(["revoke", "gw-1", "--fleet", str(fleet.root)]) == 0
+    mosquitto.stop()
+    mosquitto.start()
+    broker = next(c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED) if c.name == "broker reachable")
+    assert not broker.ok
+
+
+def test_doctor_catches_a_tampered_model(provisioned):
+    _, bundle, _ = provisioned
+    model = bundle / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    checks = {c.name: c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED)}
+    assert not checks["bundle intact"].ok and "model.onnx" in checks["bundle intact"].detail
+    assert not checks["model loads"].ok and "signature" in checks["model loads"].detail
+
+
+def test_doctor_reports_clock_and_disk_problems(provisioned):
+    _, bundle, _ = provisioned
+    checks = {c.name: c for c in run_doctor(bundle / "agent.toml", clock_probe=lambda: ClockHealth(False, 0.0, 16.0),
+                                            disk_free=lambda p: 10 * 2**20)}
+    assert not checks["clock synchronised"].ok and "NTP" in checks["clock synchronised"].detail
+    assert not checks["disk budget"].ok and "10 MB free" in checks["disk budget"].detail
+    lost = {c.name: c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED, now=lambda: 86_400.0)}
+    assert not lost["clock synchronised"].ok and "1970-01-02" in lost["clock synchronised"].detail
+
+
+def test_doctor_reports_a_meter_that_does_not_answer(provisioned):
+    _, bundle, _ = provisioned
+    (bundle.parent / "meter.csv").write_text("serial,when\nx,y\n")
+    meter = next(c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED) if c.name == "meter readers[0] (replay) answers")
+    assert not meter.ok and "header" in meter.detail
+
+
+def test_doctor_names_the_config_key_at_fault(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text('gateway_id = "gw-1"\n[mqtt]\nurl = "http://nope"\n')
+    [check] = run_doctor(config)
+    assert not check.ok and check.name == "config valid" and "mqtt.url" in check.detail
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gridsight", "provision", "gateway", "gw-9",
+                             "--fleet", str(tmp_path / "empty"), "--broker", "mqtts://b:8883"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "ca init" in result.stderr
+
+
+def test_a_meter_cannot_be_bound_to_two_gateways(provisioned):
+    fleet, _, _ = provisioned
+    assert provision(["gateway", "gw-2", "--fleet", str(fleet.root), "--broker", "mqtts://127.0.0.1:8883"]) == 0
+    assert provision(["bind-meter", "gw-2", "--fleet", str(fleet.root), "--meter-id", "m-1", "--type", "modbus_tcp",
+                      "--register-map", "sdm630", "--option", "host=10.0.0.5", "--option", "unit=3"]) == 2
+
+
+def test_modbus_meters_are_bound_with_their_register_map_and_typed_options(provisioned):
+    fleet, _, _ = provisioned
+    assert provision(["bind-meter", "gw-1", "--fleet", str(fleet.root), "--meter-id", "SDM-0042", "--type",
+                      "modbus_tcp", "--register-map", "sdm630", "--option", "host=10.0.0.5",
+                      "--option", "unit=3"]) == 0
+    reader = fleet.load_gateway("gw-1").meters[-1].reader
+    assert reader == {"type": "modbus_tcp", "meter_id": "SDM-0042", "map": "sdm630", "host": "10.0.0.5", "unit": 3}
+
+
+def test_gateway_ids_that_break_the_topic_scheme_are_refused(tmp_path):
+    fleet = str(tmp_path / "fleet")
+    assert provision(["ca", "init", "--fleet", fleet]) == 0
+    for bad in ("gw/1", "fleet", "+", "#", "gw 1"):
+        assert provision(["gateway", bad, "--fleet", fleet, "--broker", "mqtts://b:8883"]) == 2, bad
+
+
+def test_the_ca_key_and_gateway_secrets_are_private_files(provisioned):
+    fleet, _, _ = provisioned
+    for path in (fleet.ca_dir / "ca.key", fleet.gateway_dir("gw-1") / "client.key",
+                 fleet.gateway_dir("gw-1") / "mqtt.password", fleet.passwd_file):
+        assert os.stat(path).st_mode & 0o077 == 0, path
