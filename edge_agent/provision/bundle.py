@@ -9,8 +9,13 @@ Contents (installed as ``install_dir``, default ``/etc/gridsight``)::
     model.onnx[.sig]           the anomaly model and its Ed25519 signature, when given
     model_public.pem           the key that must have signed every model the gateway accepts
     gridsight-agent.service    the systemd unit
-    enroll.token               one-time enrollment token, when given (0600)
+    enroll.token               one-time enrollment token, when given
     MANIFEST.json              SHA-256 of every file, checked by 'gridsight provision doctor'
+
+Secret files (config with the broker password, client key, token) are mode 0640 and, in the
+tarball, owned by root with group ``gridsight``: the agent's service user (see the systemd
+unit) can read them, nobody else on the gateway can. Install with
+``tar -xzf BUNDLE.tar.gz --same-owner -C /etc/gridsight --strip-components=1`` as root.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from edge_agent.provision.fleet import Fleet
 __all__ = ["write_bundle", "find_systemd_unit", "agent_config_toml", "SECRET_FILES"]
 
 SECRET_FILES = ("agent.toml", "client.key", "enroll.token")
+SERVICE_GROUP = "gridsight"      # the agent's system user and group in deploy/systemd/gridsight-agent.service
+_SECRET_MODE = 0o640
 _UNIT_NAME = "gridsight-agent.service"
 
 
@@ -60,7 +67,7 @@ def agent_config_toml(gateway_id: str, broker_url: str, password: str, install_d
                       readers: list[dict[str, Any]], model_file: str | None) -> str:
     """The agent's config in its own format (edge_agent/config.py), with paths on the gateway."""
     lines = ["# gridsight agent configuration, written by 'gridsight provision bundle'.",
-             "# Contains the gateway's broker password: keep it 0600.",
+             "# Contains the gateway's broker password: keep it 0640 root:gridsight.",
              f"gateway_id = {_toml_value(gateway_id)}", f"data_dir = {_toml_value(data_dir)}", "",
              "[mqtt]", f"url = {_toml_value(broker_url)}", f"username = {_toml_value(gateway_id)}",
              f"password = {_toml_value(password)}"]
@@ -78,7 +85,7 @@ def _copy(src: Path, dst: Path, secret: bool = False) -> None:
     if not src.is_file():
         raise ProvisionError(f"{src} does not exist")
     shutil.copyfile(src, dst)
-    os.chmod(dst, 0o600 if secret else 0o644)
+    os.chmod(dst, _SECRET_MODE if secret else 0o644)
 
 
 def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | None = None,
@@ -96,7 +103,7 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
     if unit is None:
         raise ProvisionError(f"no {_UNIT_NAME} found in the installation; pass --unit FILE")
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    os.chmod(out_dir, 0o750)
     _copy(fleet.ca_dir / "ca.crt", out_dir / "ca.crt")
     _copy(gw_dir / "client.crt", out_dir / "client.crt")
     _copy(gw_dir / "client.key", out_dir / "client.key", secret=True)
@@ -112,13 +119,13 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
     if model_public_key is not None:
         _copy(model_public_key, out_dir / "model_public.pem")
     if enroll_token:
-        fd = os.open(out_dir / "enroll.token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(out_dir / "enroll.token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _SECRET_MODE)
         with os.fdopen(fd, "w") as fh:
             fh.write(enroll_token.strip() + "\n")
     password = (gw_dir / "mqtt.password").read_text().strip()
     config = agent_config_toml(gateway_id, identity.broker_url, password, install_dir, data_dir,
                                [m.reader for m in identity.meters], model_file)
-    fd = os.open(out_dir / "agent.toml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(out_dir / "agent.toml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _SECRET_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(config)
     (out_dir / "meters.json").write_text(json.dumps([asdict(m) for m in identity.meters], indent=2))
@@ -129,7 +136,7 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
         for path in sorted(out_dir.iterdir()):
             info = tar.gettarinfo(str(path), arcname=f"{out_dir.name}/{path.name}")
             info.uid = info.gid = 0
-            info.uname = info.gname = "root"
+            info.uname, info.gname = "root", SERVICE_GROUP
             with path.open("rb") as fh:
                 tar.addfile(info, fh)
     os.chmod(tarball, 0o600)

@@ -63,8 +63,6 @@ def provisioned(tmp_path, signed_model):
     """A fleet with one gateway bound to one meter, its bundle, and a running broker."""
     fleet_dir, bundle = tmp_path / "fleet", tmp_path / "bundle-gw-1"
     tls_port = free_port()
-    unit = tmp_path / "gridsight-agent.service"
-    unit.write_text("[Service]\nExecStart=/opt/gridsight/bin/gridsight agent run --config /etc/gridsight/agent.toml\n")
     model, public_key = signed_model
     steps = [
         ["ca", "init", "--fleet", str(fleet_dir)],
@@ -75,8 +73,7 @@ def provisioned(tmp_path, signed_model):
          "--option", f"path={_meter_csv(tmp_path / 'meter.csv')}", "--site", "substation-7", "--lat", "52.37",
          "--lon", "4.89"],
         ["bundle", "gw-1", "--fleet", str(fleet_dir), "--out", str(bundle), "--install-dir", str(bundle),
-         "--data-dir", str(tmp_path / "data"), "--model", str(model), "--model-public-key", str(public_key),
-         "--unit", str(unit)],
+         "--data-dir", str(tmp_path / "data"), "--model", str(model), "--model-public-key", str(public_key)],
     ]
     for argv in steps:
         assert provision(argv) == 0, argv
@@ -111,8 +108,11 @@ def test_the_tarball_holds_everything_and_keeps_secrets_private(provisioned):
     assert set(members) == {"agent.toml", "ca.crt", "client.crt", "client.key", "gridsight-agent.service",
                             "meters.json", "model.onnx", "model.onnx.sig", "model_public.pem", "MANIFEST.json"}
     for secret in ("agent.toml", "client.key"):
-        assert members[secret].mode & 0o077 == 0, f"{secret} is readable by others"
+        assert members[secret].mode & 0o007 == 0, f"{secret} is readable by others"
+        assert (members[secret].uname, members[secret].gname) == ("root", "gridsight")
     assert "ca.key" not in members
+    unit = (bundle / "gridsight-agent.service").read_text()
+    assert "User=gridsight" in unit and "--config /etc/gridsight/agent.toml" in unit
     meters = json.loads((bundle / "meters.json").read_text())
     assert meters[0]["meter_id"] == "m-1" and meters[0]["site"] == "substation-7" and meters[0]["lat"] == 52.37
 
