@@ -104,6 +104,7 @@ class IngestWorker:
             self.last_error = f"subscription refused: {', '.join(failed)}"
             log.error(self.last_error)
             return
+        log.info("subscribed to %s", ", ".join(wire.subscription_topics(self.settings.shared_group)))
         self.ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

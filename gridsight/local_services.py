@@ -115,9 +115,12 @@ class EmbeddedPostgres:
             for path in [self.data_dir, *self.data_dir.rglob("*")]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                            "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                           check=True, capture_output=True, preexec_fn=self._demote())
+            done = subprocess.run([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                                   "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+                                  capture_output=True, text=True, preexec_fn=self._demote())
+            if done.returncode != 0:
+                detail = (done.stderr or done.stdout).strip().splitlines()
+                raise ServiceError(f"initdb failed in {self.data_dir}: {detail[-1] if detail else done.returncode}")
 
     def start(self) -> "EmbeddedPostgres":
         if self._proc is not None and self._proc.poll() is None:

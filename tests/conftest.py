@@ -5,6 +5,8 @@ the machine: the conventional URLs are removed from the environment for the whol
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,11 +22,16 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory) -> EmbeddedPostgres:
-    """One embedded PostgreSQL server for the session (fsync off: tests need speed, not durability)."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", durable=False).start()
+def postgres_server() -> EmbeddedPostgres:
+    """One embedded PostgreSQL server for the session (fsync off: tests need speed, not durability).
+
+    Its data lives outside pytest's temporary root: as root the server runs as an unprivileged
+    user, and pytest makes its own root private again whenever a session starts."""
+    root = Path(tempfile.mkdtemp(prefix="gridsight-test-pg-"))
+    server = EmbeddedPostgres(root / "data", durable=False).start()
     yield server
     server.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
