@@ -23,7 +23,9 @@ from gridsight.cli import CLIError, run_cli
 __all__ = ["main", "PLUGINS"]
 
 PROG = "gridsight collector"
-PLUGINS: list[str] = []
+PLUGINS: list[str] = [
+    "collector.forecasting.cli",   # forecast, backtest, policy, weather, carbon
+]
 
 
 def _stop_on_signals() -> threading.Event:
