@@ -20,6 +20,7 @@ ROLES: dict[str, tuple[str, str, str]] = {
     "sim": ("firmware_sim.cli", "simulate meters and fleets, score QA runs, write QA reports", "sim"),
     "dashboards": ("dashboards.cli", "render Tableau workbooks, write Hyper extracts, deploy TabPy endpoints", "tableau"),
     "demo": ("gridsight.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
+    "schema": ("gridsight.schema_cli", "export the wire contract as JSON Schema", "edge"),
 }
 
 

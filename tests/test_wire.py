@@ -184,3 +184,11 @@ def test_topics_and_shared_subscription():
     assert wire.subscription_topics("collectors")[0] == "$share/collectors/gridsight/v1/+/summary"
     with pytest.raises(WireError):
         topic_for("gw/7", "flag")
+
+
+def test_shipped_json_schemas_match_the_wire_module(repo_root, tmp_path):
+    from gridsight.schema_cli import write_schemas
+
+    for path in write_schemas(tmp_path):
+        shipped = repo_root / "docs" / "schemas" / path.name
+        assert shipped.read_text() == path.read_text(), f"{shipped} is stale: run gridsight schema --out docs/schemas"
