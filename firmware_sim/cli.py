@@ -99,10 +99,11 @@ def _score(ns: argparse.Namespace):
     span = None
     if ns.manifest:
         try:
-            fleet, run_start, run_end, _ = read_manifest(ns.manifest)
+            fleet, run_start, run_end, body = read_manifest(ns.manifest)
         except ManifestError as exc:
             raise CLIError(str(exc)) from None
         span = (run_start, run_end)
+        produced_since = float(body.get("produced_since", run_start))
     try:
         store = open_store(ns.database_url)
     except QaStoreError as exc:
@@ -119,8 +120,8 @@ def _score(ns: argparse.Namespace):
                                 tolerance_s=ns.tolerance_s, merge_gap_s=ns.merge_gap_s)
         if fleet is not None:
             _progress("score: regenerating the readings the meters handed over")
-            produced = fleet.handed_over(*span)
-            stored = store.reading_times(span[0] - 3600, span[1] + 3600)
+            produced = fleet.handed_over(produced_since, span[1])
+            stored = store.reading_times(produced_since - 3600, span[1] + 3600)
             score.completeness = completeness(produced, stored)
     except QaStoreError as exc:
         raise CLIError(str(exc)) from None

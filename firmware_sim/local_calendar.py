@@ -40,6 +40,7 @@ class LocalCalendar:
         self.country = country
         self._bounds = lru_cache(maxsize=4096)(self._day_bounds)
         self._holiday_years: dict[int, set[int]] = {}
+        self._holiday_arrays: dict[tuple[int, int], np.ndarray] = {}
 
     def day_of(self, ts: float) -> int:
         """The local day number containing Unix time ``ts``."""
@@ -91,10 +92,14 @@ class LocalCalendar:
             return np.zeros(0, dtype=bool)
         y0 = (EPOCH_DATE + timedelta(days=int(days.min()))).year
         y1 = (EPOCH_DATE + timedelta(days=int(days.max()))).year
-        marked: set[int] = set()
-        for y in range(y0, y1 + 1):
-            marked |= self._holiday_days(y)
-        return np.isin(days, np.fromiter(marked, dtype=np.int64, count=len(marked)))
+        key = (y0, y1)
+        marked = self._holiday_arrays.get(key)
+        if marked is None:
+            found: set[int] = set()
+            for y in range(y0, y1 + 1):
+                found |= self._holiday_days(y)
+            marked = self._holiday_arrays[key] = np.fromiter(found, dtype=np.int64, count=len(found))
+        return np.isin(days, marked)
 
     @staticmethod
     def weekdays(days: np.ndarray) -> np.ndarray:

@@ -173,7 +173,8 @@ class SimulatedMeter:
             m = (s.ts > after) & (s.ts <= until)
             if not m.any():
                 continue
-            register = s.register_start + np.cumsum(s.step_kwh)
+            # a register counts in whole units (here 1 mWh): day boundaries never show float dust
+            register = np.round(s.register_start + np.cumsum(s.step_kwh), 6)
             parts.append((s.ts[m], register[m], s.power_w[m], s.voltage_v[m], s.current_a[m], s.power_factor[m]))
         if not parts:
             empty = np.zeros(0)

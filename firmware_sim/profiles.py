@@ -89,16 +89,16 @@ class ClassParams:
 CLASS_PARAMS: dict[MeterClass, ClassParams] = {
     MeterClass.RESIDENTIAL: ClassParams(
         10.0, 0.35, _RES_WEEKDAY, _RES_WEEKEND, (0.95, 0.97, 0.98, 0.95, 0.98, 1.09, 1.08),
-        0.030, 0.030, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
+        0.030, 0.050, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
     MeterClass.RESIDENTIAL_PV: ClassParams(
         10.0, 0.35, _RES_WEEKDAY, _RES_WEEKEND, (0.95, 0.97, 0.98, 0.95, 0.98, 1.09, 1.08),
-        0.030, 0.030, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
+        0.030, 0.050, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
     MeterClass.RESIDENTIAL_EV: ClassParams(
         10.0, 0.35, _RES_WEEKDAY, _RES_WEEKEND, (0.95, 0.97, 0.98, 0.95, 0.98, 1.09, 1.08),
-        0.030, 0.030, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
+        0.030, 0.050, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
     MeterClass.COMMERCIAL: ClassParams(
         250.0, 0.5, _COM_WEEKDAY, _COM_WEEKEND, (1.10, 1.10, 1.10, 1.10, 1.08, 0.80, 0.72),
-        0.012, 0.030, 0.04, 0.06, 0.08, 0.0, (0.0, 0.0), 3, 230.0, (0.86, 0.95)),
+        0.012, 0.050, 0.04, 0.06, 0.08, 0.0, (0.0, 0.0), 3, 230.0, (0.86, 0.95)),
     MeterClass.INDUSTRIAL: ClassParams(
         2400.0, 0.6, _IND_WEEKDAY, _IND_WEEKEND, (1.08, 1.09, 1.09, 1.09, 1.07, 0.85, 0.73),
         0.004, 0.010, 0.02, 0.05, 0.05, 0.0, (0.0, 0.0), 3, 230.0, (0.82, 0.92)),
@@ -108,6 +108,7 @@ _HEAT_BASE_C = 15.5
 _COOL_BASE_C = 21.0
 _EV_CHARGER_W = 7200.0
 _PV_SELF_USE = 0.3
+_BLOCK_DAYS = 128
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class LoadProfile:
         self.ev_probability = float(0.3 + 0.4 * u[5]) if self.meter_class is MeterClass.RESIDENTIAL_EV else 0.0
         self.typical_w = self.base_kwh * 1000.0 / 24.0
         self._register_cache: dict[int, float] = {}
+        self._block_totals = np.zeros(0)
 
     # ---------------------------------------------------------------- layer 1: daily energy
 
@@ -187,10 +189,10 @@ class LoadProfile:
         start_h = np.minimum(start_h, 24.0 - quarters / 4.0)
         return charging, start_h, quarters
 
-    def daily_kwh(self, days: np.ndarray) -> np.ndarray:
+    def daily_kwh(self, days: np.ndarray, load_kwh: np.ndarray | None = None) -> np.ndarray:
         """Import energy of each local day, kWh (closed form; the intraday series sums to it)."""
         days = np.asarray(days, dtype=np.int64)
-        kwh = self._load_kwh(days)
+        kwh = self._load_kwh(days) if load_kwh is None else load_kwh
         if self.pv_kwp:
             kwh = np.maximum(kwh - np.minimum(_PV_SELF_USE * self._pv_kwh(days), 0.6 * kwh), 0.05 * kwh)
         if self.ev_probability:
@@ -199,14 +201,25 @@ class LoadProfile:
         return kwh
 
     def register_at_day_start(self, day: int) -> float:
-        """The healthy import register at the start of local day ``day``, kWh."""
+        """The healthy import register at the start of local day ``day``, kWh.
+
+        Days are summed in fixed blocks (block totals, then their running sum), so the value
+        is bit-for-bit the same whichever days were asked for before.
+        """
         cached = self._register_cache.get(day)
         if cached is not None:
             return cached
-        if day >= REGISTER_ORIGIN_DAY:
-            total = float(self.daily_kwh(np.arange(REGISTER_ORIGIN_DAY, day)).sum())
-        else:
+        if day < REGISTER_ORIGIN_DAY:
             total = -float(self.daily_kwh(np.arange(day, REGISTER_ORIGIN_DAY)).sum())
+        else:
+            block = (day - REGISTER_ORIGIN_DAY) // _BLOCK_DAYS
+            if self._block_totals.size < block + 1:
+                n = block + 1 + 8
+                days = np.arange(REGISTER_ORIGIN_DAY, REGISTER_ORIGIN_DAY + n * _BLOCK_DAYS)
+                sums = self.daily_kwh(days).reshape(n, _BLOCK_DAYS).sum(axis=1)
+                self._block_totals = np.concatenate([[0.0], np.cumsum(sums)])
+            first = REGISTER_ORIGIN_DAY + block * _BLOCK_DAYS
+            total = float(self._block_totals[block]) + float(self.daily_kwh(np.arange(first, day)).sum())
         value = max(0.0, self.register_offset + total)
         if len(self._register_cache) > 64:
             self._register_cache.clear()
@@ -229,7 +242,8 @@ class LoadProfile:
                          + 1.5 * self.cooling * np.maximum(0.0, temp - _COOL_BASE_C))
         its = ts.astype(np.int64)
         shape = shape * np.exp(p.step_noise * normal(self.key ^ 0x51, its) - p.step_noise ** 2 / 2)
-        load_kwh = float(self._load_kwh(np.array([day]))[0])
+        load_arr = self._load_kwh(np.array([day]))
+        load_kwh = float(load_arr[0])
         load_w = shape * (load_kwh * _WH / (shape.sum() * self.step_s))
         if p.burst_probability:
             block = its // 600
@@ -248,7 +262,7 @@ class LoadProfile:
                 on = (hours >= start_h[0]) & (hours < start_h[0] + quarters[0] / 4.0)
                 net_w = net_w + np.where(on, _EV_CHARGER_W, 0.0)
         import_w = np.maximum(net_w, 0.0)
-        target = float(self.daily_kwh(np.array([day]))[0])
+        target = float(self.daily_kwh(np.array([day]), load_arr)[0])
         raw = import_w.sum() * self.step_s / _WH
         scale = target / raw if raw > 0 else 0.0
         power = np.where(net_w > 0, net_w * scale, net_w)

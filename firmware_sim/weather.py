@@ -9,6 +9,7 @@ instant is the same whoever asks and in whatever order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class Weather:
     systems_amplitude_c: float = 3.0
     utc_offset_h: float = -5.0
 
+    @cached_property
     def _phases(self) -> np.ndarray:
         key = key_for(self.seed, self.region, "weather")
         return uniform(key, np.arange(len(_SYSTEM_PERIODS))) * 2 * np.pi
@@ -48,7 +50,7 @@ class Weather:
         diurnal = -self.diurnal_amplitude_c * np.cos(2 * np.pi * (local_h - 3.0) / 24.0)
         systems = np.zeros_like(t)
         amp = self.systems_amplitude_c / np.sqrt(len(_SYSTEM_PERIODS) / 2)
-        for period, phase in zip(_SYSTEM_PERIODS, self._phases()):
+        for period, phase in zip(_SYSTEM_PERIODS, self._phases):
             systems += amp * np.sin(2 * np.pi * t / (period * _DAY) + phase)
         return self.mean_c + annual + diurnal + systems
 

@@ -81,7 +81,7 @@ def test_register_increase_matches_energy_of_the_power_drawn():
     fleet = healthy_fleet(classes=["commercial"], gateways=1)
     spec = next(fleet.meter_specs())
     ts, reg, power, *_ = fleet.meter(spec).series(START, START + 86400)
-    assert reg[-1] - reg[0] == pytest.approx(power[1:].sum() * 60 / 3.6e6, rel=1e-9)
+    assert reg[-1] - reg[0] == pytest.approx(power[1:].sum() * 60 / 3.6e6, abs=2e-6)
 
 
 def test_rooftop_pv_homes_export_at_summer_noon_and_ev_homes_charge_in_the_evening():
@@ -150,7 +150,7 @@ def test_a_consumption_anomaly_shows_inside_its_labelled_span_and_nowhere_else(k
     offset = reg[~inside] - creg[~inside]
     after_each = np.split(offset, np.flatnonzero(np.diff(np.flatnonzero(~inside)) > 1) + 1)
     for piece in after_each:
-        assert np.ptp(piece) < 1e-6
+        assert np.ptp(piece) < 2.5e-6   # registers count in mWh
     i = inside
     if kind == "theft":
         np.testing.assert_allclose(power[i], cpower[i] * meter.events[0].magnitude)
