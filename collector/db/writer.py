@@ -93,14 +93,13 @@ def classify(item: Received) -> wire.Message | DeadLetter:
     try:
         return wire.decode(item.topic, item.payload)
     except wire.WireError as exc:
-        gateway_id = None
-        try:
-            gateway_id = wire.parse_topic(item.topic)[0]
-        except wire.WireError:
-            pass
-        reason = _reason(exc, len(item.payload))
-        payload = bytes(item.payload[:DEAD_PAYLOAD_LIMIT])
-        return DeadLetter(item.topic, gateway_id, reason, exc.field, payload, item.received_at, len(item.payload))
+        reason, field_name = _reason(exc, len(item.payload)), exc.field
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        # the contract should raise WireError for any bad input; never let one message stop ingest
+        reason, field_name = "malformed", f"{type(exc).__name__}: {str(exc)[:100]}"
+    payload = bytes(item.payload[:DEAD_PAYLOAD_LIMIT])
+    return DeadLetter(item.topic, _topic_gateway(item.topic), reason, field_name, payload, item.received_at,
+                      len(item.payload))
 
 
 def _reason(exc: wire.WireError, size: int) -> str:

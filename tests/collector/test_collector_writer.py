@@ -133,3 +133,19 @@ def test_accepted_messages_wait_in_the_archive_outbox_with_their_exact_bytes(col
     rows = sql(collector_db, "SELECT topic, seq, payload FROM archive_outbox")
     assert rows == [(item.topic, 1, item.payload)]
     assert json.loads(bytes(rows[0][2]))["kind"] == "raw"
+
+
+def test_a_payload_the_contract_trips_over_is_still_dead_lettered(collector_db):
+    import base64
+    import hashlib
+    import zlib
+
+    columns = {"meter_id": ["m-1"], "ts": [NOW], "energy_kwh": [10**400], "power_w": [None], "voltage_v": [None],
+               "current_a": [None], "power_factor": [None]}
+    plain = json.dumps(columns).encode()
+    body = {"v": 1, "kind": "raw", "gateway_id": "gw-1", "seq": 1, "model_version": None, "sent_at": NOW,
+            "chunk": {"codec": "zlib", "count": 1, "sha256": hashlib.sha256(plain).hexdigest(),
+                      "data": base64.b64encode(zlib.compress(plain)).decode()}}
+    result = write(collector_db, [Received("gridsight/v1/gw-1/raw", json.dumps(body).encode(), time.time()),
+                                  received(summary("gw-1", 2))])
+    assert result.dead_letters == {"malformed": 1} and result.stored == {"summary": 1}
