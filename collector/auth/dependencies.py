@@ -1,11 +1,16 @@
 """FastAPI dependencies that authenticate a request and enforce its route's policy.
 
-Every route declares who may call it with :func:`require_roles`. The allowed roles travel as
-OAuth2 scopes, so they appear in the OpenAPI document of each operation: the test suite reads
-that document and fails for any route that states no policy and is not listed in
-:data:`PUBLIC_ROUTES`. Consumers are only admitted with an explicit scope: ``"meter"`` (the
-request must name one of their own meters as ``meter_id``) or ``"self"`` (the route reads
-only the caller's own customer record).
+Every route declares who may call it with :func:`require_roles`. The policy travels as OAuth2
+scopes, so it appears in the OpenAPI document of each operation; the test suite reads that
+document and fails for any route that states no policy and is not listed in
+:data:`PUBLIC_ROUTES`. A scope is a role, optionally narrowed:
+
+* ``consumer:own-meter``: the request must name one of the caller's own meters as ``meter_id``
+  (path or query);
+* ``consumer:self``: the route reads only the caller's own customer record;
+* ``policymaker:aggregate``: admitted only while the request names no single meter.
+
+Consumers are only admitted with one of the two narrowings.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from collector.auth.roles import CONSUMER, POLICYMAKER, ROLES, Principal
 from collector.auth.store import IdentityStore
 from collector.auth.tokens import AuthError, TokenIssuer
 
-__all__ = ["IdentityContext", "identity", "require_roles", "PUBLIC_ROUTES", "oauth2_scheme", "api_key_scheme"]
+__all__ = ["IdentityContext", "identity", "require_roles", "roles_of_scopes", "PUBLIC_ROUTES", "oauth2_scheme",
+           "api_key_scheme", "OWN_METER", "SELF", "AGGREGATE"]
+
+OWN_METER = "consumer:own-meter"
+SELF = "consumer:self"
+AGGREGATE = "policymaker:aggregate"
 
 # (method, path) of the operations anyone may call; everything else must state its roles.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
@@ -34,7 +44,9 @@ oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/auth/token", auto_error=False,
     scopes={"admin": "everything", "technician": "gateways and enrollment, no consumption data",
             "analyst": "all data except personal fields", "policymaker": "aggregates by region and feeder",
-            "consumer": "own meters only"})
+            "policymaker:aggregate": "policymakers, while the request names no single meter",
+            "consumer:own-meter": "consumers, for one of their own meters (meter_id)",
+            "consumer:self": "consumers, for their own customer record"})
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="API key for services (gsk_...), e.g. Tableau or TabPy")
 
@@ -59,7 +71,13 @@ def _unauthorized(reason: str) -> HTTPException:
     return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _authenticate(request: Request, scopes: SecurityScopes, token: str | None, api_key: str | None) -> Principal:
+def roles_of_scopes(scopes: list[str]) -> set[str]:
+    """The roles a list of policy scopes admits (``consumer:own-meter`` admits ``consumer``)."""
+    return {s.split(":", 1)[0] for s in scopes if s.split(":", 1)[0] in ROLES}
+
+
+def _principal(request: Request, security_scopes: SecurityScopes, token: str | None = Depends(oauth2_scheme),
+               api_key: str | None = Depends(api_key_scheme)) -> Principal:
     ctx = identity(request)
     try:
         if api_key:
@@ -72,43 +90,42 @@ def _authenticate(request: Request, scopes: SecurityScopes, token: str | None, a
             raise AuthError("authentication required: Bearer token or X-API-Key")
     except AuthError as exc:
         raise _unauthorized(str(exc)) from None
-    allowed = [s for s in scopes.scopes if s in ROLES]
-    if principal.role not in allowed:
+    scopes = security_scopes.scopes
+    if principal.role not in roles_of_scopes(scopes):
         raise HTTPException(status_code=403, detail=f"role {principal.role} may not use this route")
-    return principal
-
-
-def _principal(request: Request, security_scopes: SecurityScopes, token: str | None = Depends(oauth2_scheme),
-               api_key: str | None = Depends(api_key_scheme)) -> Principal:
-    return _authenticate(request, security_scopes, token, api_key)
-
-
-def _meter_scoped_principal(request: Request, security_scopes: SecurityScopes,
-                            token: str | None = Depends(oauth2_scheme),
-                            api_key: str | None = Depends(api_key_scheme)) -> Principal:
-    principal = _authenticate(request, security_scopes, token, api_key)
-    if principal.role == CONSUMER:
-        meter_id = request.path_params.get("meter_id") or request.query_params.get("meter_id")
+    meter_id = request.path_params.get("meter_id") or request.query_params.get("meter_id")
+    if principal.role == CONSUMER and OWN_METER in scopes:
         if not meter_id:
             raise HTTPException(status_code=403, detail="consumers must ask for one of their own meters (meter_id)")
-        if meter_id not in identity(request).store.meters_of(principal.customer_id or ""):
+        if meter_id not in ctx.store.meters_of(principal.customer_id or ""):
             raise HTTPException(status_code=403, detail=f"meter_id {meter_id[:64]} is not one of your meters")
+    if principal.role == POLICYMAKER and AGGREGATE in scopes and meter_id:
+        raise HTTPException(status_code=403, detail="policymakers see aggregates only: ask by region or feeder, "
+                                                    "not meter_id")
     return principal
 
 
-def require_roles(*roles: str, consumer_scope: str | None = None):
-    """A dependency admitting only ``roles``; use as ``Depends``-style parameter or in ``dependencies=[...]``.
+def require_roles(*roles: str, consumer_scope: str | None = None, policymaker_scope: str | None = None):
+    """A dependency admitting only ``roles``: a route parameter's default or an item of ``dependencies=[...]``.
 
     ``consumer_scope`` must be given when consumers are admitted: ``"meter"`` checks the
     request's ``meter_id`` against the caller's meters, ``"self"`` promises the route reads
-    only ``principal.customer_id``. Routes about single meters may never admit policymakers.
+    only ``principal.customer_id``. ``policymaker_scope="aggregate"`` admits policymakers to a
+    route that serves both single meters and regions, only for requests without ``meter_id``.
     """
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
         raise ValueError(f"unknown roles {unknown}; choose from {', '.join(ROLES)}")
     if CONSUMER in roles and consumer_scope not in ("meter", "self"):
         raise ValueError("admitting consumers needs consumer_scope='meter' or 'self'")
-    if consumer_scope == "meter" and POLICYMAKER in roles:
-        raise ValueError("policymakers see aggregates only, never single-meter routes")
-    dependency = _meter_scoped_principal if consumer_scope == "meter" else _principal
-    return Security(dependency, scopes=list(roles))
+    if policymaker_scope not in (None, "aggregate"):
+        raise ValueError("policymaker_scope is None or 'aggregate'")
+    scopes = []
+    for role in roles:
+        if role == CONSUMER:
+            scopes.append(OWN_METER if consumer_scope == "meter" else SELF)
+        elif role == POLICYMAKER and policymaker_scope == "aggregate":
+            scopes.append(AGGREGATE)
+        else:
+            scopes.append(role)
+    return Security(_principal, scopes=scopes)

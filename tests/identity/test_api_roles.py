@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from collector.auth import PUBLIC_ROUTES, ROLES
+from collector.auth import PUBLIC_ROUTES, ROLES, roles_of_scopes
+from collector.auth.dependencies import AGGREGATE
 
 _METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -16,16 +17,17 @@ def operations(app) -> list[tuple[str, str, dict]]:
     return [(m.upper(), path, op) for path, ops in spec["paths"].items() for m, op in ops.items() if m in _METHODS]
 
 
-def allowed_roles(op: dict) -> set[str] | None:
-    """Roles from the operation's security requirement, or None when it states no policy."""
+def policy_scopes(op: dict) -> set[str] | None:
+    """Scopes from the operation's security requirement, or None when it states no policy."""
     requirements = op.get("security")
     if not requirements:
         return None
-    roles: set[str] = set()
-    for requirement in requirements:
-        for scopes in requirement.values():
-            roles.update(scopes)
-    return roles
+    return {scope for requirement in requirements for scopes in requirement.values() for scope in scopes}
+
+
+def allowed_roles(op: dict) -> set[str] | None:
+    scopes = policy_scopes(op)
+    return None if scopes is None else roles_of_scopes(sorted(scopes))
 
 
 def concrete_path(path: str, api) -> str:
@@ -35,9 +37,10 @@ def concrete_path(path: str, api) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "1"), path)
 
 
-def call(api, method: str, path: str, headers: dict | None = None):
+def call(api, method: str, path: str, headers: dict | None = None, meter: bool = True):
+    """Call an operation; a consumer asks about their own meter, a policymaker about no meter."""
     url = concrete_path(path, api)
-    params = {"meter_id": api.own_meter} if "{meter_id}" not in path else None
+    params = {"meter_id": api.own_meter} if meter and "{meter_id}" not in path else None
     return api.client.request(method, url, headers=headers or {}, params=params)
 
 
@@ -47,10 +50,11 @@ def test_every_route_states_its_roles_or_is_deliberately_public(api):
     assert unpoliced == [], f"routes without require_roles(...) and not in PUBLIC_ROUTES: {unpoliced}"
 
 
-def test_policy_roles_are_known_roles(api):
+def test_policy_scopes_are_known_roles_or_narrowings(api):
+    known = set(ROLES) | {"consumer:own-meter", "consumer:self", AGGREGATE}
     for method, path, op in operations(api.app):
-        roles = allowed_roles(op) or set()
-        assert roles <= set(ROLES), f"{method} {path} names unknown roles {roles - set(ROLES)}"
+        scopes = policy_scopes(op) or set()
+        assert scopes <= known, f"{method} {path} names unknown scopes {scopes - known}"
 
 
 def test_protected_routes_refuse_anonymous_callers(api):
@@ -78,7 +82,8 @@ def test_each_role_reaches_exactly_the_routes_its_policy_allows(api, role):
         roles = allowed_roles(op)
         if roles is None:
             continue
-        status = call(api, method, path, api.headers[role]).status_code
+        aggregate_only = role == "policymaker" and AGGREGATE in (policy_scopes(op) or set())
+        status = call(api, method, path, api.headers[role], meter=not aggregate_only).status_code
         assert status < 500, f"{method} {path} as {role}: {status}"
         if role in roles and status in (401, 403):
             wrong.append(f"{method} {path}: {role} is allowed but got {status}")
@@ -98,12 +103,22 @@ def test_public_routes_answer_without_credentials(api):
 def test_policymakers_are_never_admitted_to_single_meter_or_personal_routes(api):
     for method, path, op in operations(api.app):
         roles = allowed_roles(op) or set()
-        if "{meter_id}" in path or "{customer_id}" in path or path.startswith("/customers"):
+        if "{meter_id}" in path or "{customer_id}" in path or path.startswith(("/customers", "/readings",
+                                                                                 "/anomalies")):
             assert "policymaker" not in roles, f"{method} {path} admits policymakers"
+
+
+CONSUMPTION_DATA = ("/customers", "/consumption", "/readings", "/anomalies", "/forecasts", "/policy",
+                    "/carbon/emissions", "/ingestion/dead-letters")
 
 
 def test_technicians_never_see_personal_or_consumption_data(api):
     for method, path, op in operations(api.app):
-        roles = allowed_roles(op) or set()
-        if path.startswith("/customers") or "readings" in path or "summaries" in path:
-            assert "technician" not in roles, f"{method} {path} admits technicians"
+        if path.startswith(CONSUMPTION_DATA):
+            assert "technician" not in (allowed_roles(op) or set()), f"{method} {path} admits technicians"
+
+
+def test_consumers_are_admitted_only_with_a_narrowing(api):
+    for method, path, op in operations(api.app):
+        scopes = policy_scopes(op) or set()
+        assert "consumer" not in scopes, f"{method} {path} admits consumers without own-meter/self narrowing"
