@@ -29,6 +29,9 @@ ROUTERS: list[str] = [
     "collector.api.routes.consumption",
     "collector.api.routes.anomalies",
     "collector.api.routes.ingestion",
+    "collector.api.routes.forecasts",
+    "collector.api.routes.policy",
+    "collector.api.routes.carbon",
 ]
 
 

@@ -1,0 +1,78 @@
+"""Policy sandbox: what tariffs, demand response, efficiency and EVs would do to regional load."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from collector.api.deps import ID_PATTERN, Connection, MAX_RANGE, param_error
+from collector.auth import require_roles
+from collector.forecasting import store
+from collector.policy import PARAMETERS, PolicyError, run_sandbox
+
+router = APIRouter(tags=["policy"], dependencies=[require_roles("admin", "analyst", "policymaker")])
+
+
+@router.get("/policy/parameters", summary="The sandbox's policy parameters and what each means")
+async def parameters() -> dict:
+    return {"parameters": PARAMETERS}
+
+
+class SandboxRequest(BaseModel):
+    start: datetime = Field(description="first hour of load, ISO 8601 (UTC if no offset)")
+    end: datetime = Field(description="end of load, exclusive")
+    source: Literal["actual", "forecast"] = Field("actual", description="actual load, or the newest stored "
+                                                                         "region forecasts")
+    regions: list[str] | None = Field(None, description="only these regions (default: all)")
+    params: dict[str, Any] = Field(default_factory=dict, description="policy parameters, see /policy/parameters")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+@router.post("/policy/sandbox", summary="Peak, energy, cost and CO2 per region before and after policies",
+             description="Applies the policies (order: efficiency, EV charging, time-of-use shift, demand-response "
+                         "clipping) to hourly regional load. CO2 uses the stored system carbon intensity when it "
+                         "covers every hour, else carbon_g_per_kwh.")
+async def sandbox(conn: Connection, body: SandboxRequest) -> dict:
+    import pandas as pd
+
+    start, end = _utc(body.start), _utc(body.end)
+    if end <= start:
+        raise param_error("end", "must be after start", where="body")
+    if end - start > min(MAX_RANGE, timedelta(days=400)):
+        raise param_error("end", "range longer than 400 days", where="body")
+    for region in body.regions or []:
+        if not pd.Series([region]).str.fullmatch(ID_PATTERN[1:-1]).iloc[0]:
+            raise param_error("regions", f"{region[:64]!r} is not a region id", where="body")
+    if body.source == "actual":
+        load = await store.regional_load(conn, start, end, body.regions)
+    else:
+        keys = body.regions or await store.series_keys(conn, "region")
+        frames = []
+        for key in keys:
+            run = await store.stored_forecast(conn, "region", key, start, end)
+            if run is not None:
+                frames.append(store.stored_forecast_load(run).assign(region=key))
+        load = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["region", "ts", "kwh"])
+    if load.empty:
+        raise param_error("start", f"no {body.source} regional load between {start.isoformat()} and {end.isoformat()}",
+                          status=404, where="body")
+    notes = []
+    intensity = await store.stored_carbon_intensity(conn, "system", start, end)
+    hours = pd.DatetimeIndex(load["ts"]).floor("h").unique()
+    if len(intensity) and hours.isin(intensity.index).all():
+        carbon = intensity
+    else:
+        carbon = None
+        notes.append("CO2 from carbon_g_per_kwh: stored carbon intensity does not cover every hour")
+    try:
+        result = run_sandbox(load, body.params, carbon_intensity=carbon)
+    except PolicyError as exc:
+        raise param_error(exc.parameter, exc.reason, where="body") from None
+    return {"source": body.source, "start": start.isoformat(), "end": end.isoformat(), "parameters": body.params,
+            "notes": notes, **result.as_dict()}

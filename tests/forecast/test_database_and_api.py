@@ -1,0 +1,230 @@
+"""Forecast jobs, carbon and the policy sandbox against a migrated PostgreSQL, and their API routes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import asyncpg
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from collector.api.app import create_app
+from collector.auth import install_identity
+from collector.db import migrate
+from collector.forecasting import ForecastOptions, store
+from collector.forecasting.jobs import SeriesRef, forecast_series_from_database
+from collector.settings import CollectorSettings
+from collector.weather import OpenMeteoProvider, JsonHttpClient
+
+from .conftest import synthetic_load
+
+NOW = pd.Timestamp.now(tz="UTC").floor("h")
+DAYS = 16
+METERS = {"m-n1": ("s-n", "north"), "m-n2": ("s-n", "north"), "m-s1": ("s-s", "south")}
+
+
+def run(database_url: str, coro_fn):
+    async def go():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await coro_fn(conn)
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def grid_db(database_url) -> str:
+    """Two regions, a feeder each, three meters with 16 days of hourly rollups up to now."""
+    migrate(database_url)
+    start = NOW - pd.Timedelta(days=DAYS)
+
+    async def fill(conn):
+        await conn.execute("""
+            INSERT INTO regions (id, name) VALUES ('north', 'North'), ('south', 'South'), ('east', 'East');
+            INSERT INTO feeders (id, region_id, name) VALUES ('f-n', 'north', 'North 1'), ('f-s', 'south', 'South 1');
+            INSERT INTO sites (id, name, region_id, feeder_id, lat, lon) VALUES
+                ('s-n', 'North site', 'north', 'f-n', 53.4, -2.2), ('s-s', 'South site', NULL, 'f-s', 50.8, -0.1);
+            INSERT INTO gateways (id, site_id) VALUES ('gw-n', 's-n'), ('gw-s', 's-s');""")
+        records = []
+        for i, (meter, (site, _)) in enumerate(METERS.items()):
+            await conn.execute("INSERT INTO meters (id, gateway_id, site_id) VALUES ($1, $2, $3)",
+                               meter, "gw-n" if site == "s-n" else "gw-s", site)
+            load = synthetic_load(DAYS, start=str(start.tz_localize(None)), seed=i) / 100.0
+            records += [(meter, ts.to_pydatetime(), float(v), 4, 60) for ts, v in load.items()]
+        await conn.copy_records_to_table("readings_hourly", records=records,
+                                         columns=["meter_id", "bucket", "kwh", "intervals", "readings"])
+    run(database_url, fill)
+    return database_url
+
+
+def test_actual_load_sums_meters_by_feeder_region_and_system(grid_db):
+    start, end = (NOW - pd.Timedelta(days=2)).to_pydatetime(), NOW.to_pydatetime()
+
+    async def read(conn):
+        return {kind_key: await store.actual_load(conn, *kind_key, start, end)
+                for kind_key in (("feeder", "f-n"), ("region", "north"), ("region", "south"), ("system", "all"))}
+    series = run(grid_db, read)
+    assert len(series[("system", "all")]) == 48
+    pd.testing.assert_series_equal(series[("feeder", "f-n")], series[("region", "north")])
+    total = series[("region", "north")] + series[("region", "south")]      # south's region comes via its feeder
+    np.testing.assert_allclose(total.to_numpy(), series[("system", "all")].to_numpy())
+
+
+def test_unknown_series_is_refused(grid_db):
+    async def read(conn):
+        return await store.actual_load(conn, "feeder", "f-nowhere", NOW.to_pydatetime(), NOW.to_pydatetime())
+    with pytest.raises(store.UnknownSeries, match="no feeder 'f-nowhere'"):
+        run(grid_db, read)
+
+
+def test_forecast_job_stores_a_run_per_series_and_reports_series_without_data(grid_db, fake_api):
+    fake_api.route("/v1/", lambda p, q: (503, {"error": True, "reason": "maintenance"}, {}))
+    weather = OpenMeteoProvider(http=JsonHttpClient(sleep=lambda s: None, max_retries=0, timeout_s=5),
+                                forecast_url=fake_api.base_url, archive_url=fake_api.base_url)
+    results = forecast_series_from_database(
+        grid_db, [SeriesRef("region", "north"), SeriesRef("region", "south"), SeriesRef("region", "east")],
+        horizon_hours=24, history_days=DAYS, now=NOW, weather=weather, options=ForecastOptions(model="ets"))
+    by_key = {r.key: r for r in results}
+    assert by_key["east"].error == "no actual load in the history window"
+    north = by_key["north"]
+    assert north.error is None and north.points == 24 and north.model == "ets"
+    assert any("weather unavailable (open-meteo" in n and "maintenance" in n for n in north.notes)
+
+    async def read(conn):
+        return await store.stored_forecast(conn, "region", "north", NOW.to_pydatetime(),
+                                           (NOW + pd.Timedelta(days=2)).to_pydatetime())
+    stored = run(grid_db, read)
+    assert stored["run_id"] == north.run_id and len(stored["points"]) == 24
+    assert stored["points"][0]["ts"] == NOW.isoformat() and stored["points"][0]["horizon"] == 1
+    assert all(p["yhat_lower"] <= p["yhat"] <= p["yhat_upper"] for p in stored["points"])
+    assert any("without temperature" in n for n in stored["notes"])
+
+
+def test_carbon_actuals_replace_forecasts_and_regions_fall_back_to_the_system_figure(grid_db):
+    hours = pd.date_range(NOW - pd.Timedelta(hours=3), periods=3, freq="h")
+    forecast = pd.DataFrame({"hour_start": hours, "intensity_g_per_kwh": [300.0, 310, 320], "is_forecast": True})
+    actual = pd.DataFrame({"hour_start": hours[:2], "intensity_g_per_kwh": [250.0, 260], "is_forecast": False})
+    regional = pd.DataFrame({"hour_start": hours[:1], "intensity_g_per_kwh": [100.0], "is_forecast": False})
+
+    async def go(conn):
+        await store.store_carbon_intensity(conn, "system", forecast, "test")
+        await store.store_carbon_intensity(conn, "system", actual, "test")
+        await store.store_carbon_intensity(conn, "system", forecast, "test")     # a late forecast changes nothing
+        await store.store_carbon_intensity(conn, "north", regional, "test")
+        return (await store.stored_carbon_intensity(conn, "system", hours[0], NOW),
+                await store.stored_carbon_intensity(conn, "north", hours[0], NOW))
+    system, north = run(grid_db, go)
+    assert system.tolist() == [250.0, 260.0, 320.0]
+    assert north.tolist() == [100.0, 260.0, 320.0]
+
+
+# ----------------------------------------------------------------------------- API
+
+@pytest.fixture
+def api(grid_db, tmp_path):
+    settings = CollectorSettings(database_url=grid_db, data_dir=tmp_path)
+    app = create_app(settings, database_url=grid_db)
+    ctx = install_identity(app, grid_db, env={"GRIDSIGHT_JWT_SECRET": "forecast-tests-secret-" + "x" * 40})
+    keys = {role: {"X-API-Key": ctx.store.create_api_key(f"{role}-key", role)[1]}
+            for role in ("analyst", "policymaker", "technician")}
+    with TestClient(app) as client:
+        client.keys = keys
+        yield client
+    ctx.store.engine.dispose()
+
+
+def test_on_demand_forecast_route_fits_and_can_store_the_run(api):
+    body = {"series_kind": "feeder", "series_key": "f-n", "horizon_hours": 24, "history_days": 10,
+            "model": "ets", "store": True}
+    r = api.post("/forecasts/run", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["model"] == "ets" and len(result["points"]) == 24 and result["run_id"]
+    stored = api.get("/forecasts", params={"series_kind": "feeder", "series_key": "f-n", "start": NOW.isoformat(),
+                                           "end": (NOW + pd.Timedelta(days=1)).isoformat()},
+                     headers=api.keys["policymaker"])
+    assert stored.status_code == 200 and stored.json()["run_id"] == result["run_id"]
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"series_kind": "feeder", "series_key": "f-nowhere"}, 404, "series_key"),
+    ({"series_kind": "region", "series_key": "east", "model": "ets"}, 422, "history_days"),
+    ({"horizon_hours": 0}, 422, "horizon_hours"),
+    ({"series_kind": "street"}, 422, "series_kind"),
+])
+def test_forecast_route_names_the_field_at_fault(api, body, status, field):
+    r = api.post("/forecasts/run", json=body, headers=api.keys["analyst"])
+    assert r.status_code == status, r.text
+    assert r.json()["detail"][0]["loc"][-1] == field
+
+
+def test_stored_forecast_route_answers_404_when_nothing_is_stored(api):
+    r = api.get("/forecasts", params={"start": NOW.isoformat(), "end": (NOW + pd.Timedelta(days=1)).isoformat()},
+                headers=api.keys["analyst"])
+    assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["query", "series_key"]
+
+
+def test_policy_sandbox_route_reports_each_region_before_and_after(api):
+    body = {"start": (NOW - pd.Timedelta(days=7)).isoformat(), "end": NOW.isoformat(),
+            "params": {"efficiency_pct": 10, "carbon_g_per_kwh": 200}}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["policymaker"])
+    assert r.status_code == 200, r.text
+    regions = {row["region"]: row for row in r.json()["regions"]}
+    assert set(regions) == {"north", "south"}
+    north = regions["north"]
+    assert north["energy_kwh_after"] == pytest.approx(0.9 * north["energy_kwh_before"])
+    assert north["co2_kg_before"] == pytest.approx(north["energy_kwh_before"] * 0.2)
+    assert r.json()["notes"] == ["CO2 from carbon_g_per_kwh: stored carbon intensity does not cover every hour"]
+
+
+def test_policy_sandbox_route_names_a_bad_parameter(api):
+    body = {"start": (NOW - pd.Timedelta(days=1)).isoformat(), "end": NOW.isoformat(), "params": {"tou_share": 3}}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "tou_share"]
+    assert "between 0 and 1" in r.json()["detail"][0]["msg"]
+
+
+def test_policy_sandbox_on_stored_region_forecasts(api):
+    for region in ("north", "south"):
+        r = api.post("/forecasts/run", json={"series_kind": "region", "series_key": region, "horizon_hours": 24,
+                                             "model": "ets", "store": True}, headers=api.keys["analyst"])
+        assert r.status_code == 200, r.text
+    body = {"start": NOW.isoformat(), "end": (NOW + pd.Timedelta(days=1)).isoformat(), "source": "forecast",
+            "params": {"dr_threshold_share_of_peak": 0.8}}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 200, r.text
+    for row in r.json()["regions"]:
+        assert row["peak_kw_after"] == pytest.approx(0.8 * row["peak_kw_before"])
+
+
+def test_carbon_emissions_route_by_region_and_meter_access(api, grid_db):
+    hours = pd.date_range(NOW - pd.Timedelta(days=1), NOW, freq="h", inclusive="left")
+    frame = pd.DataFrame({"hour_start": hours, "intensity_g_per_kwh": 250.0, "is_forecast": False})
+    run(grid_db, lambda conn: store.store_carbon_intensity(conn, "system", frame, "test"))
+    params = {"start": hours[0].isoformat(), "end": NOW.isoformat()}
+    r = api.get("/carbon/emissions", params={**params, "by": "region"}, headers=api.keys["policymaker"])
+    assert r.status_code == 200, r.text
+    rows = {row["region"]: row for row in r.json()["rows"]}
+    assert rows["north"]["co2_kg"] == pytest.approx(rows["north"]["kwh"] * 0.25)
+    assert api.get("/carbon/emissions", params={**params, "by": "meter"},
+                   headers=api.keys["policymaker"]).status_code == 403
+    assert api.get("/carbon/emissions", params={**params, "by": "meter"},
+                   headers=api.keys["analyst"]).status_code == 200
+    intensity = api.get("/carbon/intensity", params=params, headers=api.keys["analyst"]).json()
+    assert len(intensity["hours"]) == 24
+    missing = api.get("/carbon/emissions", params={"start": (NOW - pd.Timedelta(days=3)).isoformat(),
+                                                   "end": NOW.isoformat()}, headers=api.keys["analyst"])
+    assert missing.status_code == 422 and "no carbon intensity for hour" in missing.json()["detail"][0]["msg"]
+
+
+def test_forecast_policy_and_carbon_routes_refuse_technicians_and_anonymous_callers(api):
+    params = {"start": NOW.isoformat(), "end": (NOW + pd.Timedelta(hours=1)).isoformat()}
+    for method, path in (("GET", "/forecasts"), ("POST", "/forecasts/run"), ("GET", "/policy/parameters"),
+                         ("POST", "/policy/sandbox"), ("GET", "/carbon/intensity"), ("GET", "/carbon/emissions")):
+        assert api.request(method, path, params=params).status_code == 401
+        assert api.request(method, path, params=params, headers=api.keys["technician"]).status_code == 403
