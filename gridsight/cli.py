@@ -19,6 +19,7 @@ ROLES: dict[str, tuple[str, str, str]] = {
     "model": ("model_export.cli", "train, export, verify, score, sign and publish anomaly models", "train"),
     "sim": ("firmware_sim.cli", "simulate meters and fleets, score QA runs, write QA reports", "sim"),
     "dashboards": ("dashboards.cli", "render Tableau workbooks, write Hyper extracts, deploy TabPy endpoints", "tableau"),
+    "accounts": ("collector.auth.cli", "create API accounts (the first admin) and service API keys", "collector"),
     "demo": ("gridsight.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
     "schema": ("gridsight.schema_cli", "export the wire contract as JSON Schema", "edge"),
 }

@@ -1,0 +1,115 @@
+"""`gridsight accounts`: API accounts and service keys, from the operator's shell.
+
+The first admin has to come from somewhere other than the API: this is it. Passwords are read
+from a file, the environment (``GRIDSIGHT_NEW_PASSWORD``) or the terminal, never from argv
+where ``ps`` would show them. The database is ``--database-url``, ``DATABASE_URL``, or the
+embedded PostgreSQL that ``gridsight collector serve`` runs in its data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from gridsight.cli import CLIError, run_cli
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridsight accounts", description="Manage API accounts and service keys.")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL or the embedded database)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("create-user", help="create an account (password from --password-file, "
+                                           "$GRIDSIGHT_NEW_PASSWORD or the terminal)")
+    p.add_argument("username")
+    p.add_argument("--role", required=True, choices=["admin", "technician", "analyst", "policymaker", "consumer"])
+    p.add_argument("--customer-id", help="for consumers: the customer whose meters they may see")
+    p.add_argument("--password-file", type=Path)
+    sub.add_parser("list-users", help="list accounts")
+    p = sub.add_parser("delete-user", help="delete an account; its tokens stop working at once")
+    p.add_argument("username")
+    p = sub.add_parser("create-api-key", help="create a key for a service such as Tableau or TabPy; printed once")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["admin", "technician", "analyst", "policymaker"])
+    sub.add_parser("list-api-keys", help="list API keys (never their secrets)")
+    p = sub.add_parser("revoke-api-key", help="revoke an API key")
+    p.add_argument("key_id")
+    return parser
+
+
+def _database_url(explicit: str | None) -> str:
+    if explicit or os.environ.get("DATABASE_URL"):
+        return explicit or os.environ["DATABASE_URL"]
+    from collector.services import embedded_database_url
+    from collector.settings import load_collector_settings
+    url = embedded_database_url(load_collector_settings())
+    if url is None:
+        raise CLIError("no database: set DATABASE_URL or start 'gridsight collector serve' first")
+    return url
+
+
+def _password(args) -> str:
+    if args.password_file:
+        return args.password_file.read_text().strip()
+    if os.environ.get("GRIDSIGHT_NEW_PASSWORD"):
+        return os.environ["GRIDSIGHT_NEW_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise CLIError("no password: use --password-file or GRIDSIGHT_NEW_PASSWORD")
+    first = getpass.getpass(f"password for {args.username}: ")
+    if first != getpass.getpass("again: "):
+        raise CLIError("the passwords differ")
+    return first
+
+
+def _run(args) -> int:
+    from collector.auth.store import IdentityError, IdentityStore, engine_for
+
+    store = IdentityStore(engine_for(_database_url(args.database_url)))
+    try:
+        if args.command == "create-user":
+            user = store.create_user(args.username, _password(args), args.role, args.customer_id)
+            print(f"created {user.role} {user.username}")
+        elif args.command == "list-users":
+            for u in store.list_users():
+                print(f"{u.username}\t{u.role}\t{u.customer_id or '-'}\t{'disabled' if u.disabled else 'active'}")
+        elif args.command == "delete-user":
+            if not store.delete_user(args.username):
+                raise CLIError(f"no account {args.username!r}")
+            print(f"deleted {args.username}")
+        elif args.command == "create-api-key":
+            key, secret = store.create_api_key(args.name, args.role)
+            print(secret)
+            print(f"key {key.key_id} ({key.role}) for {key.name}: store it now, it is not shown again",
+                  file=sys.stderr)
+        elif args.command == "list-api-keys":
+            for k in store.list_api_keys():
+                print(f"{k.key_id}\t{k.name}\t{k.role}\t{'revoked' if k.revoked else 'active'}")
+        elif args.command == "revoke-api-key":
+            if not store.revoke_api_key(args.key_id):
+                raise CLIError(f"no active key {args.key_id!r}")
+            print(f"revoked {args.key_id}")
+    except IdentityError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        store.engine.dispose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    def body() -> int:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+        try:
+            return _run(args)
+        except OperationalError as exc:
+            raise CLIError(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}") from None
+        except ProgrammingError:
+            raise CLIError("the identity tables are missing: run 'gridsight collector migrate'") from None
+
+    return run_cli(body, "gridsight accounts")
