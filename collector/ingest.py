@@ -25,12 +25,13 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from edge_agent import wire
 
 from collector.archive import Archiver
-from collector.db.writer import BatchResult, BatchWriter, Received, TransientDatabaseError
+from collector.db.writer import BatchResult, BatchWriter, PreparedBatch, Received, TransientDatabaseError
 from collector.metrics import Metrics
 from collector.services import Services, open_services
 from collector.settings import CollectorSettings, mqtt_endpoint
@@ -166,40 +167,56 @@ class IngestWorker:
             m.inc("gridsight_collector_rows_written_total", n, table=table)
         m.set("gridsight_collector_database_up", 1)
 
+    def _next_batch(self, stop: threading.Event) -> PreparedBatch | None:
+        """Collect and prepare (decode, build rows) the next batch; runs on the prepare thread."""
+        while not stop.is_set():
+            batch = self._collect()
+            self.metrics.set("gridsight_collector_inflight_messages", self._queue.qsize() + len(batch))
+            if batch:
+                return BatchWriter.prepare(batch)
+        return None
+
     async def _write_loop(self, stop: threading.Event, dsn: str) -> None:
+        """Store batch N while batch N+1 is collected and decoded on a second thread (the GIL is
+        free while we wait for PostgreSQL), then ack N. A failed batch is retried, unacked."""
         writer = BatchWriter(dsn, replica=self.settings.replica_id,
                              unknown_gateways=self.settings.unknown_gateways, archive=self.archive)
+        loop = asyncio.get_running_loop()
+        preparer = ThreadPoolExecutor(1, thread_name_prefix="gridsight-prepare")
         backoff = 0.25
-        pending: list[Received] = []
         try:
-            while True:
-                if not pending:
-                    if stop.is_set():
-                        return
-                    pending = self._collect()
-                    self.metrics.set("gridsight_collector_inflight_messages", self._queue.qsize() + len(pending))
-                    if not pending:
-                        continue
+            prepared = await loop.run_in_executor(preparer, self._next_batch, stop)
+            upcoming = None
+            while prepared is not None:
+                if upcoming is None:
+                    upcoming = loop.run_in_executor(preparer, self._next_batch, stop)
                 started = time.perf_counter()
                 try:
-                    result = await writer.write(pending)
+                    result = await writer.store(prepared)
                 except TransientDatabaseError as exc:
                     self.last_error = f"database: {exc}"
                     self.metrics.inc("gridsight_collector_db_errors_total")
                     self.metrics.set("gridsight_collector_database_up", 0)
                     log.warning("batch not stored, retrying in %.1fs: %s", backoff, exc)
                     if stop.wait(backoff):
-                        return          # unacked: the broker redelivers to whoever resumes the session
+                        break        # unacked: the broker redelivers to whoever resumes the session
                     backoff = min(backoff * 2, 5.0)
-                    pending = [m for m in pending if m.generation == self._generation]
+                    current = [m for m in prepared.items if m.generation == self._generation]
+                    if len(current) != len(prepared.items):
+                        prepared = BatchWriter.prepare(current) if current else None
+                        if prepared is None:
+                            prepared, upcoming = await upcoming, None
                     continue
                 backoff = 0.25
                 self.last_error = None
                 self.last_batch = result
-                self._ack(pending)
+                self._ack(prepared.items)
                 self._record(result, time.perf_counter() - started)
-                pending = []
+                prepared, upcoming = await upcoming, None
+            if upcoming is not None:
+                await upcoming       # collected but never stored: left unacked for redelivery
         finally:
+            preparer.shutdown(wait=True)
             await writer.close()
 
     # ----------------------------------------------------------------- archive + maintenance thread

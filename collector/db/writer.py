@@ -30,7 +30,7 @@ import asyncpg
 
 from edge_agent import wire
 
-__all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "TransientDatabaseError",
+__all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "PreparedBatch", "TransientDatabaseError",
            "classify", "connect", "PG_EPOCH"]
 
 PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z, PostgreSQL's timestamp origin
@@ -211,11 +211,68 @@ class _Rollup:
             self.anomalous += 1
 
 
+@dataclass(slots=True)
+class _Entry:
+    """One decoded message with every row it would write, computed before the transaction."""
+
+    item: Received
+    msg: wire.Message
+    readings: list[tuple] = field(default_factory=list)
+    summaries: list[tuple] = field(default_factory=list)
+    flag: tuple | None = None
+    meters: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # id -> (interval, reading)
+    months: dict[str, tuple[float, float]] = field(default_factory=dict)                # table -> (min ts, max ts)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch decoded and turned into rows (pure CPU, no database): see :meth:`BatchWriter.prepare`."""
+
+    items: list[Received]
+    entries: list[_Entry]
+    dead: list[DeadLetter]
+    duplicates: int
+
+
+def _entry(item: Received, msg: wire.Message) -> _Entry:
+    entry = _Entry(item, msg)
+    gw, seq, received = msg.gateway_id, msg.seq, item.received_at
+    if isinstance(msg, wire.RawChunk):
+        entry.readings = [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a, r.power_factor, gw, seq)
+                          for r in msg.readings]
+        latest: dict[str, float] = {}
+        lo = hi = msg.readings[0].ts
+        for r in msg.readings:
+            ts = r.ts
+            if ts < lo:
+                lo = ts
+            elif ts > hi:
+                hi = ts
+            if latest.get(r.meter_id, 0.0) < ts:
+                latest[r.meter_id] = ts
+        entry.meters = {m: (None, ts) for m, ts in latest.items()}
+        entry.months["readings"] = (lo, hi)
+    elif isinstance(msg, wire.IntervalSummary):
+        start = msg.interval_start
+        entry.summaries = [(m.meter_id, start, msg.interval_s, m.kwh, m.readings, m.power_w_mean, m.power_w_max,
+                            m.score, m.anomalous, msg.model_version, gw, seq, received) for m in msg.meters]
+        entry.meters = {m.meter_id: (start, None) for m in msg.meters}
+        entry.months["interval_summaries"] = (start, start)
+    elif isinstance(msg, wire.AnomalyFlag):
+        entry.flag = (msg.meter_id, msg.interval_start, msg.interval_s, msg.score, msg.threshold, msg.kwh,
+                      json.dumps(msg.features), msg.reason, msg.model_version, gw, seq, msg.sent_at, received)
+        entry.meters = {msg.meter_id: (None, None)}
+        entry.months["anomaly_flags"] = (msg.interval_start, msg.interval_start)
+    return entry
+
+
 class BatchWriter:
     """Writes batches of received messages to PostgreSQL. One instance owns one connection.
 
     ``unknown_gateways``: "register" adds a first-seen gateway (auto_registered=true); "refuse"
     dead-letters its messages. ``archive=False`` (rebuilds from the archive) skips the outbox.
+    :meth:`prepare` (decode, rows) and :meth:`store` (one transaction) are separate so the
+    ingest worker can prepare the next batch on another thread while this one commits.
     """
 
     def __init__(self, dsn: str, *, replica: str = "collector", unknown_gateways: str = "register",
@@ -246,19 +303,36 @@ class BatchWriter:
                 raise TransientDatabaseError(f"cannot connect: {exc}") from exc
         return self._conn
 
-    async def write(self, batch: Sequence[Received]) -> BatchResult:
-        """Store a batch in one transaction. Raises TransientDatabaseError when it should be retried."""
-        decoded: list[tuple[Received, wire.Message]] = []
+    @staticmethod
+    def prepare(batch: Sequence[Received]) -> PreparedBatch:
+        """Decode through the wire contract and compute every row; thread-safe, touches no database."""
+        entries: list[_Entry] = []
         dead: list[DeadLetter] = []
+        seen: set[tuple[str, int]] = set()
+        duplicates = 0
         for item in batch:
             out = classify(item)
             if isinstance(out, DeadLetter):
                 dead.append(out)
-            else:
-                decoded.append((item, out))
+                continue
+            key = (out.gateway_id, out.seq)
+            if key in seen:          # a redelivery next to the original: keep the first
+                duplicates += 1
+                continue
+            seen.add(key)
+            entries.append(_entry(item, out))
+        return PreparedBatch(list(batch), entries, dead, duplicates)
+
+    async def write(self, batch: Sequence[Received]) -> BatchResult:
+        """Prepare and store a batch in one transaction. Raises TransientDatabaseError to retry."""
+        return await self.store(self.prepare(batch))
+
+    async def store(self, prepared: PreparedBatch) -> BatchResult:
+        """Store a prepared batch in one transaction. Raises TransientDatabaseError to retry."""
         try:
             conn = await self._connection()
-            return await self._write_decoded(conn, decoded, dead, len(batch))
+            return await self._store(conn, prepared.entries, list(prepared.dead), len(prepared.items),
+                                     prepared.duplicates)
         except TransientDatabaseError:
             await self._drop_connection()
             raise
@@ -266,9 +340,9 @@ class BatchWriter:
             await self._drop_connection()
             raise TransientDatabaseError(str(exc)) from exc
         except asyncpg.PostgresError:
-            if len(batch) == 1:
+            if len(prepared.items) == 1:
                 raise
-            return await self._write_isolated(batch)
+            return await self._write_isolated(prepared.items)
 
     async def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -282,12 +356,11 @@ class BatchWriter:
             try:
                 total.merge(await self.write([item]))
             except asyncpg.PostgresError as exc:
-                gateway_id = _topic_gateway(item.topic)
-                letter = DeadLetter(item.topic, gateway_id, "rejected_by_database",
+                letter = DeadLetter(item.topic, _topic_gateway(item.topic), "rejected_by_database",
                                     f"{type(exc).__name__}: {str(exc)[:200]}",
                                     bytes(item.payload[:DEAD_PAYLOAD_LIMIT]), item.received_at, len(item.payload))
                 conn = await self._connection()
-                total.merge(await self._write_decoded(conn, [], [letter], 1))
+                total.merge(await self._store(conn, [], [letter], 1, 0))
         return total
 
     async def _known_gateways(self, conn: asyncpg.Connection, ids: set[str]) -> None:
@@ -300,34 +373,26 @@ class BatchWriter:
             for row in await conn.fetch("SELECT id, status FROM gateways WHERE id = ANY($1::text[])", missing):
                 self._gateways[row["id"]] = row["status"]
 
-    async def _ensure_partitions(self, conn: asyncpg.Connection, needed: dict[str, set[int]]) -> None:
-        for table, months in needed.items():
-            for month in sorted(months):
-                if (table, month) in self._partitions:
-                    continue
-                year, mon = divmod(month, 12)
-                at = calendar.timegm((year, mon + 1, 15, 0, 0, 0))
-                await conn.execute("SELECT gridsight_ensure_partition($1, $2)", table, float(at))
-                self._partitions.add((table, month))
+    async def _ensure_partitions(self, conn: asyncpg.Connection, entries: list[_Entry]) -> None:
+        needed: set[tuple[str, int]] = set()
+        for entry in entries:
+            for table, (lo, hi) in entry.months.items():
+                for month in range(_month(lo), _month(hi) + 1):
+                    needed.add((table, month))
+        for table, month in sorted(needed - self._partitions):
+            year, mon = divmod(month, 12)
+            at = calendar.timegm((year, mon + 1, 15, 0, 0, 0))
+            await conn.execute("SELECT gridsight_ensure_partition($1, $2)", table, float(at))
+            self._partitions.add((table, month))
 
-    async def _write_decoded(self, conn: asyncpg.Connection, decoded: list, dead: list[DeadLetter],
-                             n_messages: int) -> BatchResult:
-        result = BatchResult(messages=n_messages)
-        # in-batch duplicates (a redelivery next to the original): keep the first
-        seen: set[tuple[str, int]] = set()
-        unique = []
-        for item, msg in decoded:
-            key = (msg.gateway_id, msg.seq)
-            if key in seen:
-                result.duplicates += 1
-                continue
-            seen.add(key)
-            unique.append((item, msg))
-
-        await self._known_gateways(conn, {m.gateway_id for _, m in unique})
+    async def _store(self, conn: asyncpg.Connection, entries: list[_Entry], dead: list[DeadLetter],
+                     n_messages: int, duplicates: int) -> BatchResult:
+        result = BatchResult(messages=n_messages, duplicates=duplicates)
+        await self._known_gateways(conn, {e.msg.gateway_id for e in entries})
         register: set[str] = set()
-        accepted = []
-        for item, msg in unique:
+        accepted: list[_Entry] = []
+        for entry in entries:
+            item, msg = entry.item, entry.msg
             status = self._gateways.get(msg.gateway_id)
             if status is None and self.unknown_gateways == "refuse":
                 dead.append(DeadLetter(item.topic, msg.gateway_id, "unknown_gateway", "gateway_id",
@@ -338,26 +403,15 @@ class BatchWriter:
             else:
                 if status is None:
                     register.add(msg.gateway_id)
-                accepted.append((item, msg))
-
-        months: dict[str, set[int]] = defaultdict(set)
-        for _, msg in accepted:
-            if isinstance(msg, wire.RawChunk):
-                for day in {int(r.ts) // DAY for r in msg.readings}:
-                    months["readings"].add(_month(day * DAY))
-            elif isinstance(msg, wire.IntervalSummary):
-                months["interval_summaries"].add(_month(msg.interval_start))
-            elif isinstance(msg, wire.AnomalyFlag):
-                months["anomaly_flags"].add(_month(msg.interval_start))
-        if months:
-            await self._ensure_partitions(conn, months)
+                accepted.append(entry)
+        await self._ensure_partitions(conn, accepted)
 
         async with conn.transaction():
             if register:
                 await conn.execute("INSERT INTO gateways (id, auto_registered) SELECT unnest($1::text[]), true "
                                    "ON CONFLICT (id) DO NOTHING", sorted(register))
             fresh = await self._claim_keys(conn, accepted)
-            new = [(item, msg) for item, msg in accepted if (msg.gateway_id, msg.seq) in fresh]
+            new = [e for e in accepted if (e.msg.gateway_id, e.msg.seq) in fresh]
             result.duplicates += len(accepted) - len(new)
             await self._store_facts(conn, new, result)
             if dead:
@@ -371,16 +425,17 @@ class BatchWriter:
             self._gateways[gateway_id] = "active"
         return result
 
-    async def _claim_keys(self, conn: asyncpg.Connection, accepted: list) -> set[tuple[str, int]]:
+    async def _claim_keys(self, conn: asyncpg.Connection, accepted: list[_Entry]) -> set[tuple[str, int]]:
         if not accepted:
             return set()
         cols: list[list] = [[], [], [], [], [], []]
-        for item, msg in sorted(accepted, key=lambda im: (im[1].gateway_id, im[1].seq)):
+        for entry in sorted(accepted, key=lambda e: (e.msg.gateway_id, e.msg.seq)):
+            msg = entry.msg
             cols[0].append(msg.gateway_id)
             cols[1].append(msg.seq)
             cols[2].append(type(msg).KIND)
             cols[3].append(msg.sent_at)
-            cols[4].append(item.received_at)
+            cols[4].append(entry.item.received_at)
             cols[5].append(_rows_of(msg))
         rows = await conn.fetch(
             "INSERT INTO ingest_log (gateway_id, seq, kind, sent_at, received_at, rows, replica) "
@@ -389,7 +444,7 @@ class BatchWriter:
             "RETURNING gateway_id, seq", *cols, self.replica)
         return {(r[0], r[1]) for r in rows}
 
-    async def _store_facts(self, conn: asyncpg.Connection, new: list, result: BatchResult) -> None:
+    async def _store_facts(self, conn: asyncpg.Connection, new: list[_Entry], result: BatchResult) -> None:
         readings: list[tuple] = []
         summaries: list[tuple] = []
         flags: list[tuple] = []
@@ -401,33 +456,28 @@ class BatchWriter:
         gateways: dict[str, list] = {}      # id -> [seen, seq, model_version, skew]
         models: set[str] = set()
 
-        for item, msg in new:
+        for entry in new:
+            item, msg = entry.item, entry.msg
             gw, seq, received = msg.gateway_id, msg.seq, item.received_at
             kind = type(msg).KIND
             result.stored[kind] += 1
-            if isinstance(msg, wire.RawChunk):
-                for r in msg.readings:
-                    readings.append((r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a,
-                                     r.power_factor, gw, seq))
-                    _touch(meters, r.meter_id, gw, received, None, r.ts)
-            elif isinstance(msg, wire.IntervalSummary):
+            if entry.readings:
+                readings.extend(entry.readings)
+            if entry.summaries:
+                summaries.extend(entry.summaries)
                 start = msg.interval_start
                 hour, day = int(start // HOUR * HOUR), int(start // DAY * DAY)
                 for m in msg.meters:
-                    summaries.append((m.meter_id, start, msg.interval_s, m.kwh, m.readings, m.power_w_mean,
-                                      m.power_w_max, m.score, m.anomalous, msg.model_version, gw, seq, received))
                     hourly[(m.meter_id, hour)].add(m)
                     daily[(m.meter_id, day)].add(m)
-                    _touch(meters, m.meter_id, gw, received, start, None)
-            elif isinstance(msg, wire.AnomalyFlag):
-                flags.append((msg.meter_id, msg.interval_start, msg.interval_s, msg.score, msg.threshold, msg.kwh,
-                              json.dumps(msg.features), msg.reason, msg.model_version, gw, seq, msg.sent_at,
-                              received))
-                _touch(meters, msg.meter_id, gw, received, None, None)
-            elif isinstance(msg, wire.GatewayStatus):
+            if entry.flag is not None:
+                flags.append(entry.flag)
+            if isinstance(msg, wire.GatewayStatus):
                 prev = statuses.get(gw)
                 if prev is None or prev.sent_at <= msg.sent_at:
                     statuses[gw] = msg
+            for meter_id, (interval, reading) in entry.meters.items():
+                _touch(meters, meter_id, gw, received, interval, reading)
             g = gateways.get(gw)
             if g is None:
                 gateways[gw] = [received, seq, msg.model_version, received - msg.sent_at]
