@@ -32,6 +32,7 @@ ROUTERS: list[str] = [
     "collector.api.routes.forecasts",
     "collector.api.routes.policy",
     "collector.api.routes.carbon",
+    "collector.api.routes.dashboard_page",
 ]
 
 
