@@ -202,6 +202,23 @@ class CustomerVault:
             conn.execute(text("UPDATE customers SET wrapped_key = NULL, name_enc = NULL, address_enc = NULL, "
                               "contact_enc = NULL, erased_at = now() WHERE customer_id = :c"), {"c": customer_id})
 
+    def rotate_master_key(self, new_key: MasterKey) -> int:
+        """Re-wrap every live customer's data key under ``new_key`` in one transaction.
+
+        The personal ciphertexts are untouched (their data keys do not change), so rotation is
+        quick and atomic: either every wrapped key is under the new master key or none is.
+        Returns the number of customers re-wrapped; afterwards this vault uses ``new_key``.
+        """
+        with self.engine.begin() as conn:
+            rows = conn.execute(text("SELECT customer_id, wrapped_key FROM customers WHERE wrapped_key IS NOT NULL "
+                                     "FOR UPDATE")).all()
+            for row in rows:
+                data_key = self.master_key.unwrap(bytes(row.wrapped_key), row.customer_id)
+                conn.execute(text("UPDATE customers SET wrapped_key = :w WHERE customer_id = :c"),
+                             {"w": new_key.wrap(data_key, row.customer_id), "c": row.customer_id})
+        self.master_key = new_key
+        return len(rows)
+
     def owner_of(self, meter_id: str) -> str | None:
         with self.engine.connect() as conn:
             row = conn.execute(text("SELECT customer_id FROM customer_meters WHERE meter_id = :m"),

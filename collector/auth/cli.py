@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list-api-keys", help="list API keys (never their secrets)")
     p = sub.add_parser("revoke-api-key", help="revoke an API key")
     p.add_argument("key_id")
+    p = sub.add_parser("rotate-master-key", help="re-wrap every customer's data key under a new master key "
+                                                 "(current key from GRIDSIGHT_MASTER_KEY[_FILE])")
+    p.add_argument("--new-key-file", type=Path, required=True, help="file with base64 of 32 random bytes")
     return parser
 
 
@@ -89,6 +92,16 @@ def _run(args) -> int:
         elif args.command == "list-api-keys":
             for k in store.list_api_keys():
                 print(f"{k.key_id}\t{k.name}\t{k.role}\t{'revoked' if k.revoked else 'active'}")
+        elif args.command == "rotate-master-key":
+            from collector.pii import CustomerVault, MasterKey, MasterKeyError
+            try:
+                vault = CustomerVault(store.engine, MasterKey.from_env())
+                new_key = MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(args.new_key_file)})
+                count = vault.rotate_master_key(new_key)
+            except MasterKeyError as exc:
+                raise CLIError(str(exc)) from None
+            print(f"re-wrapped {count} customer data keys; now point GRIDSIGHT_MASTER_KEY_FILE at {args.new_key_file} "
+                  "on every collector replica")
         elif args.command == "revoke-api-key":
             if not store.revoke_api_key(args.key_id):
                 raise CLIError(f"no active key {args.key_id!r}")

@@ -21,12 +21,17 @@ from collector.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_
 from collector.auth.roles import CONSUMER, ROLES, Principal
 from collector.auth.tokens import AuthError, new_api_key, secret_digest, split_api_key
 
-__all__ = ["IdentityStore", "IdentityError", "EnrollmentRefused", "User", "ApiKey", "EnrollmentToken",
+__all__ = ["IdentityStore", "IdentityError", "EnrollmentRefused", "LoginThrottled", "User", "ApiKey", "EnrollmentToken",
            "engine_for"]
 
 # scrypt of a fixed string, checked when the user does not exist, so a login for an unknown
 # name costs the same as a wrong password and does not reveal which names exist.
 _DUMMY_HASH = hash_password("gridsight-no-such-user")
+
+# Failed logins per account before each further attempt must wait; the wait doubles per failure
+# up to the cap. Kept in the database, so every replica sees the same count.
+FREE_ATTEMPTS = 5
+MAX_LOCK_S = 900.0
 
 
 class IdentityError(ValueError):
@@ -36,6 +41,14 @@ class IdentityError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class LoginThrottled(Exception):
+    """Too many wrong passwords for one account: refused until ``retry_after_s`` has passed."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
 
 
 class EnrollmentRefused(Exception):
@@ -111,14 +124,28 @@ class IdentityStore:
         return User(username, role, customer_id, False)
 
     def authenticate(self, username: str, password: str) -> Principal:
+        now = self._now()
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT password_hash, role, customer_id, disabled FROM users WHERE username = :u"),
-                               {"u": username}).first()
+            row = conn.execute(text("SELECT password_hash, role, customer_id, disabled, failed_logins, locked_until "
+                                    "FROM users WHERE username = :u"), {"u": username}).first()
         if row is None:
             verify_password(password, _DUMMY_HASH)
             raise AuthError("wrong username or password")
+        if row.locked_until is not None and row.locked_until.timestamp() > now:
+            raise LoginThrottled(row.locked_until.timestamp() - now)
         if not verify_password(password, row.password_hash) or row.disabled:
+            failures = row.failed_logins + 1
+            lock = None
+            if failures >= FREE_ATTEMPTS:
+                lock = _ts(now + min(MAX_LOCK_S, 2.0 ** (failures - FREE_ATTEMPTS + 1)))
+            with self.engine.begin() as conn:
+                conn.execute(text("UPDATE users SET failed_logins = :f, locked_until = :l WHERE username = :u"),
+                             {"f": failures, "l": lock, "u": username})
             raise AuthError("wrong username or password")
+        if row.failed_logins:
+            with self.engine.begin() as conn:
+                conn.execute(text("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE username = :u"),
+                             {"u": username})
         return Principal(subject=username, role=row.role, customer_id=row.customer_id, via="token")
 
     def list_users(self) -> list[User]:

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from collector.auth import ROLES
+from collector.pii import MasterKey
 from identity_support import Api, StepClock, apply_identity_schema, build_app
 
 
@@ -19,9 +20,10 @@ def identity_db(database_url) -> str:
 @pytest.fixture
 def api(identity_db) -> Api:
     clock = StepClock()
-    app, ctx = build_app(identity_db, clock)
+    master_key = MasterKey.generate()
+    app, ctx = build_app(identity_db, clock, master_key)
     with TestClient(app) as client:
-        a = Api(app=app, client=client, clock=clock, ctx=ctx)
+        a = Api(app=app, client=client, clock=clock, ctx=ctx, master_key_b64=master_key)
         own = ctx.vault.create("Ada Lovelace", "12 Analytical Way, London", "ada@example.org", (a.own_meter,))
         ctx.vault.create("Charles Babbage", "1 Difference St, London", "cb@example.org", (a.other_meter,))
         a.customer_id = own.customer_id

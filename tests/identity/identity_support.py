@@ -62,6 +62,7 @@ class Api:
     headers: dict[str, dict[str, str]] = field(default_factory=dict)   # role -> Authorization header
     customer_id: str = ""
     password: str = "correct horse battery"
+    master_key_b64: str = ""
     own_meter: str = "m-own-1"
     other_meter: str = "m-other-1"
 
@@ -71,9 +72,9 @@ class Api:
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def build_app(database_url: str, clock: StepClock, **limits) -> tuple[FastAPI, object]:
+def build_app(database_url: str, clock: StepClock, master_key: str | None = None, **limits) -> tuple[FastAPI, object]:
     app = FastAPI(title="gridsight identity test app")
-    env = {"GRIDSIGHT_JWT_SECRET": JWT_SECRET, "GRIDSIGHT_MASTER_KEY": MasterKey.generate()}
+    env = {"GRIDSIGHT_JWT_SECRET": JWT_SECRET, "GRIDSIGHT_MASTER_KEY": master_key or MasterKey.generate()}
     ctx = install_identity(app, database_url, env=env, token_ttl_s=900, now=clock, **limits)
     return app, ctx
 

@@ -116,3 +116,24 @@ def test_garbage_token_raises_auth_error():
         assert str(exc) == "invalid token"
     else:
         raise AssertionError("garbage accepted")
+
+
+def test_repeated_wrong_passwords_slow_the_account_down_then_it_recovers(api):
+    for _ in range(5):
+        assert api.client.post("/auth/token", data={"username": "analyst", "password": "wrong guess"}).status_code == 401
+    throttled = api.client.post("/auth/token", data={"username": "analyst", "password": PASSWORD})
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+    api.clock.advance(3)
+    assert api.client.post("/auth/token", data={"username": "analyst", "password": PASSWORD}).status_code == 200
+    # a success resets the count: the next single typo is not throttled
+    assert api.client.post("/auth/token", data={"username": "analyst", "password": "typo"}).status_code == 401
+    assert api.client.post("/auth/token", data={"username": "analyst", "password": PASSWORD}).status_code == 200
+
+
+def test_the_lock_doubles_but_is_capped(api):
+    for _ in range(30):
+        api.client.post("/auth/token", data={"username": "analyst", "password": "wrong guess"})
+        api.clock.advance(1000)
+    api.client.post("/auth/token", data={"username": "analyst", "password": "wrong guess"})
+    r = api.client.post("/auth/token", data={"username": "analyst", "password": PASSWORD})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) <= 900

@@ -115,3 +115,31 @@ def test_master_key_from_a_file(tmp_path):
     path.write_text(MasterKey.generate() + "\n")
     key = MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(path)})
     assert key.unwrap(key.wrap(b"k" * 32, "c-1"), "c-1") == b"k" * 32
+
+
+def test_rotating_the_master_key_keeps_every_customer_readable_only_under_the_new_key(api, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    new_key_file = tmp_path / "new.key"
+    new_key_file.write_text(MasterKey.generate())
+    old_key = api.ctx.vault.master_key
+    env = {**os.environ, "GRIDSIGHT_MASTER_KEY_FILE": str(tmp_path / "old.key")}
+    (tmp_path / "old.key").write_text(_key_b64(api))
+    result = subprocess.run([sys.executable, "-m", "gridsight", "accounts", "--database-url", _url(api),
+                             "rotate-master-key", "--new-key-file", str(new_key_file)],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "re-wrapped 2" in result.stdout, result.stderr
+    rotated = CustomerVault(api.ctx.store.engine, MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(new_key_file)}))
+    assert rotated.get(api.customer_id).name == "Ada Lovelace"
+    with pytest.raises(MasterKeyError):
+        CustomerVault(api.ctx.store.engine, old_key).get(api.customer_id)
+
+
+def _url(api) -> str:
+    return api.ctx.store.engine.url.render_as_string(hide_password=False).replace("+psycopg", "")
+
+
+def _key_b64(api) -> str:
+    return api.master_key_b64

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from collector.auth.dependencies import IdentityContext, identity, require_roles
 from collector.auth.roles import ADMIN, ROLES, Principal
-from collector.auth.store import IdentityError
+from collector.auth.store import IdentityError, LoginThrottled
 from collector.auth.tokens import AuthError
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -78,6 +78,9 @@ def login(form: Annotated[OAuth2PasswordRequestForm, Depends()],
                             headers={"WWW-Authenticate": "Bearer"})
     try:
         principal = ctx.store.authenticate(form.username, form.password)
+    except LoginThrottled as exc:
+        raise HTTPException(status_code=429, detail=str(exc),
+                            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
     except AuthError as exc:
         raise HTTPException(status_code=401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     return AccessToken(access_token=ctx.issuer.issue(principal), expires_in=ctx.issuer.ttl_s, role=principal.role)

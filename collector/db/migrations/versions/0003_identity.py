@@ -45,6 +45,8 @@ def upgrade() -> None:
             role          text NOT NULL CHECK (role IN {_ROLES}),
             customer_id   text REFERENCES customers(customer_id) ON DELETE SET NULL,
             disabled      boolean NOT NULL DEFAULT false,
+            failed_logins integer NOT NULL DEFAULT 0,
+            locked_until  timestamptz,
             created_at    timestamptz NOT NULL DEFAULT now(),
             CHECK (role <> 'consumer' OR customer_id IS NOT NULL OR disabled)
         );
