@@ -208,3 +208,28 @@ def test_the_ca_key_and_gateway_secrets_are_private_files(provisioned):
     for path in (fleet.ca_dir / "ca.key", fleet.gateway_dir("gw-1") / "client.key",
                  fleet.gateway_dir("gw-1") / "mqtt.password", fleet.passwd_file):
         assert os.stat(path).st_mode & 0o077 == 0, path
+
+
+def test_the_agent_boots_from_the_bundle_and_reaches_the_collector_over_mutual_tls(provisioned, tmp_path):
+    from edge_agent import wire
+    from broker_support import connect
+
+    fleet, bundle, _ = provisioned
+    tls_port = int(load_settings(AgentSettings, bundle / "agent.toml", env={}).mqtt.port)
+    collector_password = (fleet.broker_dir / "collector.password").read_text().strip()
+    collector = connect(tls_port, fleet, "collector", collector_password, fleet.broker_dir / "collector")
+    assert collector.connected == 0
+    collector.subscribe("gridsight/v1/#")
+    env = {**os.environ, "GRIDSIGHT_CLOCK__SPEED": "120", "GRIDSIGHT_CLOCK__START": str(START),
+           "GRIDSIGHT_RAW_CHUNK_S": "60"}
+    agent = subprocess.Popen([sys.executable, "-m", "gridsight", "agent", "run", "--config", str(bundle / "agent.toml")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        raw_topic = wire.topic_for("gw-1", "raw")
+        received = collector.wait_for(raw_topic, timeout=60)
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        collector.close()
+    raw = wire.decode(*received[-1])
+    assert raw.gateway_id == "gw-1" and {r.meter_id for r in raw.readings} == {"m-1"}
