@@ -54,6 +54,7 @@ def install_identity(app: FastAPI, database_url: str, *, env: Mapping[str, str] 
 
     Call before the app starts serving. The customer vault exists only when a master key is
     configured; without it the customer routes answer 503 and nothing personal can be stored.
+    Calling it again on the same app only swaps the context (secrets, database, clock).
     """
     from collector.pii import CustomerVault, MasterKey, MasterKeyError
 
@@ -69,7 +70,12 @@ def install_identity(app: FastAPI, database_url: str, *, env: Mapping[str, str] 
         log.warning("personal data disabled: %s", exc)
         vault = None
     ctx = IdentityContext(store=store, issuer=issuer, vault=vault)
+    previous = getattr(app.state, "identity", None)
     app.state.identity = ctx
+    if previous is not None:
+        # installed before (the app factory does it): only the context changes, e.g. a test's secrets
+        previous.store.engine.dispose()
+        return ctx
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
     if include_routers:
         from collector.api.routes import auth, customers, enrollment

@@ -137,3 +137,18 @@ def test_the_lock_doubles_but_is_capped(api):
     api.client.post("/auth/token", data={"username": "analyst", "password": "wrong guess"})
     r = api.client.post("/auth/token", data={"username": "analyst", "password": PASSWORD})
     assert r.status_code == 429 and int(r.headers["retry-after"]) <= 900
+
+
+def test_installing_identity_twice_swaps_the_context_without_duplicating_routes(identity_db):
+    from fastapi import FastAPI
+
+    from collector.auth import install_identity
+
+    app = FastAPI()
+    first = install_identity(app, identity_db, env={"GRIDSIGHT_JWT_SECRET": "a" * 40})
+    routes, middleware = len(app.router.routes), len(app.user_middleware)
+    second = install_identity(app, identity_db, env={"GRIDSIGHT_JWT_SECRET": "b" * 40})
+    assert app.state.identity is second and second is not first
+    assert (len(app.router.routes), len(app.user_middleware)) == (routes, middleware)
+    assert "/auth/token" in app.openapi()["paths"]
+    second.store.engine.dispose()
