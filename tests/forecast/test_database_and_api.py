@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime, timezone
-
-import asyncpg
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,53 +9,12 @@ from fastapi.testclient import TestClient
 
 from collector.api.app import create_app
 from collector.auth import install_identity
-from collector.db import migrate
 from collector.forecasting import ForecastOptions, store
 from collector.forecasting.jobs import SeriesRef, forecast_series_from_database
 from collector.settings import CollectorSettings
-from collector.weather import OpenMeteoProvider, JsonHttpClient
+from collector.weather import JsonHttpClient, OpenMeteoProvider
 
-from .conftest import synthetic_load
-
-NOW = pd.Timestamp.now(tz="UTC").floor("h")
-DAYS = 16
-METERS = {"m-n1": ("s-n", "north"), "m-n2": ("s-n", "north"), "m-s1": ("s-s", "south")}
-
-
-def run(database_url: str, coro_fn):
-    async def go():
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await coro_fn(conn)
-        finally:
-            await conn.close()
-    return asyncio.run(go())
-
-
-@pytest.fixture
-def grid_db(database_url) -> str:
-    """Two regions, a feeder each, three meters with 16 days of hourly rollups up to now."""
-    migrate(database_url)
-    start = NOW - pd.Timedelta(days=DAYS)
-
-    async def fill(conn):
-        await conn.execute("""
-            INSERT INTO regions (id, name) VALUES ('north', 'North'), ('south', 'South'), ('east', 'East');
-            INSERT INTO feeders (id, region_id, name) VALUES ('f-n', 'north', 'North 1'), ('f-s', 'south', 'South 1');
-            INSERT INTO sites (id, name, region_id, feeder_id, lat, lon) VALUES
-                ('s-n', 'North site', 'north', 'f-n', 53.4, -2.2), ('s-s', 'South site', NULL, 'f-s', 50.8, -0.1);
-            INSERT INTO gateways (id, site_id) VALUES ('gw-n', 's-n'), ('gw-s', 's-s');""")
-        records = []
-        for i, (meter, (site, _)) in enumerate(METERS.items()):
-            await conn.execute("INSERT INTO meters (id, gateway_id, site_id) VALUES ($1, $2, $3)",
-                               meter, "gw-n" if site == "s-n" else "gw-s", site)
-            load = synthetic_load(DAYS, start=str(start.tz_localize(None)), seed=i) / 100.0
-            records += [(meter, ts.to_pydatetime(), float(v), 4, 60) for ts, v in load.items()]
-        await conn.copy_records_to_table("readings_hourly", records=records,
-                                         columns=["meter_id", "bucket", "kwh", "intervals", "readings"])
-    run(database_url, fill)
-    return database_url
-
+from .conftest import DAYS, NOW, run
 
 def test_actual_load_sums_meters_by_feeder_region_and_system(grid_db):
     start, end = (NOW - pd.Timedelta(days=2)).to_pydatetime(), NOW.to_pydatetime()
