@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="environment variable holding the TabPy password (default TABPY_PASSWORD)")
     p.add_argument("--model", type=Path, help="ONNX anomaly model the scoring endpoint uses")
     p.add_argument("--endpoints", default="", help="comma-separated subset of endpoints (default: all)")
+    p = sub.add_parser("screenshot", help="PNG of a page (e.g. the collector's /dashboard) in headless Chromium")
+    p.add_argument("--url", required=True, help="page to load, e.g. http://127.0.0.1:8000/dashboard")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--api-key-env", default="GRIDSIGHT_API_KEY",
+                   help="environment variable holding an API key sent as X-API-Key (default GRIDSIGHT_API_KEY)")
+    p.add_argument("--width", type=int, default=1240, help="window width in pixels (default 1240)")
     return parser
 
 
@@ -67,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
             return _extract(args)
         if args.command == "tabpy-deploy":
             return _tabpy_deploy(args)
+        if args.command == "screenshot":
+            return _screenshot(args)
     except TableauFileError as exc:
         raise CLIError(str(exc)) from None
     raise CLIError(f"unknown command {args.command}")
@@ -142,4 +150,23 @@ def _tabpy_deploy(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     for name in deployed:
         print(name)
+    return 0
+
+
+def _screenshot(args: argparse.Namespace) -> int:
+    from .browser import BrowserError, HeadlessChromium
+
+    key = os.environ.get(args.api_key_env)
+    headers = {"X-API-Key": key} if key else {}
+    if not 320 <= args.width <= 4000:
+        raise CLIError(f"--width {args.width} is not between 320 and 4000")
+    try:
+        with HeadlessChromium(width=args.width) as browser:
+            status = browser.open(args.url, headers)
+            if status != 200:
+                raise CLIError(f"{args.url} answered HTTP {status}"
+                               + ("" if key else f" (no API key: ${args.api_key_env} is not set)"))
+            print(browser.screenshot(args.out))
+    except BrowserError as exc:
+        raise CLIError(str(exc)) from None
     return 0

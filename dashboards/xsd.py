@@ -36,12 +36,12 @@ _ENVELOPE = ('<workbook version="18.1" source-build="2026.1.0 (20261.26.0211.112
 class TableauFileError(ValueError):
     """A Tableau file that is not well-formed XML or breaks the workbook schema.
 
-    ``problems`` lists each violation as ``path:line: message``.
+    ``problems`` lists each violation as ``path:line: message``; the message shows the first three.
     """
 
     def __init__(self, path: str, problems: list[str]) -> None:
         shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
-        super().__init__(f"{path}: {shown}")
+        super().__init__(shown)
         self.path = path
         self.problems = problems
 
@@ -66,7 +66,7 @@ def validate_xml(root: etree._Element, name: str = "<memory>") -> None:
     elif root.tag == "workbook":
         target = root
     else:
-        raise TableauFileError(name, [f"root element is <{root.tag}>, expected <workbook> or <datasource>"])
+        raise TableauFileError(name, [f"{name}: root element is <{root.tag}>, expected <workbook> or <datasource>"])
     xsd = schema()
     if not xsd.validate(target):
         raise TableauFileError(name, [f"{name}:{e.line}: {e.message}" for e in xsd.error_log])

@@ -103,3 +103,22 @@ def test_bad_parameters_are_refused_naming_the_parameter(api):
         answer = httpx.get(f"{url}/dashboard", params=params, headers={"X-API-Key": keys["analyst"]})
         assert answer.status_code == 422
         assert answer.json()["detail"][0]["loc"] == ["query", name]
+
+
+def test_screenshot_command_writes_a_png_of_the_dashboard_and_names_a_refusal(api, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    url, keys = api
+    cli = [sys.executable, "-m", "gridsight", "dashboards", "screenshot", "--url", f"{url}/dashboard"]
+    out = tmp_path / "page.png"
+    done = subprocess.run([*cli, "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "GRIDSIGHT_API_KEY": keys["analyst"]})
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).width == 1240
+    env = {k: v for k, v in os.environ.items() if k != "GRIDSIGHT_API_KEY"}
+    refused = subprocess.run([*cli, "--out", str(tmp_path / "no.png")], capture_output=True, text=True, env=env)
+    assert refused.returncode == 2
+    assert "HTTP 401" in refused.stderr and "GRIDSIGHT_API_KEY" in refused.stderr
+    assert not (tmp_path / "no.png").exists()

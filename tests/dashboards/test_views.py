@@ -112,3 +112,18 @@ def test_carbon_uses_a_regions_own_intensity_else_the_system_figure(fleet_url, f
         expected = system - 100.0 if region == fleet_info["carbon_region"] else system
         assert used == pytest.approx(expected)
         assert co2 == pytest.approx(kwh * expected / 1000.0)
+
+
+def test_migration_downgrades_cleanly_and_upgrades_again(database_url):
+    from collector.db import migrate
+    from collector.db import alembic_config
+    from alembic import command
+
+    migrate(database_url)
+    command.downgrade(alembic_config(database_url), "0003_identity")
+    assert _rows(database_url, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", SCHEMA) == [(0,)]
+    assert _rows(database_url, "SELECT count(*) FROM information_schema.columns "
+                               "WHERE table_name = 'sites' AND column_name = 'area_type'") == [(0,)]
+    migrate(database_url)
+    views = _rows(database_url, "SELECT count(*) FROM information_schema.views WHERE table_schema = %s", SCHEMA)
+    assert views == [(len(VIEWS) + 2,)]  # the catalog's views and the two helpers

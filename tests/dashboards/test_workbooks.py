@@ -137,3 +137,13 @@ def test_render_refuses_a_bad_port_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "gridsight dashboards: error: --port 70000 is not a TCP port"
     assert not list(tmp_path.iterdir())
+
+
+def test_validate_command_names_the_broken_file_in_one_line(tmp_path):
+    bad = tmp_path / "broken.twb"
+    bad.write_text((WORKBOOKS_DIR / "carbon.twb").read_text().replace(' version="18.1"', "", 1))
+    done = subprocess.run([*CLI, "validate", str(WORKBOOKS_DIR / "carbon.twb"), str(bad)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gridsight dashboards: error: {bad}:") and "version" in last
