@@ -1,0 +1,39 @@
+"""The `gridsight` command: help for each role, one-line errors, non-zero exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gridsight.cli import ROLES
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gridsight", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_no_arguments_prints_usage_and_fails():
+    res = run()
+    assert res.returncode == 2 and "usage: gridsight" in res.stderr
+
+
+def test_unknown_role_is_a_one_line_error():
+    res = run("frobnicate")
+    assert res.returncode == 2
+    assert "invalid choice" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_every_role_has_help(role):
+    res = run(role, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "usage:" in res.stdout
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_every_role_rejects_an_unknown_option_with_one_line(role):
+    res = run(role, "--no-such-option")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
