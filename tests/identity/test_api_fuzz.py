@@ -8,13 +8,13 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from collector.auth import PUBLIC_ROUTES
+from collector.auth import PUBLIC_ROUTES, roles_of_scopes
 
 
 def _caller_role(op_security: list | None) -> str | None:
     if not op_security:
         return None
-    roles = next(iter(op_security[0].values()))
+    roles = sorted(roles_of_scopes(next(iter(op_security[0].values()))))
     return "admin" if "admin" in roles else roles[0]
 
 
