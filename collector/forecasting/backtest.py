@@ -65,6 +65,7 @@ class BacktestReport:
     fit_seconds_mean: float
     fit_seconds_max: float
     models_used: dict[str, int]
+    predict_seconds_mean: float = 0.0
     origins: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -78,6 +79,7 @@ class BacktestReport:
                 "same_hour_last_week": self.same_hour_last_week.as_dict(),
                 "fit_seconds_mean": round(self.fit_seconds_mean, 3),
                 "fit_seconds_max": round(self.fit_seconds_max, 3),
+                "predict_seconds_mean": round(self.predict_seconds_mean, 3),
                 "models_used": self.models_used, "beats_baselines": self.beats_baselines,
                 "origins": self.origins, "notes": self.notes}
 
@@ -134,12 +136,13 @@ def backtest_day_ahead(series: pd.Series, *, folds: int = 10, every_days: int = 
     if progress:
         progress(f"backtest {name}: fitting {len(jobs)} folds")
     outcomes = run_forecast_jobs(jobs, executor)
-    predicted, fit_times, models, notes = [], [], {}, []
+    predicted, fit_times, predict_times, models, notes = [], [], [], {}, []
     for outcome in outcomes:
         if outcome.forecast is None:
             raise ForecastError(f"fold {outcome.key}: {outcome.error}")
         predicted.append(outcome.forecast.frame["yhat"].to_numpy())
         fit_times.append(outcome.forecast.fit_seconds)
+        predict_times.append(outcome.forecast.predict_seconds)
         models[outcome.forecast.model] = models.get(outcome.forecast.model, 0) + 1
         notes.extend(n for n in outcome.forecast.notes if n not in notes)
     return BacktestReport(
@@ -148,7 +151,7 @@ def backtest_day_ahead(series: pd.Series, *, folds: int = 10, every_days: int = 
         same_hour_yesterday=_score("same_hour_yesterday", actuals, yesterday, per_day),
         same_hour_last_week=_score("same_hour_last_week", actuals, last_week, per_day),
         fit_seconds_mean=float(np.mean(fit_times)), fit_seconds_max=float(np.max(fit_times)),
-        models_used=models, origins=[o.isoformat() for o in origins], notes=notes)
+        models_used=models, predict_seconds_mean=float(np.mean(predict_times)), origins=[o.isoformat() for o in origins], notes=notes)
 
 
 def _score(method: str, actuals: list[np.ndarray], predicted: list[np.ndarray], per_day: int) -> MethodScore:

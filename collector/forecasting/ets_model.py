@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from collector.forecasting.forecast import Forecast, ForecastOptions
+from collector.forecasting.forecast import Forecast, ForecastError, ForecastOptions
 from collector.forecasting.series import steps_per_day
 
 __all__ = ["fit_predict_ets", "MODEL_VERSION"]
@@ -41,16 +41,18 @@ def fit_predict_ets(history: pd.Series, horizon: int, freq: str, options: Foreca
                          seasonal_periods=per_day, initialization_method="heuristic"
                          if len(y) >= 2 * per_day + 10 else "estimated")
         fitted = model.fit(disp=False, maxiter=200)
+        fitted_at = time.perf_counter()
         prediction = fitted.get_prediction(start=len(y), end=len(y) + horizon - 1)
         summary = prediction.summary_frame(alpha=1.0 - options.interval_width)
-    fit_seconds = time.perf_counter() - started
+    fit_seconds = fitted_at - started
+    predict_seconds = time.perf_counter() - fitted_at
     index = pd.date_range(history.index[-1], periods=horizon + 1, freq=freq, tz="UTC")[1:]
     mean = summary["mean"].to_numpy()
     if not np.isfinite(mean).all():
-        from collector.forecasting.forecast import ForecastError
         raise ForecastError("exponential smoothing did not converge on this history")
     frame = pd.DataFrame({"yhat": mean, "yhat_lower": summary["pi_lower"].to_numpy(),
                           "yhat_upper": summary["pi_upper"].to_numpy()}, index=index)
     frame.index.name = "ts"
     return Forecast(frame=frame, model="ets", model_version=MODEL_VERSION, freq=freq,
-                    interval_width=options.interval_width, fit_seconds=fit_seconds)
+                    interval_width=options.interval_width, fit_seconds=fit_seconds,
+                    predict_seconds=predict_seconds)

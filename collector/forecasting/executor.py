@@ -13,6 +13,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 from collector.forecasting.forecast import Forecast, ForecastError, ForecastOptions, forecast_load
@@ -73,6 +74,9 @@ def _run_job(job: ForecastJob) -> ForecastOutcome:
         forecast = forecast_load(job.history, job.horizon, temperature=job.temperature, options=job.options)
     except ForecastError as exc:
         return ForecastOutcome(job.kind, job.key, None, str(exc))
+    except (ValueError, RuntimeError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        # A model library failing on one odd series (optimizer, singular matrix) must not stop the fleet.
+        return ForecastOutcome(job.kind, job.key, None, f"model failed: {type(exc).__name__}: {exc}")
     if job.weather_note:
         forecast = forecast.with_notes(job.weather_note)
     return ForecastOutcome(job.kind, job.key, forecast)

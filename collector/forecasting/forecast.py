@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from collector.forecasting.series import SeriesError, as_load_series, freq_of, steps_per_day
+from collector.forecasting.series import SeriesError, as_load_series, steps_per_day
 
 __all__ = ["Forecast", "ForecastError", "ForecastOptions", "forecast_load", "MIN_PROPHET_DAYS"]
 
@@ -60,6 +60,7 @@ class Forecast:
     interval_width: float
     fit_seconds: float
     used_temperature: bool = False
+    predict_seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -80,11 +81,10 @@ def forecast_load(history: pd.Series, horizon: int, *, temperature: pd.Series | 
     if horizon < 1:
         raise ForecastError(f"horizon must be at least 1 step, got {horizon}")
     try:
-        freq = freq_of(history.index) if isinstance(history.index, pd.DatetimeIndex) else None
-        history = as_load_series(history, freq=freq)
+        history = as_load_series(history)
     except SeriesError as exc:
         raise ForecastError(f"history: {exc}") from None
-    freq = history.index.freqstr if history.index.freqstr in ("h", "15min") else freq_of(history.index)
+    freq = history.index.freqstr
     per_day = steps_per_day(freq)
     history = history.iloc[-options.max_history_days * per_day:]
     days = len(history) / per_day

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from collector.forecasting.forecast import Forecast, ForecastOptions
+from collector.forecasting.forecast import Forecast, ForecastError, ForecastOptions
 from collector.forecasting.series import steps_per_day
 
 __all__ = ["fit_predict_prophet", "MODEL_VERSION"]
@@ -74,7 +74,6 @@ def _build(days: float, options: ForecastOptions, with_temperature: bool):
         try:
             model.add_country_holidays(country_name=options.country)
         except (AttributeError, KeyError, NotImplementedError, ValueError) as exc:
-            from collector.forecasting.forecast import ForecastError
             raise ForecastError(f"country {options.country!r} has no holiday calendar: {exc}") from None
     if with_temperature:
         model.add_regressor("heating_degrees")
@@ -101,6 +100,7 @@ def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: Fo
     if temperature is not None:
         train = _with_temperature(train, temperature.to_numpy()[: len(history)])
     model.fit(train)
+    fitted_at = time.perf_counter()
     # Predict the last day of history too: its errors feed the residual correction.
     tail = min(len(history), 7 * per_day)
     future_index = pd.date_range(history.index[-1], periods=horizon + 1, freq=freq, tz="UTC")[1:]
@@ -109,7 +109,8 @@ def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: Fo
     if temperature is not None:
         future = _with_temperature(future, temperature.to_numpy()[len(history) - tail:])
     predicted = model.predict(future)
-    fit_seconds = time.perf_counter() - started
+    fit_seconds = fitted_at - started
+    predict_seconds = time.perf_counter() - fitted_at
     yhat = predicted["yhat"].to_numpy()
     lower = predicted["yhat_lower"].to_numpy()
     upper = predicted["yhat_upper"].to_numpy()
@@ -125,7 +126,7 @@ def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: Fo
     frame.index.name = "ts"
     return Forecast(frame=frame, model="prophet", model_version=MODEL_VERSION, freq=freq,
                     interval_width=options.interval_width, fit_seconds=fit_seconds,
-                    used_temperature=temperature is not None)
+                    used_temperature=temperature is not None, predict_seconds=predict_seconds)
 
 
 def _residual_path(residuals: np.ndarray, horizon: int, per_day: int) -> np.ndarray:
