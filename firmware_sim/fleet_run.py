@@ -1,0 +1,489 @@
+"""Fleet mode: a simulated fleet through real agents, a real broker and a real collector.
+
+:class:`FleetRun` starts (or uses) PostgreSQL and Mosquitto, runs ``gridsight collector
+ingest`` as a process, trains a model on clean history when none is given, and runs one
+agent per gateway, either as ``gridsight agent run`` processes (``process`` mode: power
+cycles are real SIGKILLs) or as :class:`edge_agent.runtime.Agent` threads in this process
+(``inprocess`` mode, for hundreds of gateways on a small machine). All agents share one
+simulated clock (a :class:`~edge_agent.clock.SimulatedClock` anchored to wall time), and
+each gateway reaches the broker through its own TCP proxy so its link can be cut.
+
+The scenario's faults are applied on that clock. When the run is over, agents stop
+gracefully, the collector drains, and the run leaves ``labels.csv`` and ``run.json`` (the
+manifest ``sim score`` and ``sim report`` read) in the work directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edge_agent.clock import SimulatedClock
+from firmware_sim.fleet_model import Fleet, write_manifest
+from firmware_sim.history import write_readings_csv
+from firmware_sim.net_proxy import ProxyHub, TcpProxy
+from firmware_sim.scenario import FaultEvent, Scenario
+
+__all__ = ["FleetRun", "RunResult", "FleetRunError", "ShiftableClock"]
+
+H = 3600.0
+
+
+class FleetRunError(RuntimeError):
+    """The run could not be set up or finished; the message says which part failed."""
+
+
+class ShiftableClock:
+    """A shared simulated clock plus this gateway's own offset (an in-process clock jump)."""
+
+    def __init__(self, base: SimulatedClock) -> None:
+        self.base = base
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return self.base.now() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.base.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return self.base.wait(event, seconds)
+
+    def real_seconds(self, seconds: float) -> float:
+        return self.base.real_seconds(seconds)
+
+
+@dataclass
+class RunResult:
+    work_dir: Path
+    labels_path: Path
+    manifest_path: Path
+    database_url: str
+    applied: list[str] = field(default_factory=list)
+    real_seconds: float = 0.0
+    meters: int = 0
+
+
+class _ProcessAgent:
+    def __init__(self, run: "FleetRun", index: int) -> None:
+        self.run = run
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self.clock_offset = 0.0
+        self.model_path = run.model_path
+
+    def start(self) -> None:
+        cfg = self.run.write_agent_config(self.index, self.model_path, self.clock_offset)
+        log = open(cfg.parent / "agent.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gridsight", "agent", "run", "--config", str(cfg)],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=self.run.child_env())
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def set_clock_offset(self, seconds: float) -> None:
+        self.stop()
+        self.clock_offset = seconds
+        self.start()
+
+    def use_model(self, path: Path) -> None:
+        self.stop()
+        self.model_path = path
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class _ThreadAgent:
+    def __init__(self, run: "FleetRun", index: int) -> None:
+        self.run = run
+        self.index = index
+        self.clock = ShiftableClock(run.clock)
+        self.agent = None
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+
+    def start(self) -> None:
+        from edge_agent.config import AgentSettings
+        from edge_agent.runtime import Agent
+        from edge_agent.settings import load_settings
+
+        from firmware_sim.reader import SimulatedMeterReader
+
+        values = self.run.agent_settings(self.index, self.run.model_path, 0.0)
+        readers = [SimulatedMeterReader.from_config(values.pop("readers")[0] | {}) ]
+        settings = load_settings(AgentSettings, None, env={}, overrides={**values, "model": {"path": ""}})
+        self.agent = Agent(settings, readers=readers, clock=self.clock, scorer=self.run.scorer)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.agent.run, args=(self.stop_event,), daemon=True,
+                                       name=f"agent-{self.index}")
+        self.thread.start()
+
+    def kill(self) -> None:
+        raise FleetRunError("power_cycle needs fleet.mode = \"process\" (a thread cannot be killed -9)")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(60)
+        self.thread = None
+
+    def set_clock_offset(self, seconds: float) -> None:
+        self.clock.offset = seconds
+
+    def use_model(self, path: Path) -> None:
+        from edge_agent.scorer import Scorer
+        self.agent.use_model(Scorer.load(path))
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+class FleetRun:
+    """One fleet simulation; :meth:`run` does everything and returns a :class:`RunResult`."""
+
+    def __init__(self, scenario: Scenario, work_dir: str | Path, *, database_url: str | None = None,
+                 mqtt_port: int | None = None, progress: Callable[[str], None] | None = None) -> None:
+        self.scenario = scenario
+        self.work_dir = Path(work_dir).resolve()
+        self.database_url = database_url
+        self.external_mqtt_port = mqtt_port
+        self.progress = progress or (lambda m: print(m, file=sys.stderr, flush=True))
+        r, f = scenario.run, scenario.fleet
+        self.scored_start = r.start_ts
+        self.scored_end = self.scored_start + r.hours * H
+        self.sim_start = self.scored_start - r.warmup_hours * H
+        self.fleet = Fleet(f.seed, f.gateways, f.meters_per_gateway, start=self.scored_start, end=self.scored_end,
+                           step_s=r.step_s, anomaly_rate=f.anomaly_rate, fault_rate=f.fault_rate,
+                           kinds=f.kinds or None)
+        self.mode = f.mode if f.mode != "auto" else ("process" if f.gateways <= 12 else "inprocess")
+        self.faults = scenario.faults()
+        if self.mode == "inprocess" and any(e.action == "power_cycle" for e in self.faults):
+            raise FleetRunError("power_cycle needs fleet.mode = \"process\"")
+        if mqtt_port is not None and any(e.action == "broker_outage" for e in self.faults):
+            raise FleetRunError("broker_outage needs the simulator's own broker (leave --mqtt-url out)")
+        self.model_path: Path | None = None
+        self.rollout_path: Path | None = None
+        self.scorer = None
+        self.clock: SimulatedClock | None = None
+        self.anchor = 0.0
+        self._pg = None
+        self._broker = None
+        self._hub: ProxyHub | None = None
+        self.proxies: list[TcpProxy] = []
+        self.agents: list[_ProcessAgent | _ThreadAgent] = []
+        self._collector: subprocess.Popen | None = None
+        self.applied: list[str] = []
+
+    # ---------------------------------------------------------------- configuration
+
+    def child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDSIGHT_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def agent_settings(self, index: int, model: Path | None, clock_offset: float) -> dict:
+        r, f = self.scenario.run, self.scenario.fleet
+        gw_dir = self.work_dir / "gateways" / f"gw-{index:04d}"
+        gw_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "gateway_id": f"gw-{index:04d}", "data_dir": str(gw_dir), "interval_s": r.interval_s,
+            "poll_s": r.poll_s, "grace_s": min(30.0, r.interval_s / 2), "raw_chunk_s": float(r.interval_s),
+            "status_s": float(r.interval_s), "log_level": "warning",
+            "mqtt": {"url": self.proxies[index].url, "reconnect_min_s": 0.2, "reconnect_max_s": 3.0,
+                     "drain_rate": 0.0},
+            "model": {"path": str(model) if model else ""},
+            "clock": {"speed": r.speed, "start": self.sim_start + clock_offset, "anchor": self.anchor},
+            "readers": [{"type": "sim", "seed": f.seed, "gateway": index, "meters": f.meters_per_gateway,
+                         "step_s": r.step_s, "anomalies": True, "anomaly_rate": f.anomaly_rate,
+                         "fault_rate": f.fault_rate, "start": self.scored_start, "end": self.scored_end,
+                         **({"kinds": list(f.kinds)} if f.kinds else {}), "since": self.sim_start,
+                         "state_path": str(gw_dir / "sim-meter-cursor.json"), "name": f"sim:gw{index}"}],
+        }
+
+    def write_agent_config(self, index: int, model: Path | None, clock_offset: float) -> Path:
+        values = self.agent_settings(index, model, clock_offset)
+        path = Path(values["data_dir"]) / "agent.toml"
+        path.write_text(_toml(values))
+        return path
+
+    # ---------------------------------------------------------------- services
+
+    def _start_services(self) -> None:
+        from gridsight.local_services import EmbeddedPostgres, LocalMosquitto
+
+        if self.database_url is None:
+            self.progress("fleet: starting embedded PostgreSQL")
+            self._pg = EmbeddedPostgres(self.work_dir / "postgres", durable=False).start()
+            self.database_url = self._pg.url
+        if self.external_mqtt_port is None:
+            self._broker = LocalMosquitto(self.work_dir / "mosquitto").start()
+            broker_port = self._broker.port
+        else:
+            broker_port = self.external_mqtt_port
+        self.broker_port = broker_port
+        self.progress(f"fleet: migrating {self.database_url}")
+        done = subprocess.run([sys.executable, "-m", "gridsight", "collector", "migrate"], capture_output=True,
+                              text=True, env=self._collector_env(), timeout=300)
+        if done.returncode != 0:
+            raise FleetRunError(f"collector migrate failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        self._start_collector(wait=True)
+        self._hub = ProxyHub()
+        self.proxies = [self._hub.proxy(broker_port) for _ in range(self.scenario.fleet.gateways)]
+
+    def _collector_env(self) -> dict[str, str]:
+        env = self.child_env()
+        env.update(DATABASE_URL=self.database_url, MQTT_URL=f"mqtt://127.0.0.1:{self.broker_port}",
+                   GRIDSIGHT_DATA_DIR=str(self.work_dir / "collector"))
+        for k in ("S3_ENDPOINT_URL", "S3_BUCKET"):
+            env.pop(k, None)
+        return env
+
+    def _start_collector(self, wait: bool = False) -> None:
+        path = self.work_dir / "collector.log"
+        offset = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")
+        self._collector = subprocess.Popen([sys.executable, "-m", "gridsight", "collector", "ingest",
+                                            "--replica-id", "sim-collector"], stdout=log, stderr=subprocess.STDOUT,
+                                           env=self._collector_env(), start_new_session=True)
+        log.close()
+        if not wait:
+            return
+        # Until the collector's persistent session exists, the broker has nobody to keep
+        # messages for: wait for its subscription before any agent publishes.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                if b"subscribed to" in fh.read():
+                    return
+            if self._collector.poll() is not None:
+                raise FleetRunError(f"the collector exited with code {self._collector.returncode}; see {path}")
+            time.sleep(0.1)
+        raise FleetRunError(f"the collector did not subscribe within 120 s; see {path}")
+
+    def _kill_collector(self) -> None:
+        if self._collector is not None and self._collector.poll() is None:
+            self._collector.send_signal(signal.SIGKILL)
+            self._collector.wait(10)
+
+    # ---------------------------------------------------------------- model
+
+    def _train(self, out: Path, seed_offset: int) -> Path:
+        from model_export.pipeline import train_and_export
+
+        m = self.scenario.model
+        specs = list(self.fleet.meter_specs())
+        step = max(1, len(specs) // m.train_meters)
+        chosen = {s.meter_id for s in specs[::step][: m.train_meters]}
+        clean = Fleet(self.fleet.seed, self.fleet.gateways, self.fleet.meters_per_gateway, step_s=60,
+                      anomaly_rate=0.0, fault_rate=0.0)
+        subset = _MeterSubset(clean, chosen)
+        history = self.work_dir / f"train-{seed_offset}.csv"
+        end = self.sim_start
+        write_readings_csv(subset, end - m.train_days * 86400, end, 60, history)
+        self.progress(f"fleet: training model on {len(chosen)} meters x {m.train_days:g} days of clean history")
+        train_and_export(history, out, version=f"sim-v{seed_offset + 1}", interval_s=self.scenario.run.interval_s,
+                         random_state=seed_offset)
+        return out
+
+    def _prepare_models(self) -> None:
+        from edge_agent.scorer import Scorer
+
+        m = self.scenario.model
+        self.model_path = Path(m.path).resolve() if m.path else self._train(self.work_dir / "model-v1.onnx", 0)
+        rollout = next((e for e in self.faults if e.action == "model_rollout"), None)
+        if rollout is not None:
+            self.rollout_path = Path(rollout.model).resolve() if rollout.model else \
+                self._train(self.work_dir / "model-v2.onnx", 1)
+        self.scorer = Scorer.load(self.model_path)
+
+    # ---------------------------------------------------------------- faults
+
+    def _targets(self, e: FaultEvent) -> list[int]:
+        return list(e.gateways) if e.gateways is not None else list(range(len(self.agents)))
+
+    def _schedule(self) -> list[tuple[float, str, Callable[[], None]]]:
+        steps: list[tuple[float, str, Callable[[], None]]] = []
+        for e in self.faults:
+            t = self.scored_start + e.at_hours * H
+            end = t + e.duration_hours * H
+            gws = self._targets(e)
+            if e.action == "broker_outage":
+                steps += [(t, "broker down", self._broker.stop), (end, "broker up", self._broker.start)]
+            elif e.action == "partition":
+                steps += [(t, f"partition {gws}", lambda g=gws: [self.proxies[i].cut() for i in g]),
+                          (end, f"partition healed {gws}", lambda g=gws: [self.proxies[i].restore() for i in g])]
+            elif e.action == "power_cycle":
+                steps += [(t, f"power off (SIGKILL) {gws}", lambda g=gws: [self.agents[i].kill() for i in g]),
+                          (end, f"power on {gws}", lambda g=gws: [self.agents[i].start() for i in g])]
+            elif e.action == "collector_restart":
+                steps += [(t, "collector killed", self._kill_collector),
+                          (end, "collector restarted", self._start_collector)]
+            elif e.action == "clock_jump":
+                steps += [(t, f"clock jump {e.jump_s:+g} s {gws}",
+                           lambda g=gws, j=e.jump_s: [self.agents[i].set_clock_offset(j) for i in g])]
+                if e.duration_hours > 0:
+                    steps += [(end, f"clock corrected {gws}",
+                               lambda g=gws: [self.agents[i].set_clock_offset(0.0) for i in g])]
+            elif e.action == "model_rollout":
+                steps += [(t, f"model rollout to {self.rollout_path.name}",
+                           lambda g=gws: [self.agents[i].use_model(self.rollout_path) for i in g])]
+        return sorted(steps, key=lambda s: s[0])
+
+    # ---------------------------------------------------------------- the run
+
+    def _stored_messages(self) -> int:
+        import psycopg
+        try:
+            with psycopg.connect(self.database_url, connect_timeout=5) as conn:
+                return int(conn.execute("SELECT count(*) FROM ingest_log").fetchone()[0])
+        except psycopg.Error:
+            return -1
+
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._prepare_models()
+            self._start_services()
+            r = self.scenario.run
+            self.anchor = time.time() + 1.0
+            self.clock = SimulatedClock(self.sim_start, r.speed, anchor=self.anchor)
+            kind = _ProcessAgent if self.mode == "process" else _ThreadAgent
+            self.agents = [kind(self, i) for i in range(self.scenario.fleet.gateways)]
+            self.progress(f"fleet: {len(self.agents)} gateways x {self.scenario.fleet.meters_per_gateway} meters "
+                          f"({self.mode} mode), {r.warmup_hours:g} h warm-up + {r.hours:g} h scored at {r.speed:g}x")
+            for a in self.agents:
+                a.start()
+            steps = self._schedule()
+            finish = self.scored_end + r.interval_s + 2 * r.poll_s + 60
+            last_report = 0.0
+            while True:
+                now = self.clock.now()
+                while steps and steps[0][0] <= now:
+                    at, what, action = steps.pop(0)
+                    action()
+                    hours = (at - self.scored_start) / H
+                    self.applied.append(f"{hours:+.2f} h {what}")
+                    self.progress(f"fleet: {hours:+.2f} h {what}")
+                if now >= finish:
+                    break
+                if time.monotonic() - last_report > 10:
+                    last_report = time.monotonic()
+                    dead = [a.index for a in self.agents if not a.alive]
+                    self.progress(f"fleet: simulated {(now - self.scored_start) / H:+.1f} h of {r.hours:g}, "
+                                  f"{self._stored_messages()} messages stored"
+                                  + (f", down: {dead}" if dead else ""))
+                time.sleep(0.05)
+            self.progress("fleet: run over; stopping agents and draining the collector")
+            for a in self.agents:
+                a.stop()
+            self._drain(r.drain_timeout_s)
+            self.fleet.write_labels(self.work_dir / "labels.csv")
+            write_manifest(self.work_dir / "run.json", self.fleet, self.scored_start, self.scored_end,
+                           produced_since=self.sim_start, mode=self.mode, speed=r.speed, faults=self.applied,
+                           model=str(self.model_path), rollout_model=str(self.rollout_path or ""))
+            return RunResult(self.work_dir, self.work_dir / "labels.csv", self.work_dir / "run.json",
+                             self.database_url, self.applied, time.monotonic() - started,
+                             self.fleet.gateways * self.fleet.meters_per_gateway)
+        finally:
+            self._teardown()
+
+    def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last, stable_since = -2, time.monotonic()
+        while time.monotonic() < deadline:
+            n = self._stored_messages()
+            if n != last:
+                last, stable_since = n, time.monotonic()
+            elif time.monotonic() - stable_since >= 4.0:
+                return
+            time.sleep(0.5)
+        self.progress(f"fleet: the collector was still storing after {timeout_s:.0f} s")
+
+    def _teardown(self) -> None:
+        for a in self.agents:
+            try:
+                a.stop()
+            except Exception:
+                pass
+        if self._collector is not None and self._collector.poll() is None:
+            self._collector.send_signal(signal.SIGTERM)
+            try:
+                self._collector.wait(30)
+            except subprocess.TimeoutExpired:
+                self._collector.kill()
+        if self._hub is not None:
+            self._hub.close()
+        if self._broker is not None:
+            self._broker.close()
+
+    def close(self) -> None:
+        """Stop the embedded PostgreSQL (kept running after :meth:`run` so the run can be scored)."""
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+
+
+class _MeterSubset(Fleet):
+    """A fleet restricted to some meters (for training on a sample)."""
+
+    def __init__(self, fleet: Fleet, meter_ids: set[str]) -> None:
+        self.__dict__.update(fleet.__dict__)
+        self._only = meter_ids
+
+    def meter_specs(self):
+        return (s for s in super().meter_specs() if s.meter_id in self._only)
+
+    def with_step(self, step_s: int) -> "Fleet":
+        return _MeterSubset(super().with_step(step_s), self._only)
+
+
+def _toml(values: dict, prefix: str = "") -> str:
+    """Enough TOML for agent configs: scalars, tables, arrays of tables, lists of scalars."""
+    def scalar(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    lines, tables = [], []
+    for k, v in values.items():
+        if isinstance(v, dict):
+            tables.append(f"\n[{prefix}{k}]\n" + _toml(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                tables.append(f"\n[[{prefix}{k}]]\n" + _toml(item, f"{prefix}{k}."))
+        else:
+            lines.append(f"{k} = {scalar(v)}")
+    return "\n".join(lines) + "\n" + "".join(tables)
