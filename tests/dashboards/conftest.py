@@ -2,10 +2,12 @@
 
 The fleet comes from the simulator (``firmware_sim.fleet_model.Fleet``): its regions (urban and
 rural), feeders, gateway sites with coordinates, meters, their 15-minute energy and the
-anomalies injected into them. Rows go into the collector's own tables (dimensions,
-partitioned summaries and flags, hourly/daily rollups), so the ``tableau`` views are
-queried exactly as in a deployment. Intervals inside an injected consumption anomaly get a
-low score and a flag whose reason ends in ``(kind)``, as the agent's explanation does.
+anomalies injected into them. The registry rows go in with SQL; the 15-minute summaries
+(one message per gateway and interval) and anomaly flags go through the wire contract and
+the collector's own ingest writer, which keeps the partitions and the hourly/daily rollups,
+so the ``tableau`` views are queried exactly as in a deployment. Intervals inside an injected
+consumption anomaly get a low score and a flag whose reason ends in ``(kind)``, as the
+agent's explanation does. Forecasts come from the collector's forecaster.
 """
 
 from __future__ import annotations
@@ -22,73 +24,86 @@ DAYS = 8
 
 
 def seed_fleet(database_url: str, gateways: int = 8, meters_per_gateway: int = 3, days: int = DAYS) -> dict:
-    """Write a simulated fleet into the collector's tables; returns what was written."""
+    """Register a simulated fleet and ingest its interval summaries and flags; returns what was sent."""
+    import asyncio
+
+    from collector.db.writer import BatchWriter, Received
+    from edge_agent.wire import AnomalyFlag, IntervalSummary, MeterSummary, encode, topic_for
     from firmware_sim.fleet_model import Fleet
 
     end = START + days * DAY
     fleet = Fleet(seed=6, gateways=gateways, meters_per_gateway=meters_per_gateway, start=START, end=end,
                   step_s=900, anomaly_rate=0.5, fault_rate=0.0)
-    regions, feeders, sites, gws, meters, summaries, flags = set(), set(), [], [], [], [], []
+    regions, feeders, sites, gws, meters = set(), set(), [], [], []
+    messages: list[Received] = []
+    summaries = flags = 0
     for g in fleet.gateway_specs():
         regions.add(g.region)
         feeders.add((g.feeder_id, g.region))
         sites.append((g.gateway_id, g.gateway_id, g.region, g.feeder_id, g.lat, g.lon, g.region_kind))
         gws.append((g.gateway_id, g.gateway_id))
+        per_interval: dict[float, list[MeterSummary]] = {}
+        gateway_flags = []
         for spec in g.meters:
             meters.append((spec.meter_id, g.gateway_id, g.gateway_id))
             meter = fleet.meter(spec)
             events = [e for e in meter.events if e.is_consumption]
-            first, last = fleet.calendar.day_of(START), fleet.calendar.day_of(end - 1)
-            for d in range(first - 1, last + 2):
+            for d in range(fleet.calendar.day_of(START) - 1, fleet.calendar.day_of(end - 1) + 2):
                 series = meter.day(d)
                 starts = series.ts - 900
                 keep = (starts >= START) & (starts < end)
                 for t, kwh, p in zip(starts[keep], series.step_kwh[keep], series.power_w[keep]):
+                    t, kwh, p = float(t), max(float(kwh), 0.0), float(p)
                     hit = next((e for e in events if e.start < t + 900 and e.end > t), None)
                     score = -0.08 if hit else 0.05 + 0.05 * ((int(t) // 900) % 7) / 7
-                    summaries.append((spec.meter_id, float(t), float(kwh), float(p), score, hit is not None,
-                                      g.gateway_id))
+                    per_interval.setdefault(t, []).append(
+                        MeterSummary(spec.meter_id, kwh, 15, p, p, score, hit is not None))
                     if hit:
-                        flags.append((spec.meter_id, float(t), score, float(kwh),
-                                      f"kwh {kwh:.2f} vs profile ({hit.kind})", g.gateway_id))
+                        gateway_flags.append((spec.meter_id, t, score, kwh, hit.kind))
+        seq = 0
+        for t in sorted(per_interval):
+            seq += 1
+            summaries += len(per_interval[t])
+            messages.append(Received(topic_for(g.gateway_id, "summary"), encode(IntervalSummary(
+                g.gateway_id, seq, MODEL_VERSION, t + 900, t, 900, tuple(per_interval[t]))), t + 901))
+        for meter_id, t, score, kwh, kind in gateway_flags:
+            seq += 1
+            flags += 1
+            messages.append(Received(topic_for(g.gateway_id, "flag"), encode(AnomalyFlag(
+                g.gateway_id, seq, MODEL_VERSION, t + 900, meter_id, t, 900, score, 0.0, kwh,
+                reason=f"kwh {kwh:.2f} vs profile ({kind})")), t + 901))
+    with psycopg.connect(database_url, autocommit=True, options="-c TimeZone=UTC") as conn, conn.transaction():
+        cur = conn.cursor()
+        cur.executemany("INSERT INTO regions (id, name) VALUES (%s, %s)", [(r, r.title()) for r in sorted(regions)])
+        cur.executemany("INSERT INTO feeders (id, region_id, name) VALUES (%s, %s, %s)",
+                        [(f, r, f) for f, r in sorted(feeders)])
+        cur.executemany("INSERT INTO sites (id, name, region_id, feeder_id, lat, lon, area_type) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s)", sites)
+        cur.executemany("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", gws)
+        cur.executemany("INSERT INTO meters (id, gateway_id, site_id) VALUES (%s, %s, %s)", meters)
+        cur.executemany("INSERT INTO carbon_intensity (area, hour_start, intensity_g_per_kwh, source) "
+                        "VALUES (%s, to_timestamp(%s), %s, 'test')", _carbon(end))
+
+    async def ingest() -> None:
+        writer = BatchWriter(database_url, archive=False)
+        try:
+            for i in range(0, len(messages), 500):
+                await writer.write(messages[i:i + 500])
+        finally:
+            await writer.close()
+
+    asyncio.run(ingest())
     with psycopg.connect(database_url, autocommit=True, options="-c TimeZone=UTC") as conn:
-        for table in ("interval_summaries", "anomaly_flags"):
-            conn.execute("SELECT gridsight_ensure_partitions(%s, to_timestamp(%s), to_timestamp(%s))",
-                         (table, START - DAY, end + DAY))
-        with conn.transaction():
-            cur = conn.cursor()
-            cur.executemany("INSERT INTO regions (id, name) VALUES (%s, %s)", [(r, r.title()) for r in sorted(regions)])
-            cur.executemany("INSERT INTO feeders (id, region_id, name) VALUES (%s, %s, %s)",
-                            [(f, r, f) for f, r in sorted(feeders)])
-            cur.executemany("INSERT INTO sites (id, name, region_id, feeder_id, lat, lon, area_type) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s)", sites)
-            cur.executemany("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", gws)
-            cur.executemany("INSERT INTO meters (id, gateway_id, site_id) VALUES (%s, %s, %s)", meters)
-            with cur.copy("COPY interval_summaries (meter_id, interval_start, interval_s, kwh, readings, "
-                          "power_w_mean, power_w_max, score, anomalous, model_version, gateway_id, seq, "
-                          "received_at) FROM STDIN") as copy:
-                for i, (m, t, kwh, p, score, anomalous, gw) in enumerate(summaries):
-                    copy.write_row((m, _ts(t), 900, kwh, 15, p, p, score, anomalous, "if-test-1", gw, i, _ts(t + 900)))
-            with cur.copy("COPY anomaly_flags (meter_id, interval_start, interval_s, score, threshold, kwh, "
-                          "reason, model_version, gateway_id, seq, sent_at, received_at) FROM STDIN") as copy:
-                for i, (m, t, score, kwh, reason, gw) in enumerate(flags):
-                    copy.write_row((m, _ts(t), 900, score, 0.0, kwh, reason, "if-test-1", gw, 10_000_000 + i,
-                                    _ts(t + 900), _ts(t + 900)))
-            cur.executemany("INSERT INTO carbon_intensity (area, hour_start, intensity_g_per_kwh, source) "
-                            "VALUES (%s, to_timestamp(%s), %s, 'test')", _carbon(end))
-            for table, unit in (("readings_hourly", "hour"), ("readings_daily", "day")):
-                cur.execute(f"""
-                    INSERT INTO {table} (meter_id, bucket, kwh, intervals, readings, power_w_sum, power_w_n,
-                                         power_w_max, anomalous_intervals)
-                    SELECT meter_id, date_trunc('{unit}', interval_start), sum(kwh), count(*), sum(readings),
-                           sum(power_w_mean), count(power_w_mean), max(power_w_max),
-                           count(*) FILTER (WHERE anomalous)
-                    FROM interval_summaries GROUP BY 1, 2""")
+        stored = conn.execute("SELECT (SELECT count(*) FROM interval_summaries), (SELECT count(*) FROM anomaly_flags), "
+                              "(SELECT count(*) FROM dead_letters)").fetchone()
+        assert stored == (summaries, flags, 0), stored
         forecasts = _forecast(conn, start=START, history_days=days - 2, horizon=72)
-    return {"fleet": fleet, "forecasts": forecasts, "carbon_region": CARBON_REGION, "summaries": len(summaries), "flags": len(flags), "meters": len(meters),
-            "sites": sites, "regions": sorted(regions), "start": START, "end": end}
+    return {"fleet": fleet, "forecasts": forecasts, "carbon_region": CARBON_REGION, "summaries": summaries,
+            "flags": flags, "meters": len(meters), "sites": sites, "regions": sorted(regions), "start": START,
+            "end": end}
 
 
+MODEL_VERSION = "if-test-1"
 CARBON_REGION = "valley"  # has its own intensity, 100 g/kWh below the system figure
 
 
@@ -133,12 +148,6 @@ def _forecast(conn, start: float, history_days: int, horizon: int) -> dict[tuple
                   float(r.yhat_lower), float(r.yhat_upper)) for ts, r in fc.frame.iterrows()])
             written[(kind, key)] = len(fc.frame)
     return written
-
-
-def _ts(t: float):
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
 @pytest.fixture(scope="session")
