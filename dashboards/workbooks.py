@@ -63,6 +63,7 @@ class Calculation:
     formula: str
     datatype: str = "real"
     role: str = "measure"
+    compute_using: str | None = None  # a table calculation (SCRIPT_*) runs along this column, once per partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +114,14 @@ _POLICY_PARAMETERS = (
     Parameter("ev_adoption_pct", "EV adoption: share of meters with an EV (%)", 10, 0, 60, 5),
 )
 _P = "[" + PARAMETERS_DATASOURCE + "]"
-# Evening charging profile: share of an EV's 7 kWh/day by hour (UTC), the same as collector.policy's.
+# The sliders go to collector.policy through TabPy, along hour_of_day (each hour once per call).
 _POLICY_FORMULA = (
     "SCRIPT_REAL(\"return tabpy.query('policy_sandbox', _arg1, _arg2, _arg3, _arg4, _arg5, _arg6, _arg7)"
     "['response']\", ATTR([hour_of_day]), SUM([avg_kwh]), SUM([meters]), "
     f"{_P}.[tou_shift_pct], {_P}.[dr_cap_pct], {_P}.[efficiency_pct], {_P}.[ev_adoption_pct])"
 )
 _EFFICIENCY_FORMULA = f"SUM([avg_kwh]) * (1 - {_P}.[efficiency_pct] / 100)"
-_CO2_AFTER_FORMULA = f"[load_after_policy_kwh] * AVG([intensity_g_per_kwh]) / 1000"
+_CO2_AFTER_FORMULA = "[load_after_policy_kwh] * AVG([intensity_g_per_kwh]) / 1000"
 
 WORKBOOKS: tuple[Workbook, ...] = (
     Workbook(
@@ -184,12 +185,15 @@ WORKBOOKS: tuple[Workbook, ...] = (
          Worksheet("Efficiency only", "policy_sandbox_inputs", "Bar",
                    rows=(Shelf("efficiency_only_kwh", "User", "qk"),), cols=(Shelf("region"),)),
          Worksheet("CO2 after policy", "policy_sandbox_inputs", "Bar",
-                   rows=(Shelf("region"),), cols=(Shelf("co2_after_policy_kg", "User", "qk"),))),
+                   rows=(Shelf("region"),), cols=(Shelf("co2_after_policy_kg", "User", "qk"),),
+                   detail=(Shelf("hour_of_day", "None", "ok"),))),
         parameters=_POLICY_PARAMETERS,
         calculations={"policy_sandbox_inputs": (
-            Calculation("load_after_policy_kwh", "Load after policy (kWh per hour)", _POLICY_FORMULA),
+            Calculation("load_after_policy_kwh", "Load after policy (kWh per hour)", _POLICY_FORMULA,
+                        compute_using="hour_of_day"),
             Calculation("efficiency_only_kwh", "Load after efficiency only (kWh per hour)", _EFFICIENCY_FORMULA),
-            Calculation("co2_after_policy_kg", "CO2 after policy (kg per hour)", _CO2_AFTER_FORMULA),
+            Calculation("co2_after_policy_kg", "CO2 after policy (kg per hour)", _CO2_AFTER_FORMULA,
+                        compute_using="hour_of_day"),
         )}),
 )
 
@@ -314,9 +318,13 @@ def _worksheet(wb: Workbook, ws: Worksheet) -> etree._Element:
                 pending.append(dep)
     for name in sorted(used_columns):
         deps.append(_column_for(wb, v, name))
+    along = {c.name: c.compute_using for c in calcs if c.compute_using}
     for s in sorted(shelves, key=lambda s: s.instance):
-        etree.SubElement(deps, "column-instance", {"column": f"[{s.column}]", "derivation": s.derivation,
-                                                   "name": s.instance, "pivot": "key", "type": s.instance_type})
+        inst = etree.SubElement(deps, "column-instance", {"column": f"[{s.column}]", "derivation": s.derivation,
+                                                          "name": s.instance, "pivot": "key", "type": s.instance_type})
+        if s.column in along:
+            tc = etree.SubElement(inst, "table-calc", {"ordering-type": "Field"})
+            etree.SubElement(tc, "order", {"field": f"[{ds_name}].{instance_name(along[s.column], 'None', 'ok')}"})
     for f in ws.filters:
         col = v.column(f.column)
         if col.datatype in ("date", "datetime") or f.kind == "qk":

@@ -147,3 +147,30 @@ def test_validate_command_names_the_broken_file_in_one_line(tmp_path):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"gridsight dashboards: error: {bad}:") and "version" in last
+
+
+def test_table_calculations_run_along_a_column_of_their_view(fleet_url):
+    live = _view_columns(fleet_url)
+    orders = 0
+    for path in sorted(WORKBOOKS_DIR.glob("*.twb")):
+        root = etree.parse(str(path)).getroot()
+        views = {ds.get("name"): re.search(r"\[(\w+)\]$", ds.find("connection/relation").get("table")).group(1)
+                 for ds in root.iter("datasource") if ds.find("connection/relation") is not None}
+        for order in root.iter("order"):
+            ds, inst = re.fullmatch(r"\[([^\]]+)\]\.\[\w+:(\w+):\w+\]", order.get("field")).groups()
+            assert inst in live[views[ds]], f"{path.name}: table calculation along {inst}, not a column"
+            orders += 1
+    assert orders >= 2
+
+
+def test_every_policy_slider_position_is_accepted_by_the_collectors_policy_model():
+    from collector.policy import day_profile_after
+
+    sandbox = next(w for w in WORKBOOKS if w.file_stem == "policy_sandbox")
+    defaults = {p.name: p.default for p in sandbox.parameters}
+    hours, load, meters = list(range(24)), [10.0 + h for h in range(24)], [50] * 24
+    for p in sandbox.parameters:
+        steps = round((p.high - p.low) / p.step)
+        for value in (p.low + i * p.step for i in range(steps + 1)):
+            after = day_profile_after(hours, load, meters, **{**defaults, p.name: value})
+            assert len(after) == 24 and all(v >= 0 for v in after), (p.name, value)
