@@ -103,7 +103,8 @@ def _status(args: argparse.Namespace) -> int:
         size = db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0]
         oldest = db.execute("SELECT MIN(created_at) FROM messages").fetchone()[0]
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
-        staged = db.execute("SELECT COUNT(*) FROM readings WHERE id > ?", (int(meta.get("chunked_upto", 0)),)).fetchone()[0]
+        staged = db.execute("SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?",
+                            (int(meta.get("chunked_upto", 0)),)).fetchone()[0]
         db.close()
     except sqlite3.DatabaseError as exc:
         raise CLIError(f"cannot read {db_path}: {exc}") from None

@@ -2,10 +2,12 @@
 
 One SQLite file (WAL journal, ``synchronous=FULL`` by default) holds three things:
 
-* ``readings``: raw readings as they are taken. A reading counts as taken once it is here.
-  The same rows are the window stage's journal: after a crash the open intervals are
-  rebuilt from them (:meth:`Outbox.open_readings`). Rows are sealed into raw-chunk messages
-  every chunk period and pruned once sealed *and* their interval is summarised.
+* ``batches``: raw readings as they are taken, one zlib-compressed columnar row per poll
+  cycle (a few kB for 200 meters instead of 200 rows and their index pages: this is what
+  keeps an SD card alive). A reading counts as taken once it is here. The same rows are the
+  window stage's journal: after a crash the open intervals are rebuilt from them
+  (:meth:`Outbox.open_readings`). Batches are sealed into raw-chunk messages every chunk
+  period and pruned once sealed *and* their interval is summarised.
 * ``messages``: encoded wire messages with their per-gateway sequence number, waiting for
   the broker's PUBACK. ``seq`` is allocated here and persisted in the same transaction as
   the message, so it survives restarts and never repeats.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 import threading
 import time
 from dataclasses import dataclass
@@ -45,7 +48,9 @@ KIND_RANK: dict[str, int] = {"raw": 0, "summary": 1, "flag": 2, "status": 3}
 EVICTION_ORDER = ("raw", "summary", "flag", "status")
 # SQLite row + index overhead, so a budget of N bytes is roughly N bytes on disk.
 ROW_OVERHEAD_BYTES = 48
-READING_BYTES = 7 * 8 + ROW_OVERHEAD_BYTES
+# Readings per stored batch row: a sealed chunk is whole batches, so this bounds chunk size.
+BATCH_MAX_READINGS = 2000
+_COLUMNS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor")
 _COUNTERS = ("evicted_raw", "evicted_summary", "evicted_flag", "evicted_status",
              "evicted_raw_bytes", "evicted_summary_bytes", "evicted_flag_bytes", "evicted_status_bytes")
 
@@ -54,12 +59,20 @@ CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, rank INTEGER NOT NULL, retain INTEGER NOT NULL,
     created_at REAL NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_rank ON messages (rank, seq);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY, meter_id TEXT NOT NULL, ts REAL NOT NULL, energy_kwh REAL NOT NULL,
-    power_w REAL, voltage_v REAL, current_a REAL, power_factor REAL);
-CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY, max_ts REAL NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _pack(readings: Sequence[Reading]) -> bytes:
+    columns = [[getattr(r, c) for r in readings] for c in _COLUMNS]
+    return zlib.compress(json.dumps(columns, separators=(",", ":")).encode(), 1)
+
+
+def _unpack(data: bytes) -> list[Reading]:
+    columns = json.loads(zlib.decompress(data))
+    return [Reading(*row) for row in zip(*columns)]
 
 
 class OutboxError(RuntimeError):
@@ -118,7 +131,9 @@ class Outbox:
         self._state: dict[str, Any] = json.loads(meta.get("state", "{}"))
         self._message_bytes = self._db.execute(
             "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ? FROM messages", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
-        self._reading_rows = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        self._batch_bytes = self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM batches", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
+        self._pruned_before: float | None = None
 
     @property
     def next_seq(self) -> int:
@@ -131,7 +146,7 @@ class Outbox:
 
     @property
     def used_bytes(self) -> int:
-        return self._message_bytes + self._reading_rows * READING_BYTES
+        return self._message_bytes + self._batch_bytes
 
     def depth(self) -> dict[str, int]:
         """Messages waiting per kind, plus staged readings not yet sealed into a chunk."""
@@ -139,7 +154,7 @@ class Outbox:
             out = {k: 0 for k in KIND_RANK}
             out.update(dict(self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall()))
             out["unsealed_readings"] = self._db.execute(
-                "SELECT COUNT(*) FROM readings WHERE id > ?", (self._chunked_upto,)).fetchone()[0]
+                "SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?", (self._chunked_upto,)).fetchone()[0]
             return out
 
     # ------------------------------------------------------------------ writing
@@ -152,62 +167,68 @@ class Outbox:
         ``readings`` are staged; ``messages`` get consecutive seqs; ``seal`` (if given) turns
         every staged, unsealed reading into raw-chunk messages of at most ``seal_max``
         readings; sealed readings older than ``prune_before`` are deleted; ``state`` replaces
-        the persisted agent state. Then the budget is enforced by eviction.
+        the persisted agent state. Then the budget is enforced by eviction. The meta row is
+        rewritten only when something in it changed, sparing a page write per poll.
         """
         with self._lock:
             seqs: list[int] = []
             next_seq = self._next_seq
             chunked_upto = self._chunked_upto
             added_bytes = 0
-            added_rows = 0
+            added_batch_bytes = 0
             counters = dict(self.counters)
+            meta_dirty = state is not None
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-                if readings:
-                    db.executemany(
-                        "INSERT INTO readings (meter_id, ts, energy_kwh, power_w, voltage_v, current_a,"
-                        " power_factor) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a,
-                          r.power_factor) for r in readings])
-                    added_rows += len(readings)
-                rows = []
+                for i in range(0, len(readings), BATCH_MAX_READINGS):
+                    part = readings[i:i + BATCH_MAX_READINGS]
+                    data = _pack(part)
+                    db.execute("INSERT INTO batches (max_ts, count, data) VALUES (?, ?, ?)",
+                               (max(r.ts for r in part), len(part), data))
+                    added_batch_bytes += len(data) + ROW_OVERHEAD_BYTES
                 for msg in messages:
                     payload = msg.build(next_seq)
                     if msg.kind == "status":
                         # only the latest status matters; an unsent older one is replaced
                         removed = db.execute("DELETE FROM messages WHERE kind = 'status' RETURNING size").fetchall()
                         added_bytes -= sum(r[0] + ROW_OVERHEAD_BYTES for r in removed)
-                    rows.append((next_seq, msg.kind, KIND_RANK[msg.kind], int(msg.retain), _now(), len(payload), payload))
-                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", rows[-1])
+                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (next_seq, msg.kind, KIND_RANK[msg.kind], int(msg.retain), _now(), len(payload), payload))
                     seqs.append(next_seq)
                     added_bytes += len(payload) + ROW_OVERHEAD_BYTES
                     next_seq += 1
+                    meta_dirty = True
                 if seal is not None:
-                    while True:
-                        batch = db.execute(
-                            "SELECT id, meter_id, ts, energy_kwh, power_w, voltage_v, current_a, power_factor"
-                            " FROM readings WHERE id > ? ORDER BY id LIMIT ?", (chunked_upto, seal_max)).fetchall()
-                        if not batch:
-                            break
-                        payload = seal(next_seq, [Reading(*row[1:]) for row in batch])
-                        db.execute("INSERT INTO messages VALUES (?, 'raw', ?, 0, ?, ?, ?)",
-                                   (next_seq, KIND_RANK["raw"], _now(), len(payload), payload))
-                        seqs.append(next_seq)
-                        added_bytes += len(payload) + ROW_OVERHEAD_BYTES
-                        next_seq += 1
-                        chunked_upto = batch[-1][0]
-                if prune_before is not None:
-                    pruned = db.execute("DELETE FROM readings WHERE id <= ? AND ts < ?",
-                                        (chunked_upto, prune_before)).rowcount
-                    added_rows -= pruned
+                    rows = db.execute("SELECT id, count, data FROM batches WHERE id > ? ORDER BY id",
+                                      (chunked_upto,)).fetchall()
+                    chunk: list[Reading] = []
+                    for index, (batch_id, count, data) in enumerate(rows):
+                        chunk.extend(_unpack(data))
+                        if len(chunk) >= seal_max or index == len(rows) - 1:
+                            payload = seal(next_seq, chunk)
+                            db.execute("INSERT INTO messages VALUES (?, 'raw', ?, 0, ?, ?, ?)",
+                                       (next_seq, KIND_RANK["raw"], _now(), len(payload), payload))
+                            seqs.append(next_seq)
+                            added_bytes += len(payload) + ROW_OVERHEAD_BYTES
+                            next_seq += 1
+                            chunked_upto = batch_id
+                            chunk = []
+                            meta_dirty = True
+                if prune_before is not None and (chunked_upto != self._chunked_upto
+                                                  or self._pruned_before is None or prune_before > self._pruned_before):
+                    freed = db.execute("DELETE FROM batches WHERE id <= ? AND max_ts < ? RETURNING LENGTH(data)",
+                                       (chunked_upto, prune_before)).fetchall()
+                    added_batch_bytes -= sum(r[0] + ROW_OVERHEAD_BYTES for r in freed)
                 evicted_bytes = self._evict(db, self._message_bytes + added_bytes
-                                            + (self._reading_rows + added_rows) * READING_BYTES, counters)
+                                            + self._batch_bytes + added_batch_bytes, counters)
                 added_bytes -= evicted_bytes
-                meta = {"next_seq": next_seq, "chunked_upto": chunked_upto, **counters}
-                if state is not None:
-                    meta["state"] = json.dumps(state, separators=(",", ":"))
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
+                meta_dirty = meta_dirty or evicted_bytes > 0
+                if meta_dirty:
+                    meta = {"next_seq": next_seq, "chunked_upto": chunked_upto, **counters}
+                    if state is not None:
+                        meta["state"] = json.dumps(state, separators=(",", ":"))
+                    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
                 db.execute("COMMIT")
             except BaseException as exc:
                 if db.in_transaction:
@@ -218,7 +239,9 @@ class Outbox:
             self._next_seq = next_seq
             self._chunked_upto = chunked_upto
             self._message_bytes += added_bytes
-            self._reading_rows += added_rows
+            self._batch_bytes += added_batch_bytes
+            if prune_before is not None:
+                self._pruned_before = prune_before
             self.counters = counters
             if state is not None:
                 self._state = dict(state)
@@ -257,10 +280,8 @@ class Outbox:
     def open_readings(self, since_ts: float) -> list[Reading]:
         """Staged readings with ``ts >= since_ts``: the open windows to rebuild after a restart."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT meter_id, ts, energy_kwh, power_w, voltage_v, current_a, power_factor"
-                " FROM readings WHERE ts >= ? ORDER BY id", (since_ts,)).fetchall()
-        return [Reading(*row) for row in rows]
+            rows = self._db.execute("SELECT data FROM batches WHERE max_ts >= ? ORDER BY id", (since_ts,)).fetchall()
+        return [r for (data,) in rows for r in _unpack(data) if r.ts >= since_ts]
 
     def pending(self, limit: int, *, live_from_seq: int, backlog_limit: int,
                 exclude: set[int] | frozenset[int] = frozenset()) -> list[PendingMessage]:

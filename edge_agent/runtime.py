@@ -308,6 +308,12 @@ class Agent:
             counters.update({"mqtt_connected": int(bool(self.transport.connected)), "mqtt_connects": pub.connects,
                              "mqtt_disconnects": pub.disconnects, "mqtt_connect_failures": pub.connect_failures,
                              "mqtt_published": pub.published, "mqtt_acked": pub.acked, "mqtt_refused": pub.refused})
+            latencies = sorted(pub.latencies_s)
+            if latencies:
+                # outbox write -> PUBACK, over the last (up to) 50,000 messages
+                counters["mqtt_latency_p50_ms"] = round(1000 * latencies[len(latencies) // 2], 2)
+                counters["mqtt_latency_p99_ms"] = round(1000 * latencies[min(len(latencies) - 1,
+                                                                              int(len(latencies) * 0.99))], 2)
         for slot in self.slots[:40]:
             key = slot.name.replace(" ", "_")[:40]
             counters[f"reader.{key}.errors"] = slot.errors

@@ -24,6 +24,7 @@ the open intervals are rebuilt from the outbox's reading journal after a restart
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -49,6 +50,51 @@ class ClosedInterval:
     stats: tuple[IntervalStats, ...]  # one per meter with readings, sorted by meter id
 
 
+class _MeterBuffer:
+    """One meter's open readings as packed arrays: 24 bytes a reading, not a Python object each."""
+
+    __slots__ = ("ts", "energy", "power")
+
+    def __init__(self) -> None:
+        self.ts = array("d")
+        self.energy = array("d")
+        self.power = array("d")
+
+    def add(self, r: Reading) -> bool:
+        """Buffer ``r``; False if a reading with the same timestamp is already here."""
+        ts = self.ts
+        if ts and r.ts <= ts[-1] and r.ts in ts:  # only out-of-order readings pay for the scan
+            return False
+        ts.append(r.ts)
+        self.energy.append(r.energy_kwh)
+        self.power.append(math.nan if r.power_w is None else r.power_w)
+        return True
+
+    def earliest(self) -> float:
+        return min(self.ts)
+
+    def take_before(self, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Remove and return (ts, energy, power) of readings before ``end``, sorted by time."""
+        ts = np.frombuffer(self.ts, dtype=np.float64) if self.ts else np.empty(0)
+        if not ts.size:
+            return None
+        inside = ts < end
+        if not inside.any():
+            return None
+        energy = np.frombuffer(self.energy, dtype=np.float64)
+        power = np.frombuffer(self.power, dtype=np.float64)
+        order = np.argsort(ts[inside], kind="stable")
+        taken = (ts[inside][order].copy(), energy[inside][order].copy(), power[inside][order].copy())
+        keep = ~inside
+        rest = (ts[keep].tolist(), energy[keep].tolist(), power[keep].tolist())
+        del ts, energy, power  # release the buffer views before the arrays are replaced
+        self.ts, self.energy, self.power = array("d", rest[0]), array("d", rest[1]), array("d", rest[2])
+        return taken
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
 class IntervalWindow:
     """Buffers readings per meter until their interval closes."""
 
@@ -59,7 +105,7 @@ class IntervalWindow:
         self.grace_s = float(grace_s)
         self.closed_until: float | None = None  # every interval before this is summarised
         self.clock_jumps = 0
-        self._open: dict[str, dict[float, Reading]] = {}
+        self._open: dict[str, _MeterBuffer] = {}
         self._prev_energy: dict[str, float] = {}
         self._high_water: dict[str, float] = {}  # last ts of each meter at its latest close
 
@@ -79,11 +125,12 @@ class IntervalWindow:
                 self._high_water[r.meter_id] = r.ts  # a second copy of it is a duplicate
                 intake.accepted.append(r)
                 continue
-            bucket = self._open.setdefault(r.meter_id, {})
-            if r.ts in bucket:
+            bucket = self._open.get(r.meter_id)
+            if bucket is None:
+                bucket = self._open[r.meter_id] = _MeterBuffer()
+            if not bucket.add(r):
                 intake.duplicates += 1
                 continue
-            bucket[r.ts] = r
             intake.accepted.append(r)
         return intake
 
@@ -104,12 +151,12 @@ class IntervalWindow:
             stats = []
             for meter_id in sorted(self._open):
                 bucket = self._open[meter_id]
-                inside = [bucket.pop(ts) for ts in sorted(t for t in bucket if t < end)]
-                if not bucket:
+                inside = bucket.take_before(end)
+                if not len(bucket):
                     del self._open[meter_id]
-                if not inside:
+                if inside is None:
                     continue
-                stats.append(self._reduce(meter_id, start, inside))
+                stats.append(self._reduce(meter_id, start, *inside))
             if stats:
                 closed.append(ClosedInterval(start, self.interval_s, tuple(stats)))
             self.closed_until = end
@@ -117,21 +164,16 @@ class IntervalWindow:
                 # nothing buffered: skip straight past idle intervals (meters silent, clock leapt)
                 self.closed_until = max(end, self._floor(now - self.grace_s))
             else:
-                earliest = min(min(b) for b in self._open.values())
+                earliest = min(b.earliest() for b in self._open.values())
                 self.closed_until = max(self.closed_until, self._floor(earliest))
         return closed
 
-    def _reduce(self, meter_id: str, start: float, inside: list[Reading]) -> IntervalStats:
-        ts = np.fromiter((r.ts for r in inside), dtype=np.float64, count=len(inside))
-        energy = np.fromiter((r.energy_kwh for r in inside), dtype=np.float64, count=len(inside))
-        power = None
-        if any(r.power_w is not None for r in inside):
-            power = np.fromiter((math.nan if r.power_w is None else r.power_w for r in inside),
-                                dtype=np.float64, count=len(inside))
-        stats = interval_stats(meter_id, start, self.interval_s, ts, energy, power,
-                               self._prev_energy.get(meter_id))
-        self._prev_energy[meter_id] = float(inside[-1].energy_kwh)
-        self._high_water[meter_id] = float(inside[-1].ts)
+    def _reduce(self, meter_id: str, start: float, ts: np.ndarray, energy: np.ndarray,
+                power: np.ndarray) -> IntervalStats:
+        stats = interval_stats(meter_id, start, self.interval_s, ts, energy,
+                               None if np.isnan(power).all() else power, self._prev_energy.get(meter_id))
+        self._prev_energy[meter_id] = float(energy[-1])
+        self._high_water[meter_id] = float(ts[-1])
         return stats
 
     def _restart_after_clock_jump(self, now: float) -> None:
@@ -166,8 +208,9 @@ class IntervalWindow:
                 self.closed_until = self._floor(r.ts)
             if r.ts < self.closed_until:
                 continue  # journalled late reading: already raw, never summarised
-            bucket = self._open.setdefault(r.meter_id, {})
-            if r.ts not in bucket:
-                bucket[r.ts] = r
+            bucket = self._open.get(r.meter_id)
+            if bucket is None:
+                bucket = self._open[r.meter_id] = _MeterBuffer()
+            if bucket.add(r):
                 restored += 1
         return restored

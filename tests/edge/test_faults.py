@@ -141,7 +141,7 @@ def test_outbox_at_its_budget_evicts_raw_first_keeps_summaries_and_counts_in_sta
     taken = recording(5, T0, 4 * 3600, 30)
     clock = ManualClock(T0)
     settings = AgentSettings(gateway_id="gw-full", data_dir=tmp_path / "data", poll_s=30, raw_chunk_s=120,
-                             outbox=OutboxSettings(budget_mb=0.1))
+                             outbox=OutboxSettings(budget_mb=0.04))
     agent = Agent(settings, readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))], clock=clock,
                   scorer=None, transport=NullTransport())
     while clock.now() < T0 + 4 * 3600 + 60:
@@ -152,7 +152,7 @@ def test_outbox_at_its_budget_evicts_raw_first_keeps_summaries_and_counts_in_sta
     assert counters["evicted_raw"] > 0 and counters["evicted_raw_bytes"] > 0
     assert counters["evicted_summary"] == 0 and counters["evicted_flag"] == 0
     assert depth["summary"] == 16  # every interval's summary survived
-    assert agent.outbox.used_bytes <= 0.1 * 1024 * 1024
+    assert agent.outbox.used_bytes <= 0.04 * 1024 * 1024
     # what is left of the raw data is the newest
     from edge_agent.wire import decode, topic_for
     raw = [decode(topic_for("gw-full", "raw"), p.payload)

@@ -97,8 +97,8 @@ def test_at_budget_raw_is_evicted_before_summaries_before_flags_and_every_evicti
 
 def test_readings_are_sealed_into_chunks_and_pruned_only_after_their_interval_closed(tmp_path):
     box = Outbox(tmp_path / "o.sqlite")
-    readings = [Reading("m1", T0 + i * 60, 1.0 + i) for i in range(20)]
-    box.append(readings=readings)
+    for i in range(20):  # one poll cycle each
+        box.append(readings=[Reading("m1", T0 + i * 60, 1.0 + i)])
     assert box.depth()["unsealed_readings"] == 20
     seal = lambda seq, rs: json.dumps({"seq": seq, "ts": [r.ts for r in rs]}).encode()
     box.append(seal=seal, seal_max=8, prune_before=T0 + 600)
