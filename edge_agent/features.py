@@ -34,17 +34,23 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "level_vs_hour_of_week": "log of kWh over the meter's own hour-of-week profile (EWMA)",
     "z_vs_hour_of_day": "z-score of kWh against the hour-of-day profile's EWMA mean and spread",
     "level_vs_recent": "log of kWh over the meter's recent level (EWMA, about 6 hours)",
-    "step_vs_previous": "log of kWh over the previous interval's kWh",
+    "level_3h_vs_profile": "log of the trailing 3 h energy over what the profile expects for those hours",
+    "level_6h_vs_profile": "log of the trailing 6 h energy over what the profile expects for those hours",
     "day_vs_typical_day": "log of the trailing 24 h energy over the meter's typical day",
-    "flatline_hours": "hours the interval energy has not changed (stuck register, outage, frozen load)",
+    "variability_vs_typical": "log of the trailing 3 h coefficient of variation over its usual value at this hour",
+    "flatline_hours": "hours the interval energy has not changed beyond the register's resolution",
     "zero_hours": "hours the meter has recorded no energy at all",
-    "spike_ratio": "peak over mean instantaneous power within the interval (1 without power data)",
     "night_share": "share of the trailing 24 h energy used in the meter's own six quietest profile hours",
+    "step_vs_previous": "log of kWh over the previous interval's kWh",
+    "spike_ratio": "peak over mean instantaneous power within the interval (1 without power data)",
 }
-DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURE_DESCRIPTIONS)
+# The last two are available but not in the default set: on household meters they mostly
+# measure appliance cycling, which dilutes the forest's attention.
+DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURE_DESCRIPTIONS)[:11]
 
-# EWMA weights. The hour-of-day profile adapts over about ten days of that hour, the
-# hour-of-week profile over about four weeks, the recent level over about six hours.
+# EWMA weights per day (hour-of-day) and per week (hour-of-week): the hour-of-day profile
+# adapts over about ten days, the hour-of-week profile over about four weeks, the recent
+# level over about six hours.
 _ALPHA_HOD = 0.1
 _ALPHA_HOW = 0.25
 _RECENT_HOURS = 6.0
@@ -55,6 +61,7 @@ _MIN_BIN_DAYS = 2
 _MAX_RUN_HOURS = 48.0
 _CLIP = 10.0
 _DAY_S = 86_400
+_NEUTRAL = {"spike_ratio": 1.0, "night_share": 0.25}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +115,9 @@ def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np
 class _MeterHistory:
     """Everything the builder remembers about one meter; plain lists so it serialises to JSON."""
 
-    __slots__ = ("hod_mean", "hod_var", "hod_n", "how_mean", "how_n", "recent", "level",
-                 "level_n", "prev_kwh", "prev_start", "flat_s", "zero_s", "day_kwh",
-                 "day_hod", "typical_day", "day_seen_s")
+    __slots__ = ("hod_mean", "hod_var", "hod_n", "how_mean", "how_n", "cv_mean", "cv_n", "recent",
+                 "level", "level_n", "quantum", "prev_kwh", "prev_start", "flat_s", "zero_s",
+                 "day_kwh", "day_hod", "day_how", "typical_day")
 
     def __init__(self) -> None:
         self.hod_mean = [0.0] * 24
@@ -118,17 +125,20 @@ class _MeterHistory:
         self.hod_n = [0] * 24
         self.how_mean = [0.0] * 168
         self.how_n = [0] * 168
+        self.cv_mean = [0.0] * 24
+        self.cv_n = [0] * 24
         self.recent: float | None = None
         self.level = 0.0  # long-run mean interval kWh: the meter's size, for scale-free floors
         self.level_n = 0
+        self.quantum: float | None = None  # smallest kWh change seen: the register's resolution
         self.prev_kwh: float | None = None
         self.prev_start: float | None = None
         self.flat_s = 0.0
         self.zero_s = 0.0
-        self.day_kwh: list[float] = []  # trailing 24 h, one entry per interval
+        self.day_kwh: list[float] = []  # trailing 24 h, one entry per contiguous interval
         self.day_hod: list[int] = []
+        self.day_how: list[int] = []
         self.typical_day: float | None = None
-        self.day_seen_s = 0.0
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -139,13 +149,40 @@ class _MeterHistory:
         for k in cls.__slots__:
             if k in obj:
                 setattr(h, k, obj[k])
-        if len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.day_kwh) != len(h.day_hod):
+        if len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.cv_mean) != 24 \
+                or not len(h.day_kwh) == len(h.day_hod) == len(h.day_how):
             raise ValueError("feature state has the wrong shape")
         return h
 
 
 def _log_ratio(value: float, reference: float, floor: float) -> float:
-    return float(np.clip(math.log((value + floor) / (reference + floor)), -_CLIP, _CLIP))
+    return float(min(_CLIP, max(-_CLIP, math.log((value + floor) / (reference + floor)))))
+
+
+class _Interval:
+    """What one interval means for one meter's history, worked out once for computing and learning."""
+
+    __slots__ = ("kwh", "hod", "how", "contiguous", "floor", "unchanged", "is_zero", "window", "cv")
+
+    def __init__(self, h: _MeterHistory, s: IntervalStats, interval_s: int, day_len: int) -> None:
+        self.kwh = max(0.0, s.kwh)
+        hour = int(s.interval_start // 3600)
+        self.hod = hour % 24
+        self.how = (hour // 24 + 3) % 7 * 24 + self.hod  # 1970-01-01 was a Thursday
+        self.contiguous = h.prev_start is not None and 0 < s.interval_start - h.prev_start <= 1.5 * interval_s
+        self.floor = 0.05 * h.level + 1e-9
+        # The register's resolution is the smallest change seen, trusted once a day has been seen.
+        quantum = h.quantum if h.quantum is not None and h.level_n >= day_len else 0.0
+        tolerance = max(1e-9, 2e-3 * h.level, 1.01 * quantum)
+        self.unchanged = self.contiguous and h.prev_kwh is not None and abs(self.kwh - h.prev_kwh) <= tolerance
+        self.is_zero = h.level_n > 0 and self.kwh <= max(1e-9, 1e-3 * h.level)
+        # trailing window including this interval, oldest first
+        if self.contiguous:
+            self.window = (h.day_kwh[-(day_len - 1):] + [self.kwh], h.day_hod[-(day_len - 1):] + [self.hod],
+                           h.day_how[-(day_len - 1):] + [self.how])
+        else:
+            self.window = ([self.kwh], [self.hod], [self.how])
+        self.cv: float | None = None
 
 
 class FeatureBuilder:
@@ -158,113 +195,165 @@ class FeatureBuilder:
     def __init__(self, feature_names: Sequence[str], interval_s: int = 900) -> None:
         unknown = [n for n in feature_names if n not in FEATURE_DESCRIPTIONS]
         if unknown:
-            raise ValueError(f"unknown feature {unknown[0]!r}; known: {', '.join(DEFAULT_FEATURES)}")
+            raise ValueError(f"unknown feature {unknown[0]!r}; known: {', '.join(FEATURE_DESCRIPTIONS)}")
         if not 1 <= int(interval_s) <= _DAY_S:
             raise ValueError(f"interval_s must be 1..86400, got {interval_s}")
         self.feature_names = tuple(feature_names)
         self.interval_s = int(interval_s)
         self._meters: dict[str, _MeterHistory] = {}
+        per_hour = max(1, 3600 // self.interval_s)
         self._day_len = max(1, _DAY_S // self.interval_s)
+        self._six_hours = max(1, 6 * 3600 // self.interval_s)
+        self._three_hours = max(3, 3 * 3600 // self.interval_s)
         self._recent_alpha = min(1.0, 2.0 / (_RECENT_HOURS * 3600.0 / self.interval_s + 1.0))
         self._level_alpha = min(1.0, self.interval_s / (7.0 * _DAY_S))
-        self._min_bin = _MIN_BIN_DAYS * max(1, 3600 // self.interval_s)
+        self._min_bin = _MIN_BIN_DAYS * per_hour
+        # A profile bin is updated per_hour times a day; the weights above are per day (per week).
+        self._alpha_hod = 1.0 - (1.0 - _ALPHA_HOD) ** (1.0 / per_hour)
+        self._alpha_how = 1.0 - (1.0 - _ALPHA_HOW) ** (1.0 / per_hour)
 
     def features(self, stats: IntervalStats) -> np.ndarray:
         """The feature vector (float32, ``feature_names`` order) of ``stats``; then update history."""
         h = self._meters.get(stats.meter_id)
         if h is None:
             h = self._meters[stats.meter_id] = _MeterHistory()
-        values = self._compute(h, stats)
-        self._learn(h, stats)
-        return np.array([values[n] for n in self.feature_names], dtype=np.float32)
+        iv = _Interval(h, stats, self.interval_s, self._day_len)
+        iv.cv = self._window_cv(iv)
+        out = np.empty(len(self.feature_names), dtype=np.float32)
+        for i, name in enumerate(self.feature_names):
+            out[i] = getattr(self, "_f_" + name)(h, stats, iv)
+        self._learn(h, stats, iv)
+        return out
 
-    # ---------------------------------------------------------------- computation
+    # ---------------------------------------------------------------- one method per feature
 
-    def _bins(self, start: float) -> tuple[int, int]:
-        hour = int(start // 3600)
-        return hour % 24, (hour // 24 + 3) % 7 * 24 + hour % 24  # 1970-01-01 was a Thursday
+    def _expected(self, h: _MeterHistory, hod: int, how: int) -> float | None:
+        """What the meter usually uses in this hour of the week (or of the day), if known yet."""
+        if h.how_n[how] >= self._min_bin:
+            return h.how_mean[how]
+        if h.hod_n[hod] >= self._min_bin:
+            return h.hod_mean[hod]
+        return None
 
-    def _compute(self, h: _MeterHistory, s: IntervalStats) -> dict[str, float]:
-        kwh = max(0.0, s.kwh)
-        floor = 0.05 * h.level + 1e-9
-        hod, how = self._bins(s.interval_start)
-        contiguous = h.prev_start is not None and 0 < s.interval_start - h.prev_start <= 1.5 * self.interval_s
+    def _f_level_vs_hour_of_day(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        if h.hod_n[iv.hod] < self._min_bin:
+            return 0.0
+        return _log_ratio(iv.kwh, h.hod_mean[iv.hod], iv.floor)
 
-        hod_ref = h.hod_mean[hod] if h.hod_n[hod] >= self._min_bin else None
-        how_ref = h.how_mean[how] if h.how_n[how] >= self._min_bin else hod_ref
-        v: dict[str, float] = {}
-        v["level_vs_hour_of_day"] = 0.0 if hod_ref is None else _log_ratio(kwh, hod_ref, floor)
-        v["level_vs_hour_of_week"] = 0.0 if how_ref is None else _log_ratio(kwh, how_ref, floor)
-        if h.hod_n[hod] >= self._min_bin + 1:
-            spread = math.sqrt(h.hod_var[hod]) + floor
-            v["z_vs_hour_of_day"] = float(np.clip((kwh - h.hod_mean[hod]) / spread, -_CLIP, _CLIP))
-        else:
-            v["z_vs_hour_of_day"] = 0.0
-        v["level_vs_recent"] = 0.0 if h.recent is None else _log_ratio(kwh, h.recent, floor)
-        v["step_vs_previous"] = _log_ratio(kwh, h.prev_kwh, floor) if contiguous and h.prev_kwh is not None else 0.0
+    def _f_level_vs_hour_of_week(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        ref = self._expected(h, iv.hod, iv.how)
+        return 0.0 if ref is None else _log_ratio(iv.kwh, ref, iv.floor)
 
-        day = h.day_kwh[-(self._day_len - 1):] + [kwh] if contiguous else [kwh]
-        if h.typical_day is not None and len(day) >= self._day_len:
-            v["day_vs_typical_day"] = _log_ratio(sum(day), h.typical_day, floor * self._day_len)
-        else:
-            v["day_vs_typical_day"] = 0.0
+    def _f_z_vs_hour_of_day(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        if h.hod_n[iv.hod] < self._min_bin + 1:
+            return 0.0
+        spread = math.sqrt(h.hod_var[iv.hod]) + iv.floor
+        return float(min(_CLIP, max(-_CLIP, (iv.kwh - h.hod_mean[iv.hod]) / spread)))
 
-        unchanged = contiguous and h.prev_kwh is not None and abs(kwh - h.prev_kwh) <= max(1e-9, 1e-3 * h.level)
-        v["flatline_hours"] = min(_MAX_RUN_HOURS, (h.flat_s + s.interval_s) / 3600.0) if unchanged else 0.0
-        is_zero = kwh <= max(1e-9, 1e-3 * h.level) and h.level_n > 0
-        v["zero_hours"] = min(_MAX_RUN_HOURS, ((h.zero_s if contiguous else 0.0) + s.interval_s) / 3600.0) \
-            if is_zero else 0.0
+    def _f_level_vs_recent(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return 0.0 if h.recent is None else _log_ratio(iv.kwh, h.recent, iv.floor)
 
-        if s.power_w_mean is not None and s.power_w_max is not None and s.power_w_mean > 1e-6:
-            v["spike_ratio"] = float(min(_CLIP * 2, max(1.0, s.power_w_max / s.power_w_mean)))
-        else:
-            v["spike_ratio"] = 1.0
-        v["night_share"] = self._night_share(h, day, contiguous, hod)
-        return v
+    def _f_level_3h_vs_profile(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._window_vs_profile(h, iv, self._three_hours)
 
-    def _night_share(self, h: _MeterHistory, day: list[float], contiguous: bool, hod: int) -> float:
-        """Energy share of the meter's six quietest hours over the trailing day; neutral 0.25 early."""
+    def _f_level_6h_vs_profile(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._window_vs_profile(h, iv, self._six_hours)
+
+    def _window_vs_profile(self, h: _MeterHistory, iv: _Interval, n: int) -> float:
+        """Trailing ``n`` intervals' energy against the profile's expectation for the same hours."""
+        kwh, hods, hows = (w[-n:] for w in iv.window)
+        if len(kwh) < n:
+            return 0.0
+        expected = 0.0
+        for hod, how in zip(hods, hows):
+            ref = self._expected(h, hod, how)
+            if ref is None:
+                return 0.0
+            expected += ref
+        return _log_ratio(sum(kwh), expected, iv.floor * len(kwh))
+
+    def _f_day_vs_typical_day(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        day = iv.window[0]
+        if h.typical_day is None or len(day) < self._day_len:
+            return 0.0
+        return _log_ratio(sum(day), h.typical_day, iv.floor * self._day_len)
+
+    def _window_cv(self, iv: _Interval) -> float | None:
+        """Coefficient of variation of the trailing three hours (plain Python: 12 numbers)."""
+        kwh = iv.window[0][-self._three_hours:]
+        if len(kwh) < self._three_hours:
+            return None
+        mean = sum(kwh) / len(kwh)
+        std = math.sqrt(sum((k - mean) ** 2 for k in kwh) / len(kwh))
+        return std / (mean + iv.floor)
+
+    def _f_variability_vs_typical(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        cv = iv.cv
+        if cv is None or h.cv_n[iv.hod] < self._min_bin:
+            return 0.0
+        return _log_ratio(cv, h.cv_mean[iv.hod], 0.02)
+
+    def _f_flatline_hours(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return min(_MAX_RUN_HOURS, (h.flat_s + s.interval_s) / 3600.0) if iv.unchanged else 0.0
+
+    def _f_zero_hours(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        if not iv.is_zero:
+            return 0.0
+        return min(_MAX_RUN_HOURS, ((h.zero_s if iv.contiguous else 0.0) + s.interval_s) / 3600.0)
+
+    def _f_night_share(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        """Energy share of the meter's six quietest profile hours over the trailing day; 0.25 early."""
+        day, hods, _ = iv.window
         if min(h.hod_n) < self._min_bin or len(day) < self._day_len:
-            return 0.25
-        quiet = set(np.argsort(np.asarray(h.hod_mean), kind="stable")[:6].tolist())
-        hods = (h.day_hod[-(self._day_len - 1):] + [hod]) if contiguous else [hod]
+            return _NEUTRAL["night_share"]
         total = sum(day)
         if total <= 1e-9:
-            return 0.25
+            return _NEUTRAL["night_share"]
+        quiet = set(sorted(range(24), key=lambda b: h.hod_mean[b])[:6])
         return float(sum(k for k, b in zip(day, hods) if b in quiet) / total)
 
-    def _learn(self, h: _MeterHistory, s: IntervalStats) -> None:
-        kwh = max(0.0, s.kwh)
-        hod, how = self._bins(s.interval_start)
-        contiguous = h.prev_start is not None and 0 < s.interval_start - h.prev_start <= 1.5 * self.interval_s
-        tol = max(1e-9, 1e-3 * h.level)
-        unchanged = contiguous and h.prev_kwh is not None and abs(kwh - h.prev_kwh) <= tol
-        h.flat_s = h.flat_s + s.interval_s if unchanged else 0.0
-        is_zero = kwh <= tol and h.level_n > 0
-        h.zero_s = ((h.zero_s if contiguous else 0.0) + s.interval_s) if is_zero else 0.0
+    def _f_step_vs_previous(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        if not iv.contiguous or h.prev_kwh is None:
+            return 0.0
+        return _log_ratio(iv.kwh, h.prev_kwh, iv.floor)
 
+    def _f_spike_ratio(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        if s.power_w_mean is None or s.power_w_max is None or s.power_w_mean <= 1e-6:
+            return _NEUTRAL["spike_ratio"]
+        return float(min(2 * _CLIP, max(1.0, s.power_w_max / s.power_w_mean)))
+
+    # ---------------------------------------------------------------- learning
+
+    def _learn(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
+        kwh, hod, how = iv.kwh, iv.hod, iv.how
+        if iv.contiguous and h.prev_kwh is not None:
+            change = abs(kwh - h.prev_kwh)
+            if change > 1e-6:
+                h.quantum = change if h.quantum is None else min(h.quantum, change)
+        h.flat_s = h.flat_s + s.interval_s if iv.unchanged else 0.0
+        h.zero_s = ((h.zero_s if iv.contiguous else 0.0) + s.interval_s) if iv.is_zero else 0.0
+
+        cv = iv.cv
+        if cv is not None:
+            h.cv_mean[hod] = cv if h.cv_n[hod] == 0 else h.cv_mean[hod] + self._alpha_hod * (cv - h.cv_mean[hod])
+            h.cv_n[hod] += 1
         if h.hod_n[hod] == 0:
             h.hod_mean[hod], h.hod_var[hod] = kwh, 0.0
         else:
             delta = kwh - h.hod_mean[hod]
-            h.hod_mean[hod] += _ALPHA_HOD * delta
-            h.hod_var[hod] = (1 - _ALPHA_HOD) * (h.hod_var[hod] + _ALPHA_HOD * delta * delta)
+            h.hod_mean[hod] += self._alpha_hod * delta
+            h.hod_var[hod] = (1 - self._alpha_hod) * (h.hod_var[hod] + self._alpha_hod * delta * delta)
         h.hod_n[hod] += 1
-        h.how_mean[how] = kwh if h.how_n[how] == 0 else h.how_mean[how] + _ALPHA_HOW * (kwh - h.how_mean[how])
+        h.how_mean[how] = kwh if h.how_n[how] == 0 else h.how_mean[how] + self._alpha_how * (kwh - h.how_mean[how])
         h.how_n[how] += 1
         h.recent = kwh if h.recent is None else h.recent + self._recent_alpha * (kwh - h.recent)
         h.level_n += 1
         h.level += max(self._level_alpha, 1.0 / h.level_n) * (kwh - h.level)
 
-        if not contiguous:
-            h.day_kwh, h.day_hod = [], []
-        h.day_kwh.append(kwh)
-        h.day_hod.append(hod)
-        if len(h.day_kwh) > self._day_len:
-            del h.day_kwh[: len(h.day_kwh) - self._day_len]
-            del h.day_hod[: len(h.day_hod) - self._day_len]
-        if len(h.day_kwh) == self._day_len:
-            total = sum(h.day_kwh)
+        day, hods, hows = iv.window
+        h.day_kwh, h.day_hod, h.day_how = day, hods, hows
+        if len(day) >= self._day_len:
+            total = sum(day)
             h.typical_day = total if h.typical_day is None else \
                 h.typical_day + _TYPICAL_DAY_ALPHA * self.interval_s / _DAY_S * (total - h.typical_day)
         h.prev_kwh = kwh
@@ -274,13 +363,13 @@ class FeatureBuilder:
 
     def state(self) -> dict:
         """JSON-able snapshot of every meter's history (the agent persists it across restarts)."""
-        return {"version": 1, "interval_s": self.interval_s, "feature_names": list(self.feature_names),
+        return {"version": 2, "interval_s": self.interval_s, "feature_names": list(self.feature_names),
                 "meters": {m: h.to_json() for m, h in self._meters.items()}}
 
     def load_state(self, state: dict) -> None:
-        """Restore a :meth:`state` snapshot; a snapshot for another interval length is refused."""
-        if not isinstance(state, dict) or state.get("version") != 1:
-            raise ValueError("feature state is not a version-1 snapshot")
+        """Restore a :meth:`state` snapshot; a snapshot of another layout or interval is refused."""
+        if not isinstance(state, dict) or state.get("version") != 2:
+            raise ValueError("feature state is not a version-2 snapshot")
         if state.get("interval_s") != self.interval_s:
             raise ValueError(f"feature state is for {state.get('interval_s')} s intervals, "
                              f"this builder uses {self.interval_s} s")

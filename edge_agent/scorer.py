@@ -161,6 +161,9 @@ _EXPLAIN = (
     ("level_vs_hour_of_day", 0.0, 1.0),
     ("level_vs_hour_of_week", 0.0, 0.9),
     ("level_vs_recent", 0.0, 0.8),
+    ("level_3h_vs_profile", 0.0, 1.3),
+    ("level_6h_vs_profile", 0.0, 1.4),
+    ("variability_vs_typical", 0.0, 0.4),
     ("day_vs_typical_day", 0.0, 1.2),
     ("step_vs_previous", 0.0, 0.6),
     ("z_vs_hour_of_day", 0.0, 0.15),
@@ -171,6 +174,8 @@ _PHRASES = {
     "level_vs_hour_of_day": "hour-of-day profile",
     "level_vs_hour_of_week": "hour-of-week profile",
     "level_vs_recent": "recent level",
+    "level_3h_vs_profile": "profile over the last 3 h",
+    "level_6h_vs_profile": "profile over the last 6 h",
     "day_vs_typical_day": "typical day (24 h energy)",
     "step_vs_previous": "previous interval",
 }
@@ -197,6 +202,8 @@ def describe_features(named: dict[str, float]) -> str | None:
         return f"consumption unchanged for {value:.1f} h (flatline)"
     if best == "z_vs_hour_of_day":
         return f"kWh {value:+.1f} sd from hour-of-day profile ({'spike' if value > 0 else 'drop'})"
+    if best == "variability_vs_typical":
+        return f"load variability {math.exp(value):.2f}x usual ({'erratic' if value > 0 else 'flatline'})"
     if best == "spike_ratio":
         return f"peak power {value:.1f}x interval mean (spike)"
     return f"{value:.0%} of the day's energy in quiet hours (night load)"

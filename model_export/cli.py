@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path,
                    help="model file to write; with --by-class, a directory for one model per class")
     target = t.add_mutually_exclusive_group()
-    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.01)")
+    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.005)")
     target.add_argument("--false-alarms-per-meter-month", type=_budget, metavar="K",
                         help="calibrate the threshold so a normal meter raises about K flags a month")
     t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")

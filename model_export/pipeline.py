@@ -31,7 +31,7 @@ __all__ = ["TrainingError", "TrainResult", "train_and_export", "load_table", "lo
            "verify_parity", "intervals_per_month", "PARITY_TOLERANCE", "ReadingsError"]
 
 PARITY_TOLERANCE = 1e-5
-DEFAULT_CONTAMINATION = 0.01
+DEFAULT_CONTAMINATION = 0.005
 _SELFTEST_ROWS = 8
 _MAX_HOLDOUT = 5000
 
@@ -63,7 +63,7 @@ def intervals_per_month(interval_s: int) -> float:
 
 def calibration_contamination(interval_s: int, contamination: float | None = None,
                               false_alarms_per_meter_month: float | None = None) -> float:
-    """The training-row share to flag, from exactly one target (default: 1 %).
+    """The training-row share to flag, from exactly one target (default: 0.5 %).
 
     A false-alarm budget of k per meter per month at 15-minute intervals flags the k/2880
     most isolated training rows, so a meter behaving like its history raises about k flags a month.

@@ -27,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edge_agent.features import IntervalStats, interval_stats
+from edge_agent.features import IntervalStats
 from edge_agent.wire import Reading
 
 __all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings_csv", "table_from_readings",
@@ -287,12 +287,36 @@ def _register_rows(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | Non
     if absurd.any():
         # Re-base everything after the glitch so the jump itself contributes nothing.
         v = v - np.concatenate(([0.0], np.cumsum(np.where(absurd, steps, 0.0))))
+    return _register_intervals(meter, t, v, p, bins, interval_s)
+
+
+def _register_intervals(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | None, bins: np.ndarray,
+                        interval_s: int) -> list[IntervalStats]:
+    """:func:`edge_agent.features.interval_stats` for every interval at once (same rules, vectorised).
+
+    Each register step is credited to the interval of its later reading, negative steps
+    (resets) count as nothing, and an interval's first step comes from the previous
+    interval's last reading, as the agent chains ``prev_energy_kwh``. A step across a gap
+    longer than one interval is not credited (the agent passes ``prev_energy_kwh=None``
+    then): the energy of a gap is unknown in time, and crediting it to one interval would
+    fake a spike.
+    """
+    steps = np.concatenate(([0.0], np.maximum(np.diff(v), 0.0)))
+    steps[1:][np.diff(t) > interval_s] = 0.0
     starts, first = np.unique(bins, return_index=True)
-    ends = np.append(first[1:], v.size)
-    out = []
-    prev: float | None = None
-    for s, a, b in zip(starts, first, ends):
-        out.append(interval_stats(meter, float(s), interval_s, t[a:b], v[a:b],
-                                  p[a:b] if p is not None else None, prev))
-        prev = float(v[b - 1])
-    return out
+    counts = np.diff(np.append(first, v.size))
+    kwh = np.add.reduceat(steps, first)
+    stats = [None] * 4
+    if p is not None:
+        finite = np.isfinite(p)
+        n = np.add.reduceat(finite.astype(np.int64), first)
+        total = np.add.reduceat(np.where(finite, p, 0.0), first)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / n
+            sq = np.add.reduceat(np.where(finite, (p - np.repeat(mean, counts)) ** 2, 0.0), first)
+            std = np.sqrt(sq / n)
+        stats = [mean, np.fmax.reduceat(p, first), np.fmin.reduceat(p, first), std]
+        stats = [[None if c == 0 else float(x) for x, c in zip(arr, n)] for arr in stats]
+    return [IntervalStats(meter, float(starts[i]), interval_s, float(kwh[i]), int(counts[i]),
+                          *(None if col is None else col[i] for col in stats))
+            for i in range(starts.size)]

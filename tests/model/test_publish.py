@@ -13,6 +13,7 @@ import boto3
 import onnx
 
 from edge_agent import wire
+from edge_agent.features import DEFAULT_FEATURES
 from edge_agent.model_update import ModelUpdater
 
 
@@ -156,5 +157,5 @@ def test_publish_registers_the_version_in_the_collector_database(tmp_path, train
         row = conn.execute("SELECT name, sha256, interval_s, feature_names, object_key, published_at "
                            "FROM model_versions WHERE version = 'v1'").fetchone()
     assert row[0] == "gridsight-test" and row[1] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
-    assert row[2] == 900 and len(row[3]) == 10 and row[4] == "models/gridsight-test/v1/model.onnx"
+    assert row[2] == 900 and row[3] == list(DEFAULT_FEATURES) and row[4] == "models/gridsight-test/v1/model.onnx"
     assert row[5] is not None

@@ -120,3 +120,32 @@ def test_too_little_data_is_a_training_error(tmp_path):
     path.write_text("meter_id,ts,kwh\n" + "".join(f"m1,{T0 + i * 900},1\n" for i in range(5)))
     with pytest.raises(TrainingError, match="need at least 16"):
         train_and_export(path, tmp_path / "m.onnx")
+
+
+def test_file_reduction_equals_the_agents_interval_stats_interval_by_interval():
+    """Training reduces registers vectorised; it must agree with the agent's per-interval function."""
+    from edge_agent.features import interval_stats
+    from model_export.readings import ReadingTable
+
+    rng = np.random.default_rng(5)
+    ts = np.sort(T0 + rng.uniform(0, 86_400, 600))
+    register = 100 + np.cumsum(rng.uniform(0, 0.05, ts.size))
+    register[300:] -= 90  # a register reset
+    power = rng.uniform(0, 3000, ts.size)
+    power[::7] = np.nan
+    table = ReadingTable("register", ["m"] * ts.size, ts, register, power)
+    stats, quality = interval_series(table, 900)
+    assert quality.register_resets == 1
+    prev = None
+    bins = np.floor(ts / 900) * 900
+    for s in stats:
+        sel = bins == s.interval_start
+        # the agent's rule: chain from the previous reading unless it is more than an interval old
+        last_before = ts[ts < s.interval_start].max() if (ts < s.interval_start).any() else None
+        chained = prev if last_before is not None and ts[sel][0] - last_before <= 900 else None
+        expected = interval_stats("m", s.interval_start, 900, ts[sel], register[sel], power[sel], chained)
+        prev = float(register[sel][-1])
+        assert s.kwh == pytest.approx(expected.kwh, abs=1e-9)
+        assert s.readings == expected.readings
+        for name in ("power_w_mean", "power_w_max", "power_w_min", "power_w_std"):
+            assert getattr(s, name) == pytest.approx(getattr(expected, name), rel=1e-9)
