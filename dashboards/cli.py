@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="write the tableau views into a Hyper extract")
     p.add_argument("--out", type=Path, required=True, help="output file, e.g. gridsight.hyper")
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                   help="PostgreSQL URL (default: $DATABASE_URL)")
+    p.add_argument("--database-url", default=None,
+                   help="PostgreSQL URL (default: $DATABASE_URL, else the running embedded collector's database)")
+    p.add_argument("--config", type=Path, help="collector TOML settings to find the database in")
     p.add_argument("--views", default="", help="comma-separated view names (default: all)")
 
     p = sub.add_parser("tabpy-deploy", help="deploy the scoring, forecast and policy endpoints to TabPy")
@@ -118,14 +119,21 @@ def _extract(args: argparse.Namespace) -> int:
     from .catalog import VIEWS, view
     from .extract import ExtractError, write_extract
 
-    if not args.database_url:
-        raise CLIError("no database: pass --database-url or set DATABASE_URL")
+    url = args.database_url
+    if not url:
+        from collector.services import embedded_database_url
+        from collector.settings import load_collector_settings
+
+        settings = load_collector_settings(args.config)
+        url = settings.database_url or embedded_database_url(settings)
+    if not url:
+        raise CLIError("no database: pass --database-url, set DATABASE_URL, or start 'gridsight collector serve'")
     try:
         views = [view(v.strip()) for v in args.views.split(",") if v.strip()] or list(VIEWS)
     except KeyError as exc:
         raise CLIError(f"--views: {exc.args[0]}") from None
     try:
-        results = write_extract(args.database_url, args.out, views,
+        results = write_extract(url, args.out, views,
                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
     except ExtractError as exc:
         raise CLIError(str(exc)) from None

@@ -86,3 +86,13 @@ def test_extract_names_an_unknown_view(tmp_path, fleet_url):
     done = subprocess.run([*CLI, "--out", str(tmp_path / "x.hyper"), "--database-url", fleet_url,
                            "--views", "anomaly_map,bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "bogus" in done.stderr
+
+
+def test_extract_without_any_database_says_how_to_name_one(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run([*CLI, "--out", str(tmp_path / "x.hyper")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--database-url" in done.stderr and "DATABASE_URL" in done.stderr
