@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import ssl
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge_agent.provision.fleet import Fleet
-from gridsight.local_services import LocalMosquitto, free_port, wait_for_port
+from gridsight.local_services import LocalMosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = REPO / "deploy/mosquitto/gridsight.conf"
@@ -26,11 +27,27 @@ def broker_conf_for(fleet: Fleet, tls_port: int) -> str:
     return text.replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n")
 
 
+class ShippedConfigBroker(LocalMosquitto):
+    """Mosquitto running the shipped gridsight.conf and nothing else but test paths, persistence
+    in the test's folder and logging: no listener or limit of the test harness's own."""
+
+    def __init__(self, fleet: Fleet, work_dir: Path, tls_port: int | None = None) -> None:
+        super().__init__(work_dir, port=tls_port or free_port(), anonymous=False)
+        self.fleet = fleet
+
+    def write_config(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.work_dir / "mosquitto.conf"
+        harness = ["user root"] if os.geteuid() == 0 else []
+        harness += ["persistence true", f"persistence_location {self.work_dir}/", "autosave_interval 1",
+                    "log_dest stdout", "log_type error", "log_type warning"]
+        conf.write_text("\n".join(harness) + "\n" + broker_conf_for(self.fleet, self.port))
+        return conf
+
+
 def start_broker(fleet: Fleet, work_dir: Path, tls_port: int | None = None) -> tuple[LocalMosquitto, int]:
-    tls_port = tls_port or free_port()
-    broker = LocalMosquitto(work_dir, extra_conf=broker_conf_for(fleet, tls_port), anonymous=False).start()
-    wait_for_port(tls_port, 20)
-    return broker, tls_port
+    broker = ShippedConfigBroker(fleet, work_dir, tls_port).start()
+    return broker, broker.port
 
 
 @dataclass
@@ -84,12 +101,12 @@ class Session:
 
 
 def connect(port: int, fleet: Fleet, username: str | None, password: str | None,
-            cert_dir: Path | None) -> Session:
+            cert_dir: Path | None, client_id: str | None = None, session_expiry_s: int = 0) -> Session:
     """Connect over TLS with the fleet CA; ``cert_dir`` holds client.crt/client.key (None: no client cert).
 
     MQTT 5, because Mosquitto 2.0 answers a denied QoS 1 publish with a "not authorized" PUBACK
     reason code, which 3.1.1 clients take as a protocol error and reconnect."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{username}-{free_port()}",
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{username}-{free_port()}",
                          protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(fleet.ca_dir / "ca.crt"),
                    certfile=str(cert_dir / "client.crt") if cert_dir else None,
@@ -109,7 +126,13 @@ def connect(port: int, fleet: Fleet, username: str | None, password: str | None,
     client.on_message = lambda c, u, msg: messages.put((msg.topic, msg.payload))
     client.on_disconnect = lambda *a, **k: ready.set()
     try:
-        client.connect("127.0.0.1", port, keepalive=30, clean_start=True)
+        properties = None
+        if session_expiry_s:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = session_expiry_s
+        client.connect("127.0.0.1", port, keepalive=30, clean_start=not session_expiry_s, properties=properties)
     except (ssl.SSLError, OSError):
         return Session(client, None, messages)
     client.loop_start()

@@ -140,9 +140,6 @@ def test_a_revoked_gateway_is_refused_after_the_broker_reloads(fleet_broker):
     fleet.revoke_gateway("gw-b")
     mosquitto.stop()
     mosquitto.start()
-    from gridsight.local_services import wait_for_port
-    tls_port = int(mosquitto.extra_conf.split("listener ")[-1].split()[0])
-    wait_for_port(tls_port, 20)
     assert login("gw-b").connected not in (0,)
     assert login("gw-a").connected == 0
 
@@ -187,3 +184,29 @@ def test_a_payload_claiming_another_gateway_is_refused_by_the_collectors_decoder
     with pytest.raises(wire.WireError) as refused:
         wire.decode(topic, payload)
     assert refused.value.field == "gateway_id"
+
+
+def test_a_disconnected_collector_gets_every_queued_qos1_message_beyond_mosquittos_default_1000(fleet_broker):
+    fleet, _, port, login = fleet_broker
+    password = (fleet.broker_dir / "collector.password").read_text().strip()
+    from broker_support import connect as raw_connect
+
+    def collector():
+        return raw_connect(port, fleet, "collector", password, fleet.broker_dir / "collector",
+                           client_id="collector-replica-1", session_expiry_s=3600)
+
+    first = collector()
+    first.subscribe("gridsight/v1/+/raw")
+    first.close()                                   # persistent session: the broker queues for it
+    gw_a = login("gw-a")
+    topic = wire.topic_for("gw-a", "raw")
+    for i in range(2500):
+        gw_a.client.publish(topic, str(i).encode(), qos=1)
+    gw_a.publish(topic, b"last")
+    back = collector()
+    assert back.connected == 0
+    payloads: list[bytes] = []
+    while not payloads or payloads[-1] != b"last":
+        payloads += [p for _, p in back.wait_for(topic, timeout=30)]
+    back.close()
+    assert sorted(int(p) for p in payloads if p != b"last") == list(range(2500))
