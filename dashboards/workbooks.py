@@ -130,13 +130,16 @@ WORKBOOKS: tuple[Workbook, ...] = (
         "time, region and kind of anomaly.",
         (Worksheet("Sites by score", "anomaly_map", "Circle",
                    rows=(Shelf("latitude", "Avg", "qk"),), cols=(Shelf("longitude", "Avg", "qk"),),
-                   color=Shelf("score", "Min", "qk"), size=Shelf("is_anomaly", "Count", "qk"),
+                   color=Shelf("score", "Min", "qk"), size=Shelf("flagged_intervals", "User", "qk"),
                    detail=(Shelf("site_id"), Shelf("feeder")),
                    filters=(Shelf("interval_start", "None", "qk"), Shelf("region"), Shelf("anomaly_kind"))),
          Worksheet("Flags by kind", "anomaly_map", "Bar",
                    rows=(Shelf("anomaly_kind"),), cols=(Shelf("meter_id", "Count", "qk"),),
                    color=Shelf("region"),
-                   filters=(Shelf("is_anomaly"), Shelf("interval_start", "None", "qk"), Shelf("region"))))),
+                   filters=(Shelf("is_anomaly"), Shelf("interval_start", "None", "qk"), Shelf("region")))),
+        calculations={"anomaly_map": (
+            Calculation("flagged_intervals", "Flagged intervals", "SUM(IIF([is_anomaly], 1, 0))"),
+        )}),
     Workbook(
         "consumption_patterns", "Consumption patterns",
         "When energy is used: an hour-of-day by weekday heatmap per region, urban against rural "
