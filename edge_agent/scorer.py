@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from edge_agent.features import FEATURE_DESCRIPTIONS
 
-__all__ = ["ModelError", "Scorer", "META_PREFIX", "MAX_MODEL_BYTES", "SELFTEST_TOLERANCE"]
+__all__ = ["ModelError", "Scorer", "select_scorer", "describe_features", "META_PREFIX", "MAX_MODEL_BYTES",
+           "SELFTEST_TOLERANCE"]
 
 META_PREFIX = "gridsight."
 # A compact 100-tree model is a few hundred kB; anything near this is not one of ours.
@@ -152,6 +153,22 @@ class Scorer:
             return None
         named = dict(zip(self.feature_names, row.tolist()))
         return describe_features(named)
+
+
+def select_scorer(scorers: Iterable[Scorer], meter_class: str | None) -> Scorer | None:
+    """The model for a meter of ``meter_class``: the one trained for that class, else the general one.
+
+    Per-class models carry ``gridsight.meter_class`` (residential, commercial, industrial, pv…);
+    a model without it serves every class. None when neither exists.
+    """
+    general = None
+    wanted = meter_class.lower() if meter_class else None
+    for scorer in scorers:
+        if scorer.meter_class is None:
+            general = general or scorer
+        elif wanted is not None and scorer.meter_class == wanted:
+            return scorer
+    return general
 
 
 # (feature, neutral value, weight) — weight puts hours and ratios on a comparable footing.

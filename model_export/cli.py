@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--readings", required=True, type=Path, help="readings CSV file")
     s.add_argument("--out", required=True, type=Path, help="output CSV (meter_id,interval_start,...,score,anomalous)")
 
+    e = sub.add_parser("evaluate", help="precision, recall and ROC-AUC of a model against labelled events",
+                       description="Score a readings CSV like 'score' does and compare with ground-truth labels "
+                                   "(CSV meter_id,start,end,kind, as 'gridsight sim history --labels' writes). "
+                                   "Prints one JSON object.")
+    e.add_argument("--model", required=True, type=Path, help="model .onnx file")
+    e.add_argument("--readings", required=True, type=Path, help="readings CSV file")
+    e.add_argument("--labels", required=True, type=Path, help="labels CSV file")
+
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
     k.add_argument("--private-key", required=True, type=Path, help="private key file to create (mode 0600)")
     k.add_argument("--public-key", required=True, type=Path, help="public key file to create (pin it on gateways)")
@@ -202,6 +210,22 @@ def _score(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(ns: argparse.Namespace) -> int:
+    from edge_agent.scorer import ModelError, Scorer
+    from model_export.evaluate import evaluate, read_labels
+    from model_export.offline import score_readings
+    from model_export.readings import ReadingsError
+
+    try:
+        scorer = Scorer.load(ns.model)
+        events = read_labels(ns.labels)
+        scored = score_readings(scorer, ns.readings, progress=_progress)
+    except (ModelError, ReadingsError) as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps({"model": str(ns.model), "version": scorer.version, **evaluate(scored, events).as_dict()}))
+    return 0
+
+
 def _keygen(ns: argparse.Namespace) -> int:
     from model_export.signing import generate_keypair
 
@@ -237,8 +261,8 @@ def _publish(ns: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "verify": _verify, "score": _score, "keygen": _keygen, "sign": _sign,
-             "publish": _publish}
+_COMMANDS = {"train": _train, "verify": _verify, "score": _score, "evaluate": _evaluate, "keygen": _keygen,
+             "sign": _sign, "publish": _publish}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
