@@ -211,7 +211,9 @@ class IdentityStore:
         """Consume ``token`` for ``gateway_id`` and record its credential; returns the enrollment time.
 
         The row is locked and marked used in the same transaction, so two gateways racing with
-        one token cannot both succeed.
+        one token cannot both succeed. The gateway is also registered in the collector's
+        ``gateways`` table, so a collector running with ``unknown_gateways = "refuse"`` stores
+        data from enrolled gateways only.
         """
         now = self._now()
         with self.engine.begin() as conn:
@@ -232,6 +234,8 @@ class IdentityStore:
                               "credential = EXCLUDED.credential, fingerprint = EXCLUDED.fingerprint, "
                               "enrolled_at = EXCLUDED.enrolled_at, token_id = EXCLUDED.token_id"),
                          {"g": gateway_id, "c": credential, "f": fingerprint, "n": _ts(now), "i": row.token_id})
+            if conn.execute(text("SELECT to_regclass('gateways')")).scalar() is not None:
+                conn.execute(text("INSERT INTO gateways (id) VALUES (:g) ON CONFLICT (id) DO NOTHING"), {"g": gateway_id})
         return now
 
     def enrolled_gateways(self) -> list[dict]:

@@ -60,3 +60,12 @@ def test_a_token_lifetime_is_bounded(api):
     r = api.client.post("/enrollment/tokens", headers=api.headers["admin"],
                         json={"gateway_id": "gw-7", "ttl_s": 365 * 86400})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "ttl_s"
+
+
+def test_an_enrolled_gateway_is_registered_for_a_collector_that_refuses_unknown_gateways(fresh_collector_api):
+    from sqlalchemy import text
+    api = fresh_collector_api
+    assert _enroll(api, _token(api, gateway_id="gw-new"), gateway_id="gw-new").status_code == 201
+    with api.ctx.store.engine.connect() as conn:
+        row = conn.execute(text("SELECT status, auto_registered FROM gateways WHERE id = 'gw-new'")).one()
+    assert row.status == "active" and row.auto_registered is False
