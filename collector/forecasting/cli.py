@@ -126,7 +126,12 @@ def cmd_forecast(args, settings) -> int:
                           "seconds": round(time.perf_counter() - started, 3)}))
     else:
         for r in results:
-            status = f"error: {r.error}" if r.error else f"{r.model} {r.points} steps run {r.run_id or '(not stored)'}"
+            if r.error:
+                status = f"error: {r.error}"
+            else:
+                peak = r.forecast.peak()
+                status = (f"{r.model} {r.points} steps, peak {peak['yhat']:.1f} kWh at {peak['ts']}, "
+                          f"run {r.run_id or '(not stored)'}")
             print(f"{r.kind}:{r.key}  {status}")
             for note in r.notes:
                 print(f"    note: {note}")

@@ -67,6 +67,12 @@ class Forecast:
     def horizon(self) -> int:
         return len(self.frame)
 
+    def peak(self) -> dict:
+        """The predicted peak step: what capacity planning reads first."""
+        ts = self.frame["yhat"].idxmax()
+        row = self.frame.loc[ts]
+        return {"ts": ts.isoformat(), "yhat": float(row.yhat), "yhat_upper": float(row.yhat_upper)}
+
     def with_notes(self, *notes: str) -> "Forecast":
         return dataclasses.replace(self, notes=self.notes + tuple(notes))
 

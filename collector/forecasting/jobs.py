@@ -44,7 +44,8 @@ class ForecastRunResult:
 
     def as_dict(self) -> dict:
         return {"series_kind": self.kind, "series_key": self.key, "run_id": self.run_id, "model": self.model,
-                "points": self.points, "notes": self.notes, "error": self.error}
+                "points": self.points, "peak": self.forecast.peak() if self.forecast is not None else None,
+                "notes": self.notes, "error": self.error}
 
 
 async def prepare_jobs(conn: asyncpg.Connection, series: Sequence[SeriesRef], *, now: pd.Timestamp,

@@ -64,7 +64,7 @@ def test_forecast_command_stores_runs_for_every_region(grid_db):
     result = json.loads(r.stdout)
     by_key = {s["series_key"]: s for s in result["series"]}
     assert set(by_key) == {"north", "south"}
-    assert all(s["points"] == 12 and s["run_id"] for s in by_key.values())
+    assert all(s["points"] == 12 and s["run_id"] and s["peak"]["yhat"] > 0 for s in by_key.values())
 
 
 def test_carbon_fetch_from_csv_then_emissions_by_region(grid_db, tmp_path):

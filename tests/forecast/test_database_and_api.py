@@ -99,6 +99,7 @@ def test_on_demand_forecast_route_fits_and_can_store_the_run(api):
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["model"] == "ets" and len(result["points"]) == 24 and result["run_id"]
+    assert result["peak"]["yhat"] == max(p["yhat"] for p in result["points"])
     stored = api.get("/forecasts", params={"series_kind": "feeder", "series_key": "f-n", "start": NOW.isoformat(),
                                            "end": (NOW + pd.Timedelta(days=1)).isoformat()},
                      headers=api.keys["policymaker"])

@@ -68,6 +68,6 @@ async def run_forecast(conn: Connection, body: ForecastRequest) -> dict:
             "model": forecast.model, "model_version": forecast.model_version,
             "interval_s": 3600 if forecast.freq == "h" else 900, "interval_width": forecast.interval_width,
             "used_temperature": forecast.used_temperature, "notes": list(forecast.notes),
-            "fit_seconds": round(forecast.fit_seconds, 3),
+            "fit_seconds": round(forecast.fit_seconds, 3), "peak": forecast.peak(),
             "points": [{"ts": ts.isoformat(), "horizon": i + 1, "yhat": row.yhat, "yhat_lower": row.yhat_lower,
                         "yhat_upper": row.yhat_upper} for i, (ts, row) in enumerate(forecast.frame.iterrows())]}
