@@ -1,16 +1,19 @@
 """Hyper extracts of the ``tableau`` views, for Tableau Public and analysts working offline.
 
 Each view goes PostgreSQL ``COPY ... TO STDOUT`` -> a CSV spool -> pyarrow's typed CSV reader
--> a Parquet file -> Hyper's ``external()`` table function in one ``INSERT ... SELECT``. Every
-step is columnar C++ streaming in bounded memory, so a year of 15-minute data for a fleet
-takes seconds to minutes instead of the hours row-by-row inserts would. Hyper runs with
-telemetry off and without a log file.
+-> Parquet parts of ``rows_per_part`` rows -> Hyper's ``external()`` table function, one
+``INSERT ... SELECT`` per part. The conversion runs in a thread while Hyper loads the previous
+part, and at most two parts wait on disk, so memory and temporary space stay bounded however
+long the history is; every heavy step is columnar C++, not a Python loop over rows as
+row-by-row inserts would be. Hyper runs with telemetry off and without a log file.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +71,7 @@ def _select(view: View) -> str:
     return f"SELECT {', '.join(cols)} FROM {SCHEMA}.{view.name}"
 
 
-def _to_parquet(conn, view: View, spool: Path, parquet: Path) -> int:
-    with conn.cursor() as cur, open(spool, "wb") as fh:
-        with cur.copy(f"COPY ({_select(view)}) TO STDOUT (FORMAT csv, HEADER false)") as copy:
-            for chunk in copy:
-                fh.write(chunk)
+def _csv_to_parquet(view: View, spool: Path, parquet: Path) -> int:
     schema = pa.schema([(c.name, _ARROW[c.datatype]) for c in view.columns])
     reader = pacsv.open_csv(
         spool,
@@ -91,8 +90,58 @@ def _to_parquet(conn, view: View, spool: Path, parquet: Path) -> int:
     return rows
 
 
+def _parquet_parts(conn, view: View, tmpdir: Path, rows_per_part: int, parts: "queue.Queue") -> None:
+    """Stream the view with COPY and hand over a Parquet file every ``rows_per_part`` rows.
+
+    libpq delivers COPY data a row at a time, so every chunk ends on a row boundary and a part
+    can end after any chunk. Puts each part's path on ``parts``, then None; an error instead.
+    """
+    try:
+        number, rows, fh = 0, 0, None
+        spool = tmpdir / f"{view.name}.csv"
+
+        def finish() -> None:
+            nonlocal number
+            fh.close()
+            part = tmpdir / f"{view.name}-{number:05d}.parquet"
+            _csv_to_parquet(view, spool, part)
+            parts.put(part)
+            number += 1
+
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY ({_select(view)}) TO STDOUT (FORMAT csv, HEADER false)") as copy:
+                fh = open(spool, "wb")
+                for chunk in copy:
+                    fh.write(chunk)
+                    rows += 1
+                    if rows == rows_per_part:
+                        finish()
+                        rows, fh = 0, open(spool, "wb")
+        if rows or number == 0:
+            finish()
+        else:
+            fh.close()
+            spool.unlink()
+        parts.put(None)
+    except BaseException as exc:  # handed to the loading thread, which raises it
+        if fh is not None and not fh.closed:
+            fh.close()
+        parts.put(exc)
+
+
+def _drain(parts: "queue.Queue", producer: threading.Thread) -> None:
+    """Let a producer that is still running (after a load error) finish instead of blocking on put()."""
+    while producer.is_alive():
+        try:
+            parts.get(timeout=0.1)
+        except queue.Empty:
+            pass
+    producer.join()
+
+
 def write_extract(database_url: str, out: Path, views: Sequence[View] = VIEWS,
-                  progress: Callable[[str], None] | None = None) -> list[ViewExtract]:
+                  progress: Callable[[str], None] | None = None,
+                  rows_per_part: int = 500_000) -> list[ViewExtract]:
     """Write ``views`` from ``database_url`` into the Hyper file ``out`` (replaced if present).
 
     The file is built beside ``out`` and renamed into place, so a failed run never leaves a
@@ -122,18 +171,29 @@ def write_extract(database_url: str, out: Path, views: Sequence[View] = VIEWS,
                 for view in views:
                     t0 = time.perf_counter()
                     say(f"extract {view.qualified}: reading from PostgreSQL")
-                    parquet = tmpdir / f"{view.name}.parquet"
-                    try:
-                        _to_parquet(pg, view, tmpdir / f"{view.name}.csv", parquet)
-                    except (psycopg.Error, pa.ArrowInvalid) as exc:
-                        raise ExtractError(f"{view.qualified}: {str(exc).strip().splitlines()[0]}") from None
                     table = f"{escape_name(HYPER_SCHEMA)}.{escape_name(view.name)}"
                     columns = ", ".join(f"{escape_name(c.name)} {_HYPER[c.datatype]}" for c in view.columns)
                     hconn.execute_command(f"CREATE TABLE {table} ({columns})")
-                    rows = hconn.execute_command(
-                        f"INSERT INTO {table} SELECT * FROM external({escape_string_literal(str(parquet))}, "
-                        f"FORMAT => 'parquet')")
-                    parquet.unlink()
+                    # PostgreSQL -> Parquet runs in a thread while Hyper loads the previous part;
+                    # two parts at most wait on disk, so temporary space stays bounded.
+                    parts: queue.Queue = queue.Queue(maxsize=2)
+                    producer = threading.Thread(target=_parquet_parts, args=(pg, view, tmpdir, rows_per_part, parts),
+                                                daemon=True)
+                    producer.start()
+                    rows = 0
+                    try:
+                        while (part := parts.get()) is not None:
+                            if isinstance(part, BaseException):
+                                raise part
+                            rows += hconn.execute_command(
+                                f"INSERT INTO {table} SELECT * FROM external("
+                                f"{escape_string_literal(str(part))}, FORMAT => 'parquet')")
+                            part.unlink()
+                            say(f"extract {view.qualified}: {rows} rows")
+                    except (psycopg.Error, pa.ArrowInvalid) as exc:
+                        raise ExtractError(f"{view.qualified}: {str(exc).strip().splitlines()[0]}") from None
+                    finally:
+                        _drain(parts, producer)
                     results.append(ViewExtract(view.name, rows, time.perf_counter() - t0))
                     say(f"extract {view.qualified}: {rows} rows in {results[-1].seconds:.1f} s")
         except HyperException as exc:

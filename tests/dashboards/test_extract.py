@@ -96,3 +96,20 @@ def test_extract_without_any_database_says_how_to_name_one(tmp_path):
                           cwd=tmp_path)
     assert done.returncode == 2
     assert "--database-url" in done.stderr and "DATABASE_URL" in done.stderr
+
+
+def test_extract_in_many_parts_holds_every_row_once(fleet_url, tmp_path):
+    from dashboards.catalog import view
+    from dashboards.extract import write_extract
+
+    out = tmp_path / "parts.hyper"
+    [result] = write_extract(fleet_url, out, [view("anomaly_map")], rows_per_part=997)
+    measures, expected = _pg_figures(fleet_url, view("anomaly_map"))
+    assert result.rows == expected[0] > 997 * 3
+    with HyperProcess(Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_config": ""}) as hyper, \
+            Connection(hyper.endpoint, out) as conn:
+        got = conn.execute_list_query(f'SELECT count(*), count(DISTINCT "meter_id" || CAST("interval_start" AS TEXT)), '
+                                      f'CAST(sum("kwh") AS DOUBLE PRECISION) FROM "{HYPER_SCHEMA}"."anomaly_map"')[0]
+    assert got[0] == got[1] == expected[0]
+    assert got[2] == pytest.approx(expected[1 + measures.index("kwh")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts.hyper"]  # no parts left behind
