@@ -18,7 +18,7 @@ from lxml import etree
 from .catalog import SCHEMA, Column, View
 
 __all__ = ["Connection", "DEFAULT_CONNECTION", "TABLEAU_VERSION", "SOURCE_BUILD", "USER_NS",
-           "datasource_name", "datasource_element", "field_ref", "instance_name", "stable_uuid",
+           "datasource_name", "datasource_element", "instance_name", "stable_uuid",
            "to_bytes"]
 
 TABLEAU_VERSION = "18.1"
@@ -68,10 +68,6 @@ def instance_name(column: str, derivation: str, kind: str) -> str:
     ``kind`` is ``nk`` (nominal key), ``ok`` (ordinal key) or ``qk`` (quantitative key).
     """
     return f"[{_PREFIX[derivation]}:{column}:{kind}]"
-
-
-def field_ref(view: View, column: str, derivation: str, kind: str) -> str:
-    return f"[{datasource_name(view)}].{instance_name(column, derivation, kind)}"
 
 
 def _connection_name(view: View) -> str:
