@@ -174,3 +174,15 @@ def test_every_policy_slider_position_is_accepted_by_the_collectors_policy_model
         for value in (p.low + i * p.step for i in range(steps + 1)):
             after = day_profile_after(hours, load, meters, **{**defaults, p.name: value})
             assert len(after) == 24 and all(v >= 0 for v in after), (p.name, value)
+
+
+def test_render_writes_nothing_when_one_source_is_broken(tmp_path):
+    from dashboards.files import render
+    from dashboards.tableau_xml import Connection
+
+    broken = tmp_path / "broken.twb"
+    broken.write_text((WORKBOOKS_DIR / "carbon.twb").read_text().replace("<worksheets>", "<worksheets x='1'>", 1))
+    out = tmp_path / "out"
+    with pytest.raises(TableauFileError, match="broken.twb"):
+        render(Connection("db.example"), out, [WORKBOOKS_DIR / "anomaly_map.twb", broken])
+    assert not out.exists()
