@@ -16,6 +16,7 @@ manifest ``sim score`` and ``sim report`` read) in the work directory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -135,8 +136,11 @@ class _ThreadAgent:
 
         from firmware_sim.reader import SimulatedMeterReader
 
+        # hundreds of agents share this process's stderr with the run's progress lines
+        logging.getLogger("gridsight.agent").setLevel(logging.ERROR)
         values = self.run.agent_settings(self.index, self.run.model_path, 0.0)
-        readers = [SimulatedMeterReader.from_config(values.pop("readers")[0] | {}) ]
+        options = {k: v for k, v in values.pop("readers")[0].items() if k != "type"}
+        readers = [SimulatedMeterReader.from_config(options)]
         settings = load_settings(AgentSettings, None, env={}, overrides={**values, "model": {"path": ""}})
         self.agent = Agent(settings, readers=readers, clock=self.clock, scorer=self.run.scorer)
         self.stop_event = threading.Event()

@@ -87,3 +87,55 @@ def test_scenario_mistakes_are_reported_naming_the_key(tmp_path):
     with pytest.raises(FleetRunError, match="broker_outage needs"):
         bad.write_text('[[events]]\naction = "broker_outage"\nat_hours = 1\nduration_hours = 1\n')
         FleetRun(load_scenario(bad), tmp_path / "w", mqtt_port=1)
+
+
+INPROCESS = """
+[run]
+start = "2026-03-02T00:00:00Z"
+hours = 6
+warmup_hours = 2
+speed = 3000
+
+[fleet]
+seed = 5
+gateways = 3
+meters_per_gateway = 2
+anomaly_rate = 0.0
+fault_rate = 0.0
+mode = "inprocess"
+
+[model]
+train_days = 2
+train_meters = 6
+
+[[events]]
+action = "clock_jump"
+at_hours = 1
+duration_hours = 1
+jump_s = 1200
+gateways = [2]
+
+[[events]]
+action = "model_rollout"
+at_hours = 3
+"""
+
+
+def test_in_process_agents_survive_a_clock_jump_and_switch_models_mid_run(tmp_path, database_url):
+    import psycopg
+
+    path = tmp_path / "scenario.toml"
+    path.write_text(INPROCESS)
+    run = FleetRun(load_scenario(path), tmp_path / "run", database_url=database_url, progress=lambda m: None)
+    result = run.run()
+    assert run.mode == "inprocess"
+    assert [a.split(" ", 2)[2] for a in result.applied] == [
+        "clock jump +1200 s [2]", "clock corrected [2]", "model rollout to model-v2.onnx"]
+    score, _ = score_run(result.labels_path, result.manifest_path, database_url)
+    assert score.completeness.stored == score.completeness.produced == 6 * 8 * 60
+    assert score.completeness.duplicates == 0
+    with psycopg.connect(database_url) as conn:
+        versions = dict(conn.execute(
+            "SELECT model_version, min(interval_start) FROM interval_summaries GROUP BY 1").fetchall())
+    assert set(versions) == {"sim-v1", "sim-v2"}
+    assert versions["sim-v2"] > versions["sim-v1"]
