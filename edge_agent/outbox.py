@@ -109,7 +109,10 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                        check_same_thread=False)
+            # 1 kB pages: a poll's batch rewrites ~6 small pages instead of ~3 large ones (fewer bytes)
+            self._db.execute("PRAGMA page_size=1024")
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA cache_size=-1024")  # 1 MB page cache: a Pi has RAM to spare for little else
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             # checkpoint in larger steps: fewer rewrites of the same pages on the SD card
             self._db.execute("PRAGMA wal_autocheckpoint=2000")

@@ -67,7 +67,7 @@ class PublisherCounters:
     acked: int = 0
     refused: int = 0
     protocol: str | None = None
-    latencies_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50_000))
+    latencies_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
 
 
 class MqttPublisher:

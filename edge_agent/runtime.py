@@ -310,7 +310,7 @@ class Agent:
                              "mqtt_published": pub.published, "mqtt_acked": pub.acked, "mqtt_refused": pub.refused})
             latencies = sorted(pub.latencies_s)
             if latencies:
-                # outbox write -> PUBACK, over the last (up to) 50,000 messages
+                # outbox write -> PUBACK, over the last (up to) 10,000 messages
                 counters["mqtt_latency_p50_ms"] = round(1000 * latencies[len(latencies) // 2], 2)
                 counters["mqtt_latency_p99_ms"] = round(1000 * latencies[min(len(latencies) - 1,
                                                                               int(len(latencies) * 0.99))], 2)

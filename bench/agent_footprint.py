@@ -1,0 +1,258 @@
+"""Agent footprint: 200 simulated meters at 1 reading/s through a real agent process and broker.
+
+Runs ``gridsight agent run`` as its own process (the same command systemd runs) reading 200
+simulated meters at one reading per second (a generated recording of load curves with noise,
+replayed by the ``replay`` reader as the clock passes each reading), a trained model loaded, a
+local Mosquitto and a simulated clock ``--speed`` times faster than real time, and samples the
+process from /proc: RSS (steady state and growth), CPU time, bytes written to storage. The
+agent's own status reports publish latency (outbox write -> PUBACK).
+
+Side by side, in the same run, the obvious alternative for durability: the outbox written
+with one SQLite commit per reading instead of one transaction per poll cycle (same readings,
+same synchronous=FULL), measured in-process as CPU and bytes written per 1,000 readings.
+
+    .venv/bin/python bench/agent_footprint.py [--quick] [--speed 10] [--sim-minutes 30]
+
+Figures are per simulated time where it matters: "outbox bytes written per hour" is what an
+SD card sees per real hour in production. The Pi 3 estimate multiplies CPU per simulated
+second by 8 (a Pi 3 is roughly 8x slower per core than this machine). The last line printed
+is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_agent.outbox import Outbox  # noqa: E402
+from edge_agent.wire import Reading  # noqa: E402
+from gridsight.local_services import LocalMosquitto  # noqa: E402
+
+T0 = 1_767_225_600.0
+METERS = 200
+PI3_SLOWDOWN = 8.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def proc_sample(pid: int) -> tuple[float, float, int]:
+    """(rss MB, cpu seconds, bytes written to storage) of a process."""
+    with open(f"/proc/{pid}/statm") as fh:
+        rss = int(fh.read().split()[1]) * PAGE / 1e6
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    io = dict(line.split(": ") for line in open(f"/proc/{pid}/io").read().splitlines() if line)
+    return rss, cpu, int(io["write_bytes"])
+
+
+def train_model(path: Path) -> None:
+    from model_export.pipeline import train_and_export
+
+    readings = []
+    for m in range(6):
+        energy = 100.0 * (m + 1)
+        for i in range(14 * 96):
+            ts = T0 - 14 * 86_400 + i * 900
+            hour = (ts % 86_400) / 3600
+            power = 400 + 250 * math.sin((hour - 6) / 24 * 2 * math.pi) + 40 * m
+            energy += power * 900 / 3.6e6
+            readings.append(Reading(f"m{m}", ts, energy, power))
+    train_and_export(readings, path, n_estimators=100, version="bench-1")
+
+
+def write_recording(path: Path, sim_seconds: float) -> None:
+    """200 meters, one reading per second: smooth daily curves, per-meter size, random noise."""
+    import random
+
+    rng = random.Random(1)
+    energy = [100.0 * (m + 1) for m in range(METERS)]
+    with path.open("w") as fh:
+        fh.write("meter_id,ts,energy_kwh,power_w,voltage_v\n")
+        for s in range(int(sim_seconds) + 60):
+            ts = T0 + s
+            hour = (ts % 86_400) / 3600
+            base = 400 + 250 * math.sin((hour - 6) / 24 * 2 * math.pi)
+            lines = []
+            for m in range(METERS):
+                power = max(0.0, base * (0.5 + m / METERS) + rng.gauss(0, 30))
+                energy[m] += power / 3.6e6
+                lines.append(f"meter-{m:03d},{ts:.0f},{energy[m]:.6f},{power:.1f},{229 + rng.random() * 3:.1f}\n")
+            fh.write("".join(lines))
+
+
+def run_agent(work: Path, speed: float, sim_seconds: float) -> dict:
+    broker = LocalMosquitto(work / "mqtt").start()
+    recording = work / "meters.csv"
+    log("writing the 200-meter recording ...")
+    write_recording(recording, sim_seconds)
+    model = work / "model.onnx"
+    log("training a model for the agent to load ...")
+    train_model(model)
+    config = work / "agent.toml"
+    config.write_text(f"""
+gateway_id = "gw-bench"
+data_dir = "{work / 'data'}"
+interval_s = 900
+poll_s = 1.0
+raw_chunk_s = 60.0
+status_s = 60.0
+log_level = "warning"
+[mqtt]
+url = "{broker.url}"
+[model]
+path = "{model}"
+[clock]
+start = {T0}
+speed = {speed}
+[[readers]]
+type = "replay"
+path = "{recording}"
+""")
+    cmd = [sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config)]
+    # the environment the systemd unit gives the agent
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    samples: list[tuple[float, float, float, int]] = []
+    started = time.monotonic()
+    real_seconds = sim_seconds / speed
+    try:
+        next_report = 0.0
+        while time.monotonic() - started < real_seconds:
+            if proc.poll() is not None:
+                raise SystemExit(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
+            rss, cpu, written = proc_sample(proc.pid)
+            elapsed = time.monotonic() - started
+            samples.append((elapsed, rss, cpu, written))
+            if elapsed >= next_report:
+                log(f"  {elapsed:5.0f}/{real_seconds:.0f} s real ({elapsed * speed / 60:5.1f} sim min): "
+                    f"rss {rss:5.1f} MB, cpu {cpu:6.2f} s, written {written / 1e6:6.2f} MB")
+                next_report += 10
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        broker.close()
+    status = json.loads((work / "data" / "status.json").read_text())
+    return {"samples": samples, "status": status}
+
+
+def summarise_agent(run: dict, speed: float) -> dict:
+    samples = run["samples"]
+    counters = run["status"]["counters"]
+    # steady state: the first simulated interval (model warm-up, first summaries) is excluded
+    warm = [s for s in samples if s[0] * speed >= 900] or samples[len(samples) // 4:]
+    t0, rss0, cpu0, w0 = warm[0]
+    t1, rss1, cpu1, w1 = samples[-1]
+    rss_values = sorted(s[1] for s in warm)
+    sim_s = (t1 - t0) * speed
+    readings_in_window = METERS * sim_s  # 1 reading per meter per simulated second
+    cpu_per_sim_s = (cpu1 - cpu0) / sim_s
+    # growth: least-squares slope of RSS over the steady-state window, times its length
+    n = len(warm)
+    mean_t = sum(s[0] for s in warm) / n
+    mean_r = sum(s[1] for s in warm) / n
+    var_t = sum((s[0] - mean_t) ** 2 for s in warm) or 1.0
+    slope = sum((s[0] - mean_t) * (s[1] - mean_r) for s in warm) / var_t
+    return {
+        "readings_total": int(counters["readings"]),
+        "rss_steady_mb": round(rss_values[len(rss_values) // 2], 1),
+        "rss_max_mb": round(max(s[1] for s in samples), 1),
+        "rss_growth_mb": round(slope * (t1 - t0), 2),
+        "cpu_ms_per_1000_readings": round(1000 * (cpu1 - cpu0) / readings_in_window * 1000, 2),
+        "cpu_share_of_core_at_realtime": round(cpu_per_sim_s, 4),
+        "pi3_cpu_share_of_core_estimate": round(cpu_per_sim_s * PI3_SLOWDOWN, 4),
+        "outbox_bytes_written_per_hour": int((w1 - w0) / sim_s * 3600),
+        "publish_latency_p50_ms": counters.get("mqtt_latency_p50_ms"),
+        "publish_latency_p99_ms": counters.get("mqtt_latency_p99_ms"),
+        "messages_acked": int(counters.get("mqtt_acked", 0)),
+        "queue_depth_at_end": run["status"]["queue_depth"],
+        "flags": int(counters.get("flags", 0)),
+    }
+
+
+def io_written() -> int:
+    io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines() if line)
+    return int(io["write_bytes"])
+
+
+def outbox_write_path(work: Path, readings_total: int, batched: bool) -> dict:
+    """CPU and bytes written per 1,000 readings: one transaction per poll vs one commit per reading."""
+    box = Outbox(work / ("batched.sqlite" if batched else "per-reading.sqlite"))
+    polls = readings_total // METERS
+    cpu0, w0 = time.process_time(), io_written()
+    for p in range(polls):
+        batch = [Reading(f"meter-{m}", T0 + p, 1000.0 + p * 0.001 + m, 400.0 + m) for m in range(METERS)]
+        if batched:
+            box.append(readings=batch)
+        else:
+            for r in batch:
+                box.append(readings=[r])
+    box.close()
+    cpu, written = time.process_time() - cpu0, io_written() - w0
+    n = polls * METERS
+    return {"cpu_ms_per_1000_readings": round(cpu / n * 1e6, 2),
+            "bytes_written_per_1000_readings": int(written / n * 1000)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute: 10 simulated minutes at 15x")
+    parser.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 10; quick 15)")
+    parser.add_argument("--sim-minutes", type=float, default=None, help="simulated run length (default 40; quick 20)")
+    args = parser.parse_args()
+    speed = args.speed or (15.0 if args.quick else 10.0)
+    sim_minutes = args.sim_minutes or (20.0 if args.quick else 40.0)
+    command = "python bench/agent_footprint.py" + (" --quick" if args.quick else "") + \
+        (f" --speed {args.speed}" if args.speed else "") + (f" --sim-minutes {args.sim_minutes}" if args.sim_minutes else "")
+    print(f"reproduce: {command}")
+    with tempfile.TemporaryDirectory(prefix="gridsight-bench-") as tmp:
+        work = Path(tmp)
+        log(f"agent: {METERS} meters x 1 reading/s, {sim_minutes:.0f} simulated minutes at {speed:.0f}x ...")
+        agent = summarise_agent(run_agent(work, speed, sim_minutes * 60), speed)
+        n = min(200_000, max(20_000, agent["readings_total"] // 4))
+        log(f"outbox write path: {n} readings, batched vs one commit per reading ...")
+        batched = outbox_write_path(work, n, batched=True)
+        per_reading = outbox_write_path(work, n // 10, batched=False)  # 10x fewer: it is that slow
+    ratios = {
+        "per_reading_commit_vs_batched_cpu": round(per_reading["cpu_ms_per_1000_readings"]
+                                                   / max(batched["cpu_ms_per_1000_readings"], 1e-9), 1),
+        "per_reading_commit_vs_batched_bytes": round(per_reading["bytes_written_per_1000_readings"]
+                                                     / max(batched["bytes_written_per_1000_readings"], 1), 1),
+    }
+    print(f"agent ({METERS} meters, model loaded): RSS steady {agent['rss_steady_mb']} MB "
+          f"(growth {agent['rss_growth_mb']} MB), CPU {agent['cpu_ms_per_1000_readings']} ms per 1000 readings "
+          f"= {100 * agent['cpu_share_of_core_at_realtime']:.2f}% of a core at real time "
+          f"(Pi 3 estimate {100 * agent['pi3_cpu_share_of_core_estimate']:.1f}%), "
+          f"outbox writes {agent['outbox_bytes_written_per_hour'] / 1e6:.1f} MB per hour, "
+          f"publish latency p50 {agent['publish_latency_p50_ms']} ms p99 {agent['publish_latency_p99_ms']} ms")
+    print(f"outbox write path per 1000 readings: batched {batched['cpu_ms_per_1000_readings']} ms CPU, "
+          f"{batched['bytes_written_per_1000_readings']} B; one commit per reading "
+          f"{per_reading['cpu_ms_per_1000_readings']} ms CPU, {per_reading['bytes_written_per_1000_readings']} B "
+          f"({ratios['per_reading_commit_vs_batched_cpu']}x CPU, {ratios['per_reading_commit_vs_batched_bytes']}x bytes)")
+    figures = {"bench": "agent_footprint", "meters": METERS, "speed": speed, "sim_minutes": sim_minutes,
+               **agent, "outbox_batched": batched, "outbox_one_commit_per_reading": per_reading, **ratios,
+               "targets": {"rss_mb_max": 80, "pi3_cpu_share_max": 0.10}, "command": command}
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
