@@ -48,11 +48,19 @@ def say(text: str) -> None:
 
 
 def chunk_readings(gateway: int, chunk: int) -> tuple[wire.Reading, ...]:
+    """Readings with realistic, poorly compressible values (a hash stands in for noise)."""
     per_meter = READINGS_PER_CHUNK // METERS_PER_GATEWAY
     base = START_TS + chunk * per_meter * 10.0
-    return tuple(wire.Reading(f"g{gateway:04d}-m{m:02d}", base + i * 10.0, 100.0 + chunk + i * 0.001,
-                              300.0 + m + i % 7, 230.0 + (i % 3), 1.3, 0.97)
-                 for m in range(METERS_PER_GATEWAY) for i in range(per_meter))
+    out = []
+    for m in range(METERS_PER_GATEWAY):
+        for i in range(per_meter):
+            h = ((gateway * 1_000_003 + chunk * 10_007 + m * 101 + i) * 2_654_435_761) % 4_294_967_296
+            power = 150.0 + h % 450_000 / 100.0
+            out.append(wire.Reading(f"g{gateway:04d}-m{m:02d}", base + i * 10.0,
+                                    round(1000.0 + chunk * 1.37 + i * power / 360_000.0, 4), power,
+                                    round(228.0 + h % 400 / 100.0, 2), round(power / 230.0, 3),
+                                    round(0.9 + h % 100 / 1000.0, 3)))
+    return tuple(out)
 
 
 def reading_rows(gateway: int, chunk: int) -> list[tuple]:
@@ -142,7 +150,7 @@ def naive_sqlmodel(url: str, total_rows: int) -> float:
 # --------------------------------------------------------------------------- (c) end to end
 
 
-def gateway_publisher(port: int, gateways: range, chunks_per_gateway: int, go, done_queue) -> None:
+def gateway_publisher(port: int, gateways: range, chunks_per_gateway: int, ready, go, done_queue) -> None:
     """One process simulating several gateways: encodes everything first, then publishes flat out."""
     import paho.mqtt.client as mqtt
 
@@ -164,6 +172,7 @@ def gateway_publisher(port: int, gateways: range, chunks_per_gateway: int, go, d
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
+    ready.put(len(messages))
     go.wait()
     infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
     for info in infos:
@@ -221,12 +230,14 @@ def end_to_end(dsn: str, broker: LocalMosquitto, work: Path, *, rate_guess: floa
         say(f"  (c) {publishers} publisher processes, {gateways} gateways, {per_gateway * gateways} raw chunks "
             f"({per_gateway * gateways * READINGS_PER_CHUNK:,} readings), {replicas} collector replica(s)")
         go = mp.Event()
+        ready_q: mp.Queue = mp.Queue()
         done_q: mp.Queue = mp.Queue()
         split = [range(gateways * k // publishers, gateways * (k + 1) // publishers) for k in range(publishers)]
-        pubs = [mp.Process(target=gateway_publisher, args=(broker.port, r, per_gateway, go, done_q)) for r in split]
+        pubs = [mp.Process(target=gateway_publisher, args=(broker.port, r, per_gateway, ready_q, go, done_q)) for r in split]
         for p in pubs:
             p.start()
-        time.sleep(max(3.0, per_gateway * gateways * 0.004))   # let publishers pre-encode
+        for _ in pubs:
+            ready_q.get(timeout=1800)      # every publisher has encoded its messages and connected
         started = time.time()
         go.set()
         published = [done_q.get(timeout=3600) for _ in pubs]
@@ -239,18 +250,25 @@ def end_to_end(dsn: str, broker: LocalMosquitto, work: Path, *, rate_guess: floa
         say(f"  (c) published {messages:,} messages in {publish_s:.1f} s; waiting for the collector to store them")
         with psycopg.connect(dsn, autocommit=True) as conn:
             last, last_change = -1, time.time()
+            last_said = time.time()
             while True:
                 stored = conn.execute("SELECT count(*) FROM ingest_log").fetchone()[0]
                 if stored >= messages:
                     break
                 if stored != last:
                     last, last_change = stored, time.time()
+                if time.time() - last_said >= 5:
+                    say(f"      {stored:,}/{messages:,} messages stored")
+                    last_said = time.time()
                 elif time.time() - last_change > 60:
                     raise RuntimeError(f"collector stalled at {stored}/{messages} messages")
                 time.sleep(0.1)
             finished = time.time()
             n_readings = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-            distinct = conn.execute("SELECT count(*) FROM (SELECT DISTINCT meter_id, ts FROM readings) d").fetchone()[0]
+            conn.execute("SET work_mem = '512MB'")   # the duplicate check below hashes every reading
+            doubled = conn.execute("SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM readings "
+                                   "GROUP BY meter_id, ts HAVING count(*) > 1) d").fetchone()[0]
+            distinct = n_readings - doubled
             n_summary = conn.execute("SELECT count(*) FROM interval_summaries").fetchone()[0]
             dead = conn.execute("SELECT count(*) FROM dead_letters WHERE topic <> 'gridsight/v1/probe/raw'").fetchone()[0]
             deadline = time.time() + 300
