@@ -48,7 +48,8 @@ def write_csv(path: Path, readings: list[Reading]) -> Path:
 class Subscriber:
     """A real MQTT client that records every upward message of every gateway, decoded."""
 
-    def __init__(self, url_port: int, persistent: bool = False) -> None:
+    def __init__(self, url_port: int, persistent: bool = False, username: str | None = None,
+                 password: str | None = None) -> None:
         """``persistent``: a session that outlives broker restarts (queued messages are kept)."""
         from paho.mqtt.properties import Properties
         from paho.mqtt.packettypes import PacketTypes
@@ -64,6 +65,8 @@ class Subscriber:
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_connect = lambda c, u, f, rc, p: (not f.session_present) and c.subscribe("gridsight/v1/+/+", qos=1)
         self.client.reconnect_delay_set(0.1, 0.5)
+        if username:
+            self.client.username_pw_set(username, password)
         props = None
         if persistent:
             props = Properties(PacketTypes.CONNECT)
@@ -100,16 +103,21 @@ class Subscriber:
         return [r for chunk in self.unique("raw") for r in chunk.readings]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_until(predicate, timeout)
 
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` real seconds pass (never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def readings_by_meter(readings) -> dict[str, list[float]]:
