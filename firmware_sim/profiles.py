@@ -55,12 +55,12 @@ _RES_WEEKDAY = _norm([0.55, 0.45, 0.42, 0.40, 0.41, 0.42, 0.85, 1.66, 1.53, 1.32
                       1.07, 0.98, 0.88, 0.81, 0.78, 0.86, 1.10, 1.55, 1.78, 1.79, 1.33, 0.78])
 _RES_WEEKEND = _norm([0.72, 0.58, 0.48, 0.43, 0.40, 0.42, 0.47, 0.78, 0.94, 1.01, 1.11, 1.19,
                       1.18, 1.20, 1.23, 1.11, 1.07, 1.20, 1.45, 1.66, 1.66, 1.57, 1.23, 0.92])
-_COM_WEEKDAY = _norm([0.50, 0.48, 0.47, 0.47, 0.48, 0.55, 0.75, 1.05, 1.35, 1.48, 1.52, 1.55,
-                      1.55, 1.55, 1.53, 1.50, 1.45, 1.30, 1.05, 0.85, 0.72, 0.62, 0.56, 0.52])
-_COM_WEEKEND = _norm([0.55, 0.54, 0.53, 0.53, 0.53, 0.55, 0.60, 0.70, 0.85, 1.00, 1.12, 1.18,
-                      1.20, 1.20, 1.18, 1.12, 1.05, 0.95, 0.85, 0.75, 0.68, 0.62, 0.58, 0.56])
-_IND_WEEKDAY = _norm([0.70, 0.68, 0.67, 0.67, 0.68, 0.80, 1.10, 1.18, 1.20, 1.20, 1.20, 1.18,
-                      1.15, 1.18, 1.20, 1.20, 1.18, 1.15, 1.12, 1.10, 1.08, 1.00, 0.82, 0.74])
+_COM_WEEKDAY = _norm([0.76, 0.74, 0.73, 0.73, 0.75, 0.80, 0.92, 1.08, 1.24, 1.32, 1.36, 1.38,
+                      1.38, 1.38, 1.37, 1.35, 1.32, 1.22, 1.08, 0.98, 0.90, 0.84, 0.80, 0.78])
+_COM_WEEKEND = _norm([0.76, 0.75, 0.74, 0.74, 0.74, 0.76, 0.79, 0.85, 0.94, 1.03, 1.10, 1.14,
+                      1.16, 1.16, 1.14, 1.10, 1.05, 0.99, 0.93, 0.87, 0.82, 0.79, 0.77, 0.76])
+_IND_WEEKDAY = _norm([0.92, 0.91, 0.90, 0.90, 0.91, 0.95, 1.03, 1.07, 1.08, 1.08, 1.08, 1.07,
+                      1.06, 1.07, 1.08, 1.08, 1.07, 1.06, 1.05, 1.03, 1.01, 0.98, 0.95, 0.93])
 _IND_WEEKEND = _norm([0.85, 0.85, 0.84, 0.84, 0.84, 0.86, 0.92, 0.98, 1.02, 1.05, 1.06, 1.07,
                       1.07, 1.07, 1.06, 1.05, 1.04, 1.03, 1.02, 1.00, 0.98, 0.95, 0.90, 0.87])
 
@@ -89,19 +89,19 @@ class ClassParams:
 CLASS_PARAMS: dict[MeterClass, ClassParams] = {
     MeterClass.RESIDENTIAL: ClassParams(
         10.0, 0.35, _RES_WEEKDAY, _RES_WEEKEND, (0.95, 0.97, 0.98, 0.95, 0.98, 1.09, 1.08),
-        0.030, 0.050, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
+        0.020, 0.080, 0.04, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
     MeterClass.RESIDENTIAL_PV: ClassParams(
         10.0, 0.35, _RES_WEEKDAY, _RES_WEEKEND, (0.95, 0.97, 0.98, 0.95, 0.98, 1.09, 1.08),
-        0.030, 0.050, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
+        0.020, 0.080, 0.04, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
     MeterClass.RESIDENTIAL_EV: ClassParams(
         10.0, 0.35, _RES_WEEKDAY, _RES_WEEKEND, (0.95, 0.97, 0.98, 0.95, 0.98, 1.09, 1.08),
-        0.030, 0.050, 0.10, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
+        0.020, 0.080, 0.04, 0.18, 0.25, 0.10, (800.0, 2500.0), 1, 230.0, (0.88, 0.98)),
     MeterClass.COMMERCIAL: ClassParams(
         250.0, 0.5, _COM_WEEKDAY, _COM_WEEKEND, (1.10, 1.10, 1.10, 1.10, 1.08, 0.80, 0.72),
-        0.012, 0.050, 0.04, 0.06, 0.08, 0.0, (0.0, 0.0), 3, 230.0, (0.86, 0.95)),
+        0.006, 0.070, 0.02, 0.06, 0.08, 0.0, (0.0, 0.0), 3, 230.0, (0.86, 0.95)),
     MeterClass.INDUSTRIAL: ClassParams(
         2400.0, 0.6, _IND_WEEKDAY, _IND_WEEKEND, (1.08, 1.09, 1.09, 1.09, 1.07, 0.85, 0.73),
-        0.004, 0.010, 0.02, 0.05, 0.05, 0.0, (0.0, 0.0), 3, 230.0, (0.82, 0.92)),
+        0.004, 0.020, 0.02, 0.05, 0.05, 0.0, (0.0, 0.0), 3, 230.0, (0.82, 0.92)),
 }
 
 _HEAT_BASE_C = 15.5
@@ -152,6 +152,8 @@ class LoadProfile:
         self.pv_kwp = float(3.0 + 5.0 * u[4]) if self.meter_class is MeterClass.RESIDENTIAL_PV else 0.0
         self.ev_probability = float(0.3 + 0.4 * u[5]) if self.meter_class is MeterClass.RESIDENTIAL_EV else 0.0
         self.typical_w = self.base_kwh * 1000.0 / 24.0
+        # households keep their own hours: their template is shifted by up to 1.5 h either way
+        self.schedule_shift_h = float(3.0 * (u[6] - 0.5)) if p.phases == 1 else 0.0
         self._register_cache: dict[int, float] = {}
         self._block_totals = np.zeros(0)
 
@@ -236,7 +238,7 @@ class LoadProfile:
         hours = self.calendar.local_hours(ts - self.step_s / 2)
         weekend = self.calendar.weekdays([day])[0] >= 5 or bool(self.calendar.holidays([day])[0])
         template = np.asarray(p.weekend if weekend else p.weekday)
-        shape = np.interp(hours, np.arange(24) + 0.5, template, period=24.0)
+        shape = np.interp(hours - self.schedule_shift_h, np.arange(24) + 0.5, template, period=24.0)
         temp = self.weather.temperature(ts)
         shape = shape * (1.0 + 0.5 * self.heating * np.maximum(0.0, _HEAT_BASE_C - temp)
                          + 1.5 * self.cooling * np.maximum(0.0, temp - _COOL_BASE_C))
