@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")
     t.add_argument("--version", help="model version (default: UTC timestamp)")
     t.add_argument("--n-estimators", type=_positive_int, default=100, help="trees (default %(default)s)")
-    t.add_argument("--max-samples", type=_max_samples, default=256, help="rows per tree (default %(default)s)")
+    t.add_argument("--max-samples", type=_max_samples, default=4096,
+                   help="rows per tree (default %(default)s; capped at the training rows)")
     t.add_argument("--interval-s", type=_positive_int, default=900, help="interval length (default %(default)s)")
     t.add_argument("--meter-class", help="train only on meters of this class (needs a meter_class column)")
     t.add_argument("--by-class", action="store_true", help="train one model per meter class into --out DIR")

@@ -117,7 +117,7 @@ def build_training_rows(stats: Sequence[IntervalStats], feature_names: Sequence[
 
 
 def fit_forest(X: np.ndarray, contamination: float, n_estimators: int = 100,
-               max_samples: int | float | str = 256, random_state: int = 0):
+               max_samples: int | float | str = 4096, random_state: int = 0):
     """Fit scikit-learn's IsolationForest; its ``offset_`` holds the calibrated threshold."""
     from sklearn.ensemble import IsolationForest
 
@@ -217,7 +217,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def train_and_export(readings: str | Path | Iterable[Reading] | ReadingTable, out_path: str | Path, *,
                      name: str = "gridsight-iforest", version: str | None = None,
                      contamination: float | None = None, false_alarms_per_meter_month: float | None = None,
-                     n_estimators: int = 100, max_samples: int | float | str = 256,
+                     n_estimators: int = 100, max_samples: int | float | str = 4096,
                      interval_s: int = 900, feature_names: Sequence[str] = DEFAULT_FEATURES,
                      meter_class: str | None = None, random_state: int = 0) -> TrainResult:
     """Train on readings (CSV path, wire readings or a table) and write a verified compact ONNX model.

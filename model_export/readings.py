@@ -35,7 +35,6 @@ __all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings_csv", 
 
 # A meter drawing more than 100 MW is a broken export, not a building.
 MAX_KW = 100_000.0
-_MAX_LINE_CHARS = 4096
 _TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000 .. 2100, as on the wire
 
 
