@@ -86,7 +86,7 @@ def _bars(ns: argparse.Namespace):
 
 
 def _score(ns: argparse.Namespace):
-    """Load labels, manifest and stored data; return (score, labels, store-opened callback)."""
+    """Load labels, manifest and stored data; return (score, labels, the open store)."""
     from firmware_sim.anomalies import LabelError, read_labels_csv
     from firmware_sim.fleet_model import ManifestError, read_manifest
     from firmware_sim.qa_score import completeness, score_detection

@@ -10,7 +10,6 @@ meters handed over, in delivery order per day, data faults included (pass
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -62,7 +61,3 @@ def write_readings_csv(fleet: Fleet, start: float, end: float, step_s: int, path
     if labels_path is not None:
         write_labels_csv(labels, labels_path)
     return rows
-
-
-def stderr_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
