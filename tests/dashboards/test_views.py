@@ -127,3 +127,13 @@ def test_migration_downgrades_cleanly_and_upgrades_again(database_url):
     migrate(database_url)
     views = _rows(database_url, "SELECT count(*) FROM information_schema.views WHERE table_schema = %s", SCHEMA)
     assert views == [(len(VIEWS) + 2,)]  # the catalog's views and the two helpers
+
+
+def test_a_view_added_later_to_the_schema_is_readable_by_the_reader(fleet_url, reader_url):
+    with psycopg.connect(fleet_url, autocommit=True) as conn:
+        conn.execute("CREATE VIEW tableau.later_view AS SELECT count(*) AS meters FROM meters")
+    try:
+        assert _rows(reader_url, "SELECT meters FROM tableau.later_view")[0][0] > 0
+    finally:
+        with psycopg.connect(fleet_url, autocommit=True) as conn:
+            conn.execute("DROP VIEW tableau.later_view")

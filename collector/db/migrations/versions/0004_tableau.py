@@ -160,6 +160,8 @@ ALTER ROLE tableau_reader SET search_path = tableau;
 REVOKE ALL ON SCHEMA public FROM tableau_reader;
 GRANT USAGE ON SCHEMA tableau TO tableau_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA tableau TO tableau_reader;
+-- views that later migrations add to the schema are readable too
+ALTER DEFAULT PRIVILEGES IN SCHEMA tableau GRANT SELECT ON TABLES TO tableau_reader;
 DO $$
 BEGIN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO tableau_reader', current_database());
