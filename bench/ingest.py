@@ -268,7 +268,7 @@ def end_to_end(dsn: str, broker: LocalMosquitto, work: Path, *, rate_guess: floa
             conn.execute("SET work_mem = '512MB'")   # the duplicate check below hashes every reading
             doubled = conn.execute("SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM readings "
                                    "GROUP BY meter_id, ts HAVING count(*) > 1) d").fetchone()[0]
-            distinct = n_readings - doubled
+            distinct = n_readings - int(doubled)
             n_summary = conn.execute("SELECT count(*) FROM interval_summaries").fetchone()[0]
             dead = conn.execute("SELECT count(*) FROM dead_letters WHERE topic <> 'gridsight/v1/probe/raw'").fetchone()[0]
             deadline = time.time() + 300

@@ -12,12 +12,19 @@ from typing import Annotated, AsyncIterator
 
 import asyncpg
 from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 
-__all__ = ["Connection", "Pagination", "Paging", "TimeRange", "Range", "param_error", "Points", "ID_PATTERN",
+__all__ = ["fast_json", "Connection", "Pagination", "Paging", "TimeRange", "Range", "param_error", "Points", "ID_PATTERN",
            "MAX_RANGE"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_RANGE = timedelta(days=3660)
+
+
+def fast_json(content: dict) -> JSONResponse:
+    """Serialise a plain dict (queries return only JSON types) without FastAPI's per-value encoder,
+    which dominates the cost of a chart's worth of points."""
+    return JSONResponse(content)
 
 
 def param_error(name: str, message: str, status: int = 422, where: str = "query") -> HTTPException:

@@ -35,17 +35,29 @@ class Page:
     total: int
     limit: int
     offset: int
+    total_cap: int | None = None     # when set and reached, `total` is "at least this many"
 
     def as_dict(self) -> dict:
-        nxt = self.offset + self.limit if self.offset + len(self.items) < self.total else None
-        return {"items": self.items, "total": self.total, "limit": self.limit, "offset": self.offset,
-                "next_offset": nxt}
+        capped = self.total_cap is not None and self.total > self.total_cap
+        total = self.total_cap if capped else self.total
+        more = capped or self.offset + len(self.items) < self.total
+        out = {"items": self.items, "total": total, "limit": self.limit, "offset": self.offset,
+               "next_offset": self.offset + self.limit if more and len(self.items) == self.limit else None}
+        if self.total_cap is not None:
+            out["total_is_lower_bound"] = capped
+        return out
 
 
-def bucket_seconds(start: datetime, end: datetime, points: int, minimum: int = 1) -> int:
+# consumption buckets are the interval itself or whole hours/days, so a rollup table can serve them
+_CONSUMPTION_BUCKETS = (900, 3600, 7200, 10800, 21600, 43200, 86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+ANOMALY_COUNT_CAP = 10_000
+
+
+def bucket_seconds(start: datetime, end: datetime, points: int, minimum: int = 1,
+                   choices: tuple[int, ...] = _NICE_BUCKETS) -> int:
     """The smallest 'nice' bucket that splits [start, end) into at most ``points`` buckets."""
     need = max(minimum, math.ceil((end - start).total_seconds() / points))
-    for b in _NICE_BUCKETS:
+    for b in choices:
         if b >= need:
             return b
     return math.ceil(need / 86400) * 86400
@@ -150,7 +162,7 @@ def _rollup_source(bucket: int) -> str:
 async def consumption_series(conn: asyncpg.Connection, start: datetime, end: datetime, points: int, *,
                              meter_id: str | None = None, region_id: str | None = None) -> dict:
     """Energy per bucket for a meter or a whole region, from the coarsest table that fits."""
-    bucket = bucket_seconds(start, end, points, minimum=900)
+    bucket = bucket_seconds(start, end, points, minimum=900, choices=_CONSUMPTION_BUCKETS)
     source = _rollup_source(bucket)
     if source == "interval_summaries":
         time_col = "interval_start"
@@ -193,12 +205,13 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
         args.append(max_score)
         where.append(f"f.score <= ${len(args)}")
     base = f"FROM anomaly_flags f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN} WHERE {' AND '.join(where)}"
-    total = await conn.fetchval(f"SELECT count(*) {base}", *args)
+    # a map needs the page, not an exact count of a year of flags: count at most the cap
+    total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 {base} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
     rows = await conn.fetch(
         "SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, f.reason, "
         "f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
         f"{base} ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}", *args)
-    return Page([_row(r) for r in rows], total, limit, offset)
+    return Page([_row(r) for r in rows], total, limit, offset, total_cap=ANOMALY_COUNT_CAP)
 
 
 async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None) -> dict:

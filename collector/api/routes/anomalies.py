@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collector.api.deps import ID_PATTERN, Connection, Paging, Range
+from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging, Range
 from collector.db import queries
 
 router = APIRouter(tags=["anomalies"])
@@ -20,4 +20,4 @@ async def anomalies(conn: Connection, span: Range, page: Paging,
                                                              description="only scores at or below")] = None) -> dict:
     result = await queries.anomalies(conn, span.start, span.end, limit=page.limit, offset=page.offset,
                                      region_id=region_id, meter_id=meter_id, max_score=max_score)
-    return result.as_dict()
+    return fast_json(result.as_dict())

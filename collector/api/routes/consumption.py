@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collector.api.deps import ID_PATTERN, Connection, Points, Range, param_error
+from collector.api.deps import fast_json, ID_PATTERN, Connection, Points, Range, param_error
 from collector.db import queries
 
 router = APIRouter(tags=["consumption"])
@@ -24,8 +24,8 @@ async def consumption(conn: Connection, span: Range, points: Points,
         raise param_error("meter_id", f"no meter {meter_id!r}", status=404)
     if region_id is not None and not await queries.region_exists(conn, region_id):
         raise param_error("region_id", f"no region {region_id!r}", status=404)
-    return await queries.consumption_series(conn, span.start, span.end, points, meter_id=meter_id,
-                                            region_id=region_id)
+    return fast_json(await queries.consumption_series(conn, span.start, span.end, points, meter_id=meter_id,
+                                                      region_id=region_id))
 
 
 @router.get("/readings", summary="Raw readings of one meter, averaged into at most `points` buckets")
@@ -33,4 +33,4 @@ async def readings(conn: Connection, span: Range, points: Points,
                    meter_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict:
     if not await queries.meter_exists(conn, meter_id):
         raise param_error("meter_id", f"no meter {meter_id!r}", status=404)
-    return await queries.readings_series(conn, meter_id, span.start, span.end, points)
+    return fast_json(await queries.readings_series(conn, meter_id, span.start, span.end, points))

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from collector.api.deps import ID_PATTERN, Connection, Paging, param_error
+from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging, param_error
 from collector.db import queries
 
 router = APIRouter(prefix="/gateways", tags=["registry"])
@@ -19,7 +19,7 @@ async def list_gateways(conn: Connection, page: Paging,
                                          Query()] = None) -> dict:
     result = await queries.list_gateways(conn, limit=page.limit, offset=page.offset, region_id=region_id,
                                          status=state)
-    return result.as_dict()
+    return fast_json(result.as_dict())
 
 
 @router.get("/{gateway_id}", summary="One gateway")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from collector.api.deps import ID_PATTERN, Connection, Paging
+from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging
 from collector.db import queries
 
 router = APIRouter(prefix="/ingestion", tags=["ingestion"])
@@ -31,4 +31,4 @@ async def dead_letters(conn: Connection, page: Paging,
                        gateway_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
     result = await queries.dead_letters(conn, limit=page.limit, offset=page.offset, reason=reason,
                                         gateway_id=gateway_id)
-    return result.as_dict()
+    return fast_json(result.as_dict())

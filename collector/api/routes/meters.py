@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from collector.api.deps import ID_PATTERN, Connection, Paging, param_error
+from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging, param_error
 from collector.db import queries
 
 router = APIRouter(prefix="/meters", tags=["registry"])
@@ -18,7 +18,7 @@ async def list_meters(conn: Connection, page: Paging,
                       region_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
     result = await queries.list_meters(conn, limit=page.limit, offset=page.offset, gateway_id=gateway_id,
                                        region_id=region_id)
-    return result.as_dict()
+    return fast_json(result.as_dict())
 
 
 @router.get("/{meter_id}", summary="One meter")
