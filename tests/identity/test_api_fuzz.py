@@ -31,7 +31,7 @@ def test_no_generated_request_yields_a_server_error(api):
         headers = api.headers[role] if role else {}
         assert role or (method, path) in PUBLIC_ROUTES
 
-        @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def run(case) -> None:
             request = case.as_transport_kwargs(base_url="http://testserver", headers={**(case.headers or {}), **headers})

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import pytest
 from fastapi import APIRouter, Path, Query
-from fastapi.testclient import TestClient
 
 from collector.auth import ADMIN, ANALYST, CONSUMER, POLICYMAKER, Principal, require_roles
 
