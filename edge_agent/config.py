@@ -34,6 +34,9 @@ Every key, its default and its meaning (TOML file ``agent.toml``; environment va
 
     [model]
     path = ""                       # ONNX model file; empty = summaries without scores
+    public_key = ""                 # Ed25519 public key (PEM) that signs models: enables
+                                    # over-the-air updates from the cmd/model topics
+    models_dir = ""                 # where verified updates are kept (default data_dir/models)
 
     [clock]
     speed = 1.0                     # >1 runs simulated time (fleet simulator, benchmarks)
@@ -136,10 +139,14 @@ class OutboxSettings:
 @dataclass
 class ModelSettings:
     path: str = ""
+    public_key: str = ""
+    models_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.path and not Path(self.path).expanduser().is_file():
             raise ConfigError("model.path", f"{self.path} does not exist")
+        if self.public_key and not Path(self.public_key).expanduser().is_file():
+            raise ConfigError("model.public_key", f"{self.public_key} does not exist")
 
 
 @dataclass

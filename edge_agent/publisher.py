@@ -15,6 +15,8 @@ uplink never delays reading meters. Guarantees:
 * Messages written since this connection came up go first; the backlog follows at
   ``drain_rate`` messages per second (see :meth:`edge_agent.outbox.Outbox.pending`).
 * TLS (``mqtts://``) with an optional CA file and client certificate; username/password.
+* Subscribes to the downward command topics it is given and hands each message to
+  ``on_command`` (the agent queues it; nothing slow runs on the network thread).
 
 A fresh client is made for each connection attempt: anything that was in flight when the link
 dropped is simply fetched from the outbox again and re-sent under the same sequence number,
@@ -76,12 +78,16 @@ class MqttPublisher:
     def __init__(self, outbox: Outbox, gateway_id: str, settings: MqttSettings, *,
                  status_payload: Callable[[bool, int], bytes],
                  on_connected: Callable[[], None] | None = None,
+                 subscriptions: tuple[str, ...] = (),
+                 on_command: Callable[[str, bytes], None] | None = None,
                  rng: random.Random | None = None) -> None:
         self.outbox = outbox
         self.gateway_id = gateway_id
         self.settings = settings
         self.status_payload = status_payload
         self.on_connected = on_connected
+        self.subscriptions = subscriptions
+        self.on_command = on_command
         self.rng = rng or random.Random()
         self.counters = PublisherCounters()
         self.status_topic = topic_for(gateway_id, "status")
@@ -189,6 +195,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _connect(self) -> None:
@@ -269,6 +276,8 @@ class MqttPublisher:
         self.last_error = None
         log.info("mqtt connected to %s:%s (MQTT %s)", self.settings.host, self.settings.port,
                  self.counters.protocol)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         if self.on_connected is not None:
             self.on_connected()
 
@@ -277,6 +286,11 @@ class MqttPublisher:
             return
         was_connected = self._connected
         self._lost(f"disconnected: {reason_code}", failed_attempt=not was_connected)
+
+    def _on_message(self, client, userdata, message) -> None:
+        """A downward command (model announcement); handed over, never processed on this thread."""
+        if self.on_command is not None and client is self._client:
+            self.on_command(message.topic, bytes(message.payload))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         entry = self._inflight.pop(mid, None)

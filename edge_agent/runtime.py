@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import resource
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from edge_agent.clock import Clock, ClockHealth, SimulatedClock, SystemClock, clock_health
@@ -33,10 +35,11 @@ from edge_agent.scoring import IntervalScoring, ScoredInterval
 from edge_agent.settings import ConfigError
 from edge_agent.systemd import SystemdNotifier
 from edge_agent.window import IntervalWindow
-from edge_agent.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, RawChunk, Reading, encode)
+from edge_agent.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, RawChunk, Reading, WireError,
+                             command_topic, decode_command, encode, fleet_command_topic)
 
 __all__ = ["Agent", "AgentSettings", "Transport", "NullTransport", "ReaderSlot", "AGENT_VERSION",
-           "build_clock", "load_scorer"]
+           "build_clock", "load_scorer", "build_model_updater"]
 
 log = logging.getLogger("gridsight.agent")
 
@@ -93,6 +96,24 @@ def build_clock(settings: AgentSettings) -> Clock:
     return SystemClock()
 
 
+def build_model_updater(settings: AgentSettings) -> Any:
+    """The over-the-air model updater when ``model.public_key`` is set, else None."""
+    if not settings.model.public_key:
+        return None
+    from edge_agent.model_update import ModelUpdater, SignatureError
+
+    models_dir = settings.model.models_dir or str(Path(settings.data_dir) / "models")
+    try:
+        return ModelUpdater(models_dir, settings.model.public_key, gateway_id=settings.gateway_id,
+                            initial_model=settings.model.path or None, interval_s=settings.interval_s)
+    except SignatureError as exc:
+        raise ConfigError("model.public_key", str(exc)) from None
+    except ModelError as exc:
+        raise ConfigError("model.path", str(exc)) from None
+    except OSError as exc:
+        raise ConfigError("model.models_dir", f"{models_dir}: {exc.strerror or exc}") from None
+
+
 def load_scorer(settings: AgentSettings) -> Scorer | None:
     """The configured model, or None; an unusable file is a ConfigError naming ``model.path``."""
     if not settings.model.path:
@@ -123,6 +144,9 @@ class _Counters:
     outbox_errors: int = 0
     dropped_unstored: int = 0
     ticks: int = 0
+    model_updates: int = 0
+    model_update_failures: int = 0
+    bad_commands: int = 0
 
 
 class Agent:
@@ -139,7 +163,14 @@ class Agent:
         if readers is None:
             readers = [build_reader(t, f"readers[{i}]") for i, t in enumerate(settings.readers)]
         self.slots = [ReaderSlot(r, getattr(r, "name", f"reader{i}")) for i, r in enumerate(readers)]
-        self.scoring = IntervalScoring(load_scorer(settings) if scorer is _UNSET else scorer, settings.interval_s)
+        self.model_updater = build_model_updater(settings)
+        if scorer is _UNSET:
+            scorer = self.model_updater.current_scorer() if self.model_updater else load_scorer(settings)
+            if scorer is not None and scorer.interval_s != settings.interval_s:
+                raise ConfigError("interval_s", f"{settings.interval_s} does not match the model's "
+                                                f"interval of {scorer.interval_s} s")
+        self.scoring = IntervalScoring(scorer, settings.interval_s)
+        self.last_model_update: str | None = None
         self.window = IntervalWindow(settings.interval_s, settings.grace_s)
         self.outbox = outbox or Outbox(settings.outbox_path, budget_bytes=int(settings.outbox.budget_mb * 1024 * 1024),
                                        synchronous=settings.outbox.synchronous.upper())
@@ -147,7 +178,9 @@ class Agent:
         self._restore()
         self.transport: Transport = transport if transport is not None else MqttPublisher(
             self.outbox, self.gateway_id, settings.mqtt, status_payload=self.status_payload,
-            on_connected=self._status_now, rng=self.rng)
+            on_connected=self._status_now, rng=self.rng,
+            subscriptions=(command_topic(self.gateway_id, "model"), fleet_command_topic("model"))
+            if self.model_updater else (), on_command=self.handle_command)
         self.notifier = notifier or SystemdNotifier()
         self._started_mono = time.monotonic()
         self._last_seal = self.clock.now()
@@ -157,6 +190,8 @@ class Agent:
         self._retry_messages: list[NewMessage] = []
         self._health = ClockHealth(None, None, None)
         self._health_checked = 0.0
+        self._commands: queue.Queue = queue.Queue(maxsize=16)
+        self._command_worker: threading.Thread | None = None
 
     # ------------------------------------------------------------------ restore
 
@@ -186,6 +221,43 @@ class Agent:
         self.scoring.use_model(scorer)
         self._status_now()
         log.info("model %s %s in use", scorer.name, scorer.version)
+
+    def handle_command(self, topic: str, payload: bytes) -> None:
+        """A downward command from the broker: queued for the update worker (never blocks)."""
+        if self.model_updater is None:
+            return
+        try:
+            cmd = decode_command(payload)
+        except WireError as exc:
+            self.counters.bad_commands += 1
+            log.warning("ignored a malformed command on %s: %s", topic, exc)
+            return
+        if self._command_worker is None:
+            self._command_worker = threading.Thread(target=self._apply_commands, name="model-update", daemon=True)
+            self._command_worker.start()
+        try:
+            self._commands.put_nowait(cmd)
+        except queue.Full:
+            self.counters.bad_commands += 1
+            log.warning("model announcements arrive faster than they can be applied; dropped %s", cmd.version)
+
+    def _apply_commands(self) -> None:
+        while True:
+            cmd = self._commands.get()
+            ok, reason = self.model_updater.handle_announcement(cmd)
+            self.last_model_update = reason
+            current = self.model_updater.current_scorer()
+            if ok and current is not None and current is not self.scoring.scorer:
+                try:
+                    self.use_model(current)
+                    self.counters.model_updates += 1
+                except ValueError as exc:
+                    ok, self.last_model_update = False, str(exc)
+            if not ok:
+                self.counters.model_update_failures += 1
+                log.warning("model update: %s", self.last_model_update)
+            else:
+                log.info("model update: %s", reason)
 
     # ------------------------------------------------------------------ the poll cycle
 
@@ -298,6 +370,9 @@ class Agent:
             "intervals": self.counters.intervals, "summaries": self.counters.summaries,
             "flags": self.counters.flags, "raw_chunks": self.counters.raw_chunks,
             "outbox_errors": self.counters.outbox_errors, "clock_jumps": self.window.clock_jumps,
+            "model_updates": self.counters.model_updates,
+            "model_update_failures": self.counters.model_update_failures,
+            "bad_commands": self.counters.bad_commands,
             "outbox_bytes": self.outbox.used_bytes, "outbox_budget_bytes": self.outbox.budget_bytes,
             "unsealed_readings": depth["unsealed_readings"],
             **{f"queue_{k}": depth[k] for k in ("summary", "flag", "raw")},
@@ -323,6 +398,7 @@ class Agent:
                 "queue_depth": sum(depth[k] for k in ("summary", "flag", "raw", "status")),
                 "clock_synced": health.synced, "clock_offset_s": health.offset_s,
                 "agent_version": AGENT_VERSION, "counters": counters,
+                "model_update": self.last_model_update,
                 "readers": [{"name": s.name, "failures": s.failures, "errors": s.errors, "readings": s.readings,
                              "last_error": s.last_error, "last_ok": s.last_ok} for s in self.slots]}
 
