@@ -53,7 +53,7 @@ class Fleet:
         return path
 
 
-def make_fleet(meters: int = 6, days: int = 21, interval_s: int = 900, seed: int = 0,
+def make_fleet(meters: int = 6, days: int = 14, interval_s: int = 900, seed: int = 0,
                anomalies: bool = True) -> Fleet:
     """Meters of very different sizes with a daily and weekly rhythm; the last week holds anomalies."""
     rng = np.random.default_rng(seed)
