@@ -90,8 +90,9 @@ def _executor(args):
 def _options(args):
     from collector.forecasting.forecast import ForecastOptions
 
+    defaults = ForecastOptions()
     return ForecastOptions(country=None if args.country in ("", "none") else args.country, model=args.model,
-                           max_history_days=getattr(args, "max_history_days", 760) or 760)
+                           max_history_days=getattr(args, "max_history_days", None) or defaults.max_history_days)
 
 
 def _weather(args):
@@ -390,8 +391,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every-days", type=_positive_int, default=7, help="days between origins (default 7)")
     p.add_argument("--end", type=_timestamp, help="last origin (default: the last full day)")
     p.add_argument("--history-days", type=_positive_int, default=400, help="database history to load (default 400)")
-    p.add_argument("--max-history-days", type=_positive_int, default=200,
-                   help="history each fit sees (default 200: fast, and recent load matters most)")
+    p.add_argument("--max-history-days", type=_positive_int,
+                   help="history each fit sees (default 400: a year for the yearly shape; 200 fits 3x faster)")
     _fit_options(p)
     p.set_defaults(func=cmd_backtest)
 

@@ -33,7 +33,7 @@ class ForecastOptions:
     country: str | None = "US"          # public holidays of this ISO country code
     interval_width: float = 0.8         # central prediction interval
     model: str = "auto"                 # "auto" | "prophet" | "ets"
-    max_history_days: int = 760         # Prophet fit time grows with history; two years carry yearly shape
+    max_history_days: int = 400         # fit time grows with history; 400 days carry the yearly shape
     residual_correction: bool = True    # carry the recent level error forward (weather persistence)
 
     def __post_init__(self) -> None:

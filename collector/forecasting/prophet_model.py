@@ -26,16 +26,18 @@ HEATING_BASE_C = 15.0
 COOLING_BASE_C = 20.0
 DAILY_FOURIER = 6
 
-for _name in ("cmdstanpy", "prophet", "prophet.plot"):
+# Prophet's optional plotting complains at import that plotly is missing; we never plot.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+import prophet  # noqa: E402  (configures its loggers on import)
+
+# Prophet and cmdstanpy log every fit at INFO; a fleet of fits would drown the job's own output.
+# Set after importing prophet, which sets its loggers' levels on import.
+# cmdstanpy installs its own INFO handler on first use unless its logger already has one.
+logging.getLogger("cmdstanpy").addHandler(logging.NullHandler())
+for _name in ("cmdstanpy", "prophet"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
-
-def _prophet_version() -> str:
-    import prophet
-    return prophet.__version__
-
-
-MODEL_VERSION = f"prophet-{_prophet_version()}+{RECIPE}"
+MODEL_VERSION = f"prophet-{prophet.__version__}+{RECIPE}"
 
 
 def _calendar(ds: pd.DatetimeIndex, days: float) -> pd.DataFrame:
