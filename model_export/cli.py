@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -50,6 +51,13 @@ def _budget(text: str) -> float:
     return value
 
 
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
 def _max_samples(text: str) -> int | float | str:
     if text == "auto":
         return text
@@ -71,11 +79,20 @@ def _parser() -> argparse.ArgumentParser:
                                                             "the Isolation Forest the gateways run.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    t = sub.add_parser("train", help="train on a readings CSV and write a verified compact ONNX model",
-                       description="Train on a readings CSV (meter_id,ts and kwh = interval energy, or "
-                                   "energy_kwh = cumulative register; optional power_w, meter_class) and "
-                                   "write a compact ONNX model whose scores match scikit-learn within 1e-5.")
-    t.add_argument("--readings", required=True, type=Path, help="readings CSV file")
+    t = sub.add_parser("train", help="train on readings (CSV, PostgreSQL, raw archive); write a verified model",
+                       description="Train on readings — a CSV (meter_id,ts and kwh = interval energy, or "
+                                   "energy_kwh = cumulative register; optional power_w, meter_class), the "
+                                   "collector's PostgreSQL readings, or its raw archive — and write a compact "
+                                   "ONNX model whose scores match scikit-learn within 1e-5.")
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--readings", type=Path, help="readings CSV file")
+    source.add_argument("--database-url", help="collector PostgreSQL: train on its readings table")
+    source.add_argument("--archive-dir", type=Path, help="train on the raw archive in this directory store")
+    source.add_argument("--archive-s3-bucket", help="train on the raw archive in this S3 bucket")
+    t.add_argument("--s3-endpoint-url", help="S3-protocol endpoint for --archive-s3-bucket")
+    t.add_argument("--since", type=_date, help="first UTC day (YYYY-MM-DD) of database/archive readings")
+    t.add_argument("--until", type=_date, help="last UTC day (YYYY-MM-DD) of database/archive readings")
+    t.add_argument("--meter-classes", type=Path, help="CSV meter_id,meter_class for per-class training")
     t.add_argument("--out", required=True, type=Path,
                    help="model file to write; with --by-class, a directory for one model per class")
     target = t.add_mutually_exclusive_group()
@@ -147,11 +164,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(ns: argparse.Namespace) -> int:
     from model_export.pipeline import TrainingError, train_and_export
-    from model_export.readings import ReadingsError, read_readings_csv
+    from model_export.readings import ReadingsError
+    from model_export.sources import SourceError
 
     try:
-        _progress(f"reading {ns.readings}")
-        table = read_readings_csv(ns.readings)
+        table = _training_table(ns)
         classes = [ns.meter_class]
         if ns.by_class:
             classes = sorted(set(table.meter_classes.values()))
@@ -171,9 +188,35 @@ def _train(ns: argparse.Namespace) -> int:
                               "contamination": result.contamination,
                               "parity_max_abs_diff": result.parity_max_abs_diff,
                               "data_quality": result.quality.as_dict()}))
-    except (ReadingsError, TrainingError) as exc:
+    except (ReadingsError, TrainingError, SourceError) as exc:
         raise CLIError(str(exc)) from None
     return 0
+
+
+def _training_table(ns: argparse.Namespace):
+    """The training readings from whichever source the command line names."""
+    from model_export.readings import read_readings_csv
+    from model_export.sources import read_meter_classes, table_from_archive, table_from_database
+
+    classes = read_meter_classes(ns.meter_classes) if ns.meter_classes else None
+    if ns.readings is not None:
+        _progress(f"reading {ns.readings}")
+        table = read_readings_csv(ns.readings)
+        if classes:
+            table.meter_classes.update(classes)
+        return table
+    day = 86_400
+    if ns.database_url:
+        since = None if ns.since is None else dt.datetime.combine(ns.since, dt.time(), dt.timezone.utc).timestamp()
+        until = None if ns.until is None else \
+            dt.datetime.combine(ns.until, dt.time(), dt.timezone.utc).timestamp() + day
+        return table_from_database(ns.database_url, since, until, classes, progress=_progress)
+    if ns.since is None or ns.until is None:
+        raise CLIError("training on the archive needs --since and --until (UTC days)")
+    from collector.archive import LocalDirStore, S3Store
+
+    store = LocalDirStore(ns.archive_dir) if ns.archive_dir else S3Store(ns.s3_endpoint_url, ns.archive_s3_bucket)
+    return table_from_archive(store, ns.since, ns.until, classes, progress=_progress)
 
 
 def _verify(ns: argparse.Namespace) -> int:

@@ -145,11 +145,9 @@ def test_published_model_reaches_a_gateway_through_s3_and_a_retained_announcemen
 def test_publish_registers_the_version_in_the_collector_database(tmp_path, trained_model, keypair, database_url):
     import psycopg
 
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        # The columns of model_versions as collector/db/SCHEMA.md documents them (0001_core).
-        conn.execute("""CREATE TABLE model_versions (version text PRIMARY KEY, name text, sha256 text,
-                        threshold float8, interval_s int, feature_names jsonb, object_key text,
-                        published_at timestamptz, first_seen_at timestamptz NOT NULL DEFAULT now())""")
+    from collector.db import migrate
+
+    migrate(database_url, "0001_core")
     _signed(trained_model, keypair)
     proc = _cli("publish", str(trained_model), "--store-dir", str(tmp_path / "store"), "--database-url", database_url)
     assert proc.returncode == 0, proc.stderr
