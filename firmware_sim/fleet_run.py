@@ -194,6 +194,8 @@ class FleetRun:
             raise FleetRunError("broker_outage needs the simulator's own broker (leave --mqtt-url out)")
         self.model_path: Path | None = None
         self.rollout_path: Path | None = None
+        self.public_key: Path | None = None
+        self._private_key: Path | None = None
         self.scorer = None
         self.clock: SimulatedClock | None = None
         self.anchor = 0.0
@@ -222,7 +224,8 @@ class FleetRun:
             "status_s": float(r.interval_s), "log_level": "warning",
             "mqtt": {"url": self.proxies[index].url, "reconnect_min_s": 0.2, "reconnect_max_s": 3.0,
                      "drain_rate": 0.0},
-            "model": {"path": str(model) if model else ""},
+            "model": {"path": str(model) if model else "",
+                      **({"public_key": str(self.public_key)} if self.public_key else {})},
             "clock": {"speed": r.speed, "start": self.sim_start + clock_offset, "anchor": self.anchor},
             "readers": [{"type": "sim", "seed": f.seed, "gateway": index, "meters": f.meters_per_gateway,
                          "step_s": r.step_s, "anomalies": True, "anomaly_rate": f.anomaly_rate,
@@ -326,6 +329,15 @@ class FleetRun:
         if rollout is not None:
             self.rollout_path = Path(rollout.model).resolve() if rollout.model else \
                 self._train(self.work_dir / "model-v2.onnx", 1)
+            if self.mode == "process":
+                # agent processes take the new model over the air: signed, announced, verified
+                from model_export.signing import generate_keypair, sign_file
+                keys = self.work_dir / "keys"
+                keys.mkdir(exist_ok=True)
+                self._private_key, self.public_key = keys / "models.key", keys / "models.pub"
+                generate_keypair(self._private_key, self.public_key)
+                self.rollout_signature = sign_file(self.rollout_path, self._private_key,
+                                                   self.work_dir / (self.rollout_path.name + ".sig"))
         self.scorer = Scorer.load(self.model_path)
 
     # ---------------------------------------------------------------- faults
@@ -357,9 +369,27 @@ class FleetRun:
                     steps += [(end, f"clock corrected {gws}",
                                lambda g=gws: [self.agents[i].set_clock_offset(0.0) for i in g])]
             elif e.action == "model_rollout":
-                steps += [(t, f"model rollout to {self.rollout_path.name}",
-                           lambda g=gws: [self.agents[i].use_model(self.rollout_path) for i in g])]
+                if self.mode == "process":
+                    steps += [(t, f"model {self.rollout_path.name} announced over the air",
+                               lambda g=gws, every=e.gateways is None: self._announce_rollout(None if every else g))]
+                else:
+                    steps += [(t, f"model rollout to {self.rollout_path.name}",
+                               lambda g=gws: [self.agents[i].use_model(self.rollout_path) for i in g])]
         return sorted(steps, key=lambda s: s[0])
+
+    def _announce_rollout(self, gateways: list[int] | None) -> None:
+        import hashlib
+
+        from edge_agent.scorer import Scorer
+        from edge_agent.wire import ModelAnnouncement
+        from model_export.publish import announce
+
+        scorer = Scorer.load(self.rollout_path)
+        cmd = ModelAnnouncement(scorer.name, scorer.version, str(self.rollout_path),
+                                hashlib.sha256(self.rollout_path.read_bytes()).hexdigest(),
+                                str(self.rollout_signature), time.time(),
+                                None if gateways is None else tuple(f"gw-{i:04d}" for i in gateways))
+        announce(f"mqtt://127.0.0.1:{self.broker_port}", cmd)
 
     # ---------------------------------------------------------------- the run
 

@@ -50,6 +50,10 @@ gateways = [1]
 action = "collector_restart"
 at_hours = 7
 duration_hours = 0.25
+
+[[events]]
+action = "model_rollout"
+at_hours = 8
 """
 
 
@@ -61,7 +65,8 @@ def test_a_faulty_run_loses_no_reading_stores_none_twice_and_finds_the_injected_
     result = run.run()
     assert [a.split(" ", 2)[2] for a in result.applied] == [
         "power off (SIGKILL) [0]", "power on [0]", "partition [1]",
-        "partition healed [1]", "collector killed", "collector restarted"]
+        "partition healed [1]", "collector killed", "collector restarted",
+        "model model-v2.onnx announced over the air"]
     score, labels = score_run(result.labels_path, result.manifest_path, database_url)
     c = score.completeness
     assert c.produced == 6 * 72 * 60
@@ -69,6 +74,11 @@ def test_a_faulty_run_loses_no_reading_stores_none_twice_and_finds_the_injected_
     assert c.duplicates == 0
     assert score.overall.events >= 6
     assert score.overall.recall >= 0.5, score.as_dict()["kinds"]
+    import psycopg
+    with psycopg.connect(database_url) as conn:
+        switched = dict(conn.execute("SELECT gateway_id, min(interval_start) FROM interval_summaries "
+                                     "WHERE model_version = 'sim-v2' GROUP BY 1").fetchall())
+    assert set(switched) == {"gw-0000", "gw-0001"}    # both agents verified and loaded the signed model
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["fleet"]["seed"] == 3 and manifest["produced_since"] < manifest["run_start"]
 
