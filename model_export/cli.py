@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "collector's PostgreSQL readings, or its raw archive — and write a compact "
                                    "ONNX model whose scores match scikit-learn within 1e-5.")
     source = t.add_mutually_exclusive_group(required=True)
-    source.add_argument("--readings", type=Path, help="readings CSV file")
+    source.add_argument("--readings", type=Path, help="readings file (CSV, or Parquet by its .parquet suffix)")
     source.add_argument("--database-url", help="collector PostgreSQL: train on its readings table")
     source.add_argument("--archive-dir", type=Path, help="train on the raw archive in this directory store")
     source.add_argument("--archive-s3-bucket", help="train on the raw archive in this S3 bucket")
@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Score every meter-interval of a readings CSV with exactly the gateway's "
                                    "feature and scoring code; write one CSV row per meter-interval.")
     s.add_argument("--model", required=True, type=Path, help="model .onnx file")
-    s.add_argument("--readings", required=True, type=Path, help="readings CSV file")
+    s.add_argument("--readings", required=True, type=Path, help="readings file (CSV, or Parquet by its .parquet suffix)")
     s.add_argument("--out", required=True, type=Path, help="output CSV (meter_id,interval_start,...,score,anomalous)")
 
     e = sub.add_parser("evaluate", help="precision, recall and ROC-AUC of a model against labelled events",
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "(CSV meter_id,start,end,kind, as 'gridsight sim history --labels' writes). "
                                    "Prints one JSON object.")
     e.add_argument("--model", required=True, type=Path, help="model .onnx file")
-    e.add_argument("--readings", required=True, type=Path, help="readings CSV file")
+    e.add_argument("--readings", required=True, type=Path, help="readings file (CSV, or Parquet by its .parquet suffix)")
     e.add_argument("--labels", required=True, type=Path, help="labels CSV file")
 
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
@@ -195,13 +195,13 @@ def _train(ns: argparse.Namespace) -> int:
 
 def _training_table(ns: argparse.Namespace):
     """The training readings from whichever source the command line names."""
-    from model_export.readings import read_readings_csv
+    from model_export.readings import read_readings
     from model_export.sources import read_meter_classes, table_from_archive, table_from_database
 
     classes = read_meter_classes(ns.meter_classes) if ns.meter_classes else None
     if ns.readings is not None:
         _progress(f"reading {ns.readings}")
-        table = read_readings_csv(ns.readings)
+        table = read_readings(ns.readings)
         if classes:
             table.meter_classes.update(classes)
         return table

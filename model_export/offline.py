@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_agent.features import batch_features
 from edge_agent.scorer import Scorer
-from model_export.readings import ReadingTable, interval_series, read_readings_csv
+from model_export.readings import ReadingTable, interval_series, read_readings
 
 __all__ = ["ScoredInterval", "score_readings"]
 
@@ -37,7 +37,7 @@ class ScoredInterval:
 def score_readings(scorer: Scorer, readings: str | Path | ReadingTable,
                    progress: Callable[[str], None] | None = None) -> list[ScoredInterval]:
     """Score every meter-interval of ``readings`` on the model's interval, in time order."""
-    table = readings if isinstance(readings, ReadingTable) else read_readings_csv(readings)
+    table = readings if isinstance(readings, ReadingTable) else read_readings(readings)
     stats, quality = interval_series(table, scorer.interval_s)
     if progress:
         progress(f"{quality.summary()}")

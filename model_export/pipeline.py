@@ -24,7 +24,7 @@ from edge_agent.scorer import META_PREFIX, Scorer
 from edge_agent.wire import Reading
 from model_export.compact_onnx import compact_isolation_forest
 from model_export.readings import (DataQuality, ReadingsError, ReadingTable, interval_series,
-                                   read_readings_csv, table_from_readings)
+                                   read_readings, table_from_readings)
 
 __all__ = ["TrainingError", "TrainResult", "train_and_export", "load_table", "load_intervals",
            "build_training_rows", "fit_forest", "calibration_contamination", "export_model",
@@ -86,7 +86,7 @@ def load_table(source: str | Path | Iterable[Reading] | ReadingTable) -> Reading
     if isinstance(source, ReadingTable):
         return source
     if isinstance(source, (str, Path)):
-        return read_readings_csv(source)
+        return read_readings(source)
     return table_from_readings(source)
 
 

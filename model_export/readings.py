@@ -1,6 +1,6 @@
 """Readings files and reading lists into meter-intervals, with every bad row counted.
 
-A readings CSV has a header and at least ``meter_id``, ``ts`` and ONE energy column:
+A readings file (CSV, or Parquet with the same column names) has at least ``meter_id``, ``ts`` and ONE energy column:
 
 * ``kwh``        — energy consumed in the interval that *starts* at ``ts`` (interval data,
                    as utilities export it, any regular interval from 10 s to 1 h), or
@@ -30,7 +30,8 @@ import numpy as np
 from edge_agent.features import IntervalStats
 from edge_agent.wire import Reading
 
-__all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings_csv", "table_from_readings",
+__all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings", "read_readings_csv",
+           "read_readings_parquet", "table_from_readings",
            "interval_series", "MAX_KW"]
 
 # A meter drawing more than 100 MW is a broken export, not a building.
@@ -184,6 +185,75 @@ def read_readings_csv(path: str | Path) -> ReadingTable:
     power_arr = np.asarray(power, dtype=np.float64) if i_pow is not None else None
     return ReadingTable(kind, meters, np.asarray(ts, dtype=np.float64), np.asarray(values, dtype=np.float64),
                         power_arr, classes, source, np.asarray(lines, dtype=np.int64))
+
+
+def read_readings(path: str | Path) -> ReadingTable:
+    """A readings file by its suffix: ``.parquet``/``.pq`` as Parquet, anything else as CSV."""
+    if Path(path).suffix.lower() in (".parquet", ".pq"):
+        return read_readings_parquet(path)
+    return read_readings_csv(path)
+
+
+def read_readings_parquet(path: str | Path) -> ReadingTable:
+    """Parse a Parquet readings file (columns as in a CSV); :class:`ReadingsError` names a bad row."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ReadingsError(str(path), 0, "reading Parquet needs pyarrow: pip install 'gridsight[train]'") from None
+    source = str(path)
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise ReadingsError(source, 0, "file does not exist") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise ReadingsError(source, 0, f"not a Parquet file ({str(exc)[:120]})") from None
+    cols = {name.lower(): name for name in table.column_names}
+    for required in ("meter_id", "ts"):
+        if required not in cols:
+            raise ReadingsError(source, 0, f"no {required!r} column (got {', '.join(table.column_names)[:120]})")
+    if ("kwh" in cols) == ("energy_kwh" in cols):
+        raise ReadingsError(source, 0, "needs exactly one of kwh (interval energy) or energy_kwh (register)")
+    kind = "interval" if "kwh" in cols else "register"
+    if table.num_rows == 0:
+        raise ReadingsError(source, 0, "no readings")
+    meters = table.column(cols["meter_id"]).cast(pa.string()).to_pylist()
+    for i, m in enumerate(meters):
+        if not m or len(m) > 64:
+            raise ReadingsError(source, 0, f"row {i + 1}: meter_id must be 1 to 64 characters")
+    ts_col = table.column(cols["ts"])
+    if pa.types.is_timestamp(ts_col.type):
+        ts = pc.cast(ts_col, pa.timestamp("us", tz=ts_col.type.tz)).cast(pa.int64()).to_numpy(
+            zero_copy_only=False).astype(np.float64) / 1e6
+    elif pa.types.is_integer(ts_col.type) or pa.types.is_floating(ts_col.type):
+        ts = ts_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    else:
+        values = ts_col.cast(pa.string()).to_pylist()
+        ts = np.empty(len(values))
+        for i, text in enumerate(values):
+            try:
+                ts[i] = _parse_ts(text or "")
+            except ValueError as exc:
+                raise ReadingsError(source, 0, f"row {i + 1}: bad ts {str(text)[:40]!r} ({exc})") from None
+    bad = ~np.isfinite(ts) | (ts < _TS_MIN) | (ts > _TS_MAX)
+    if bad.any():
+        raise ReadingsError(source, 0, f"row {int(np.argmax(bad)) + 1}: ts is missing or outside 2000..2100")
+
+    def numbers(name: str) -> np.ndarray:
+        col = table.column(cols[name])
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+            raise ReadingsError(source, 0, f"column {name} is {col.type}, not a number")
+        return col.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
+
+    value = numbers("kwh" if kind == "interval" else "energy_kwh")
+    power = numbers("power_w") if "power_w" in cols else None
+    classes: dict[str, str] = {}
+    if "meter_class" in cols:
+        for m, c in zip(meters, table.column(cols["meter_class"]).cast(pa.string()).to_pylist()):
+            if c:
+                classes.setdefault(m, c.strip().lower())
+    return ReadingTable(kind, meters, ts, value, power, classes, source)
 
 
 def table_from_readings(readings: Iterable[Reading], meter_classes: dict[str, str] | None = None) -> ReadingTable:

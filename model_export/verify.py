@@ -137,10 +137,10 @@ def verify_model_file(path: str | Path, readings: str | Path | None = None,
     rng = np.random.default_rng(seed)
     blocks = [np.asarray(meta["selftest"]["X"], dtype=np.float32), _probe_rows(reference, n_features, rng)]
     if readings is not None:
-        from model_export.readings import ReadingsError, interval_series, read_readings_csv
+        from model_export.readings import ReadingsError, interval_series, read_readings
 
         try:
-            stats, _ = interval_series(read_readings_csv(readings), scorer.interval_s)
+            stats, _ = interval_series(read_readings(readings), scorer.interval_s)
         except ReadingsError as exc:
             raise VerificationError(str(exc)) from None
         X, _ = batch_features(stats, scorer.feature_names, scorer.interval_s)

@@ -149,3 +149,36 @@ def test_file_reduction_equals_the_agents_interval_stats_interval_by_interval():
         assert s.readings == expected.readings
         for name in ("power_w_mean", "power_w_max", "power_w_min", "power_w_std"):
             assert getattr(s, name) == pytest.approx(getattr(expected, name), rel=1e-9)
+
+
+def test_parquet_readings_give_the_same_intervals_as_csv(tmp_path, fleet, fleet_csv):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meters = [m for m in fleet.kwh for _ in fleet.kwh[m]]
+    times = [dt.datetime.fromtimestamp(t, dt.timezone.utc) for m in fleet.kwh for t in fleet.ts(m)]
+    kwh = np.concatenate(list(fleet.kwh.values()))
+    path = tmp_path / "readings.parquet"
+    pq.write_table(pa.table({"meter_id": meters, "ts": pa.array(times, pa.timestamp("s", tz="UTC")), "kwh": kwh}),
+                   path)
+    from model_export.readings import read_readings
+
+    from_parquet, _ = interval_series(read_readings(path), 900)
+    from_csv, _ = interval_series(read_readings_csv(fleet_csv), 900)
+    assert [(s.meter_id, s.interval_start) for s in from_parquet] == [(s.meter_id, s.interval_start) for s in from_csv]
+    assert np.allclose([s.kwh for s in from_parquet], [s.kwh for s in from_csv], atol=1e-6)
+
+
+def test_a_bad_parquet_row_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model_export.readings import read_readings
+
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"meter_id": ["m1", "m1"], "ts": ["2025-01-01T00:00:00Z", "soon"], "kwh": [1.0, 2.0]}),
+                   path)
+    with pytest.raises(ReadingsError, match="row 2: bad ts 'soon'"):
+        read_readings(path)
