@@ -341,6 +341,7 @@ def main() -> int:
 
     result = {
         "bench": "ingest", "quick": args.quick, "command": cmd, "cpus": os.cpu_count(),
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
         "ceiling_copy_readings_per_s": round(ceiling),
         "naive_sqlmodel_readings_per_s": round(naive, 1),
         "e2e_readings_per_s": round(e2e["readings_per_s"]),

@@ -158,7 +158,9 @@ CREATE TABLE readings_hourly (
     power_w_max          double precision,
     anomalous_intervals  integer NOT NULL DEFAULT 0,
     updated_at           timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (meter_id, bucket)
+    -- covering: chart queries read a meter's buckets from the index alone
+    PRIMARY KEY (meter_id, bucket) INCLUDE (kwh, intervals, readings, power_w_sum, power_w_n, power_w_max,
+                                             anomalous_intervals)
 );
 CREATE INDEX readings_hourly_bucket_idx ON readings_hourly (bucket);
 

@@ -1,0 +1,283 @@
+"""Query benchmark: p50/p95 latency of the anomaly-map and consumption endpoints under load.
+
+Builds one year of 15-minute interval summaries for 1,000 meters (35 million rows; --quick: 50
+meters), anomaly flags at ~0.3 % of intervals, and the hourly/daily rollups, in a fresh embedded
+PostgreSQL. Starts `gridsight collector serve --no-ingest` as its own process and drives it from
+a separate load-generator process with 50 concurrent clients (closed loop, no think time) that
+ask for random windows (a day, a week, a month, the year), regions and meters:
+
+  anomalies    GET /anomalies?start&end[&region_id]&limit=500     (a map's worth of flags)
+  consumption  GET /consumption?region_id|meter_id&start&end&points=500
+
+Side by side in the same run, one client at a time: the regional consumption query as the
+endpoint runs it (rollups) against the obvious SQL straight over interval_summaries.
+
+    .venv/bin/python bench/query.py            # 1,000 meters x 1 year
+    .venv/bin/python bench/query.py --quick    # 50 meters x 1 year, about a minute
+Prints p50/p95 per endpoint, the command to reproduce, and ONE JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gridsight.local_services import EmbeddedPostgres, free_port  # noqa: E402
+
+YEAR_START = "2025-01-01T00:00:00Z"
+YEAR_S = 365 * 86400
+T0 = 1_735_689_600          # 2025-01-01T00:00:00Z
+REGIONS = 10
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def build_data(dsn: str, meters: int) -> dict:
+    """Dimensions and a year of facts, generated inside PostgreSQL (fast, no Python per row)."""
+    import psycopg
+
+    gateways = max(1, meters // 10)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET work_mem = '256MB'")
+        conn.execute("SELECT gridsight_ensure_partitions(t, %s::timestamptz, %s::timestamptz + interval '365 days') "
+                     "FROM unnest(ARRAY['readings', 'interval_summaries', 'anomaly_flags']) AS t",
+                     (YEAR_START, YEAR_START))
+        conn.execute("INSERT INTO regions (id, name) SELECT 'r' || i, 'Region ' || i FROM generate_series(0, %s) i",
+                     (REGIONS - 1,))
+        conn.execute("INSERT INTO sites (id, name, region_id, lat, lon) SELECT 's' || g, 'Site ' || g, 'r' || (g %% %s), "
+                     "50 + (g %% 97) / 30.0, 4 + (g %% 89) / 25.0 FROM generate_series(0, %s) g",
+                     (REGIONS, gateways - 1))
+        conn.execute("INSERT INTO gateways (id, site_id, last_seen_at) SELECT 'gw' || g, 's' || g, now() "
+                     "FROM generate_series(0, %s) g", (gateways - 1,))
+        conn.execute("INSERT INTO meters (id, gateway_id, site_id, last_seen_at) "
+                     "SELECT 'm' || m, 'gw' || (m / 10), 's' || (m / 10), now() FROM generate_series(0, %s) m",
+                     (meters - 1,))
+        say(f"  interval summaries: {meters} meters x 35,040 intervals")
+        started = time.time()
+        conn.execute("""
+            INSERT INTO interval_summaries (meter_id, interval_start, interval_s, kwh, readings, power_w_mean,
+                                            power_w_max, score, anomalous, model_version, gateway_id, seq, received_at)
+            SELECT 'm' || m, t, 900,
+                   0.15 + 0.1 * sin(extract(epoch FROM t) / 13751.0 + m) + (m %% 7) * 0.01,
+                   90, 600 + 400 * sin(extract(epoch FROM t) / 13751.0 + m), 1500,
+                   0.1 - ((hashint4(m * 35040 + k) & 1023) / 1023.0) * 0.12,
+                   (hashint4(m * 35040 + k) & 1023) > 1019, 'bench-1', 'gw' || (m / 10), k, t
+            FROM generate_series(0, %s) m,
+                 LATERAL (SELECT k, %s::timestamptz + k * interval '15 minutes' AS t
+                          FROM generate_series(0, 35039) k) AS ts
+        """, (meters - 1, YEAR_START))
+        say(f"    {time.time() - started:.0f} s; flags and rollups")
+        conn.execute("""
+            INSERT INTO anomaly_flags (meter_id, interval_start, interval_s, score, threshold, kwh, features, reason,
+                                       model_version, gateway_id, seq, sent_at, received_at)
+            SELECT meter_id, interval_start, 900, score, -0.01, kwh, '{}'::jsonb, 'bench', model_version,
+                   gateway_id, seq, interval_start, received_at FROM interval_summaries WHERE anomalous""")
+        for table, unit in (("readings_hourly", "hour"), ("readings_daily", "day")):
+            conn.execute(f"""
+                INSERT INTO {table} (meter_id, bucket, kwh, intervals, readings, power_w_sum, power_w_n, power_w_max,
+                                     anomalous_intervals)
+                SELECT meter_id, date_trunc('{unit}', interval_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+                       sum(kwh), count(*), sum(readings), sum(power_w_mean), count(power_w_mean), max(power_w_max),
+                       count(*) FILTER (WHERE anomalous)
+                FROM interval_summaries GROUP BY 1, 2""")
+        conn.execute("VACUUM ANALYZE")
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("interval_summaries", "anomaly_flags", "readings_hourly", "readings_daily")}
+    return counts
+
+
+def _window(rng: random.Random) -> tuple[str, str, str]:
+    length = rng.choice([86400, 7 * 86400, 30 * 86400, YEAR_S])
+    start = T0 + rng.randrange(0, YEAR_S - length + 1, 900)
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return time.strftime(fmt, time.gmtime(start)), time.strftime(fmt, time.gmtime(start + length)), str(length)
+
+
+def request_for(rng: random.Random, kind: str, meters: int) -> tuple[str, dict]:
+    start, end, _ = _window(rng)
+    if kind == "anomalies":
+        params = {"start": start, "end": end, "limit": 500}
+        if rng.random() < 0.7:
+            params["region_id"] = f"r{rng.randrange(REGIONS)}"
+        return "/anomalies", params
+    if rng.random() < 0.5:
+        return "/consumption", {"start": start, "end": end, "points": 500, "region_id": f"r{rng.randrange(REGIONS)}"}
+    return "/consumption", {"start": start, "end": end, "points": 500, "meter_id": f"m{rng.randrange(meters)}"}
+
+
+def load_generator(base_url: str, clients: int, duration: float, meters: int, out: mp.Queue) -> None:
+    """The separate client process: `clients` concurrent loops for `duration` seconds."""
+    import httpx
+
+    async def client(i: int, http: httpx.AsyncClient, deadline: float, samples: dict) -> None:
+        rng = random.Random(i)
+        kinds = ["anomalies", "consumption"]
+        n = i
+        while time.perf_counter() < deadline:
+            kind = kinds[n % 2]
+            n += 1
+            path, params = request_for(rng, kind, meters)
+            started = time.perf_counter()
+            response = await http.get(path, params=params)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                samples["errors"].append(f"{response.status_code} {path} {response.text[:200]}")
+                continue
+            samples[kind].append(elapsed)
+
+    async def main() -> dict:
+        samples: dict = {"anomalies": [], "consumption": [], "errors": []}
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+            for _ in range(2):   # warm up connections and caches
+                await http.get("/consumption", params={"start": YEAR_START, "end": "2025-01-08T00:00:00Z",
+                                                       "region_id": "r0"})
+            deadline = time.perf_counter() + duration
+            await asyncio.gather(*(client(i, http, deadline, samples) for i in range(clients)))
+        return samples
+
+    out.put(asyncio.run(main()))
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def side_by_side(dsn: str, repeats: int) -> dict:
+    """One client: the endpoint's regional consumption SQL (rollups) vs the obvious scan of summaries."""
+    from collector.db import queries
+    import asyncpg
+    from datetime import datetime, timezone
+
+    async def run() -> dict:
+        conn = await asyncpg.connect(dsn)
+        rng = random.Random(7)
+        ours, naive = [], []
+        for _ in range(repeats):
+            start, end, _ = _window(rng)
+            s = datetime.fromisoformat(start.replace("Z", "+00:00"))
+            e = datetime.fromisoformat(end.replace("Z", "+00:00"))
+            region = f"r{rng.randrange(REGIONS)}"
+            t = time.perf_counter()
+            await queries.consumption_series(conn, s, e, 500, region_id=region)
+            ours.append(time.perf_counter() - t)
+            bucket = queries.bucket_seconds(s, e, 500, minimum=900)
+            t = time.perf_counter()
+            await conn.fetch(
+                "SELECT to_timestamp(floor(extract(epoch FROM interval_start) / $4) * $4) AS ts, sum(kwh) "
+                "FROM interval_summaries i JOIN meters m ON m.id = i.meter_id JOIN sites s ON s.id = m.site_id "
+                "WHERE s.region_id = $3 AND interval_start >= $1 AND interval_start < $2 GROUP BY 1 ORDER BY 1",
+                s, e, region, bucket)
+            naive.append(time.perf_counter() - t)
+        await conn.close()
+        return {"rollup_p50_ms": statistics.median(ours) * 1000, "naive_p50_ms": statistics.median(naive) * 1000}
+
+    return asyncio.run(run())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="50 meters instead of 1,000; shorter load")
+    parser.add_argument("--meters", type=int, help="meters (default 1000, quick 50)")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--duration", type=float, help="seconds of load (default 60, quick 15)")
+    args = parser.parse_args()
+    meters = args.meters or (50 if args.quick else 1000)
+    duration = args.duration or (15.0 if args.quick else 60.0)
+    cmd = "python bench/query.py" + (" --quick" if args.quick else "")
+
+    work = Path(tempfile.mkdtemp(prefix="gridsight-bench-query-"))
+    pg = EmbeddedPostgres(work / "pg", durable=False).start()
+    server = None
+    try:
+        from collector.db import migrate
+
+        migrate(pg.url)
+        say(f"building one year of data for {meters} meters")
+        counts = build_data(pg.url, meters)
+        say(f"  {counts}")
+        say("side by side (one client): regional consumption from rollups vs a scan of interval_summaries")
+        sbs = side_by_side(pg.url, 20 if args.quick else 40)
+        say(f"  rollups p50 {sbs['rollup_p50_ms']:.1f} ms, naive p50 {sbs['naive_p50_ms']:.1f} ms")
+
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": pg.url, "GRIDSIGHT_DATA_DIR": str(work / "c"),
+               "GRIDSIGHT_COLLECTOR_API_MAX_PAGE": "1000"}
+        server = subprocess.Popen([sys.executable, "-m", "gridsight", "collector", "serve", "--no-ingest",
+                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(work / "serve.log", "wb"))
+        import urllib.request
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"API did not start: {(work / 'serve.log').read_text()[-1000:]}")
+                time.sleep(0.3)
+        say(f"load: {args.clients} concurrent clients from a separate process for {duration:.0f} s")
+        out: mp.Queue = mp.Queue()
+        gen = mp.Process(target=load_generator, args=(f"http://127.0.0.1:{port}", args.clients, duration, meters, out))
+        gen.start()
+        samples = out.get(timeout=duration + 600)
+        gen.join()
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    result = {"bench": "query", "quick": args.quick, "command": cmd, "cpus": os.cpu_count(),
+              "load_avg_1m_at_end": round(os.getloadavg()[0], 1), "meters": meters,
+              "interval_summaries": counts["interval_summaries"], "anomaly_flags": counts["anomaly_flags"],
+              "clients": args.clients, "duration_s": duration, "errors": len(samples["errors"])}
+    print(f"reproduce: {cmd}")
+    for kind in ("anomalies", "consumption"):
+        lat = samples[kind]
+        p50, p95 = _pct(lat, 0.5) * 1000, _pct(lat, 0.95) * 1000
+        result[f"{kind}_requests"] = len(lat)
+        result[f"{kind}_p50_ms"] = round(p50, 1)
+        result[f"{kind}_p95_ms"] = round(p95, 1)
+        print(f"{kind:<12} {len(lat):>6} requests  p50 {p50:7.1f} ms  p95 {p95:7.1f} ms")
+    total = len(samples["anomalies"]) + len(samples["consumption"])
+    result["requests_per_s"] = round(total / duration, 1)
+    result["rollup_p50_ms"] = round(sbs["rollup_p50_ms"], 2)
+    result["naive_scan_p50_ms"] = round(sbs["naive_p50_ms"], 2)
+    result["naive_over_rollup"] = round(sbs["naive_p50_ms"] / sbs["rollup_p50_ms"], 1)
+    result["target_met"] = max(result["anomalies_p95_ms"], result["consumption_p95_ms"]) < 200 and not samples["errors"]
+    print(f"throughput {result['requests_per_s']} requests/s; single-client regional consumption: rollups "
+          f"{sbs['rollup_p50_ms']:.1f} ms vs naive scan {sbs['naive_p50_ms']:.1f} ms "
+          f"({result['naive_over_rollup']}x); errors {len(samples['errors'])}")
+    if samples["errors"]:
+        print("first error:", samples["errors"][0])
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
