@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -93,11 +94,42 @@ def _ts(value: float) -> datetime:
 
 
 class IdentityStore:
-    """The identity tables behind one engine. ``now`` is injectable so tests drive expiry."""
+    """The identity tables behind one engine. ``now`` is injectable so tests drive expiry.
 
-    def __init__(self, engine: Engine, now: Callable[[], float] = time.time) -> None:
+    Checks made on every request (is this API key valid, is this account still active) are
+    remembered for ``check_ttl_s`` so a busy API does not pay a database round trip per call.
+    A revocation or deletion through this store takes effect at once here; other replicas
+    notice within ``check_ttl_s``.
+    """
+
+    def __init__(self, engine: Engine, now: Callable[[], float] = time.time, check_ttl_s: float = 5.0) -> None:
         self.engine = engine
         self._now = now
+        self.check_ttl_s = check_ttl_s
+        self._checks: dict[str, tuple[float, object]] = {}
+        self._checks_lock = threading.Lock()
+
+    def _remembered(self, key: str, compute: Callable[[], object]) -> object:
+        now = self._now()
+        with self._checks_lock:
+            hit = self._checks.get(key)
+        if hit is not None and now - hit[0] < self.check_ttl_s:
+            return hit[1]
+        value = compute()
+        with self._checks_lock:
+            if len(self._checks) > 10_000:
+                self._checks.clear()
+            self._checks[key] = (now, value)
+        return value
+
+    def _forget(self, key: str) -> None:
+        with self._checks_lock:
+            self._checks.pop(key, None)
+
+    def forget_checks(self) -> None:
+        """Drop every remembered check, after a change made outside this store (e.g. an erasure)."""
+        with self._checks_lock:
+            self._checks.clear()
 
     # ------------------------------------------------------------------ users
     def create_user(self, username: str, password: str, role: str, customer_id: str | None = None) -> User:
@@ -155,13 +187,17 @@ class IdentityStore:
 
     def delete_user(self, username: str) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(text("DELETE FROM users WHERE username = :u"), {"u": username}).rowcount > 0
+            deleted = conn.execute(text("DELETE FROM users WHERE username = :u"), {"u": username}).rowcount > 0
+        self._forget(f"user:{username}")
+        return deleted
 
     def user_active(self, username: str) -> bool:
-        """A token outlives nothing: a deleted or disabled account is refused at once."""
-        with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT disabled FROM users WHERE username = :u"), {"u": username}).first()
-        return row is not None and not row.disabled
+        """A token outlives nothing: a deleted or disabled account is refused (within ``check_ttl_s``)."""
+        def lookup() -> bool:
+            with self.engine.connect() as conn:
+                row = conn.execute(text("SELECT disabled FROM users WHERE username = :u"), {"u": username}).first()
+            return row is not None and not row.disabled
+        return bool(self._remembered(f"user:{username}", lookup))
 
     # ------------------------------------------------------------------ API keys
     def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]:
@@ -175,14 +211,22 @@ class IdentityStore:
 
     def authenticate_api_key(self, presented: str) -> Principal:
         key_id, secret = split_api_key(presented)
-        with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT role, secret_sha256, revoked_at FROM api_keys WHERE key_id = :k"),
-                               {"k": key_id}).first()
-        if row is None or not hmac.compare_digest(row.secret_sha256, secret_digest(secret)):
-            raise AuthError("unknown API key")
-        if row.revoked_at is not None:
-            raise AuthError("API key revoked")
-        return Principal(subject=f"key:{key_id}", role=row.role, via="api_key")
+        digest = secret_digest(secret)
+
+        def lookup() -> Principal | AuthError:
+            with self.engine.connect() as conn:
+                row = conn.execute(text("SELECT role, secret_sha256, revoked_at FROM api_keys WHERE key_id = :k"),
+                                   {"k": key_id}).first()
+            if row is None or not hmac.compare_digest(row.secret_sha256, digest):
+                return AuthError("unknown API key")
+            if row.revoked_at is not None:
+                return AuthError("API key revoked")
+            return Principal(subject=f"key:{key_id}", role=row.role, via="api_key")
+
+        result = self._remembered(f"key:{key_id}:{digest}", lookup)
+        if isinstance(result, AuthError):
+            raise AuthError(str(result))
+        return result
 
     def list_api_keys(self) -> list[ApiKey]:
         with self.engine.connect() as conn:
@@ -191,8 +235,12 @@ class IdentityStore:
 
     def revoke_api_key(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :k AND revoked_at IS NULL"),
-                                {"k": key_id}).rowcount > 0
+            revoked = conn.execute(text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :k "
+                                        "AND revoked_at IS NULL"), {"k": key_id}).rowcount > 0
+        with self._checks_lock:
+            for cached in [k for k in self._checks if k.startswith(f"key:{key_id}:")]:
+                del self._checks[cached]
+        return revoked
 
     # ------------------------------------------------------------------ enrollment
     def issue_enrollment_token(self, gateway_id: str, ttl_s: int, created_by: str) -> EnrollmentToken:

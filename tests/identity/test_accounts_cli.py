@@ -35,11 +35,13 @@ def test_a_service_key_is_printed_once_and_works_until_revoked(identity_db):
     key = made.stdout.strip()
     listed = _accounts(identity_db, "list-api-keys")
     assert key not in listed.stdout and "tableau\tanalyst\tactive" in listed.stdout
-    app, ctx = build_app(identity_db, StepClock())
+    clock = StepClock()
+    app, ctx = build_app(identity_db, clock)
     with TestClient(app) as client:
         assert client.get("/auth/me", headers={"X-API-Key": key}).json()["role"] == "analyst"
         key_id = key.split("_")[1]
         assert _accounts(identity_db, "revoke-api-key", key_id).returncode == 0
+        clock.advance(ctx.store.check_ttl_s)      # the API process re-checks keys at this interval
         assert client.get("/auth/me", headers={"X-API-Key": key}).status_code == 401
     ctx.store.engine.dispose()
 

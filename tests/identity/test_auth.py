@@ -152,3 +152,21 @@ def test_installing_identity_twice_swaps_the_context_without_duplicating_routes(
     assert (len(app.router.routes), len(app.user_middleware)) == (routes, middleware)
     assert "/auth/token" in app.openapi()["paths"]
     second.store.engine.dispose()
+
+
+def test_another_replica_stops_accepting_a_revoked_key_within_its_check_interval(api):
+    from collector.auth import IdentityStore
+
+    replica_b = IdentityStore(api.ctx.store.engine, now=api.clock, check_ttl_s=5.0)
+    key, secret = api.ctx.store.create_api_key("tabpy", "analyst")
+    assert replica_b.authenticate_api_key(secret).role == "analyst"
+    api.ctx.store.revoke_api_key(key.key_id)                      # revoked through replica A
+    with_cache = replica_b.authenticate_api_key(secret)           # B still trusts its recent check
+    api.clock.advance(5.1)
+    try:
+        replica_b.authenticate_api_key(secret)
+    except AuthError as exc:
+        assert "revoked" in str(exc)
+    else:
+        raise AssertionError("replica B accepted a revoked key after its check interval")
+    assert with_cache.role == "analyst"

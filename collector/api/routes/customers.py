@@ -121,9 +121,11 @@ def link_meter(customer_id: CustomerId, body: MeterLink, vault: Vault) -> Respon
 
 @router.delete("/{customer_id}", status_code=204, dependencies=[require_roles(ADMIN)],
                summary="Erase a customer (GDPR): destroy the data key, unlink meters, keep aggregates")
-def erase_customer(customer_id: CustomerId, vault: Vault) -> Response:
+def erase_customer(customer_id: CustomerId, vault: Vault,
+                   ctx: Annotated[IdentityContext, Depends(identity)]) -> Response:
     try:
         vault.erase(customer_id)
     except CustomerNotFound:
         raise HTTPException(status_code=404, detail=f"customer_id {customer_id} not found") from None
+    ctx.store.forget_checks()      # the customer's consumer logins are gone: stop their tokens now
     return Response(status_code=204)
