@@ -215,7 +215,7 @@ h2 { font-size: 14px; margin: 0 0 6px; } .legend { font-size: 11px; color: #555;
 
 
 def render_page(title: str, subtitle: str, sites: Sequence[SitePoint], cells: Sequence[HeatCell],
-                forecast: Sequence[ForecastPoint], forecast_scope: str) -> str:
+                forecast: Sequence[ForecastPoint], forecast_scope: str, heatmap_days: int) -> str:
     """The whole page; every number on it comes from the ``tableau`` views."""
     flagged = sum(1 for s in sites if s.flags)
     return f"""<!doctype html>
@@ -227,7 +227,8 @@ def render_page(title: str, subtitle: str, sites: Sequence[SitePoint], cells: Se
 <div class="legend">Colour: lowest anomaly score of the site (lower = more anomalous)
 <span class="swatch" style="background:#c81e2d"></span>anomalous<span class="swatch" style="background:#f0aa28"></span>
 borderline<span class="swatch" style="background:#28965a"></span>normal; larger dots have flags</div></section>
-<section id="heatmap-panel"><h2>Consumption pattern — kWh per meter-hour by weekday and hour (UTC)</h2>
+<section id="heatmap-panel"><h2>Consumption pattern — kWh per meter-hour by weekday and hour (UTC),
+last {heatmap_days} days</h2>
 {heatmap_svg(cells)}
 <div class="legend">Darker is more energy. Same data as the Tableau “Consumption patterns” workbook.</div></section>
 <section id="forecast-panel" class="wide"><h2>Forecast vs actual — {escape(forecast_scope)}</h2>

@@ -53,7 +53,8 @@ def _sites_in_period(url: str, days: int, region: str | None = None) -> set[str]
     with psycopg.connect(url) as conn:
         rows = conn.execute("""
             SELECT DISTINCT site_id FROM tableau.anomaly_map
-            WHERE interval_start > (SELECT max(interval_start) FROM tableau.anomaly_map) - make_interval(days => %s)
+            WHERE interval_start >= (SELECT max(bucket) + interval '1 hour' FROM readings_hourly)
+                                    - make_interval(days => %s)
               AND (%s::text IS NULL OR region = %s)""", (days, region, region)).fetchall()
     return {r[0] for r in rows}
 

@@ -126,7 +126,7 @@ def test_migration_downgrades_cleanly_and_upgrades_again(database_url):
                                "WHERE table_name = 'sites' AND column_name = 'area_type'") == [(0,)]
     migrate(database_url)
     views = _rows(database_url, "SELECT count(*) FROM information_schema.views WHERE table_schema = %s", SCHEMA)
-    assert views == [(len(VIEWS) + 2,)]  # the catalog's views and the two helpers
+    assert views == [(len(VIEWS) + 3,)]  # the catalog's views and the three helpers
 
 
 def test_a_view_added_later_to_the_schema_is_readable_by_the_reader(fleet_url, reader_url):
@@ -137,3 +137,40 @@ def test_a_view_added_later_to_the_schema_is_readable_by_the_reader(fleet_url, r
     finally:
         with psycopg.connect(fleet_url, autocommit=True) as conn:
             conn.execute("DROP VIEW tableau.later_view")
+
+
+def test_anomaly_map_keeps_a_flag_without_summary_and_one_row_per_reflagged_interval(database_url):
+    import asyncio
+
+    from collector.db import migrate
+    from collector.db.writer import BatchWriter, Received
+    from edge_agent.wire import AnomalyFlag, IntervalSummary, MeterSummary, encode, topic_for
+
+    migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO regions (id, name) VALUES ('r1', 'R1')")
+        conn.execute("INSERT INTO sites (id, name, region_id, lat, lon, area_type) VALUES ('s1', 's1', 'r1', 40, -75, 'rural')")
+        conn.execute("INSERT INTO gateways (id, site_id) VALUES ('gw1', 's1')")
+        conn.execute("INSERT INTO meters (id, gateway_id, site_id) VALUES ('m1', 'gw1', 's1')")
+    t0, t1 = 1_767_225_600.0, 1_767_226_500.0
+
+    def flag(seq: int, t: float, kind: str, received: float) -> Received:
+        return Received(topic_for("gw1", "flag"), encode(AnomalyFlag("gw1", seq, "v1", t + 900, "m1", t, 900, -0.2, 0.0,
+                                                                     0.01, reason=f"kwh 0.01 vs profile ({kind})")),
+                        received)
+
+    messages = [Received(topic_for("gw1", "summary"), encode(IntervalSummary(
+                    "gw1", 1, "v1", t0 + 900, t0, 900, (MeterSummary("m1", 0.01, 15, 40.0, 60.0, -0.2, True),))),
+                    t0 + 901),
+                flag(2, t0, "drop", t0 + 902), flag(3, t0, "theft", t0 + 990),   # re-flagged after a restart
+                flag(4, t1, "spike", t1 + 901)]                                   # its summary never arrived
+
+    async def ingest() -> None:
+        writer = BatchWriter(database_url, archive=False)
+        await writer.write(messages)
+        await writer.close()
+
+    asyncio.run(ingest())
+    rows = _rows(database_url, "SELECT extract(epoch FROM interval_start), is_anomaly, anomaly_kind, site_id, area_type "
+                               "FROM tableau.anomaly_map ORDER BY interval_start")
+    assert [(float(r[0]), *r[1:]) for r in rows] == [(t0, True, "theft", "s1", "rural"), (t1, True, "spike", "s1", "rural")]

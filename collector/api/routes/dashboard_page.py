@@ -18,24 +18,28 @@ from dashboards.page import ForecastPoint, HeatCell, SitePoint, render_page
 
 router = APIRouter(tags=["dashboard"])
 
+# The end of the newest hour with data, from the hourly rollup's index: the period ends there.
+_NEWEST = "SELECT max(bucket) + interval '1 hour' FROM readings_hourly"
+
 _SITES = """
-WITH newest AS (SELECT max(interval_start) AS t FROM tableau.anomaly_map)
 SELECT site_id, latitude, longitude, region, area_type, min(score) AS min_score,
        count(*) FILTER (WHERE is_anomaly) AS flags, count(*) AS intervals
-FROM tableau.anomaly_map, newest
-WHERE interval_start > newest.t - make_interval(days => $1) AND latitude IS NOT NULL
-  AND ($2::text IS NULL OR region = $2)
+FROM tableau.anomaly_map
+WHERE interval_start >= $1::timestamptz - make_interval(days => $2) AND latitude IS NOT NULL
+  AND ($3::text IS NULL OR region = $3)
 GROUP BY site_id, latitude, longitude, region, area_type
 ORDER BY site_id
 """
 
+# A weekday x hour pattern needs whole weeks: the heatmap covers at least HEATMAP_DAYS.
+HEATMAP_DAYS = 28
 _CELLS = """
--- meter-hours of a row = total / average per meter-hour, so the weighted mean is exact across regions
-SELECT day_of_week, hour_of_day,
-       sum(total_kwh) / sum(total_kwh / NULLIF(avg_kwh_per_meter_hour, 0)) AS kwh_per_meter_hour
-FROM tableau.consumption_pattern
-WHERE ($1::text IS NULL OR region = $1)
-GROUP BY 1, 2 HAVING sum(total_kwh) > 0
+SELECT EXTRACT(ISODOW FROM hour_start AT TIME ZONE 'UTC')::int AS day_of_week,
+       EXTRACT(HOUR FROM hour_start AT TIME ZONE 'UTC')::int AS hour_of_day,
+       sum(kwh) / sum(meters) AS kwh_per_meter_hour
+FROM tableau.regional_hourly
+WHERE hour_start >= $1::timestamptz - make_interval(days => $2) AND ($3::text IS NULL OR region = $3)
+GROUP BY 1, 2 HAVING sum(meters) > 0
 ORDER BY 1, 2
 """
 
@@ -55,12 +59,14 @@ async def dashboard(conn: Connection,
                     region: Annotated[str | None, Query(pattern=ID_PATTERN, description="one region only")] = None,
                     days: Annotated[int, Query(ge=1, le=366, description="days of anomalies and forecast")] = 7
                     ) -> HTMLResponse:
-    sites = [SitePoint(**dict(r)) for r in await conn.fetch(_SITES, days, region)]
-    cells = [HeatCell(**dict(r)) for r in await conn.fetch(_CELLS, region)]
+    newest = await conn.fetchval(_NEWEST)
+    sites = [SitePoint(**dict(r)) for r in await conn.fetch(_SITES, newest, days, region)] if newest else []
+    heat_days = max(days, HEATMAP_DAYS)
+    cells = [HeatCell(**dict(r)) for r in await conn.fetch(_CELLS, newest, heat_days, region)] if newest else []
     scope, scope_id = ("region", region) if region else ("system", "all")
     forecast = [ForecastPoint(**dict(r)) for r in await conn.fetch(_FORECAST, scope, scope_id, days)]
     where = f"region {region}" if region else "all regions"
     return HTMLResponse(render_page(
         "gridsight — consumption and anomalies",
         f"{where} · last {days} days of scored intervals · from the tableau views the Tableau workbooks use",
-        sites, cells, forecast, f"{scope} {scope_id}"))
+        sites, cells, forecast, f"{scope} {scope_id}", heat_days))

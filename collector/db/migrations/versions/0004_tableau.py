@@ -41,21 +41,36 @@ SELECT m.id AS meter_id, m.site_id, st.lat AS latitude, st.lon AS longitude,
        COALESCE(st.area_type, 'unclassified') AS area_type
 {_PLACE};
 
+-- The newest flag of each meter-interval (a gateway may re-flag after a restart), with its kind:
+-- the tag the agent's explanation ends with, e.g. "kwh 0.05 vs profile 1.20 (drop)".
+CREATE VIEW tableau.flag_kinds AS
+SELECT DISTINCT ON (meter_id, interval_start)
+       meter_id, interval_start, score, kwh, model_version,
+       COALESCE(NULLIF(btrim(substring(reason FROM '\\(([^()]+)\\)\\s*$')), ''), 'unexplained') AS kind
+FROM anomaly_flags
+ORDER BY meter_id, interval_start, received_at DESC;
+
+-- Two branches joined by UNION ALL rather than one FULL JOIN, so a filter on interval_start
+-- (a Tableau time filter, the page's period) reaches the partitioned tables and prunes them.
 CREATE VIEW tableau.anomaly_map AS
-SELECT COALESCE(s.meter_id, a.meter_id) AS meter_id, p.site_id, p.latitude, p.longitude,
-       p.region, p.feeder, p.area_type,
-       COALESCE(s.interval_start, a.interval_start) AS interval_start,
-       COALESCE(s.kwh, a.kwh) AS kwh,
-       COALESCE(s.score, a.score) AS score,
-       (a.meter_id IS NOT NULL OR COALESCE(s.anomalous, false)) AS is_anomaly,
-       CASE WHEN a.meter_id IS NULL AND NOT COALESCE(s.anomalous, false) THEN 'none'
-            ELSE COALESCE(NULLIF(btrim(substring(a.reason FROM '\\(([^()]+)\\)\\s*$')), ''), 'unexplained')
-       END AS anomaly_kind,
-       COALESCE(s.model_version, a.model_version) AS model_version
+SELECT s.meter_id, p.site_id, p.latitude, p.longitude, p.region, p.feeder, p.area_type,
+       s.interval_start, s.kwh, s.score,
+       (f.meter_id IS NOT NULL OR COALESCE(s.anomalous, false)) AS is_anomaly,
+       CASE WHEN f.meter_id IS NOT NULL THEN f.kind
+            WHEN s.anomalous THEN 'unexplained' ELSE 'none' END AS anomaly_kind,
+       COALESCE(s.model_version, f.model_version) AS model_version
 FROM interval_summaries s
-FULL JOIN anomaly_flags a ON a.meter_id = s.meter_id AND a.interval_start = s.interval_start
-JOIN tableau.meter_places p ON p.meter_id = COALESCE(s.meter_id, a.meter_id)
-WHERE s.score IS NOT NULL OR a.meter_id IS NOT NULL;
+LEFT JOIN tableau.flag_kinds f ON f.meter_id = s.meter_id AND f.interval_start = s.interval_start
+JOIN tableau.meter_places p ON p.meter_id = s.meter_id
+WHERE s.score IS NOT NULL
+UNION ALL
+-- flags whose interval has no scored summary (the summary was lost, or is still on its way)
+SELECT f.meter_id, p.site_id, p.latitude, p.longitude, p.region, p.feeder, p.area_type,
+       f.interval_start, f.kwh, f.score, true, f.kind, f.model_version
+FROM tableau.flag_kinds f
+JOIN tableau.meter_places p ON p.meter_id = f.meter_id
+WHERE NOT EXISTS (SELECT FROM interval_summaries s WHERE s.meter_id = f.meter_id
+                  AND s.interval_start = f.interval_start AND s.score IS NOT NULL);
 COMMENT ON VIEW tableau.anomaly_map IS
     'One row per meter and scored interval at its site: score (lower = more anomalous), flag and kind.';
 
