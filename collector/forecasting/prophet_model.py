@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,16 @@ for _name in ("cmdstanpy", "prophet"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 MODEL_VERSION = f"prophet-{prophet.__version__}+{RECIPE}"
+
+
+class _QuietProphet(warnings.catch_warnings):
+    """Prophet's own pandas deprecations are not ours to act on; keep them out of job logs."""
+
+    def __enter__(self):
+        result = super().__enter__()
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"prophet\.")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"prophet\.")
+        return result
 
 
 def _calendar(ds: pd.DatetimeIndex, days: float) -> pd.DataFrame:
@@ -101,7 +112,8 @@ def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: Fo
     train["y"] = history.to_numpy()
     if temperature is not None:
         train = _with_temperature(train, temperature.to_numpy()[: len(history)])
-    model.fit(train)
+    with _QuietProphet():
+        model.fit(train)
     fitted_at = time.perf_counter()
     # Predict the last day of history too: its errors feed the residual correction.
     tail = min(len(history), 7 * per_day)
@@ -110,7 +122,8 @@ def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: Fo
     future = _calendar(grid, days)
     if temperature is not None:
         future = _with_temperature(future, temperature.to_numpy()[len(history) - tail:])
-    predicted = model.predict(future)
+    with _QuietProphet():
+        predicted = model.predict(future)
     fit_seconds = fitted_at - started
     predict_seconds = time.perf_counter() - fitted_at
     yhat = predicted["yhat"].to_numpy()

@@ -79,7 +79,7 @@ def synthetic_load(days: int, *, freq: str = "h", start: str = "2026-01-05", see
     index = pd.date_range(start, periods=days * (24 if freq == "h" else 96), freq=freq, tz="UTC")
     hour = index.hour + index.minute / 60
     daily = 1.0 + 0.35 * np.exp(-((hour - 8) ** 2) / 4) + 0.6 * np.exp(-((hour - 19) ** 2) / 5)
-    weekly = np.where(index.dayofweek >= 5, 0.85, 1.0)
+    weekly = np.where(index.day_of_week >= 5, 0.85, 1.0)
     load = 100.0 * daily * weekly
     if temperature is not None:
         t = temperature.reindex(index, method="nearest").to_numpy()
