@@ -218,6 +218,9 @@ def workbook_element(wb: Workbook, conn: Connection = DEFAULT_CONNECTION) -> etr
         for calc in wb.calculations.get(v.name, ()):
             _insert_calculation(ds, calc)
         sources.append(ds)
+    if any(c.semantic_role for v in wb.views() for c in v.columns):
+        # latitude/longitude draw on Tableau's own background map
+        etree.SubElement(etree.SubElement(root, "mapsources"), "mapsource", {"name": "Tableau"})
     sheets = etree.SubElement(root, "worksheets")
     for ws in wb.worksheets:
         sheets.append(_worksheet(wb, ws))
