@@ -212,5 +212,9 @@ def deploy(tabpy_url: str, names: Sequence[str], model_path: Path | None = None,
 
 
 def _reason(exc: Exception) -> str:
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "cannot connect (is TabPy running there?)"
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

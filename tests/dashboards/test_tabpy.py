@@ -182,3 +182,11 @@ def test_deploy_refuses_a_corrupt_model_before_contacting_the_server(tmp_path):
                            "--endpoints", "anomaly_score"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert "bad.onnx" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_deploy_to_a_server_that_is_not_there_says_so_in_one_line():
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run([*CLI, "--tabpy-url", url, "--endpoints", "policy_sandbox"], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"gridsight dashboards: error: TabPy at {url}: cannot connect (is TabPy running there?)"
