@@ -19,7 +19,7 @@ SCENARIO = """
 start = "2026-01-12T00:00:00Z"
 hours = 12
 warmup_hours = 60            # the agent trusts a meter's hour-of-day profile after two days
-speed = 6000
+speed = 9000
 
 [fleet]
 seed = 3
@@ -104,7 +104,7 @@ INPROCESS = """
 start = "2026-03-02T00:00:00Z"
 hours = 6
 warmup_hours = 2
-speed = 3000
+speed = 6000
 
 [fleet]
 seed = 5
