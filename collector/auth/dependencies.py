@@ -71,6 +71,24 @@ def _unauthorized(reason: str) -> HTTPException:
     return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _declares_meter_id(request: Request) -> bool:
+    """Whether the matched route itself takes ``meter_id`` (path or query), so it serves that meter only.
+
+    A consumer's ``meter_id`` proves nothing on a route that ignores it (a list of all meters,
+    say): such a route fails closed instead of leaking.
+    """
+    route = request.scope.get("route")
+    stack = [getattr(route, "dependant", None)]
+    while stack:
+        dependant = stack.pop()
+        if dependant is None:
+            continue
+        if any(p.alias == "meter_id" for p in (*dependant.path_params, *dependant.query_params)):
+            return True
+        stack.extend(dependant.dependencies)
+    return False
+
+
 def roles_of_scopes(scopes: list[str]) -> set[str]:
     """The roles a list of policy scopes admits (``consumer:own-meter`` admits ``consumer``)."""
     return {s.split(":", 1)[0] for s in scopes if s.split(":", 1)[0] in ROLES}
@@ -95,6 +113,9 @@ def _principal(request: Request, security_scopes: SecurityScopes, token: str | N
         raise HTTPException(status_code=403, detail=f"role {principal.role} may not use this route")
     meter_id = request.path_params.get("meter_id") or request.query_params.get("meter_id")
     if principal.role == CONSUMER and OWN_METER in scopes:
+        if not _declares_meter_id(request):
+            raise HTTPException(status_code=403, detail="this route is not limited to one meter, so consumers "
+                                                        "may not use it")
         if not meter_id:
             raise HTTPException(status_code=403, detail="consumers must ask for one of their own meters (meter_id)")
         if meter_id not in ctx.store.meters_of(principal.customer_id or ""):

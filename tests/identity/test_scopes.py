@@ -72,3 +72,16 @@ def test_admitting_consumers_without_a_narrowing_is_a_programming_error(kwargs):
 def test_unknown_roles_are_a_programming_error():
     with pytest.raises(ValueError):
         require_roles("superuser")
+
+
+def test_a_route_that_ignores_meter_id_fails_closed_for_consumers(api):
+    router = APIRouter()
+
+    @router.get("/probe/all-meters", dependencies=[require_roles(ADMIN, CONSUMER, consumer_scope="meter")])
+    def all_meters() -> list[str]:
+        return [api.own_meter, api.other_meter]     # a list that does not narrow to the asked meter
+
+    api.app.include_router(router)
+    r = api.client.get("/probe/all-meters", params={"meter_id": api.own_meter}, headers=api.headers["consumer"])
+    assert r.status_code == 403 and "not limited to one meter" in r.json()["detail"]
+    assert api.client.get("/probe/all-meters", headers=api.headers["admin"]).status_code == 200
