@@ -181,6 +181,8 @@ _EXPLAIN = (
     ("level_3h_vs_profile", 0.0, 1.3),
     ("level_6h_vs_profile", 0.0, 1.4),
     ("variability_vs_typical", 0.0, 0.4),
+    ("excess_vs_level", 0.0, 0.5),
+    ("excess_3h_vs_level", 0.0, 0.8),
     ("day_vs_typical_day", 0.0, 1.2),
     ("step_vs_previous", 0.0, 0.6),
     ("z_vs_hour_of_day", 0.0, 0.15),
@@ -219,6 +221,9 @@ def describe_features(named: dict[str, float]) -> str | None:
         return f"consumption unchanged for {value:.1f} h (flatline)"
     if best == "z_vs_hour_of_day":
         return f"kWh {value:+.1f} sd from hour-of-day profile ({'spike' if value > 0 else 'drop'})"
+    if best in ("excess_vs_level", "excess_3h_vs_level"):
+        span = "the last 3 h" if best == "excess_3h_vs_level" else "this interval"
+        return f"{value:+.1f} mean intervals vs profile over {span} ({'spike' if value > 0 else 'drop'})"
     if best == "variability_vs_typical":
         return f"load variability {math.exp(value):.2f}x usual ({'erratic' if value > 0 else 'flatline'})"
     if best == "spike_ratio":

@@ -133,3 +133,16 @@ def test_batch_features_equal_the_streaming_builder_in_time_order():
     assert [s.interval_start for s in ordered] == sorted(s.interval_start for s in ordered)
     assert np.array_equal(X, streamed)
     assert X.dtype == np.float32 and X.shape == (len(history), len(DEFAULT_FEATURES))
+
+
+def test_every_feature_is_finite_and_explainable_on_a_meter_with_gaps_and_power():
+    from edge_agent.features import FEATURE_DESCRIPTIONS
+    from edge_agent.scorer import describe_features
+
+    history = [s for i, s in enumerate(_daily("m1", 4)) if not 100 <= i < 130]  # a 7.5 h gap
+    history = [IntervalStats(s.meter_id, s.interval_start, 900, s.kwh, 3, 800.0, 2400.0, 10.0, 300.0)
+               for s in history]
+    X, _ = batch_features(history, list(FEATURE_DESCRIPTIONS))
+    assert np.isfinite(X).all()
+    for name in FEATURE_DESCRIPTIONS:
+        assert describe_features({name: 9.0}) is not None, name
