@@ -109,12 +109,40 @@ def _weather(args):
 
 @_known_errors
 def cmd_forecast(args, settings) -> int:
-    from collector.forecasting.jobs import SeriesRef, forecast_series_from_database
+    from collector.forecasting.jobs import SeriesRef
 
     if args.key and len(args.kind or []) > 1:
         raise CLIError("--key needs exactly one --kind")
+    if args.every is not None and args.every < 1:
+        raise CLIError(f"--every must be at least 1 second, got {args.every:g}")
     kinds = args.kind or ["system"]
     series = [SeriesRef(kinds[0], args.key)] if args.key else None
+    if args.every is None:
+        return _forecast_once(args, settings, kinds, series)
+    # Scheduled: one run now, then every --every seconds until SIGTERM/Ctrl-C (or --max-runs).
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    runs = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            _forecast_once(args, settings, kinds, series)
+        except CLIError as exc:          # a failed cycle (database down) is retried at the next one
+            _progress(f"forecast run failed: {exc}")
+        runs += 1
+        if args.max_runs and runs >= args.max_runs:
+            break
+        stop.wait(max(0.0, args.every - (time.monotonic() - started)))
+    return 0
+
+
+def _forecast_once(args, settings, kinds, series) -> int:
+    from collector.forecasting.jobs import forecast_series_from_database
+
     started = time.perf_counter()
     with _executor(args) as executor:
         results = forecast_series_from_database(
@@ -124,7 +152,7 @@ def cmd_forecast(args, settings) -> int:
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps({"series": [r.as_dict() for r in results], "failed": len(failed),
-                          "seconds": round(time.perf_counter() - started, 3)}))
+                          "seconds": round(time.perf_counter() - started, 3)}), flush=True)
     else:
         for r in results:
             if r.error:
@@ -133,9 +161,9 @@ def cmd_forecast(args, settings) -> int:
                 peak = r.forecast.peak()
                 status = (f"{r.model} {r.points} steps, peak {peak['yhat']:.1f} kWh at {peak['ts']}, "
                           f"run {r.run_id or '(not stored)'}")
-            print(f"{r.kind}:{r.key}  {status}")
+            print(f"{r.kind}:{r.key}  {status}", flush=True)
             for note in r.notes:
-                print(f"    note: {note}")
+                print(f"    note: {note}", flush=True)
     if not results:
         raise CLIError("no series to forecast: no feeders/regions with meters yet")
     return 1 if failed and len(failed) == len(results) else 0
@@ -375,6 +403,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weather-csv", help="CSV for --weather csv (ts, temperature_c)")
     p.add_argument("--weather-cache", help="directory caching provider responses")
     p.add_argument("--no-store", action="store_true", help="print only; do not write the forecasts table")
+    p.add_argument("--every", type=float, metavar="SECONDS",
+                   help="keep running: forecast now and then every SECONDS (e.g. 3600) until stopped")
+    p.add_argument("--max-runs", type=_positive_int, help="with --every: stop after this many runs")
     _fit_options(p)
     p.set_defaults(func=cmd_forecast)
 

@@ -89,3 +89,13 @@ def test_weather_command_reads_a_csv_and_stores_it(grid_db, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("csv: 2 hours, 17.0 to 18.5")
     assert "stored 2 hourly temperatures as location 's-n'" in r.stderr
+
+
+def test_scheduled_forecast_runs_repeatedly_and_stores_each_run(grid_db):
+    r = gridsight("forecast", "--kind", "system", "--model", "ets", "--horizon-hours", "6", "--workers", "1",
+                  "--every", "1", "--max-runs", "2", "--json", database_url=grid_db)
+    assert r.returncode == 0, r.stderr
+    runs = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert len(runs) == 2
+    run_ids = {run["series"][0]["run_id"] for run in runs}
+    assert len(run_ids) == 2 and None not in run_ids
