@@ -46,14 +46,18 @@ def as_load_series(values: pd.Series | Iterable[float], index: Iterable | None =
     are averaged. Missing steps up to ``max_gap_steps`` long are interpolated (a lost packet
     must not stop a forecast); longer gaps are refused because interpolating a day invents load.
     """
-    if index is not None:
-        series = pd.Series(np.asarray(list(values) if not isinstance(values, (pd.Series, np.ndarray)) else values,
-                                      dtype="float64"),
-                           index=_utc_index(index))
-    elif isinstance(values, pd.Series):
-        series = pd.Series(values.to_numpy(dtype="float64"), index=_utc_index(values.index))
-    else:
+    if index is None and not isinstance(values, pd.Series):
         raise SeriesError("values need timestamps: pass a Series with a datetime index or index=")
+    try:
+        if index is not None:
+            raw = values if isinstance(values, (pd.Series, np.ndarray)) else list(values)
+            series = pd.Series(np.asarray(raw, dtype="float64"), index=_utc_index(index))
+        else:
+            series = pd.Series(values.to_numpy(dtype="float64"), index=_utc_index(values.index))
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, SeriesError):
+            raise
+        raise SeriesError(f"load values are not numbers: {exc}") from None
     series = series.sort_index()
     series = series.groupby(level=0).mean()
     if series.isna().all() or len(series) == 0:
@@ -68,10 +72,9 @@ def as_load_series(values: pd.Series | Iterable[float], index: Iterable | None =
     series = series.groupby(level=0).mean().reindex(full)
     missing = series.isna().to_numpy()
     if missing.any():
-        longest = _longest_run(missing)
+        longest, where = _longest_run(missing)
         if longest > max_gap_steps:
-            first_gap = series.index[np.argmax(missing)]
-            raise SeriesError(f"gap of {longest} missing steps (first missing at {first_gap.isoformat()}); "
+            raise SeriesError(f"gap of {longest} missing steps (from {series.index[where].isoformat()}); "
                               f"at most {max_gap_steps} are filled")
         series = series.interpolate(limit_direction="both")
     series.index.freq = freq
@@ -94,9 +97,11 @@ def _utc_index(index: Iterable) -> pd.DatetimeIndex:
     return idx.tz_convert("UTC").as_unit("ns")
 
 
-def _longest_run(mask: np.ndarray) -> int:
-    best = run = 0
-    for m in mask:
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """Length and start position of the longest run of True in ``mask``."""
+    best = best_start = run = 0
+    for i, m in enumerate(mask):
         run = run + 1 if m else 0
-        best = max(best, run)
-    return best
+        if run > best:
+            best, best_start = run, i - run + 1
+    return best, best_start
