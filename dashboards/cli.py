@@ -17,9 +17,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("render", help="write copies of the shipped .tds/.twb pointed at a deployment's PostgreSQL")
-    p.add_argument("--server", required=True, help="PostgreSQL host name Tableau connects to")
-    p.add_argument("--db", required=True, help="database name")
+    p = sub.add_parser("render", help="write copies of the shipped .tds/.twb pointed at a deployment's PostgreSQL "
+                                      "(--server, --db) or at a Hyper extract (--hyper)")
+    p.add_argument("--server", help="PostgreSQL host name Tableau connects to")
+    p.add_argument("--db", help="database name")
+    p.add_argument("--hyper", type=Path, help="a .hyper file from 'gridsight dashboards extract' instead of a database")
     p.add_argument("--port", type=int, default=5432, help="PostgreSQL port (default 5432)")
     p.add_argument("--user", default="tableau_reader", help="database user (default tableau_reader)")
     p.add_argument("--sslmode", default="require", choices=["disable", "allow", "prefer", "require"],
@@ -85,13 +87,21 @@ def _render(args: argparse.Namespace) -> int:
     from .files import render
     from .tableau_xml import Connection
 
-    if not 0 < args.port < 65536:
-        raise CLIError(f"--port {args.port} is not a TCP port")
-    for flag, value in (("--server", args.server), ("--db", args.db), ("--user", args.user)):
-        if not value.strip():
-            raise CLIError(f"{flag} must not be empty")
-    conn = Connection(args.server, args.port, args.db, args.user, args.sslmode)
-    for path in render(conn, args.out):
+    if args.hyper is not None:
+        if args.server or args.db:
+            raise CLIError("--hyper replaces the database: give either --hyper or --server and --db")
+        if args.hyper.suffix != ".hyper":
+            raise CLIError(f"--hyper {args.hyper}: expected a .hyper file")
+        target: Connection | Path = args.hyper.resolve()
+    else:
+        if not 0 < args.port < 65536:
+            raise CLIError(f"--port {args.port} is not a TCP port")
+        for flag, value in (("--server", args.server), ("--db", args.db), ("--user", args.user)):
+            if value is None or not value.strip():
+                raise CLIError(f"{flag} is required (or --hyper for an extract)" if value is None
+                               else f"{flag} must not be empty")
+        target = Connection(args.server, args.port, args.db, args.user, args.sslmode)
+    for path in render(target, args.out):
         print(path)
     return 0
 

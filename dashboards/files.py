@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from .catalog import VIEWS
+from .catalog import SCHEMA, VIEWS
 from .tableau_xml import DEFAULT_CONNECTION, Connection, datasource_element, to_bytes
 from .workbooks import WORKBOOKS, workbook_element
 from .xsd import TableauFileError, validate_xml
@@ -52,9 +52,11 @@ def write_shipped(root: Path = PACKAGE_DIR) -> list[Path]:
     return written
 
 
-def render(conn: Connection, out_dir: Path, sources: list[Path] | None = None) -> list[Path]:
+def render(conn: Connection | Path, out_dir: Path, sources: list[Path] | None = None) -> list[Path]:
     """Write copies of ``sources`` (default: the shipped files) into ``out_dir`` with every
-    PostgreSQL connection pointed at ``conn``. Returns the written paths.
+    PostgreSQL connection pointed at ``conn``: a deployment's database, or a ``.hyper`` extract
+    written by ``gridsight dashboards extract`` (for Tableau Public and offline work).
+    Returns the written paths.
 
     Raises :class:`TableauFileError` when a source is not a valid Tableau file, before
     anything is written, so a deployment never receives half a set.
@@ -66,19 +68,9 @@ def render(conn: Connection, out_dir: Path, sources: list[Path] | None = None) -
             root = etree.parse(str(src), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
         except etree.XMLSyntaxError as exc:
             raise TableauFileError(str(src), [f"{src}: not well-formed XML: {exc}"]) from None
-        found = 0
-        for el in root.iter("connection"):
-            if el.get("class") == "postgres":
-                el.set("server", conn.server)
-                el.set("port", str(conn.port))
-                el.set("dbname", conn.dbname)
-                el.set("username", conn.username)
-                el.set("sslmode", conn.sslmode)
-                found += 1
-        for el in root.iter("named-connection"):
-            el.set("caption", conn.server)
+        found = _point_at_extract(root, conn) if isinstance(conn, Path) else _point_at_database(root, conn)
         if not found and root.find(".//relation") is not None:
-            raise TableauFileError(str(src), [f"{src}: no PostgreSQL connection to point at {conn.server}"])
+            raise TableauFileError(str(src), [f"{src}: no PostgreSQL connection to point at {conn}"])
         validate_xml(root, str(src))
         rendered.append((src, to_bytes(root)))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,3 +80,39 @@ def render(conn: Connection, out_dir: Path, sources: list[Path] | None = None) -
         dest.write_bytes(data)
         written.append(dest)
     return written
+
+
+def _point_at_database(root: etree._Element, conn: Connection) -> int:
+    found = 0
+    for el in root.iter("connection"):
+        if el.get("class") == "postgres":
+            el.set("server", conn.server)
+            el.set("port", str(conn.port))
+            el.set("dbname", conn.dbname)
+            el.set("username", conn.username)
+            el.set("sslmode", conn.sslmode)
+            found += 1
+    for el in root.iter("named-connection"):
+        el.set("caption", conn.server)
+    return found
+
+
+def _point_at_extract(root: etree._Element, hyper: Path) -> int:
+    """Replace each PostgreSQL connection by the extract file, and ``[tableau].[view]`` by its
+    table ``[Extract].[view]`` (the layout :func:`dashboards.extract.write_extract` writes)."""
+    from .extract import HYPER_SCHEMA
+
+    found = 0
+    for el in root.iter("connection"):
+        if el.get("class") == "postgres":
+            el.attrib.clear()
+            el.attrib.update({"authentication": "auth-none", "class": "hyper", "dbname": str(hyper),
+                              "default-settings": "yes", "schema": HYPER_SCHEMA, "sslmode": "",
+                              "username": "tableau_internal_user"})
+            found += 1
+    for el in root.iter("named-connection"):
+        el.set("caption", hyper.name)
+    for el in root.iter("relation"):
+        if el.get("table", "").startswith(f"[{SCHEMA}]."):
+            el.set("table", f"[{HYPER_SCHEMA}]." + el.get("table").split(".", 1)[1])
+    return found

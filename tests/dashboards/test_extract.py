@@ -113,3 +113,38 @@ def test_extract_in_many_parts_holds_every_row_once(fleet_url, tmp_path):
     assert got[0] == got[1] == expected[0]
     assert got[2] == pytest.approx(expected[1 + measures.index("kwh")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parts.hyper"]  # no parts left behind
+
+
+def test_workbooks_rendered_onto_the_extract_find_every_field_they_use_in_it(extract_file, tmp_path):
+    import re
+
+    import tableaudocumentapi as tda
+    from lxml import etree
+
+    from dashboards.workbooks import PARAMETERS_DATASOURCE
+    from dashboards.xsd import validate_file
+
+    out = tmp_path / "offline"
+    done = subprocess.run([*CLI[:-1], "render", "--hyper", str(extract_file), "--out", str(out)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    with HyperProcess(Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_config": ""}) as hyper, \
+            Connection(hyper.endpoint, extract_file) as conn:
+        columns = {t.name.unescaped: {c.name.unescaped for c in conn.catalog.get_table_definition(t).columns}
+                   for t in conn.catalog.get_table_names(HYPER_SCHEMA)}
+    checked = 0
+    for path in sorted(out.glob("*.twb")):
+        validate_file(path)
+        root = etree.parse(str(path)).getroot()
+        for ds in tda.Workbook(str(path)).datasources:
+            if ds.name == PARAMETERS_DATASOURCE:
+                continue
+            assert [(c.dbclass, c.dbname) for c in ds.connections] == [("hyper", str(extract_file))]
+            table = root.find(f".//datasource[@name='{ds.name}']/connection/relation").get("table")
+            schema, name = re.fullmatch(r"\[(\w+)\]\.\[(\w+)\]", table).groups()
+            assert schema == HYPER_SCHEMA and name in columns
+            for field_name, field in ds.fields.items():
+                if field.worksheets and not field.calculation:
+                    assert field_name.strip("[]") in columns[name], (path.name, field_name)
+                    checked += 1
+    assert checked > 30
