@@ -184,3 +184,22 @@ def test_forecast_policy_and_carbon_routes_refuse_technicians_and_anonymous_call
                          ("POST", "/policy/sandbox"), ("GET", "/carbon/intensity"), ("GET", "/carbon/emissions")):
         assert api.request(method, path, params=params).status_code == 401
         assert api.request(method, path, params=params, headers=api.keys["technician"]).status_code == 403
+
+
+def test_forecast_job_uses_and_stores_temperature_when_the_provider_answers(grid_db, fake_api):
+    def hourly(path, q):
+        times = pd.date_range(q["start_date"], pd.Timestamp(q["end_date"]) + pd.Timedelta(hours=23), freq="h")
+        return 200, {"utc_offset_seconds": 0, "timezone": "GMT",
+                     "hourly_units": {"time": "iso8601", "temperature_2m": "°C"},
+                     "hourly": {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in times],
+                                "temperature_2m": [12.0 + 8 * np.sin(t.hour / 24 * 2 * np.pi) for t in times]}}, {}
+    fake_api.route("/v1/", hourly)
+    weather = OpenMeteoProvider(http=JsonHttpClient(sleep=lambda s: None, timeout_s=5),
+                                forecast_url=fake_api.base_url, archive_url=fake_api.base_url)
+    [result] = forecast_series_from_database(grid_db, [SeriesRef("region", "north")], horizon_hours=24,
+                                             history_days=DAYS, now=NOW, weather=weather)
+    assert result.error is None and result.model == "prophet"
+    assert result.forecast.used_temperature and result.notes == []
+    count = run(grid_db, lambda conn: conn.fetchval(
+        "SELECT count(*) FROM weather_observations WHERE location = 'region:north' AND source = 'open-meteo'"))
+    assert count >= DAYS * 24
