@@ -258,3 +258,31 @@ def test_the_agents_dsmr_reader_takes_good_telegrams_and_reports_bad_crc_and_gar
     assert {r.meter_id for r in readings} == {meter.meter_id}
     assert readings[0].energy_kwh == pytest.approx(want["energy_kwh"], abs=0.0005)
     assert readings[0].power_w == pytest.approx(want["power_w"], abs=0.5)
+
+
+def test_sim_serve_modbus_runs_until_sigterm_and_answers_like_the_library_server():
+    import signal
+    import subprocess
+    import sys
+
+    from pymodbus.client import ModbusTcpClient
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gridsight", "sim", "serve", "modbus", "--port", str(port),
+                             "--meters", "2", "--seed", "21", "--start", "2026-04-14T15:07:00Z", "--speed", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        assert f"127.0.0.1:{port}" in banner and "unit 2 = gw-0000-m01" in banner
+        client = ModbusTcpClient("127.0.0.1", port=port)
+        assert client.connect()
+        try:
+            regs = client.read_input_registers(0x48, count=2, device_id=2).registers
+        finally:
+            client.close()
+        meter = Fleet(21, 1, 2, anomaly_rate=0, fault_rate=0).gateway_meters(0)[1]
+        want = latest_values(meter, NOW + 60)["energy_kwh"]
+        assert _f32(regs, 0) == pytest.approx(want, abs=0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
