@@ -273,7 +273,10 @@ def _evaluate(ns: argparse.Namespace) -> int:
 def _keygen(ns: argparse.Namespace) -> int:
     from model_export.signing import generate_keypair
 
-    generate_keypair(ns.private_key, ns.public_key)
+    try:
+        generate_keypair(ns.private_key, ns.public_key)
+    except FileExistsError:
+        raise CLIError(f"{ns.private_key} already exists; refusing to overwrite a signing key") from None
     _progress(f"wrote {ns.private_key} (keep it secret) and {ns.public_key} (pin it on gateways)")
     return 0
 

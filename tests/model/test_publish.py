@@ -157,3 +157,12 @@ def test_publish_registers_the_version_in_the_collector_database(tmp_path, train
     assert row[0] == "gridsight-test" and row[1] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
     assert row[2] == 900 and row[3] == list(DEFAULT_FEATURES) and row[4] == "models/gridsight-test/v1/model.onnx"
     assert row[5] is not None
+
+
+def test_keygen_never_overwrites_an_existing_signing_key(tmp_path, keypair):
+    private, public = keypair
+    before = private.read_bytes()
+    proc = _cli("keygen", "--private-key", str(private), "--public-key", str(tmp_path / "new.pub"))
+    assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
+    assert private.read_bytes() == before
+    assert private.stat().st_mode & 0o077 == 0  # the private key is readable by its owner only
