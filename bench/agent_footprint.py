@@ -11,7 +11,7 @@ Side by side, in the same run, the obvious alternative for durability: the outbo
 with one SQLite commit per reading instead of one transaction per poll cycle (same readings,
 same synchronous=FULL), measured in-process as CPU and bytes written per 1,000 readings.
 
-    .venv/bin/python bench/agent_footprint.py [--quick] [--speed 10] [--sim-minutes 30]
+    .venv/bin/python bench/agent_footprint.py [--quick] [--speed 10] [--sim-minutes 40] [--max-samples N]
 
 Figures are per simulated time where it matters: "outbox bytes written per hour" is what an
 SD card sees per real hour in production. The Pi 3 estimate multiplies CPU per simulated
@@ -61,7 +61,17 @@ def proc_sample(pid: int) -> tuple[float, float, int]:
     return rss, cpu, int(io["write_bytes"])
 
 
-def train_model(path: Path) -> None:
+def model_load_rss_mb(path: Path) -> float:
+    """Resident memory onnxruntime adds by loading this model (in a fresh process)."""
+    code = ("import onnxruntime\n"
+            "def rss():\n    return int(open('/proc/self/statm').read().split()[1]) * %d / 1e6\n"
+            "from edge_agent.scorer import Scorer\nbefore = rss()\nScorer.load(%r)\nprint(rss() - before)\n"
+            % (PAGE, str(path)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+
+
+def train_model(path: Path, max_samples: int | None) -> None:
     from model_export.pipeline import train_and_export
 
     readings = []
@@ -73,7 +83,8 @@ def train_model(path: Path) -> None:
             power = 400 + 250 * math.sin((hour - 6) / 24 * 2 * math.pi) + 40 * m
             energy += power * 900 / 3.6e6
             readings.append(Reading(f"m{m}", ts, energy, power))
-    train_and_export(readings, path, n_estimators=100, version="bench-1")
+    extra = {} if max_samples is None else {"max_samples": max_samples}
+    train_and_export(readings, path, n_estimators=100, version="bench-1", **extra)
 
 
 def write_recording(path: Path, sim_seconds: float) -> None:
@@ -96,14 +107,16 @@ def write_recording(path: Path, sim_seconds: float) -> None:
             fh.write("".join(lines))
 
 
-def run_agent(work: Path, speed: float, sim_seconds: float) -> dict:
+def run_agent(work: Path, speed: float, sim_seconds: float, max_samples: int | None) -> dict:
     broker = LocalMosquitto(work / "mqtt").start()
     recording = work / "meters.csv"
     log("writing the 200-meter recording ...")
     write_recording(recording, sim_seconds)
     model = work / "model.onnx"
     log("training a model for the agent to load ...")
-    train_model(model)
+    train_model(model, max_samples)
+    model_rss = model_load_rss_mb(model)
+    log(f"model: {model.stat().st_size / 1e6:.2f} MB file, {model_rss} MB resident once loaded")
     config = work / "agent.toml"
     config.write_text(f"""
 gateway_id = "gw-bench"
@@ -127,7 +140,8 @@ path = "{recording}"
     cmd = [sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config)]
     # the environment the systemd unit gives the agent
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    agent_log = open(work / "agent.log", "wb")  # a file, not a pipe nobody reads while it runs
+    proc = subprocess.Popen(cmd, stdout=agent_log, stderr=subprocess.STDOUT, env=env)
     samples: list[tuple[float, float, float, int]] = []
     started = time.monotonic()
     real_seconds = sim_seconds / speed
@@ -135,7 +149,7 @@ path = "{recording}"
         next_report = 0.0
         while time.monotonic() - started < real_seconds:
             if proc.poll() is not None:
-                raise SystemExit(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
+                raise SystemExit(f"agent exited: {(work / 'agent.log').read_text()[-2000:]}")
             rss, cpu, written = proc_sample(proc.pid)
             elapsed = time.monotonic() - started
             samples.append((elapsed, rss, cpu, written))
@@ -149,9 +163,15 @@ path = "{recording}"
     finally:
         if proc.poll() is None:
             proc.kill()
+        agent_log.close()
         broker.close()
+    problems = [line for line in (work / "agent.log").read_text().splitlines() if '"level": "warning"' in line
+                or '"level": "error"' in line or "Traceback" in line]
+    for line in problems[:20]:
+        log(f"  agent log: {line[:300]}")
     status = json.loads((work / "data" / "status.json").read_text())
-    return {"samples": samples, "status": status}
+    return {"samples": samples, "status": status, "model_rss_mb": model_rss,
+            "model_file_mb": round(model.stat().st_size / 1e6, 2)}
 
 
 def summarise_agent(run: dict, speed: float) -> dict:
@@ -176,6 +196,9 @@ def summarise_agent(run: dict, speed: float) -> dict:
         "rss_steady_mb": round(rss_values[len(rss_values) // 2], 1),
         "rss_max_mb": round(max(s[1] for s in samples), 1),
         "rss_growth_mb": round(slope * (t1 - t0), 2),
+        "model_rss_mb": run["model_rss_mb"],
+        "model_file_mb": run["model_file_mb"],
+        "rss_steady_without_model_mb": round(rss_values[len(rss_values) // 2] - run["model_rss_mb"], 1),
         "cpu_ms_per_1000_readings": round(1000 * (cpu1 - cpu0) / readings_in_window * 1000, 2),
         "cpu_share_of_core_at_realtime": round(cpu_per_sim_s, 4),
         "pi3_cpu_share_of_core_estimate": round(cpu_per_sim_s * PI3_SLOWDOWN, 4),
@@ -214,19 +237,22 @@ def outbox_write_path(work: Path, readings_total: int, batched: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about a minute: 10 simulated minutes at 15x")
-    parser.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 10; quick 15)")
+    parser.add_argument("--quick", action="store_true", help="about a minute: 20 simulated minutes at 20x")
+    parser.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 10; quick 20)")
     parser.add_argument("--sim-minutes", type=float, default=None, help="simulated run length (default 40; quick 20)")
+    parser.add_argument("--max-samples", type=int, default=None,
+                        help="IsolationForest max_samples of the loaded model (default: model_export's default)")
     args = parser.parse_args()
-    speed = args.speed or (15.0 if args.quick else 10.0)
+    speed = args.speed or (20.0 if args.quick else 10.0)
     sim_minutes = args.sim_minutes or (20.0 if args.quick else 40.0)
     command = "python bench/agent_footprint.py" + (" --quick" if args.quick else "") + \
-        (f" --speed {args.speed}" if args.speed else "") + (f" --sim-minutes {args.sim_minutes}" if args.sim_minutes else "")
+        (f" --speed {args.speed}" if args.speed else "") + (f" --sim-minutes {args.sim_minutes}" if args.sim_minutes else "") + \
+        (f" --max-samples {args.max_samples}" if args.max_samples else "")
     print(f"reproduce: {command}")
     with tempfile.TemporaryDirectory(prefix="gridsight-bench-") as tmp:
         work = Path(tmp)
         log(f"agent: {METERS} meters x 1 reading/s, {sim_minutes:.0f} simulated minutes at {speed:.0f}x ...")
-        agent = summarise_agent(run_agent(work, speed, sim_minutes * 60), speed)
+        agent = summarise_agent(run_agent(work, speed, sim_minutes * 60, args.max_samples), speed)
         n = min(200_000, max(20_000, agent["readings_total"] // 4))
         log(f"outbox write path: {n} readings, batched vs one commit per reading ...")
         batched = outbox_write_path(work, n, batched=True)
@@ -238,7 +264,7 @@ def main() -> int:
                                                      / max(batched["bytes_written_per_1000_readings"], 1), 1),
     }
     print(f"agent ({METERS} meters, model loaded): RSS steady {agent['rss_steady_mb']} MB "
-          f"(growth {agent['rss_growth_mb']} MB), CPU {agent['cpu_ms_per_1000_readings']} ms per 1000 readings "
+          f"(of which the model {agent['model_rss_mb']} MB; growth {agent['rss_growth_mb']} MB), CPU {agent['cpu_ms_per_1000_readings']} ms per 1000 readings "
           f"= {100 * agent['cpu_share_of_core_at_realtime']:.2f}% of a core at real time "
           f"(Pi 3 estimate {100 * agent['pi3_cpu_share_of_core_estimate']:.1f}%), "
           f"outbox writes {agent['outbox_bytes_written_per_hour'] / 1e6:.1f} MB per hour, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sqlite3
 import sys
@@ -71,7 +72,12 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print(f"gridsight agent: {settings.gateway_id} running ({len(agent.slots)} readers, "
           f"model {agent.model_version or 'none'}, outbox {settings.outbox_path})", file=sys.stderr)
-    agent.run(stop)
+    try:
+        agent.run(stop)
+    except Exception as exc:  # a bug must not leave a half-alive agent: exit, let systemd restart it
+        logging.getLogger("gridsight.agent").exception("agent stopped after an internal error")
+        raise CLIError(f"stopped after an internal error ({type(exc).__name__}: {exc}); "
+                       "a restart resumes from the outbox", code=1) from None
     return 0
 
 

@@ -9,6 +9,10 @@ readings are sealed, in-flight messages get their PUBACKs, status goes offline.
 
 A reader that raises is retried with jittered backoff (doubling from ``poll_s`` up to
 ``reader_backoff_max_s``) and reported in status; the other readers carry on.
+
+With ``model.public_key`` set, the agent subscribes to its ``cmd/model`` topics and hands each
+announcement to :class:`edge_agent.model_update.ModelUpdater` on a worker thread; a verified
+model replaces the running one between intervals (:meth:`Agent.use_model`).
 """
 
 from __future__ import annotations
