@@ -18,7 +18,7 @@ from edge_agent.clock import ManualClock, SimulatedClock
 from edge_agent.config import AgentSettings, MqttSettings, OutboxSettings
 from edge_agent.readers.replay import ReplayReader
 from edge_agent.runtime import Agent, NullTransport
-from meter_data import T0, Subscriber, readings_by_meter, recording, write_csv
+from meter_data import T0, Subscriber, readings_by_meter, recording, wait_until, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +158,36 @@ def test_outbox_at_its_budget_evicts_raw_first_keeps_summaries_and_counts_in_sta
     raw = [decode(topic_for("gw-full", "raw"), p.payload)
            for p in agent.outbox.pending(10_000, live_from_seq=10**9, backlog_limit=10_000) if p.kind == "raw"]
     assert max(r.ts for c in raw for r in c.readings) == taken[-1].ts
+
+
+def test_after_an_outage_live_data_goes_out_ahead_of_the_backlog_which_drains_most_valuable_first(tmp_path, mosquitto):
+    subscriber = Subscriber(mosquitto.port, persistent=True)
+    taken = recording(2, T0, 3600 + 600, 30)
+    clock = ManualClock(T0)
+    settings = AgentSettings(gateway_id="gw-drain", data_dir=tmp_path / "data", poll_s=30, raw_chunk_s=120,
+                             status_s=10_000, mqtt=MqttSettings(url=mosquitto.url, reconnect_min_s=0.1,
+                                                                reconnect_max_s=0.3, drain_rate=5))
+    agent = Agent(settings, readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))], clock=clock, scorer=None)
+    mosquitto.stop()
+    agent.transport.start()
+    try:
+        while clock.now() < T0 + 3600 + 60:  # an hour of readings while the broker is down
+            agent.tick()
+            clock.advance(30)
+        backlog_until = agent.outbox.next_seq
+        mosquitto.start()
+        assert wait_until(lambda: agent.transport.connected, 20)
+        while clock.now() < T0 + 3600 + 600 + 150:  # live data after the reconnect, all of it sealed
+            agent.tick()
+            clock.advance(30)
+        assert subscriber.wait_for(lambda: len(subscriber.raw_readings()) >= len(taken), timeout=60)
+    finally:
+        agent.shutdown()
+        subscriber.close()
+    arrivals = [m for m in subscriber.messages if type(m).KIND in ("raw", "summary")]
+    backlog = [i for i, m in enumerate(arrivals) if m.seq < backlog_until]
+    live = [i for i, m in enumerate(arrivals) if m.seq >= backlog_until]
+    assert live and live[0] < backlog[-1], "live data waited for the whole backlog"
+    backlog_kinds = [type(arrivals[i]).KIND for i in backlog]
+    assert backlog_kinds.index("raw") > backlog_kinds.index("summary")  # summaries before raw chunks
+    assert_exactly_once_in_order(subscriber, taken)
