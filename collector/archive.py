@@ -21,6 +21,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -31,6 +32,8 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 
 __all__ = ["ObjectStore", "ArchiveError", "StoreUnavailable", "LocalDirStore", "S3Store", "Archiver",
            "RebuildResult", "archive_key", "encode_object", "decode_object", "rebuild", "open_store"]
+
+log = logging.getLogger("gridsight.collector.archive")
 
 RAW_PREFIX = "raw/"
 _KEY_RE = re.compile(r"^raw/dt=(\d{4}-\d{2}-\d{2})/gateway=([A-Za-z0-9._-]+)/[^/]+\.jsonl\.gz$")
@@ -335,6 +338,11 @@ class Archiver:
             except (TransientDatabaseError, *_TRANSIENT):
                 await self.close()
                 wait = max(interval_s, 2.0)
+            except Exception as exc:  # the archiver must outlive any single failure; the outbox keeps the data
+                log.warning("archiver pass failed, retrying: %s: %s", type(exc).__name__, exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                await self.close()
+                wait = max(interval_s, 5.0)
             await asyncio.get_running_loop().run_in_executor(None, stop.wait, wait)
 
 

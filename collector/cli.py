@@ -13,6 +13,7 @@ import datetime as dt
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -84,6 +85,8 @@ def cmd_serve(args, settings) -> int:
     from collector.metrics import Metrics
     from collector.services import open_services
 
+    if args.workers < 1 or (args.workers > 1 and not args.no_ingest):
+        raise CLIError("--workers above 1 needs --no-ingest (run ingest as its own process)")
     services = open_services(settings, mqtt=not args.no_ingest)
     try:
         for line in services.embedded:
@@ -98,11 +101,21 @@ def cmd_serve(args, settings) -> int:
             worker = IngestWorker(settings, services=services, metrics=metrics)
             thread = threading.Thread(target=worker.run, args=(stop,), name="gridsight-ingest", daemon=True)
             thread.start()
-        app = create_app(settings, database_url=services.database_url, metrics=metrics, worker=worker)
         host = args.host or settings.api_host
         port = args.port or settings.api_port
         print(f"{PROG}: API on http://{host}:{port} (OpenAPI at /docs)", file=sys.stderr)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        if args.workers > 1:
+            # separate API processes: each builds its app from the environment
+            os.environ["DATABASE_URL"] = services.database_url
+            os.environ["GRIDSIGHT_DATA_DIR"] = str(settings.data_dir)
+            if args.config:
+                os.environ["GRIDSIGHT_COLLECTOR_CONFIG"] = str(args.config)
+            # a busy worker on a loaded host must not be mistaken for a hung one and restarted
+            uvicorn.run("collector.api.app:app_from_environment", factory=True, workers=args.workers,
+                        host=host, port=port, log_level="warning", timeout_worker_healthcheck=60)
+        else:
+            app = create_app(settings, database_url=services.database_url, metrics=metrics, worker=worker)
+            uvicorn.run(app, host=host, port=port, log_level="warning")
         stop.set()
         if thread is not None:
             thread.join(30)
@@ -208,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (default api_host)")
     p.add_argument("--port", type=int, help="listen port (default api_port)")
     p.add_argument("--no-ingest", action="store_true", help="API only (e.g. API replicas separate from ingest)")
+    p.add_argument("--workers", type=int, default=1, help="API worker processes (needs --no-ingest; default 1)")
     p.add_argument("--replica-id", help="this replica's stable id (MQTT session)")
     p.set_defaults(func=cmd_serve)
 

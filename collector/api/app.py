@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from collector.metrics import Metrics
 from collector.settings import CollectorSettings, asyncpg_dsn
 
-__all__ = ["create_app", "ROUTERS"]
+__all__ = ["create_app", "app_from_environment", "ROUTERS"]
 
 # One line per router module (each exposes `router`). Other areas append theirs here.
 ROUTERS: list[str] = [
@@ -55,7 +55,7 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size,
-                                                   command_timeout=30)
+                                                   command_timeout=30, server_settings={"timezone": "UTC"})
         try:
             yield
         finally:
@@ -75,3 +75,13 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as uvicorn worker processes build it (``serve --workers N``): settings from the
+    environment and the TOML file named by ``GRIDSIGHT_COLLECTOR_CONFIG``."""
+    import os
+
+    from collector.settings import load_collector_settings
+
+    return create_app(load_collector_settings(os.environ.get("GRIDSIGHT_COLLECTOR_CONFIG") or None))

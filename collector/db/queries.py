@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["Page", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
+__all__ = ["Page", "RawJSON", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
            "region_exists", "readings_series", "consumption_series", "anomalies", "ingestion_health",
            "dead_letters", "bucket_seconds", "STALE_AFTER_S"]
 
@@ -29,20 +29,27 @@ _SITE_JOIN = ("LEFT JOIN gateways g ON g.id = m.gateway_id "
               "LEFT JOIN sites s ON s.id = COALESCE(m.site_id, g.site_id)")
 
 
+class RawJSON(str):
+    """JSON text built by PostgreSQL (``json_agg``), embedded in a response as is: a chart's
+    points or a map's flags never become Python objects on the way out."""
+
+
 @dataclass
 class Page:
-    items: list[dict]
+    items: list[dict] | RawJSON
     total: int
     limit: int
     offset: int
     total_cap: int | None = None     # when set and reached, `total` is "at least this many"
+    n_items: int | None = None       # how many items a RawJSON page holds
 
     def as_dict(self) -> dict:
+        n = self.n_items if self.n_items is not None else len(self.items)
         capped = self.total_cap is not None and self.total > self.total_cap
         total = self.total_cap if capped else self.total
-        more = capped or self.offset + len(self.items) < self.total
+        more = capped or self.offset + n < self.total
         out = {"items": self.items, "total": total, "limit": self.limit, "offset": self.offset,
-               "next_offset": self.offset + self.limit if more and len(self.items) == self.limit else None}
+               "next_offset": self.offset + self.limit if more and n == self.limit else None}
         if self.total_cap is not None:
             out["total_is_lower_bound"] = capped
         return out
@@ -142,13 +149,14 @@ async def readings_series(conn: asyncpg.Connection, meter_id: str, start: dateti
                           points: int) -> dict:
     """Raw readings of one meter, averaged into at most ``points`` buckets."""
     bucket = bucket_seconds(start, end, points)
-    rows = await conn.fetch(
+    points_json = await conn.fetchval(
+        "SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ("
         "SELECT date_bin($4::interval, ts, $5) AS ts, count(*) AS n, max(energy_kwh) AS energy_kwh, "
         "avg(power_w) AS power_w, max(power_w) AS power_w_max, min(power_w) AS power_w_min, "
         "avg(voltage_v) AS voltage_v FROM readings WHERE meter_id = $1 AND ts >= $2 AND ts < $3 "
-        "GROUP BY 1 ORDER BY 1", meter_id, start, end, timedelta(seconds=bucket), _ORIGIN)
+        "GROUP BY 1) AS p", meter_id, start, end, timedelta(seconds=bucket), _ORIGIN)
     return {"meter_id": meter_id, "start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket,
-            "points": [_row(r) for r in rows]}
+            "points": RawJSON(points_json)}
 
 
 def _rollup_source(bucket: int) -> str:
@@ -181,11 +189,12 @@ async def consumption_series(conn: asyncpg.Connection, start: datetime, end: dat
     else:
         args.append(region_id)
         scope = (f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = ${len(args)})")
-    rows = await conn.fetch(
+    points_json = await conn.fetchval(
+        f"SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ("
         f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
-        f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1 ORDER BY 1", *args)
+        f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1) AS p", *args)
     out = {"start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket, "source": source,
-           "points": [_row(r) for r in rows]}
+           "points": RawJSON(points_json)}
     out["meter_id" if meter_id is not None else "region_id"] = meter_id if meter_id is not None else region_id
     return out
 
@@ -208,16 +217,20 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
     flags = f"FROM anomaly_flags f WHERE {' AND '.join(where)}"
     # a map needs the page, not an exact count of a year of flags: count at most the cap
     total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 {flags} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
-    rows = await conn.fetch(
-        "SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, f.reason, "
-        "f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(json_agg(x ORDER BY x.interval_start DESC, x.meter_id), '[]')::text AS items "
+        "FROM (SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, "
+        "f.reason, f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
         f"FROM (SELECT * {flags} ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}) "
-        f"AS f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN} ORDER BY f.interval_start DESC, f.meter_id", *args)
-    return Page([_row(r) for r in rows], total, limit, offset, total_cap=ANOMALY_COUNT_CAP)
+        f"AS f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN}) AS x", *args)
+    return Page(RawJSON(row["items"]), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=row["n"])
 
 
-async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None) -> dict:
-    """What ingestion did recently, from the database (shared by every replica)."""
+async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None, skew_warn_s: float = 120.0) -> dict:
+    """What ingestion did recently, from the database (shared by every replica).
+
+    A gateway is "skewed" when its newest message arrived more than ``skew_warn_s`` away from its
+    own send time: its clock is off (or its uplink badly delayed), so its timestamps need care."""
     now = now or datetime.now(timezone.utc)
     hour_ago = now - timedelta(hours=1)
     msgs = await conn.fetch("SELECT kind, count(*) AS n, sum(rows) AS rows, max(received_at) AS last "
@@ -231,8 +244,9 @@ async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None
                                "FROM ingest_log WHERE received_at >= $1", hour_ago)
     gw = await conn.fetchrow(
         "SELECT count(*) AS total, count(*) FILTER (WHERE last_seen_at >= $1) AS reporting, "
-        "count(*) FILTER (WHERE last_seen_at < $1 OR last_seen_at IS NULL) AS silent FROM gateways "
-        "WHERE status = 'active'", now - timedelta(seconds=STALE_AFTER_S))
+        "count(*) FILTER (WHERE last_seen_at < $1 OR last_seen_at IS NULL) AS silent, "
+        "count(*) FILTER (WHERE abs(skew_s) > $2) AS skewed FROM gateways "
+        "WHERE status = 'active'", now - timedelta(seconds=STALE_AFTER_S), skew_warn_s)
     archive = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM archive_outbox) AS pending, "
         "(SELECT min(received_at) FROM archive_outbox) AS oldest_pending, "

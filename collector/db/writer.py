@@ -566,9 +566,3 @@ def _topic_gateway(topic: str) -> str | None:
         return wire.parse_topic(topic)[0]
     except wire.WireError:
         return None
-
-
-def dead_letter_reasons() -> Iterable[str]:
-    """Every reason a dead letter can carry (documented in SCHEMA.md and docs/collector.md)."""
-    return ("bad_topic", "bad_version", "topic_mismatch", "oversized", "malformed", "unknown_gateway",
-            "disabled_gateway", "rejected_by_database")

@@ -135,11 +135,13 @@ def test_invalid_parameters_answer_4xx_naming_the_parameter(client, path, params
     assert _loc(response)[-1] == name
 
 
-def test_ingestion_health_and_dead_letters(client):
+def test_ingestion_health_and_dead_letters(client, filled_db):
+    sql(filled_db, "UPDATE gateways SET skew_s = CASE id WHEN 'gw-1' THEN 0.4 ELSE -3600 END")
     health = client.get("/ingestion/health").json()
     assert health["messages"]["summary"]["messages"] == 192
     assert health["dead_letters"] == {"malformed": 1}
     assert health["archive"]["pending"] == 196
+    assert health["gateways"]["skewed"] == 1
     letters = client.get("/ingestion/dead-letters").json()
     assert letters["total"] == 1 and letters["items"][0]["payload_preview"] == "nonsense"
 

@@ -37,6 +37,11 @@ def test_bad_settings_fail_with_one_line_naming_the_key(tmp_path):
     assert bad_url.returncode == 2 and "database_url" in bad_url.stderr
 
 
+def test_serve_refuses_several_api_workers_alongside_ingest(tmp_path):
+    out = run("serve", "--workers", "2", env={"GRIDSIGHT_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2 and "--no-ingest" in out.stderr
+
+
 def test_status_without_any_database_says_what_to_do(tmp_path):
     out = run("status", env={"GRIDSIGHT_DATA_DIR": str(tmp_path)})
     assert out.returncode == 2

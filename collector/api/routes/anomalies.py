@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging, Range
+from collector.api.deps import ID_PATTERN, Connection, Paging, Range, fast_json
 from collector.db import queries
 
 router = APIRouter(tags=["anomalies"])

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collector.api.deps import fast_json, ID_PATTERN, Connection, Points, Range, param_error
+from collector.api.deps import ID_PATTERN, Connection, Points, Range, param_error, fast_json
 from collector.db import queries
 
 router = APIRouter(tags=["consumption"])

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging
+from collector.api.deps import ID_PATTERN, Connection, Paging, fast_json
 from collector.db import queries
 
 router = APIRouter(prefix="/ingestion", tags=["ingestion"])
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/ingestion", tags=["ingestion"])
 
 @router.get("/health", summary="Messages, dead letters, gateways reporting and archive backlog in the last hour")
 async def health(conn: Connection, request: Request) -> dict:
-    out = await queries.ingestion_health(conn)
+    out = await queries.ingestion_health(conn, skew_warn_s=request.app.state.settings.clock_skew_warn_s)
     worker = request.app.state.worker
     if worker is not None:
         m = request.app.state.metrics

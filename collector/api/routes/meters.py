@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from collector.api.deps import fast_json, ID_PATTERN, Connection, Paging, param_error
+from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json
 from collector.db import queries
 
 router = APIRouter(prefix="/meters", tags=["registry"])
