@@ -43,7 +43,8 @@ class ForecastOutcome:
 
 
 @contextlib.contextmanager
-def open_executor(scheduler_address: str | None = None, max_workers: int | None = None) -> Iterator[Executor]:
+def open_executor(scheduler_address: str | None = None, max_workers: int | None = None,
+                  connect_timeout_s: float = 10.0) -> Iterator[Executor]:
     """An executor for forecast fits; closed on exit.
 
     ``scheduler_address`` (e.g. ``tcp://10.0.0.5:8786``) connects to an existing Dask
@@ -56,7 +57,7 @@ def open_executor(scheduler_address: str | None = None, max_workers: int | None 
             raise ForecastError("a Dask scheduler is configured but 'distributed' is not installed; "
                                 "pip install distributed") from None
         try:
-            client = Client(scheduler_address, timeout="10s")
+            client = Client(scheduler_address, timeout=f"{connect_timeout_s}s")
         except (OSError, TimeoutError) as exc:
             raise ForecastError(f"cannot reach Dask scheduler {scheduler_address}: {exc}") from None
         try:

@@ -86,5 +86,5 @@ def test_a_configured_dask_scheduler_runs_the_same_jobs():
 
 def test_unreachable_dask_scheduler_is_a_forecast_error():
     with pytest.raises(ForecastError, match="cannot reach Dask scheduler"):
-        with open_executor(scheduler_address="tcp://127.0.0.1:9"):
+        with open_executor(scheduler_address="tcp://127.0.0.1:9", connect_timeout_s=1):
             pass
