@@ -203,3 +203,13 @@ def test_forecast_job_uses_and_stores_temperature_when_the_provider_answers(grid
     count = run(grid_db, lambda conn: conn.fetchval(
         "SELECT count(*) FROM weather_observations WHERE location = 'region:north' AND source = 'open-meteo'"))
     assert count >= DAYS * 24
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"regions": ["north", "no such; region"]}, "regions"),
+    ({"end": (NOW - pd.Timedelta(days=3)).isoformat()}, "end"),
+])
+def test_policy_sandbox_route_names_bad_regions_and_ranges(api, change, field):
+    body = {"start": (NOW - pd.Timedelta(days=2)).isoformat(), "end": NOW.isoformat(), "params": {}, **change}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field]

@@ -13,7 +13,7 @@ from collector.api.deps import ID_PATTERN, Connection, Range, param_error
 from collector.auth import require_roles
 from collector.forecasting import store
 from collector.forecasting.executor import run_forecast_jobs
-from collector.forecasting.forecast import ForecastError, ForecastOptions
+from collector.forecasting.forecast import ForecastOptions
 from collector.forecasting.jobs import SeriesRef, prepare_jobs
 
 router = APIRouter(tags=["forecasts"], dependencies=[require_roles("admin", "analyst", "policymaker")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -47,7 +48,7 @@ async def sandbox(conn: Connection, body: SandboxRequest) -> dict:
     if end - start > min(MAX_RANGE, timedelta(days=400)):
         raise param_error("end", "range longer than 400 days", where="body")
     for region in body.regions or []:
-        if not pd.Series([region]).str.fullmatch(ID_PATTERN[1:-1]).iloc[0]:
+        if not re.fullmatch(ID_PATTERN, region):
             raise param_error("regions", f"{region[:64]!r} is not a region id", where="body")
     if body.source == "actual":
         load = await store.regional_load(conn, start, end, body.regions)
