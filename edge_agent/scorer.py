@@ -184,6 +184,7 @@ _EXPLAIN = (
     ("excess_vs_level", 0.0, 0.5),
     ("excess_3h_vs_level", 0.0, 0.8),
     ("day_vs_typical_day", 0.0, 1.2),
+    ("day_vs_typical_month", 0.0, 1.2),
     ("step_vs_previous", 0.0, 0.6),
     ("z_vs_hour_of_day", 0.0, 0.15),
     ("spike_ratio", 1.0, 0.3),
@@ -196,6 +197,7 @@ _PHRASES = {
     "level_3h_vs_profile": "profile over the last 3 h",
     "level_6h_vs_profile": "profile over the last 6 h",
     "day_vs_typical_day": "typical day (24 h energy)",
+    "day_vs_typical_month": "last month's typical day (24 h energy)",
     "step_vs_previous": "previous interval",
 }
 

@@ -56,7 +56,7 @@ def test_first_day_features_are_neutral():
     named = dict(zip(DEFAULT_FEATURES, rows.T))
     assert rows[0].tolist() == [0.25 if n == "night_share" else 0.0 for n in DEFAULT_FEATURES]
     for name in ("level_vs_hour_of_day", "level_vs_hour_of_week", "z_vs_hour_of_day", "level_6h_vs_profile",
-                 "day_vs_typical_day", "variability_vs_typical"):
+                 "day_vs_typical_day", "day_vs_typical_month", "variability_vs_typical"):
         assert np.all(named[name] == 0.0), name
     # The recent level is known from the second interval on; a normal day stays moderate.
     for name in ("level_vs_recent",):
