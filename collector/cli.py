@@ -26,6 +26,7 @@ __all__ = ["main", "PLUGINS"]
 PROG = "gridsight collector"
 PLUGINS: list[str] = [
     "collector.forecasting.cli",   # forecast, backtest, policy, weather, carbon
+    "collector.registry_cli",      # registry import/export (grid topology)
 ]
 
 

@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meters", type=int, default=6, help="meters to plot")
     p.set_defaults(func=cmd_report)
 
+    from firmware_sim import registry as registry_cli   # grid topology for the collector registry
+    registry_cli.add_parser(sub)
+
     try:
         from firmware_sim import fleet_cli
         fleet_cli.add_parser(sub)

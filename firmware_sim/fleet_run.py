@@ -260,6 +260,14 @@ class FleetRun:
                               text=True, env=self._collector_env(), timeout=300)
         if done.returncode != 0:
             raise FleetRunError(f"collector migrate failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        # the fleet's topology (sites, coordinates, feeders, regions) for maps and regional views
+        from firmware_sim.registry import write_registry
+        write_registry(self.fleet, self.work_dir / "registry.json")
+        done = subprocess.run([sys.executable, "-m", "gridsight", "collector", "registry", "import",
+                               str(self.work_dir / "registry.json")], capture_output=True, text=True,
+                              env=self._collector_env(), timeout=300)
+        if done.returncode != 0:
+            raise FleetRunError(f"collector registry import failed: {(done.stderr or done.stdout).strip()[-400:]}")
         self._start_collector(wait=True)
         self._hub = ProxyHub()
         self.proxies = [self._hub.proxy(broker_port) for _ in range(self.scenario.fleet.gateways)]

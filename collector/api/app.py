@@ -33,6 +33,7 @@ ROUTERS: list[str] = [
     "collector.api.routes.policy",
     "collector.api.routes.carbon",
     "collector.api.routes.dashboard_page",
+    "collector.api.routes.registry",
 ]
 
 
