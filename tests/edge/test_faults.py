@@ -117,7 +117,12 @@ path = "{csv}"
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
+        last_start = time.time()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        status_file = tmp_path / "data" / "status.json"
+        # SIGTERM only once this process runs its loop (before that, SIGTERM would just kill it)
+        assert wait_until(lambda: status_file.exists() and status_file.stat().st_mtime >= last_start
+                          or proc.poll() is not None, 60)
         while time.time() < end_of_data:
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)

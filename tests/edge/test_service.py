@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_agent.config import AgentSettings
 from edge_agent.settings import load_settings
-from meter_data import T0, Subscriber, readings_by_meter, recording, write_csv
+from meter_data import T0, Subscriber, readings_by_meter, recording, wait_until, write_csv
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "gridsight-agent.service"
 EXAMPLE = UNIT.with_name("agent.example.toml")
@@ -54,6 +54,7 @@ def test_the_example_config_loads_into_valid_settings(tmp_path, monkeypatch):
 
 
 def agent_config(tmp_path: Path, mqtt_url: str, csv: Path, speed: float = 120.0) -> Path:
+    """Simulated time anchored to now, so however slowly the process starts, the clock is the same."""
     config = tmp_path / "agent.toml"
     config.write_text(f"""
 gateway_id = "gw-svc"
@@ -68,6 +69,7 @@ reconnect_max_s = 0.5
 [clock]
 start = {T0}
 speed = {speed}
+anchor = {time.time()}
 [[readers]]
 type = "replay"
 path = "{csv}"
@@ -109,7 +111,8 @@ def test_sigterm_flushes_every_taken_reading_to_the_broker_and_leaves_status_off
     proc = subprocess.Popen([sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(3600 / 600 + 2)  # the whole recording has been read; the raw chunk period (600 s) is not over
+        assert wait_until(lambda: (tmp_path / "data" / "status.json").exists() or proc.poll() is not None, 60)
+        time.sleep(3600 / 600 + 1)  # the recording is over; its last raw chunk period (600 s) is not
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.stderr.read().decode()[-2000:]
         assert subscriber.wait_for(lambda: len(subscriber.raw_readings()) >= len(taken)
@@ -143,7 +146,8 @@ def test_status_command_shows_the_outbox_depth_of_an_agent(tmp_path):
                           speed=600)
     proc = subprocess.Popen([sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config),
                              "--no-publish"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1800 / 600 + 2)
+    assert wait_until(lambda: (tmp_path / "data" / "status.json").exists() or proc.poll() is not None, 60)
+    time.sleep(1800 / 600 + 1)  # simulated time passes the end of the recording
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     result = subprocess.run([sys.executable, "-m", "gridsight.cli", "agent", "status", "--config", str(config)],
