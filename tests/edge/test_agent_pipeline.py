@@ -149,3 +149,35 @@ def test_a_model_for_another_interval_length_stops_start_up_naming_the_key(tmp_p
     with pytest.raises(ConfigError, match="interval_s"):
         Agent(settings_for(tmp_path, interval_s=300, model=ModelSettings(path=str(model_path))), readers=[],
               clock=ManualClock(T0), transport=NullTransport())
+
+
+def test_reconnect_delays_double_up_to_the_cap_and_are_jittered_so_a_fleet_never_reconnects_in_lockstep():
+    import random
+
+    from edge_agent.publisher import backoff_delay
+
+    rng = random.Random(1)
+    first = [backoff_delay(0, 1.0, 120.0, rng) for _ in range(200)]
+    later = [backoff_delay(20, 1.0, 120.0, rng) for _ in range(200)]
+    assert all(0.5 <= d <= 1.0 for d in first) and len(set(first)) == 200
+    assert all(60.0 <= d <= 120.0 for d in later) and max(later) - min(later) > 30
+
+
+def test_a_reader_with_a_bug_is_reported_and_never_stops_the_agent(tmp_path):
+    class BrokenReader:
+        name = "broken"
+
+        def read(self, now):
+            raise ZeroDivisionError("division by zero in a register map")
+
+        def close(self):
+            pass
+
+    good = ReplayReader(write_csv(tmp_path / "good.csv", recording(1, T0, 300, 10)))
+    clock = ManualClock(T0)
+    agent = Agent(settings_for(tmp_path, poll_s=10), readers=[BrokenReader(), good], clock=clock, scorer=None,
+                  transport=NullTransport())
+    drive(agent, clock, T0 + 300, 10)
+    status = agent.status()
+    assert status["counters"]["readings"] == 30
+    assert status["readers"][0]["last_error"] == "ZeroDivisionError: division by zero in a register map"
