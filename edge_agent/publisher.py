@@ -49,6 +49,8 @@ _CONNACK_TIMEOUT_S = 15.0
 _ACK_FLUSH_S = 0.25
 _ACK_FLUSH_COUNT = 500
 _REFUSED_RETRY_S = 30.0
+_NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT 5 PUBACK reason code
+_NO_SUBSCRIBER_RETRY_S = 2.0
 _INFLIGHT_RESEND_S = 120.0
 # CONNACK codes meaning "I do not speak this protocol version" (MQTT 3.1.1 rc 1, MQTT 5 0x84)
 _UNSUPPORTED_PROTOCOL = {1, 0x84}
@@ -68,6 +70,7 @@ class PublisherCounters:
     published: int = 0
     acked: int = 0
     refused: int = 0
+    undelivered: int = 0   # PUBACKs saying no subscriber matched: kept and offered again
     protocol: str | None = None
     latencies_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
 
@@ -296,11 +299,18 @@ class MqttPublisher:
         entry = self._inflight.pop(mid, None)
         if entry is None or client is not self._client:
             return
-        seq, created_at, _ = entry
+        seq, created_at, _, retained = entry
         if reason_code is not None and getattr(reason_code, "is_failure", False):
             self.counters.refused += 1
             self._refused[seq] = time.monotonic() + _REFUSED_RETRY_S
             log.warning("broker refused message seq %d: %s", seq, reason_code)
+            return
+        if not retained and getattr(reason_code, "value", 0) == _NO_MATCHING_SUBSCRIBERS:
+            # MQTT 5: the broker took the message but nobody will get it (the collector has not
+            # (re)subscribed yet, e.g. after a broker restart dropped its shared subscription).
+            # Keep it in the outbox and offer it again shortly instead of losing it.
+            self.counters.undelivered += 1
+            self._refused[seq] = time.monotonic() + _NO_SUBSCRIBER_RETRY_S
             return
         self.counters.acked += 1
         self.counters.latencies_s.append(max(0.0, time.time() - created_at))
@@ -351,7 +361,7 @@ class MqttPublisher:
             info = self._client.publish(self._topics[msg.kind], msg.payload, qos=1, retain=msg.retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break
-            self._inflight[info.mid] = (msg.seq, msg.created_at, now)
+            self._inflight[info.mid] = (msg.seq, msg.created_at, now, msg.retain)
             self.counters.published += 1
             if msg.seq < self._live_from_seq and self.settings.drain_rate > 0:
                 self._tokens -= 1

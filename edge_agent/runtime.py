@@ -386,7 +386,8 @@ class Agent:
         if pub is not None:
             counters.update({"mqtt_connected": int(bool(self.transport.connected)), "mqtt_connects": pub.connects,
                              "mqtt_disconnects": pub.disconnects, "mqtt_connect_failures": pub.connect_failures,
-                             "mqtt_published": pub.published, "mqtt_acked": pub.acked, "mqtt_refused": pub.refused})
+                             "mqtt_published": pub.published, "mqtt_acked": pub.acked, "mqtt_refused": pub.refused,
+                             "mqtt_undelivered": pub.undelivered})
             latencies = sorted(pub.latencies_s)
             if latencies:
                 # outbox write -> PUBACK, over the last (up to) 10,000 messages
