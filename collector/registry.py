@@ -19,6 +19,9 @@ a site's ``feeder``/``region`` (the region follows from the feeder), ``area_type
 (``urban``/``rural``), ``timezone`` (default ``UTC``), a gateway's ``site``, a meter's ``site``
 (defaults to its gateway's site). References may point into the document or into the database.
 
+The same sections may come as CSV files named after them (``sites.csv``: header = field
+names, empty cell = absent), imported together with :func:`load_document`.
+
 Import validates everything first and reports every problem as ``section[index].field: why``;
 only a fully valid document is written, in one transaction, with idempotent upserts.
 Export writes the database back in the same format, so export → import changes nothing.
@@ -287,13 +290,72 @@ def parse_document(data: str | bytes | Mapping[str, Any]) -> RegistryDocument:
     return RegistryDocument(tuple(regions), tuple(feeders), tuple(sites), tuple(gateways), tuple(meters))
 
 
-def load_document(path: str | Path) -> RegistryDocument:
-    """Read and validate a registry document file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise RegistryError([f"{path}: cannot read ({exc.strerror})"]) from None
-    return parse_document(data)
+_NUMERIC = ("latitude", "longitude", "capacity_kw")
+
+
+def _csv_section(path: Path, text: str) -> tuple[str, list[dict[str, Any]]]:
+    """One section from a CSV file named after it (``sites.csv``): header = field names, empty cell = absent."""
+    import csv
+
+    section = path.stem.lower()
+    if section not in SECTIONS:
+        raise RegistryError([f"{path}: a CSV file is named after its section ({', '.join(SECTIONS)}).csv"])
+    rows = []
+    for row in csv.DictReader(text.splitlines()):
+        entry: dict[str, Any] = {}
+        for key, value in row.items():
+            if key is None:
+                raise RegistryError([f"{path}: line {len(rows) + 2} has more cells than the header"])
+            value = (value or "").strip()
+            if not value:
+                continue
+            if key in _NUMERIC:
+                try:
+                    entry[key] = float(value)
+                    continue
+                except ValueError:
+                    pass       # kept as text: validation names the field
+            entry[key] = value
+        rows.append(entry)
+    return section, rows
+
+
+def load_document(*paths: str | Path) -> RegistryDocument:
+    """Read and validate one JSON document, or several files merged: JSON documents and CSV files
+    named after their section (``regions.csv``, ``sites.csv``, ...; entry ``sites[i]`` is line i+2).
+    A section may come from one file only."""
+    merged: dict[str, Any] = {"format": FORMAT}
+    origin: dict[str, Path] = {}
+    for name in paths:
+        path = Path(name)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RegistryError([f"{path}: cannot read ({exc.strerror})"]) from None
+        if path.suffix.lower() == ".csv":
+            try:
+                sections = dict([_csv_section(path, raw.decode("utf-8-sig"))])
+            except UnicodeDecodeError:
+                raise RegistryError([f"{path}: not UTF-8 text"]) from None
+        else:
+            if len(paths) == 1:
+                return parse_document(raw)
+            try:
+                sections = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RegistryError([f"{path}: not valid JSON ({exc})"]) from None
+            if not isinstance(sections, dict):
+                raise RegistryError([f"{path}: must be a JSON object"])
+        for key, value in sections.items():
+            if key == "format":
+                if value != FORMAT:
+                    merged[key] = value       # parse_document names it
+                continue
+            if key in origin:
+                raise RegistryError([f"{path}: section {key} also comes from {origin[key]}"])
+            origin[key] = path
+            merged[key] = value
+    return parse_document(merged)
 
 
 # ---------------------------------------------------------------- database

@@ -1,4 +1,4 @@
-"""`gridsight collector registry import FILE | export [--out FILE]`: the grid topology in and out.
+"""`gridsight collector registry import FILE... | export [--out FILE]`: the grid topology in and out.
 
 A plugin of ``collector/cli.py`` (see its ``PLUGINS``); the document format and the rules are
 in :mod:`collector.registry`.
@@ -39,7 +39,7 @@ def cmd_import(args, settings) -> int:
     from collector.services import open_services
 
     try:
-        doc = load_document(args.file)
+        doc = load_document(*args.files)
     except RegistryError as exc:
         raise CLIError(str(exc)) from None
     print(f"gridsight collector: importing {len(doc.regions)} regions, {len(doc.feeders)} feeders, "
@@ -81,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="registry_command", metavar="ACTION")
     actions.required = True
     q = actions.add_parser("import", help="validate a registry document and upsert it (idempotent, all or nothing)")
-    q.add_argument("file", help="registry document (JSON)")
+    q.add_argument("files", nargs="+", metavar="FILE",
+                   help="registry document (JSON), or CSV files named after their section (regions.csv, "
+                        "feeders.csv, sites.csv, gateways.csv, meters.csv), imported together")
     q.set_defaults(func=cmd_import)
     q = actions.add_parser("export", help="write the database's topology as a registry document")
     q.add_argument("--out", help="file to write (default stdout)")

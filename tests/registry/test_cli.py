@@ -57,3 +57,39 @@ def test_a_missing_file_is_a_one_line_error(db, tmp_path):
     assert done.returncode != 0
     assert "cannot read" in done.stderr and "Traceback" not in done.stderr
     assert fetch(db, "SELECT count(*) FROM regions") == [(0,)]
+
+
+def test_csv_files_named_after_their_sections_import_together(db, tmp_path):
+    (tmp_path / "regions.csv").write_text("id,name\nnorth,North\n")
+    (tmp_path / "feeders.csv").write_text("id,region,name,capacity_kw\nn-f1,north,N1,\n")
+    (tmp_path / "sites.csv").write_text("id,feeder,latitude,longitude,area_type\n"
+                                        "site-a,n-f1,52.37,4.89,urban\nsite-b,n-f1,52.1,5.2,\n")
+    (tmp_path / "gateways.csv").write_text("id,site\ngw-a,site-a\n")
+    (tmp_path / "meters.csv").write_text("id,gateway,site\nm-a1,gw-a,\nm-b1,gw-a,site-b\n")
+    files = [str(tmp_path / f"{s}.csv") for s in ("regions", "feeders", "sites", "gateways", "meters")]
+
+    done = _run(db, tmp_path, "import", *files)
+
+    assert done.returncode == 0, done.stderr
+    assert fetch(db, "SELECT m.id, s.lat, s.lon, s.area_type, s.region_id FROM meters m JOIN sites s "
+                     "ON s.id = m.site_id ORDER BY m.id") == [("m-a1", 52.37, 4.89, "urban", "north"),
+                                                               ("m-b1", 52.1, 5.2, None, "north")]
+
+
+def test_a_bad_csv_cell_is_named_by_section_row_and_field(db, tmp_path):
+    (tmp_path / "regions.csv").write_text("id\nnorth\n")
+    (tmp_path / "feeders.csv").write_text("id,region\nn-f1,north\n")
+    (tmp_path / "sites.csv").write_text("id,feeder,latitude,longitude\nsite-a,n-f1,52.3,4.8\nsite-b,n-f1,north,4.8\n")
+
+    done = _run(db, tmp_path, "import", *(str(tmp_path / f"{s}.csv") for s in ("regions", "feeders", "sites")))
+
+    assert done.returncode != 0
+    assert "sites[1].latitude: must be a number" in done.stderr
+    assert table_counts(db) == (0, 0, 0, 0, 0)
+
+
+def test_a_csv_file_not_named_after_a_section_is_refused(db, tmp_path):
+    (tmp_path / "grid.csv").write_text("id\nx\n")
+    done = _run(db, tmp_path, "import", str(tmp_path / "grid.csv"))
+    assert done.returncode != 0
+    assert "a CSV file is named after its section" in done.stderr
