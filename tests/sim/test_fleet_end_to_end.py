@@ -1,5 +1,5 @@
 """A small scenario end to end: simulated meters -> agent processes -> Mosquitto -> collector
--> PostgreSQL, with a power cycle, a partition and a collector crash on the way, scored
+-> PostgreSQL, with a power cycle, a broker restart, a partition and a collector crash on the way, scored
 against the ground truth."""
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ duration_hours = 0.5
 gateways = [0]
 
 [[events]]
+action = "broker_outage"     # Mosquitto forgets the collector's shared subscription across a restart
+at_hours = 3
+duration_hours = 1
+
+[[events]]
 action = "partition"
 at_hours = 5
 duration_hours = 1
@@ -64,7 +69,7 @@ def test_a_faulty_run_loses_no_reading_stores_none_twice_and_finds_the_injected_
     run = FleetRun(load_scenario(path), tmp_path / "run", database_url=database_url, progress=lambda m: None)
     result = run.run()
     assert [a.split(" ", 2)[2] for a in result.applied] == [
-        "power off (SIGKILL) [0]", "power on [0]", "partition [1]",
+        "power off (SIGKILL) [0]", "power on [0]", "broker down", "broker up", "partition [1]",
         "partition healed [1]", "collector killed", "collector restarted",
         "model model-v2.onnx announced over the air"]
     score, labels = score_run(result.labels_path, result.manifest_path, database_url)
