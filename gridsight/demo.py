@@ -221,6 +221,14 @@ def run_demo(plan: DemoPlan, work_dir: Path) -> int:
         # 3. the collector's ingest worker
         env = {**os.environ, "DATABASE_URL": services.database_url, "MQTT_URL": mqtt_url,
                "GRIDSIGHT_DATA_DIR": str(work_dir / "collector")}
+        # the fleet's grid topology (sites with coordinates, feeders, regions) for maps and regional views
+        from firmware_sim.registry import write_registry
+        write_registry(fleet, work_dir / "registry.json")
+        done = subprocess.run(_gridsight("collector", "registry", "import", str(work_dir / "registry.json")),
+                              env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise CLIError(f"registry import failed: {(done.stderr or done.stdout).strip()[-400:]}", 1)
+        _log(f"registered the grid: {done.stderr.strip().splitlines()[-1]}")
         log_dir = work_dir / "logs"
         log_dir.mkdir()
         collector_log = open(log_dir / "collector.log", "ab")
