@@ -90,7 +90,10 @@ def _num(lo: float | None = None, hi: float | None = None, nullable: bool = Fals
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise WireError(name, f"expected a number, got {type(v).__name__}")
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:
+            raise WireError(name, "number too large") from None
         if not math.isfinite(v):
             raise WireError(name, "must be finite")
         if lo is not None and v < lo:
@@ -479,7 +482,7 @@ def _decode_readings(obj: Any) -> tuple[Reading, ...]:
         raise WireError("chunk.sha256", "checksum does not match the data")
     try:
         columns = json.loads(plain)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise WireError("chunk.data", "decompressed data is not JSON") from None
     if not isinstance(columns, dict) or set(columns) != set(RawChunk._COLUMNS):
         raise WireError("chunk.data", f"columns must be exactly {', '.join(RawChunk._COLUMNS)}")
@@ -568,6 +571,8 @@ def _load_json(payload: bytes) -> dict:
                          parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     except (UnicodeDecodeError, ValueError) as exc:
         raise WireError("payload", f"not UTF-8 JSON ({str(exc)[:80]})") from None
+    except RecursionError:
+        raise WireError("payload", "JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise WireError("payload", "expected a JSON object")
     return obj

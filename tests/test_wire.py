@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import zlib
 
@@ -192,3 +193,25 @@ def test_shipped_json_schemas_match_the_wire_module(repo_root, tmp_path):
     for path in write_schemas(tmp_path):
         shipped = repo_root / "docs" / "schemas" / path.name
         assert shipped.read_text() == path.read_text(), f"{shipped} is stale: run gridsight schema --out docs/schemas"
+
+
+def test_absurdly_large_numbers_are_a_wire_error_not_a_crash():
+    body = json.loads(encode(_summary()))
+    body["meters"][0]["kwh"] = 10**400
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/summary", json.dumps(body).encode())
+    assert err.value.field == "meters[0].kwh"
+    chunk = json.loads(encode(RawChunk("gw-1", 3, None, 1.7e9, (Reading("m-1", 1.7e9, 1.0),))))
+    columns = {c: [None] for c in RawChunk._COLUMNS} | {"meter_id": ["m-1"], "ts": [1.7e9], "energy_kwh": [10**400]}
+    plain = json.dumps(columns).encode()
+    chunk["chunk"].update(data=base64.b64encode(zlib.compress(plain)).decode(),
+                          sha256=hashlib.sha256(plain).hexdigest())
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/raw", json.dumps(chunk).encode())
+    assert err.value.field == "readings[0].energy_kwh"
+
+
+def test_deeply_nested_json_is_a_wire_error_not_a_crash():
+    with pytest.raises(WireError) as err:
+        decode("gridsight/v1/gw-1/summary", b"[" * 200_000 + b"]" * 200_000)
+    assert err.value.field == "payload"
