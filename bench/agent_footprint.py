@@ -109,6 +109,7 @@ def write_recording(path: Path, sim_seconds: float) -> None:
 
 def run_agent(work: Path, speed: float, sim_seconds: float, max_samples: int | None) -> dict:
     broker = LocalMosquitto(work / "mqtt").start()
+    collector = _Subscriber(broker.port)  # stands in for the collector's subscription
     recording = work / "meters.csv"
     log("writing the 200-meter recording ...")
     write_recording(recording, sim_seconds)
@@ -164,13 +165,15 @@ path = "{recording}"
         if proc.poll() is None:
             proc.kill()
         agent_log.close()
+        collector.close()
         broker.close()
     problems = [line for line in (work / "agent.log").read_text().splitlines() if '"level": "warning"' in line
                 or '"level": "error"' in line or "Traceback" in line]
     for line in problems[:20]:
         log(f"  agent log: {line[:300]}")
     status = json.loads((work / "data" / "status.json").read_text())
-    return {"samples": samples, "status": status, "model_rss_mb": model_rss,
+    log(f"subscriber received {collector.received} messages")
+    return {"samples": samples, "status": status, "model_rss_mb": model_rss, "received": collector.received,
             "model_file_mb": round(model.stat().st_size / 1e6, 2)}
 
 
@@ -202,13 +205,43 @@ def summarise_agent(run: dict, speed: float) -> dict:
         "cpu_ms_per_1000_readings": round(1000 * (cpu1 - cpu0) / readings_in_window * 1000, 2),
         "cpu_share_of_core_at_realtime": round(cpu_per_sim_s, 4),
         "pi3_cpu_share_of_core_estimate": round(cpu_per_sim_s * PI3_SLOWDOWN, 4),
-        "outbox_bytes_written_per_hour": int((w1 - w0) / sim_s * 3600),
+        # over the whole run: interval closes (4 an hour) write state, so a short window would mislead
+        "outbox_bytes_written_per_hour": int((w1 - samples[0][3]) / ((t1 - samples[0][0]) * speed) * 3600),
         "publish_latency_p50_ms": counters.get("mqtt_latency_p50_ms"),
         "publish_latency_p99_ms": counters.get("mqtt_latency_p99_ms"),
         "messages_acked": int(counters.get("mqtt_acked", 0)),
+        "messages_received_by_subscriber": run["received"],
         "queue_depth_at_end": run["status"]["queue_depth"],
         "flags": int(counters.get("flags", 0)),
     }
+
+
+class _Subscriber:
+    """A QoS 1 subscriber on every gateway topic that only counts what arrives."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.received = 0
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-collector", protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe("gridsight/v1/+/+", qos=1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._count
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise SystemExit("bench subscriber could not subscribe")
+
+    def _count(self, client, userdata, message) -> None:
+        self.received += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 def io_written() -> int:
