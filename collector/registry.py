@@ -426,6 +426,7 @@ async def _upsert(conn: asyncpg.Connection, table: str, columns: tuple[str, ...]
     """Insert or update ``rows`` by id; a row whose values are all equal is left alone (and not counted changed)."""
     if not rows:
         return {"inserted": 0, "updated": 0, "unchanged": 0}
+    rows = sorted(rows)            # id order, as ingest locks meters: concurrent writers cannot deadlock
     cols = ", ".join(columns)
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
     updated = [c for c in columns if c != "id"]

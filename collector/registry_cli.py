@@ -30,6 +30,8 @@ async def _with_connection(url: str, work):
         return await work(conn)
     except asyncpg.UndefinedTableError:
         raise CLIError("the database is not migrated: run 'gridsight collector migrate'") from None
+    except asyncpg.PostgresError as exc:
+        raise CLIError(f"the database refused the registry: {exc}") from None
     finally:
         await conn.close()
 
