@@ -151,3 +151,19 @@ def test_bad_register_maps_and_options_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"readers\[0\]\.parity"):
         build_reader({"type": "modbus_rtu", "port": "/dev/null", "parity": "X", "unit": 1, "meter_id": "m"})
     assert load_register_map("sdm120").fields[0].name == "energy_kwh"
+
+
+def test_an_exception_response_for_an_illegal_register_address_is_a_reader_error(sdm630_bus, tmp_path):
+    map_file = tmp_path / "wrong.toml"
+    map_file.write_text('[fields.energy_kwh]\naddress = 3000\ntype = "float32"\n')  # beyond the meter's registers
+    reader = build_reader({"type": "modbus_tcp", "host": "127.0.0.1", "port": sdm630_bus.port, "map_file": str(map_file),
+                           "unit": 1, "meter_id": "flat-1"})
+    try:
+        with pytest.raises(ReaderError, match="flat-1.*exception response"):
+            reader.read(NOW)
+        reader_ok = build_reader({"type": "modbus_tcp", "host": "127.0.0.1", "port": sdm630_bus.port, "unit": 1,
+                                  "meter_id": "flat-1"})
+        assert reader_ok.read(NOW)[0].energy_kwh == pytest.approx(1234.5)  # the server is fine, the map was wrong
+        reader_ok.close()
+    finally:
+        reader.close()
