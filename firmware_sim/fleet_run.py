@@ -173,11 +173,14 @@ class FleetRun:
     """One fleet simulation; :meth:`run` does everything and returns a :class:`RunResult`."""
 
     def __init__(self, scenario: Scenario, work_dir: str | Path, *, database_url: str | None = None,
-                 mqtt_port: int | None = None, progress: Callable[[str], None] | None = None) -> None:
+                 mqtt_port: int | None = None, progress: Callable[[str], None] | None = None,
+                 keep_archive_settings: bool = False) -> None:
         self.scenario = scenario
         self.work_dir = Path(work_dir).resolve()
         self.database_url = database_url
         self.external_mqtt_port = mqtt_port
+        # QA runs archive to a local directory even where S3 is configured; the demo may use S3.
+        self.keep_archive_settings = keep_archive_settings
         self.progress = progress or (lambda m: print(m, file=sys.stderr, flush=True))
         r, f = scenario.run, scenario.fleet
         self.scored_start = r.start_ts
@@ -276,8 +279,9 @@ class FleetRun:
         env = self.child_env()
         env.update(DATABASE_URL=self.database_url, MQTT_URL=f"mqtt://127.0.0.1:{self.broker_port}",
                    GRIDSIGHT_DATA_DIR=str(self.work_dir / "collector"))
-        for k in ("S3_ENDPOINT_URL", "S3_BUCKET"):
-            env.pop(k, None)
+        if not self.keep_archive_settings:
+            for k in ("S3_ENDPOINT_URL", "S3_BUCKET"):
+                env.pop(k, None)
         return env
 
     def _start_collector(self, wait: bool = False) -> None:
