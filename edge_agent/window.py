@@ -4,11 +4,15 @@ Readings enter through :meth:`IntervalWindow.accept`, which sorts them into thre
 
 * **accepted**: new readings. Those inside an open interval are buffered for it (in any
   order: out-of-order readings are fine until the interval closes).
-* **duplicates**: a ``(meter, ts)`` already buffered, or a late reading not newer than the
-  last reading the meter had when its interval closed (a replay after a restart, a meter
-  re-sending). Dropped and counted.
-* **late**: newer than anything closed for that meter but older than the closed watermark
-  (e.g. a DSMR telegram delayed on the serial line). Kept as raw data, not summarised.
+* **duplicates**: a ``(meter, ts)`` already buffered or already summarised (a replay after a
+  restart, a meter re-sending). Dropped and counted. Summarised timestamps are remembered for
+  the last few intervals; a reading older than that memory and behind the meter's high-water
+  mark is taken as a replay.
+* **late**: behind the closed watermark but never seen (a DSMR telegram delayed on the serial
+  line, out-of-order delivery, a meter clock stepping back). Kept as raw data, not summarised.
+
+After a gap in a meter's intervals the next interval's kWh comes from its own readings only:
+the register step across the gap belongs to the missing intervals, as in training.
 
 An interval ``[s, s + interval_s)`` closes once the clock passes its end plus ``grace_s``
 (:meth:`IntervalWindow.due`); every meter with readings in it becomes one
@@ -23,6 +27,7 @@ the open intervals are rebuilt from the outbox's reading journal after a restart
 
 from __future__ import annotations
 
+import collections
 import math
 from array import array
 from dataclasses import dataclass, field
@@ -95,6 +100,9 @@ class _MeterBuffer:
         return len(self.ts)
 
 
+_RECENT_PER_METER = 512   # summarised timestamps remembered per meter (a few intervals at 1 s)
+
+
 class IntervalWindow:
     """Buffers readings per meter until their interval closes."""
 
@@ -108,6 +116,11 @@ class IntervalWindow:
         self._open: dict[str, _MeterBuffer] = {}
         self._prev_energy: dict[str, float] = {}
         self._high_water: dict[str, float] = {}  # last ts of each meter at its latest close
+        self._last_start: dict[str, float] = {}  # start of each meter's latest summarised interval
+        # Timestamps already summarised, per meter (bounded): a reading behind the high-water mark
+        # that is not among them was never seen (out-of-order delivery, a meter clock stepping
+        # back) and is kept as late raw data instead of being dropped as a duplicate.
+        self._recent: dict[str, tuple[collections.deque, set]] = {}
 
     def _floor(self, ts: float) -> float:
         return math.floor(ts / self.interval_s) * self.interval_s
@@ -118,11 +131,12 @@ class IntervalWindow:
             if self.closed_until is None:
                 self.closed_until = self._floor(r.ts)
             if r.ts < self.closed_until:
-                if r.ts <= self._high_water.get(r.meter_id, -math.inf):
+                if self._seen_before(r.meter_id, r.ts):
                     intake.duplicates += 1
                     continue
                 intake.late += 1
-                self._high_water[r.meter_id] = r.ts  # a second copy of it is a duplicate
+                self._remember(r.meter_id, np.array([r.ts]))  # a second copy of it is a duplicate
+                self._high_water[r.meter_id] = max(r.ts, self._high_water.get(r.meter_id, -math.inf))
                 intake.accepted.append(r)
                 continue
             bucket = self._open.get(r.meter_id)
@@ -133,6 +147,24 @@ class IntervalWindow:
                 continue
             intake.accepted.append(r)
         return intake
+
+    def _seen_before(self, meter_id: str, ts: float) -> bool:
+        if ts > self._high_water.get(meter_id, -math.inf):
+            return False
+        recent = self._recent.get(meter_id)
+        if recent is None or not recent[0] or ts < recent[0][0]:
+            return True  # older than what we remember (e.g. a replay after a restart): assume seen
+        return ts in recent[1]
+
+    def _remember(self, meter_id: str, ts: np.ndarray) -> None:
+        order, seen = self._recent.setdefault(meter_id, (collections.deque(), set()))
+        for t in sorted(float(t) for t in ts):
+            if t in seen:
+                continue
+            order.append(t)
+            seen.add(t)
+            if len(order) > _RECENT_PER_METER:
+                seen.discard(order.popleft())
 
     def open_count(self) -> int:
         return sum(len(b) for b in self._open.values())
@@ -170,16 +202,25 @@ class IntervalWindow:
 
     def _reduce(self, meter_id: str, start: float, ts: np.ndarray, energy: np.ndarray,
                 power: np.ndarray) -> IntervalStats:
+        # Across a gap (meter silent, reader down) the register step belongs to many intervals,
+        # not this one: start afresh like training does, instead of reporting one huge interval.
+        last_start = self._last_start.get(meter_id)
+        contiguous = last_start is None or start - last_start <= self.interval_s
+        prev = self._prev_energy.get(meter_id) if contiguous else None
         stats = interval_stats(meter_id, start, self.interval_s, ts, energy,
-                               None if np.isnan(power).all() else power, self._prev_energy.get(meter_id))
+                               None if np.isnan(power).all() else power, prev)
         self._prev_energy[meter_id] = float(energy[-1])
-        self._high_water[meter_id] = float(ts[-1])
+        self._last_start[meter_id] = start
+        self._high_water[meter_id] = max(float(ts[-1]), self._high_water.get(meter_id, -math.inf))
+        self._remember(meter_id, ts)
         return stats
 
     def _restart_after_clock_jump(self, now: float) -> None:
         self.clock_jumps += 1
         self._open.clear()
         self._high_water.clear()
+        self._recent.clear()
+        self._last_start.clear()
         self.closed_until = None
 
     # ------------------------------------------------------------------ persistence
@@ -187,7 +228,7 @@ class IntervalWindow:
     def state(self) -> dict[str, Any]:
         return {"interval_s": self.interval_s, "closed_until": self.closed_until,
                 "prev_energy": dict(self._prev_energy), "high_water": dict(self._high_water),
-                "clock_jumps": self.clock_jumps}
+                "last_start": dict(self._last_start), "clock_jumps": self.clock_jumps}
 
     def load_state(self, state: dict[str, Any], open_readings: Iterable[Reading] = ()) -> int:
         """Restore persisted state and rebuild open intervals from journalled readings.
@@ -201,6 +242,7 @@ class IntervalWindow:
             self.closed_until = state.get("closed_until")
             self._prev_energy = {str(k): float(v) for k, v in state.get("prev_energy", {}).items()}
             self._high_water = {str(k): float(v) for k, v in state.get("high_water", {}).items()}
+            self._last_start = {str(k): float(v) for k, v in state.get("last_start", {}).items()}
             self.clock_jumps = int(state.get("clock_jumps", 0))
         restored = 0
         for r in open_readings:
