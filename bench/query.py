@@ -122,7 +122,8 @@ def request_for(rng: random.Random, kind: str, meters: int) -> tuple[str, dict]:
     return "/consumption", {"start": start, "end": end, "points": 500, "meter_id": f"m{rng.randrange(meters)}"}
 
 
-def load_generator(base_url: str, clients: int, duration: float, meters: int, out: mp.Queue) -> None:
+def load_generator(base_url: str, clients: int, duration: float, meters: int, out: mp.Queue,
+                   api_key: str) -> None:
     """The separate client process: `clients` concurrent loops for `duration` seconds."""
     import httpx
 
@@ -149,7 +150,8 @@ def load_generator(base_url: str, clients: int, duration: float, meters: int, ou
     async def main() -> dict:
         samples: dict = {"anomalies": [], "consumption": [], "errors": []}
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60,
+                                     headers={"X-API-Key": api_key}) as http:
             for _ in range(2):   # warm up connections and caches
                 await http.get("/consumption", params={"start": YEAR_START, "end": "2025-01-08T00:00:00Z",
                                                        "region_id": "r0"})
@@ -269,7 +271,10 @@ def main() -> int:
                 time.sleep(0.3)
         say(f"load: {args.clients} concurrent clients from a separate process for {duration:.0f} s")
         out: mp.Queue = mp.Queue()
-        gen = mp.Process(target=load_generator, args=(f"http://127.0.0.1:{port}", args.clients, duration, meters, out))
+        from collector.auth.store import IdentityStore, engine_for
+        api_key = IdentityStore(engine_for(pg.url)).create_api_key("bench-query", "analyst")[1]
+        gen = mp.Process(target=load_generator, args=(f"http://127.0.0.1:{port}", args.clients, duration, meters, out,
+                                                      api_key))
         roots = [server.pid, int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
         cpu_before = _cpu_seconds(roots)
         gen.start()

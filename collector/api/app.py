@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
+from collector.auth import install_identity
 from collector.metrics import Metrics
 from collector.settings import CollectorSettings, asyncpg_dsn
 
@@ -75,6 +76,8 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     app.state.worker = worker
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
+    # every route's require_roles(...) needs this; it also bounds request bodies and adds /auth, /customers, /enrollment
+    install_identity(app, url)
     return app
 
 

@@ -91,7 +91,14 @@ def _utc(value: datetime) -> datetime:
 
 def _time_range(start: Annotated[datetime, Query(description="range start, ISO 8601 (UTC if no offset) or Unix s")],
                 end: Annotated[datetime, Query(description="range end, exclusive")]) -> TimeRange:
-    start, end = _utc(start), _utc(end)
+    try:
+        start = _utc(start)
+    except OverflowError:
+        raise param_error("start", "outside the representable date range") from None
+    try:
+        end = _utc(end)
+    except OverflowError:
+        raise param_error("end", "outside the representable date range") from None
     if end <= start:
         raise param_error("end", "must be after start")
     if end - start > MAX_RANGE:

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from collector.api.app import create_app
+from collector.auth import install_identity
 from collector.db.writer import BatchWriter, Received
 from collector.metrics import Metrics
 from collector.settings import CollectorSettings
@@ -52,8 +53,11 @@ def client(filled_db, tmp_path):
     settings = CollectorSettings(database_url=filled_db, data_dir=tmp_path, api_max_page=50)
     metrics = Metrics()
     metrics.inc("gridsight_collector_messages_received_total", 3, kind="summary")
-    with TestClient(create_app(settings, metrics=metrics)) as c:
+    app = create_app(settings, metrics=metrics)
+    identity = install_identity(app, filled_db, env={"GRIDSIGHT_JWT_SECRET": "collector-api-tests-" + "x" * 32})
+    with TestClient(app, headers={"X-API-Key": identity.store.create_api_key("tests", "admin")[1]}) as c:
         yield c
+    identity.store.engine.dispose()
 
 
 def _loc(response) -> list:

@@ -83,7 +83,10 @@ def test_serve_ingests_answers_the_api_and_rebuild_restores_a_fresh_database(tmp
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             metrics = r.read().decode()
         assert 'gridsight_collector_messages_stored_total{kind="raw"} 10' in metrics
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/meters?gateway_id=gw-c", timeout=5) as r:
+        from collector.auth.store import IdentityStore, engine_for
+        key = IdentityStore(engine_for(database_url)).create_api_key("cli-test", "analyst")[1]
+        meters = urllib.request.Request(f"http://127.0.0.1:{port}/meters?gateway_id=gw-c", headers={"X-API-Key": key})
+        with urllib.request.urlopen(meters, timeout=5) as r:
             assert json.load(r)["total"] == 4
     finally:
         proc.send_signal(signal.SIGTERM)

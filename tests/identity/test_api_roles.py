@@ -1,4 +1,4 @@
-"""Every API route states who may call it, and that is what happens, role by role."""
+"""Every route of the whole collector API states who may call it, and that is what happens, role by role."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from collector.auth import PUBLIC_ROUTES, ROLES, roles_of_scopes
 from collector.auth.dependencies import AGGREGATE
 
 _METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@pytest.fixture
+def api(collector_api):
+    """The collector's own app factory with every area's routers (not only identity's)."""
+    return collector_api
 
 
 def operations(app) -> list[tuple[str, str, dict]]:

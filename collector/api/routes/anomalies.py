@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from collector.api.deps import ID_PATTERN, Connection, Paging, Range, fast_json
+from collector.auth import ADMIN, ANALYST, CONSUMER, require_roles
 from collector.db import queries
 
-router = APIRouter(tags=["anomalies"])
+router = APIRouter(tags=["anomalies"], dependencies=[require_roles(ADMIN, ANALYST, CONSUMER, consumer_scope="meter")])
 
 
 @router.get("/anomalies", summary="Anomalies in a time range with site location, newest first")

@@ -7,12 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from collector.api.deps import ID_PATTERN, Connection, Points, Range, param_error, fast_json
+from collector.auth import ADMIN, ANALYST, CONSUMER, POLICYMAKER, require_roles
 from collector.db import queries
 
 router = APIRouter(tags=["consumption"])
+# regions for policymakers too; a single meter for admins, analysts and the consumer who owns it
+REGION_OR_OWN_METER = require_roles(ADMIN, ANALYST, POLICYMAKER, CONSUMER, consumer_scope="meter",
+                                    policymaker_scope="aggregate")
+OWN_METER = require_roles(ADMIN, ANALYST, CONSUMER, consumer_scope="meter")
 
 
-@router.get("/consumption", summary="Energy per bucket for one meter or a whole region",
+@router.get("/consumption", dependencies=[REGION_OR_OWN_METER], summary="Energy per bucket for one meter or a whole region",
             description="Give exactly one of meter_id or region_id. Buckets are chosen so at most `points` "
                         "come back; kWh are exact sums of the interval summaries.")
 async def consumption(conn: Connection, span: Range, points: Points,
@@ -28,7 +33,7 @@ async def consumption(conn: Connection, span: Range, points: Points,
                                                       region_id=region_id))
 
 
-@router.get("/readings", summary="Raw readings of one meter, averaged into at most `points` buckets")
+@router.get("/readings", dependencies=[OWN_METER], summary="Raw readings of one meter, averaged into at most `points` buckets")
 async def readings(conn: Connection, span: Range, points: Points,
                    meter_id: Annotated[str, Query(pattern=ID_PATTERN)]) -> dict:
     if not await queries.meter_exists(conn, meter_id):

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json
+from collector.auth import ADMIN, ANALYST, TECHNICIAN, require_roles
 from collector.db import queries
 
-router = APIRouter(prefix="/gateways", tags=["registry"])
+router = APIRouter(prefix="/gateways", tags=["registry"], dependencies=[require_roles(ADMIN, TECHNICIAN, ANALYST)])
 
 
 @router.get("", summary="Gateways with their state (online, stale, offline, never_seen, disabled)")

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from collector.api.deps import ID_PATTERN, Connection, Paging, fast_json
+from collector.auth import ADMIN, ANALYST, TECHNICIAN, require_roles
 from collector.db import queries
 
 router = APIRouter(prefix="/ingestion", tags=["ingestion"])
 
 
-@router.get("/health", summary="Messages, dead letters, gateways reporting and archive backlog in the last hour")
+@router.get("/health", dependencies=[require_roles(ADMIN, TECHNICIAN, ANALYST)], summary="Messages, dead letters, gateways reporting and archive backlog in the last hour")
 async def health(conn: Connection, request: Request) -> dict:
     out = await queries.ingestion_health(conn, skew_warn_s=request.app.state.settings.clock_skew_warn_s)
     worker = request.app.state.worker
@@ -25,7 +26,7 @@ async def health(conn: Connection, request: Request) -> dict:
     return out
 
 
-@router.get("/dead-letters", summary="Rejected messages with the reason, newest first")
+@router.get("/dead-letters", dependencies=[require_roles(ADMIN, ANALYST)], summary="Rejected messages with the reason, newest first")
 async def dead_letters(conn: Connection, page: Paging,
                        reason: Annotated[str | None, Query(max_length=40)] = None,
                        gateway_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:

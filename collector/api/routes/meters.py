@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json
+from collector.auth import ADMIN, ANALYST, CONSUMER, TECHNICIAN, require_roles
 from collector.db import queries
 
 router = APIRouter(prefix="/meters", tags=["registry"])
 
 
-@router.get("", summary="Meters, optionally of one gateway or region")
+@router.get("", summary="Meters, optionally of one gateway or region",
+            dependencies=[require_roles(ADMIN, TECHNICIAN, ANALYST)])
 async def list_meters(conn: Connection, page: Paging,
                       gateway_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
                       region_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
@@ -21,7 +23,8 @@ async def list_meters(conn: Connection, page: Paging,
     return fast_json(result.as_dict())
 
 
-@router.get("/{meter_id}", summary="One meter")
+@router.get("/{meter_id}", summary="One meter",
+            dependencies=[require_roles(ADMIN, TECHNICIAN, ANALYST, CONSUMER, consumer_scope="meter")])
 async def get_meter(conn: Connection, meter_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict:
     meter = await queries.get_meter(conn, meter_id)
     if meter is None:
