@@ -1,6 +1,6 @@
 """`gridsight collector ...`: serve (API + ingest), ingest, migrate, rebuild, status, maintain.
 
-Every command takes ``--config FILE`` (TOML) on top of the environment; see docs/collector.md.
+Every command takes ``--config FILE`` (TOML) on top of the environment; see the README (The collector).
 Other collector areas add their own subcommands by appending a module to :data:`PLUGINS`;
 each exposes ``register(subparsers)`` and sets ``func(args, settings) -> int`` on its parsers.
 """

@@ -2,7 +2,7 @@
 
 A dozen counters, gauges and histograms do not justify a client library; this module keeps
 them thread-safe (the MQTT thread, the writer and the API all touch them) and renders
-``/metrics``. Every metric is described in docs/collector.md.
+``/metrics``. Every metric is described in the README (The collector, Metrics).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("registry", help="import or export the grid topology (regions, feeders, sites, gateways, "
                                         "meters)",
                        description="The registry document (JSON, format gridsight-registry/1) places gateways and "
-                                   "meters on sites with coordinates, feeders and regions; see docs/collector.md.")
+                                   "meters on sites with coordinates, feeders and regions; see the README (The collector).")
     actions = p.add_subparsers(dest="registry_command", metavar="ACTION")
     actions.required = True
     q = actions.add_parser("import", help="validate a registry document and upsert it (idempotent, all or nothing)")

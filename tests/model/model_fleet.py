@@ -1,5 +1,5 @@
 """A small synthetic meter fleet (interval kWh or registers) with known anomalies, for the model tests.
-Deliberately simple; the QA figures in docs/model.md come from firmware_sim."""
+Deliberately simple; the QA figures in the README come from firmware_sim."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/registry", tags=["registry"])
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024   # ~60,000 meters; larger grids import with the CLI
 
 _DOCUMENT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "description": f"registry document, format {FORMAT} (see docs/collector.md)"}}}}}
+    "type": "object", "description": f"registry document, format {FORMAT} (see the README (The collector))"}}}}}
 
 
 @router.get("", summary="The grid topology (regions, feeders, sites with coordinates, gateways, meters)")
