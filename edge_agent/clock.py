@@ -20,6 +20,7 @@ import ctypes.util
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Clock", "SystemClock", "SimulatedClock", "ManualClock", "ClockHealth", "clock_health"]
@@ -174,3 +175,22 @@ def clock_health() -> ClockHealth:
     scale = 1e-9 if tx.status & _STA_NANO else 1e-6
     return ClockHealth(synced=state != _TIME_ERROR, offset_s=tx.offset * scale,
                        max_error_s=tx.maxerror * 1e-6)
+
+
+def parse_utc_time(text: str) -> float:
+    """Unix seconds from ``"1767225600"`` or ISO-8601 (``Z``/offset; a naive time means UTC).
+
+    The one parser for times in readings files, labels and scenarios; ValueError when it is
+    neither."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is neither Unix seconds nor ISO 8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()

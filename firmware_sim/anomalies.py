@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from edge_agent.clock import parse_utc_time
 from firmware_sim.randomness import choice_index, key_for, uniform
 
 __all__ = ["CONSUMPTION_KINDS", "DATA_FAULT_KINDS", "ALL_KINDS", "ENERGY_KINDS", "AnomalyEvent",
@@ -102,18 +103,10 @@ def parse_time(value: str | float | int, what: str = "time") -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"{what}: expected ISO-8601 time or Unix seconds, got {value!r}")
-    text = value.strip()
     try:
-        return float(text)
+        return parse_utc_time(value)
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{what}: {text[:40]!r} is not an ISO-8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+        raise ValueError(f"{what}: {value.strip()[:40]!r} is not an ISO-8601 time") from None
 
 
 def _quarter(t: float) -> float:

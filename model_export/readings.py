@@ -21,12 +21,12 @@ import csv
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from edge_agent.clock import parse_utc_time
 from edge_agent.features import IntervalStats
 from edge_agent.wire import Reading
 
@@ -87,14 +87,7 @@ class ReadingTable:
 
 
 def _parse_ts(text: str) -> float:
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        value = dt.timestamp()
+    value = parse_utc_time(text)
     if not math.isfinite(value) or not _TS_MIN <= value <= _TS_MAX:
         raise ValueError(f"time {text[:40]!r} is outside 2000..2100 (milliseconds instead of seconds?)")
     return value

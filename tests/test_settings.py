@@ -12,7 +12,7 @@ from edge_agent.settings import ConfigError, load_settings, settings_as_dict
 
 @dataclass
 class Broker:
-    url: str = "mqtt://127.0.0.1:1883"
+    url: str = "mqtt://broker.example:8883"
     keepalive_s: int = 30
     tls: bool = False
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from edge_agent.clock import parse_utc_time
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
 from edge_agent.settings import ConfigError
 from edge_agent.wire import Reading
@@ -33,18 +33,10 @@ _FIELDS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", 
 
 def _parse_ts(value: Any) -> Any:
     if isinstance(value, str):
-        text = value.strip()
         try:
-            return float(text)
-        except ValueError:
-            pass
-        try:
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ReaderError(f"ts: {text[:40]!r} is neither Unix seconds nor ISO 8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
+            return parse_utc_time(value)
+        except ValueError as exc:
+            raise ReaderError(f"ts: {exc}") from None
     return value
 
 
