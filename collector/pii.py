@@ -18,13 +18,14 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
+
+from collector.settings import secret_from_env
 
 __all__ = ["MasterKey", "MasterKeyError", "CustomerVault", "Customer", "CustomerNotFound", "MeterTaken",
            "PERSONAL_FIELDS"]
@@ -56,14 +57,8 @@ class MasterKey:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "MasterKey":
         env = os.environ if env is None else env
-        if env.get("GRIDSIGHT_MASTER_KEY_FILE"):
-            try:
-                encoded = Path(env["GRIDSIGHT_MASTER_KEY_FILE"]).read_text().strip()
-            except OSError as exc:
-                raise MasterKeyError(f"GRIDSIGHT_MASTER_KEY_FILE: cannot read ({exc.strerror})") from None
-        elif env.get("GRIDSIGHT_MASTER_KEY"):
-            encoded = env["GRIDSIGHT_MASTER_KEY"].strip()
-        else:
+        encoded = secret_from_env("GRIDSIGHT_MASTER_KEY", env, MasterKeyError)
+        if encoded is None:
             raise MasterKeyError("set GRIDSIGHT_MASTER_KEY or GRIDSIGHT_MASTER_KEY_FILE to base64 of 32 random "
                                  "bytes (python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')")
         try:

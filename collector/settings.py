@@ -134,3 +134,18 @@ def mqtt_endpoint(url: str, key: str = "mqtt_url") -> tuple[str, int, bool]:
         raise ConfigError(key, f"no host in {url!r}")
     tls = parts.scheme == "mqtts"
     return parts.hostname, port or (8883 if tls else 1883), tls
+
+
+def secret_from_env(name: str, env: Mapping[str, str], error: type[Exception]) -> str | None:
+    """A secret from the file named by ``{name}_FILE`` (preferred) or from ``{name}``; None if neither.
+
+    Secrets come only from the environment or files; an unreadable file raises ``error``
+    naming the variable, so each caller keeps its own typed error."""
+    if env.get(f"{name}_FILE"):
+        try:
+            return Path(env[f"{name}_FILE"]).read_text().strip()
+        except OSError as exc:
+            raise error(f"{name}_FILE: cannot read ({exc.strerror})") from None
+    if env.get(name):
+        return env[name].strip()
+    return None

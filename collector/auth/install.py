@@ -6,7 +6,6 @@ import logging
 import os
 import secrets
 import time
-from pathlib import Path
 from typing import Callable, Mapping
 
 from fastapi import FastAPI
@@ -15,6 +14,7 @@ from collector.auth.dependencies import IdentityContext
 from collector.auth.limits import RequestLimits
 from collector.auth.store import IdentityStore, engine_for
 from collector.auth.tokens import MIN_SECRET_BYTES, TokenIssuer
+from collector.settings import secret_from_env
 
 __all__ = ["install_identity", "token_secret_from_env", "IdentitySetupError"]
 
@@ -32,14 +32,8 @@ def token_secret_from_env(env: Mapping[str, str] | None = None) -> str:
     tokens then die with the process and replicas would not accept each other's tokens.
     """
     env = os.environ if env is None else env
-    if env.get("GRIDSIGHT_JWT_SECRET_FILE"):
-        try:
-            secret = Path(env["GRIDSIGHT_JWT_SECRET_FILE"]).read_text().strip()
-        except OSError as exc:
-            raise IdentitySetupError(f"GRIDSIGHT_JWT_SECRET_FILE: cannot read ({exc.strerror})") from None
-    elif env.get("GRIDSIGHT_JWT_SECRET"):
-        secret = env["GRIDSIGHT_JWT_SECRET"].strip()
-    else:
+    secret = secret_from_env("GRIDSIGHT_JWT_SECRET", env, IdentitySetupError)
+    if secret is None:
         log.warning("GRIDSIGHT_JWT_SECRET is not set: using a per-process secret (tokens end with this process)")
         return secrets.token_urlsafe(48)
     if len(secret.encode()) < MIN_SECRET_BYTES:
