@@ -9,7 +9,7 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["CLIError", "main", "run_cli"]
+__all__ = ["CLIError", "main", "positive_int", "run_cli"]
 
 # role -> (module with main(argv) -> int, one-line help, extra that provides it)
 ROLES: dict[str, tuple[str, str, str]] = {
@@ -31,6 +31,17 @@ class CLIError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run_cli(body: Callable[[], int | None], prog: str) -> int:

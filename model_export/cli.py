@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, positive_int, run_cli
 
 __all__ = ["main"]
 
@@ -19,16 +19,6 @@ PROG = "gridsight model"
 
 def _progress(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -101,10 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="calibrate the threshold so a normal meter raises about K flags a month")
     t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")
     t.add_argument("--version", help="model version (default: UTC timestamp)")
-    t.add_argument("--n-estimators", type=_positive_int, default=100, help="trees (default %(default)s)")
+    t.add_argument("--n-estimators", type=positive_int, default=100, help="trees (default %(default)s)")
     t.add_argument("--max-samples", type=_max_samples, default=4096,
                    help="rows per tree (default %(default)s; capped at the training rows)")
-    t.add_argument("--interval-s", type=_positive_int, default=900, help="interval length (default %(default)s)")
+    t.add_argument("--interval-s", type=positive_int, default=900, help="interval length (default %(default)s)")
     t.add_argument("--meter-class", help="train only on meters of this class (needs a meter_class column)")
     t.add_argument("--by-class", action="store_true", help="train one model per meter class into --out DIR")
     t.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")

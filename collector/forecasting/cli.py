@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from gridsight.cli import CLIError
+from gridsight.cli import CLIError, positive_int
 
 __all__ = ["register"]
 
@@ -66,16 +66,6 @@ def _timestamp(text: str) -> pd.Timestamp:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date or time (ISO 8601, UTC)") from None
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _executor(args):
@@ -380,7 +370,7 @@ def cmd_carbon(args, settings) -> int:
 def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default GRIDSIGHT_DASK_SCHEDULER, "
                                        "else a local process pool")
-    p.add_argument("--workers", type=_positive_int, help="local process pool size (default: CPU count)")
+    p.add_argument("--workers", type=positive_int, help="local process pool size (default: CPU count)")
     p.add_argument("--country", default="US", help="ISO country code for public holidays ('none' for no holidays)")
     p.add_argument("--model", choices=("auto", "prophet", "ets"), default="auto",
                    help="auto: Prophet with 14+ days of history, else exponential smoothing")
@@ -396,8 +386,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", action="append", choices=("feeder", "region", "system"),
                    help="series kind (repeatable; default system)")
     p.add_argument("--key", help="one feeder or region id (with a single --kind)")
-    p.add_argument("--horizon-hours", type=_positive_int, default=48, help="how far ahead (default 48)")
-    p.add_argument("--history-days", type=_positive_int, default=120, help="history to fit on (default 120)")
+    p.add_argument("--horizon-hours", type=positive_int, default=48, help="how far ahead (default 48)")
+    p.add_argument("--history-days", type=positive_int, default=120, help="history to fit on (default 120)")
     p.add_argument("--weather", choices=("openweathermap", "open-meteo", "csv"),
                    help="temperature provider for the regressor (default: none)")
     p.add_argument("--weather-csv", help="CSV for --weather csv (ts, temperature_c)")
@@ -405,7 +395,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-store", action="store_true", help="print only; do not write the forecasts table")
     p.add_argument("--every", type=float, metavar="SECONDS",
                    help="keep running: forecast now and then every SECONDS (e.g. 3600) until stopped")
-    p.add_argument("--max-runs", type=_positive_int, help="with --every: stop after this many runs")
+    p.add_argument("--max-runs", type=positive_int, help="with --every: stop after this many runs")
     _fit_options(p)
     p.set_defaults(func=cmd_forecast)
 
@@ -418,11 +408,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", help="feeder or region id for --kind")
     p.add_argument("--ts-column", help="timestamp column of --csv")
     p.add_argument("--value-column", help="load column of --csv")
-    p.add_argument("--folds", type=_positive_int, default=10, help="forecast origins (default 10)")
-    p.add_argument("--every-days", type=_positive_int, default=7, help="days between origins (default 7)")
+    p.add_argument("--folds", type=positive_int, default=10, help="forecast origins (default 10)")
+    p.add_argument("--every-days", type=positive_int, default=7, help="days between origins (default 7)")
     p.add_argument("--end", type=_timestamp, help="last origin (default: the last full day)")
-    p.add_argument("--history-days", type=_positive_int, default=400, help="database history to load (default 400)")
-    p.add_argument("--max-history-days", type=_positive_int,
+    p.add_argument("--history-days", type=positive_int, default=400, help="database history to load (default 400)")
+    p.add_argument("--max-history-days", type=positive_int,
                    help="history each fit sees (default 400: a year for the yearly shape; 200 fits 3x faster)")
     _fit_options(p)
     p.set_defaults(func=cmd_backtest)
