@@ -90,13 +90,19 @@ def build_data(dsn: str, meters: int) -> dict:
             SELECT meter_id, interval_start, 900, score, -0.01, kwh, '{}'::jsonb, 'bench', model_version,
                    gateway_id, seq, interval_start, received_at FROM interval_summaries WHERE anomalous""")
         for table, unit in (("readings_hourly", "hour"), ("readings_daily", "day")):
+            # readings_hourly counts summaries per quarter of the hour (16 bits each), as the writer does
+            quarters = (", sum(1::bigint << (16 * (extract(minute FROM interval_start AT TIME ZONE 'UTC')::int / 15)))"
+                        if unit == "hour" else "")
             conn.execute(f"""
                 INSERT INTO {table} (meter_id, bucket, kwh, intervals, readings, power_w_sum, power_w_n, power_w_max,
-                                     anomalous_intervals)
+                                     anomalous_intervals{", quarters" if quarters else ""})
                 SELECT meter_id, date_trunc('{unit}', interval_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
                        sum(kwh), count(*), sum(readings), sum(power_w_mean), count(power_w_mean), max(power_w_max),
-                       count(*) FILTER (WHERE anomalous)
+                       count(*) FILTER (WHERE anomalous){quarters}
                 FROM interval_summaries GROUP BY 1, 2""")
+        # region rollups as the collector recomputes them (migration 0005)
+        conn.execute("INSERT INTO region_rollups_stale (region_id) SELECT id FROM regions")
+        conn.execute("SELECT count(*) FROM gridsight_refresh_region_rollups()")
         conn.execute("VACUUM ANALYZE")
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                   for t in ("interval_summaries", "anomaly_flags", "readings_hourly", "readings_daily")}

@@ -2,8 +2,10 @@
 
 Charts get at most ``points`` points: a range is cut into equal buckets (``date_bin``) and
 each series is read from the coarsest table that still resolves a bucket — interval
-summaries for sub-hour buckets, ``readings_hourly`` for sub-day, ``readings_daily`` beyond —
-so a year of a region costs a few hundred thousand rollup rows, not tens of millions.
+summaries for sub-hour buckets, ``readings_hourly`` for sub-day, ``readings_daily`` beyond.
+A region's series comes from ``region_rollups`` (quarter hours, hours, days per region), so a
+year of a region is 365 rows whatever its size; while a registry change has left the region
+stale (see migration 0005) it is summed from its meters' rollups instead, which is exact too.
 A meter's site is its own, or its gateway's when the meter has none.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 import asyncpg
 
 __all__ = ["Page", "RawJSON", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
-           "region_exists", "readings_series", "consumption_series", "anomalies", "ingestion_health",
+           "region_exists", "region_is_stale", "readings_series", "consumption_series", "anomalies", "ingestion_health",
            "dead_letters", "bucket_seconds", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 3 * 900          # a gateway silent for three intervals is stale
@@ -159,6 +161,13 @@ async def readings_series(conn: asyncpg.Connection, meter_id: str, start: dateti
             "points": RawJSON(points_json)}
 
 
+_REGION_RESOLUTIONS = (86400, 3600, 900)
+
+
+def _region_resolution(bucket: int) -> int:
+    return next(r for r in _REGION_RESOLUTIONS if bucket % r == 0)
+
+
 def _rollup_source(bucket: int) -> str:
     if bucket >= 86400 and bucket % 86400 == 0:
         return "readings_daily"
@@ -169,34 +178,53 @@ def _rollup_source(bucket: int) -> str:
 
 async def consumption_series(conn: asyncpg.Connection, start: datetime, end: datetime, points: int, *,
                              meter_id: str | None = None, region_id: str | None = None) -> dict:
-    """Energy per bucket for a meter or a whole region, from the coarsest table that fits."""
+    """Energy per bucket for a meter or a whole region, from the coarsest table that fits.
+
+    ``meters`` is how many meters have data in the bucket; from ``region_rollups`` it is exact
+    when the bucket is one rollup period and, for wider buckets, the most meters of any one
+    period in it (a meter missing from every such period's peak is not counted)."""
     bucket = bucket_seconds(start, end, points, minimum=900, choices=_CONSUMPTION_BUCKETS)
-    source = _rollup_source(bucket)
-    if source == "interval_summaries":
-        time_col = "interval_start"
-        cols = ("sum(kwh) AS kwh, count(*) AS intervals, sum(readings) AS readings, "
-                "avg(power_w_mean) AS power_w_mean, max(power_w_max) AS power_w_max, "
-                "count(*) FILTER (WHERE anomalous) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
-    else:
-        time_col = "bucket"
-        cols = ("sum(kwh) AS kwh, sum(intervals) AS intervals, sum(readings) AS readings, "
-                "sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, max(power_w_max) AS power_w_max, "
-                "sum(anomalous_intervals) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
     args: list[Any] = [start, end, timedelta(seconds=bucket), _ORIGIN]
-    if meter_id is not None:
-        args.append(meter_id)
-        scope = f"meter_id = ${len(args)}"
+    if region_id is not None and not await region_is_stale(conn, region_id):
+        source = "region_rollups"
+        args += [region_id, _region_resolution(bucket)]
+        sql = ("SELECT date_bin($3::interval, bucket, $4) AS ts, sum(kwh) AS kwh, sum(intervals) AS intervals, "
+               "sum(readings) AS readings, sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, "
+               "max(power_w_max) AS power_w_max, sum(anomalous_intervals) AS anomalous_intervals, "
+               "max(meters) AS meters FROM region_rollups "
+               "WHERE region_id = $5 AND bucket_s = $6 AND bucket >= $1 AND bucket < $2 GROUP BY 1")
     else:
-        args.append(region_id)
-        scope = (f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = ${len(args)})")
+        source = _rollup_source(bucket)
+        if source == "interval_summaries":
+            time_col = "interval_start"
+            cols = ("sum(kwh) AS kwh, count(*) AS intervals, sum(readings) AS readings, "
+                    "avg(power_w_mean) AS power_w_mean, max(power_w_max) AS power_w_max, "
+                    "count(*) FILTER (WHERE anomalous) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
+        else:
+            time_col = "bucket"
+            cols = ("sum(kwh) AS kwh, sum(intervals) AS intervals, sum(readings) AS readings, "
+                    "sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, max(power_w_max) AS power_w_max, "
+                    "sum(anomalous_intervals) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
+        if meter_id is not None:
+            args.append(meter_id)
+            scope = f"meter_id = ${len(args)}"
+        else:
+            args.append(region_id)
+            scope = (f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = ${len(args)})")
+        sql = (f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
+               f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1")
     points_json = await conn.fetchval(
-        f"SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ("
-        f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
-        f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1) AS p", *args)
+        f"SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ({sql}) AS p", *args)
     out = {"start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket, "source": source,
            "points": RawJSON(points_json)}
     out["meter_id" if meter_id is not None else "region_id"] = meter_id if meter_id is not None else region_id
     return out
+
+
+async def region_is_stale(conn: asyncpg.Connection, region_id: str) -> bool:
+    """Whether a registry change has left the region's rollups waiting for a refresh."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $1)",
+                                    region_id))
 
 
 async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *, limit: int, offset: int,

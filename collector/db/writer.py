@@ -7,6 +7,9 @@ Why it looks like this:
 - Facts go in with COPY (asyncpg's binary protocol), the fastest way into PostgreSQL.
 - Rollups, meters and gateways are updated in the same transaction, last and in key order, so
   row locks shared between replicas are held briefly and deadlocks are rare (and retried).
+  Meters go before the rollups, because a region's rollup (``region_rollups``) follows the
+  meter to its region; the per-meter upserts return their new counts, which tell whether a
+  meter is new to an hour, a day or a quarter hour (the region's ``meters``).
 - Accepted messages are copied to `archive_outbox` in the same transaction: once the batch
   commits, every message is durably in PostgreSQL and queued for the object store, which is the
   moment the ingest worker may acknowledge it to the broker.
@@ -34,7 +37,7 @@ __all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "PreparedBatc
            "classify", "connect", "PG_EPOCH"]
 
 PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z, PostgreSQL's timestamp origin
-HOUR, DAY = 3600, 86400
+QUARTER, HOUR, DAY = 900, 3600, 86400
 _GATEWAY_CACHE_S = 30.0
 DEAD_PAYLOAD_LIMIT = wire.MAX_PAYLOAD_BYTES + 1
 
@@ -148,15 +151,43 @@ _PARTITIONED = {"readings": "ts", "interval_summaries": "interval_start", "anoma
 
 _ROLLUP_SQL = """
 INSERT INTO {table} AS r (meter_id, bucket, kwh, intervals, readings, power_w_sum, power_w_n,
-                          power_w_max, anomalous_intervals, updated_at)
+                          power_w_max, anomalous_intervals, {extra}updated_at)
 SELECT u.*, now() FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::int[], $5::int[],
-                              $6::float8[], $7::int[], $8::float8[], $9::int[]) AS u
+                              $6::float8[], $7::int[], $8::float8[], $9::int[]{extra_arg}) AS u
 ON CONFLICT (meter_id, bucket) DO UPDATE SET
     kwh = r.kwh + EXCLUDED.kwh, intervals = r.intervals + EXCLUDED.intervals,
     readings = r.readings + EXCLUDED.readings, power_w_sum = r.power_w_sum + EXCLUDED.power_w_sum,
     power_w_n = r.power_w_n + EXCLUDED.power_w_n,
     power_w_max = GREATEST(r.power_w_max, EXCLUDED.power_w_max),
-    anomalous_intervals = r.anomalous_intervals + EXCLUDED.anomalous_intervals, updated_at = now()
+    anomalous_intervals = r.anomalous_intervals + EXCLUDED.anomalous_intervals, {extra_set}updated_at = now()
+RETURNING meter_id, bucket, intervals{extra_ret}
+"""
+_HOURLY_SQL = _ROLLUP_SQL.format(table="readings_hourly", extra="quarters, ", extra_arg=", $10::int8[]",
+                                 extra_set="quarters = r.quarters + EXCLUDED.quarters, ", extra_ret=", quarters")
+_DAILY_SQL = _ROLLUP_SQL.format(table="readings_daily", extra="", extra_arg="", extra_set="", extra_ret="")
+_QUARTER_BITS = 16            # readings_hourly.quarters: one 16-bit counter per quarter of the hour
+_QUARTER_MASK = (1 << _QUARTER_BITS) - 1
+
+# A region's share of the batch, by the region each meter is in now (see migration 0005)
+_REGION_SQL = """
+INSERT INTO region_rollups AS r (region_id, bucket_s, bucket, kwh, intervals, readings, power_w_sum, power_w_n,
+                                 power_w_max, anomalous_intervals, meters, updated_at)
+SELECT s.region_id, u.bucket_s, u.bucket, sum(u.kwh), sum(u.intervals), sum(u.readings), sum(u.p_sum), sum(u.p_n),
+       max(u.p_max), sum(u.anomalous), sum(u.fresh), now()
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::int[], $7::float8[], $8::int[],
+            $9::float8[], $10::int[], $11::int[])
+     AS u(meter_id, bucket_s, bucket, kwh, intervals, readings, p_sum, p_n, p_max, anomalous, fresh)
+JOIN meters m ON m.id = u.meter_id
+LEFT JOIN gateways g ON g.id = m.gateway_id
+JOIN sites s ON s.id = COALESCE(m.site_id, g.site_id)
+WHERE s.region_id IS NOT NULL
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (region_id, bucket_s, bucket) DO UPDATE SET
+    kwh = r.kwh + EXCLUDED.kwh, intervals = r.intervals + EXCLUDED.intervals,
+    readings = r.readings + EXCLUDED.readings, power_w_sum = r.power_w_sum + EXCLUDED.power_w_sum,
+    power_w_n = r.power_w_n + EXCLUDED.power_w_n, power_w_max = GREATEST(r.power_w_max, EXCLUDED.power_w_max),
+    anomalous_intervals = r.anomalous_intervals + EXCLUDED.anomalous_intervals, meters = r.meters + EXCLUDED.meters,
+    updated_at = now()
 """
 
 _METERS_SQL = """
@@ -190,15 +221,16 @@ WHERE g.id = u.id AND (g.status_at IS NULL OR g.status_at <= u.sent)
 
 
 class _Rollup:
-    __slots__ = ("kwh", "intervals", "readings", "p_sum", "p_n", "p_max", "anomalous")
+    __slots__ = ("kwh", "intervals", "readings", "p_sum", "p_n", "p_max", "anomalous", "quarters")
 
     def __init__(self) -> None:
         self.kwh = 0.0
-        self.intervals = self.readings = self.p_n = self.anomalous = 0
+        self.intervals = self.readings = self.p_n = self.anomalous = self.quarters = 0
         self.p_sum = 0.0
         self.p_max: float | None = None
 
-    def add(self, m: wire.MeterSummary) -> None:
+    def add(self, m: wire.MeterSummary, quarter: int = 0) -> None:
+        self.quarters += 1 << (_QUARTER_BITS * quarter)
         self.kwh += m.kwh
         self.intervals += 1
         self.readings += m.readings
@@ -450,6 +482,7 @@ class BatchWriter:
         flags: list[tuple] = []
         outbox: list[tuple] = []
         statuses: dict[str, wire.GatewayStatus] = {}
+        quarterly: dict[tuple[str, int], _Rollup] = defaultdict(_Rollup)
         hourly: dict[tuple[str, int], _Rollup] = defaultdict(_Rollup)
         daily: dict[tuple[str, int], _Rollup] = defaultdict(_Rollup)
         meters: dict[str, list] = {}        # id -> [gateway, seen, last_interval, last_reading]
@@ -466,9 +499,12 @@ class BatchWriter:
             if entry.summaries:
                 summaries.extend(entry.summaries)
                 start = msg.interval_start
+                quarter_start = int(start // QUARTER * QUARTER)
                 hour, day = int(start // HOUR * HOUR), int(start // DAY * DAY)
+                quarter = (quarter_start - hour) // QUARTER
                 for m in msg.meters:
-                    hourly[(m.meter_id, hour)].add(m)
+                    quarterly[(m.meter_id, quarter_start)].add(m)
+                    hourly[(m.meter_id, hour)].add(m, quarter)
                     daily[(m.meter_id, day)].add(m)
             if entry.flag is not None:
                 flags.append(entry.flag)
@@ -506,14 +542,12 @@ class BatchWriter:
         if models:
             await conn.execute("INSERT INTO model_versions (version) SELECT unnest($1::text[]) "
                                "ON CONFLICT (version) DO NOTHING", sorted(models))
-        for table, rollup in (("readings_hourly", hourly), ("readings_daily", daily)):
-            if rollup:
-                await conn.execute(_ROLLUP_SQL.format(table=table), *_rollup_columns(rollup))
-                result.rows[table] += len(rollup)
         if meters:
             ids = sorted(meters)
             await conn.execute(_METERS_SQL, ids, [meters[i][0] for i in ids], [meters[i][1] for i in ids],
                                [meters[i][2] for i in ids], [meters[i][3] for i in ids])
+        if hourly:
+            await self._store_rollups(conn, quarterly, hourly, daily, result)
         if statuses:
             ids = sorted(statuses)
             s = [statuses[i] for i in ids]
@@ -525,6 +559,40 @@ class BatchWriter:
             await conn.execute(_GATEWAYS_SQL, ids, [gateways[i][0] for i in ids], [gateways[i][1] for i in ids],
                                [gateways[i][2] for i in ids], [gateways[i][3] for i in ids])
         self._models.update(models)
+
+    @staticmethod
+    async def _store_rollups(conn: asyncpg.Connection, quarterly: dict, hourly: dict, daily: dict,
+                             result: BatchResult) -> None:
+        """Per-meter rollups, then the regions' share with how many meters are new to each period."""
+        hour_keys, day_keys = sorted(hourly), sorted(daily)
+        new_hours = await conn.fetch(_HOURLY_SQL, *_rollup_columns(hourly, hour_keys),
+                                     [hourly[k].quarters for k in hour_keys])
+        new_days = await conn.fetch(_DAILY_SQL, *_rollup_columns(daily, day_keys))
+        result.rows["readings_hourly"] += len(hour_keys)
+        result.rows["readings_daily"] += len(day_keys)
+        # a period is new to a meter when its count after the upsert is what this batch added
+        fresh: dict[tuple[str, int, int], int] = {}
+        for row in new_hours:
+            key = (row[0], round(row[1]))
+            added = hourly[key]
+            fresh[(key[0], HOUR, key[1])] = int(row[2] == added.intervals)
+            for q in range(HOUR // QUARTER):
+                lane = _QUARTER_BITS * q
+                mine = (added.quarters >> lane) & _QUARTER_MASK
+                if mine:
+                    now_there = (row[3] >> lane) & _QUARTER_MASK
+                    fresh[(key[0], QUARTER, key[1] + q * QUARTER)] = int(now_there == mine)
+        for row in new_days:
+            key = (row[0], round(row[1]))
+            fresh[(key[0], DAY, key[1])] = int(row[2] == daily[key].intervals)
+        cols: list[list] = [[] for _ in range(11)]
+        for size, rollup in ((QUARTER, quarterly), (HOUR, hourly), (DAY, daily)):
+            for (meter_id, bucket), v in rollup.items():
+                for col, value in zip(cols, (meter_id, size, float(bucket), v.kwh, v.intervals, v.readings, v.p_sum,
+                                             v.p_n, v.p_max, v.anomalous, fresh[(meter_id, size, bucket)])):
+                    col.append(value)
+        await conn.execute(_REGION_SQL, *cols)
+        result.rows["region_rollups"] += len(cols[0])
 
 
 def _touch(meters: dict, meter_id: str, gw: str, seen: float, interval: float | None, reading: float | None) -> None:
@@ -540,8 +608,7 @@ def _touch(meters: dict, meter_id: str, gw: str, seen: float, interval: float | 
         m[3] = reading
 
 
-def _rollup_columns(rollup: dict[tuple[str, int], _Rollup]) -> list[list]:
-    keys = sorted(rollup)
+def _rollup_columns(rollup: dict[tuple[str, int], _Rollup], keys: list[tuple[str, int]]) -> list[list]:
     vals = [rollup[k] for k in keys]
     return [[k[0] for k in keys], [float(k[1]) for k in keys], [v.kwh for v in vals], [v.intervals for v in vals],
             [v.readings for v in vals], [v.p_sum for v in vals], [v.p_n for v in vals], [v.p_max for v in vals],

@@ -99,7 +99,7 @@ def test_consumption_of_a_meter_is_downsampled_and_sums_exactly(client):
 def test_consumption_of_a_region_adds_up_its_meters_only(client):
     span = {"start": _iso(DAY0), "end": _iso(DAY0 + 10 * 86400)}
     daily = client.get("/consumption", params={**span, "region_id": "north", "points": 10}).json()
-    assert daily["source"] == "readings_daily"
+    assert daily["source"] == "region_rollups"
     assert [round(p["kwh"], 6) for p in daily["points"]] == [96.0]
     assert daily["points"][0]["meters"] == 4
     assert daily["points"][0]["anomalous_intervals"] == 1
