@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 __all__ = ["Page", "RawJSON", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
-           "region_exists", "region_is_stale", "readings_series", "consumption_series", "anomalies", "ingestion_health",
+           "region_exists", "region_state", "readings_series", "consumption_series", "anomalies", "ingestion_health",
            "dead_letters", "bucket_seconds", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 3 * 900          # a gateway silent for three intervals is stale
@@ -177,15 +177,19 @@ def _rollup_source(bucket: int) -> str:
 
 
 async def consumption_series(conn: asyncpg.Connection, start: datetime, end: datetime, points: int, *,
-                             meter_id: str | None = None, region_id: str | None = None) -> dict:
+                             meter_id: str | None = None, region_id: str | None = None,
+                             region_stale: bool | None = None) -> dict:
     """Energy per bucket for a meter or a whole region, from the coarsest table that fits.
 
     ``meters`` is how many meters have data in the bucket; from ``region_rollups`` it is exact
     when the bucket is one rollup period and, for wider buckets, the most meters of any one
-    period in it (a meter missing from every such period's peak is not counted)."""
+    period in it (a meter missing from every such period's peak is not counted).
+    ``region_stale`` is :func:`region_state`'s answer when the caller already has it."""
     bucket = bucket_seconds(start, end, points, minimum=900, choices=_CONSUMPTION_BUCKETS)
     args: list[Any] = [start, end, timedelta(seconds=bucket), _ORIGIN]
-    if region_id is not None and not await region_is_stale(conn, region_id):
+    if region_id is not None and region_stale is None:
+        region_stale = (await region_state(conn, region_id))[1]
+    if region_id is not None and not region_stale:
         source = "region_rollups"
         args += [region_id, _region_resolution(bucket)]
         sql = ("SELECT date_bin($3::interval, bucket, $4) AS ts, sum(kwh) AS kwh, sum(intervals) AS intervals, "
@@ -221,10 +225,11 @@ async def consumption_series(conn: asyncpg.Connection, start: datetime, end: dat
     return out
 
 
-async def region_is_stale(conn: asyncpg.Connection, region_id: str) -> bool:
-    """Whether a registry change has left the region's rollups waiting for a refresh."""
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $1)",
-                                    region_id))
+async def region_state(conn: asyncpg.Connection, region_id: str) -> tuple[bool, bool]:
+    """(the region exists, a registry change has left its rollups waiting for a refresh)."""
+    row = await conn.fetchrow("SELECT EXISTS (SELECT 1 FROM regions WHERE id = $1), "
+                              "EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $1)", region_id)
+    return bool(row[0]), bool(row[1])
 
 
 async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *, limit: int, offset: int,
@@ -243,15 +248,15 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
         args.append(max_score)
         where.append(f"f.score <= ${len(args)}")
     flags = f"FROM anomaly_flags f WHERE {' AND '.join(where)}"
-    # a map needs the page, not an exact count of a year of flags: count at most the cap
-    total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 {flags} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
+    # one round trip; a map needs the page, not an exact count of a year of flags: count at most the cap
     row = await conn.fetchrow(
-        "SELECT count(*) AS n, coalesce(json_agg(x ORDER BY x.interval_start DESC, x.meter_id), '[]')::text AS items "
+        f"SELECT (SELECT count(*) FROM (SELECT 1 {flags} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c) AS total, "
+        "count(*) AS n, coalesce(json_agg(x ORDER BY x.interval_start DESC, x.meter_id), '[]')::text AS items "
         "FROM (SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, "
         "f.reason, f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
         f"FROM (SELECT * {flags} ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}) "
         f"AS f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN}) AS x", *args)
-    return Page(RawJSON(row["items"]), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=row["n"])
+    return Page(RawJSON(row["items"]), row["total"], limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=row["n"])
 
 
 async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None, skew_warn_s: float = 120.0) -> dict:
