@@ -34,6 +34,7 @@ depends_on = None
 UPGRADE = r"""
 -- interval summaries per quarter of the hour, as four 16-bit counters (quarter q at bit 16*q)
 ALTER TABLE readings_hourly ADD COLUMN quarters bigint NOT NULL DEFAULT 0;
+SET LOCAL work_mem = '256MB';   -- the backfill groups every stored summary by meter and hour
 UPDATE readings_hourly h SET quarters = q.packed
 FROM (SELECT meter_id, date_trunc('hour', interval_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket,
              sum(1::bigint << (16 * (extract(minute FROM interval_start AT TIME ZONE 'UTC')::int / 15))) AS packed
