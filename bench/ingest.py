@@ -8,9 +8,11 @@ Three measurements in one run, on the same machine, into the same partitioned `r
   (c) gridsight end to end — simulated gateways (separate processes) publish pre-encoded raw
       chunks and batched interval summaries with QoS 1 to Mosquitto; `gridsight collector
       ingest` process(es) on one shared subscription validate, dedupe, COPY into PostgreSQL,
-      archive to a local object store, and ack after commit. Publishing is sustained for
-      `--duration` seconds; the rate counts until the last reading is stored, and loss is
-      checked by counting rows, ingest_log keys and archived messages.
+      archive to a local object store, and ack after commit. The publishers queue enough in
+      the broker (sized by `--rate-guess`) to keep the collector busy for at least `--duration`
+      seconds; the rate counts from the first publish until the last reading is stored (the
+      JSON says whether that took at least 60 s), and loss is checked by counting rows,
+      ingest_log keys and archived messages.
 
 Prints readings/s for each, the ratios, the command to reproduce, and ONE JSON line last.
     .venv/bin/python bench/ingest.py            # full: 60 s of publishing
@@ -302,7 +304,9 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1, help="collector replicas on the shared subscription")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument("--gateways", type=int, default=40, help="simulated gateways")
-    parser.add_argument("--rate-guess", type=float, default=80_000, help="readings/s to size the publish volume")
+    parser.add_argument("--rate-guess", type=float, default=150_000,
+                        help="readings/s to size the publish volume: above what the collector reaches, so it "
+                             "stays busy for at least --duration")
     args = parser.parse_args()
     duration = args.duration or (15.0 if args.quick else 60.0)
     ceiling_rows = 300_000 if args.quick else 1_000_000
@@ -354,7 +358,10 @@ def main() -> int:
         "summary_rows_published": e2e["published_summary_rows"], "summary_rows_stored": e2e["stored_summary_rows"],
         "messages": e2e["messages"], "archived_messages": e2e["archived_messages"],
         "dead_letters": e2e["dead_letters"],
-        "target_met": e2e["readings_per_s"] >= 50_000 and e2e["readings_per_s"] >= 0.4 * ceiling and e2e["lost"] == 0,
+        # the target (c): >= 50,000 readings/s and >= 40 % of the ceiling, sustained for >= 1 minute, no loss
+        "sustained_60s": e2e["elapsed_s"] >= 60,
+        "target_met": (e2e["readings_per_s"] >= 50_000 and e2e["readings_per_s"] >= 0.4 * ceiling
+                       and e2e["lost"] == 0 and e2e["elapsed_s"] >= 60),
     }
     print(f"reproduce: {cmd}")
     print(f"ceiling (COPY)      {ceiling:>12,.0f} readings/s")
