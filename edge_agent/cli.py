@@ -57,12 +57,20 @@ def _settings(args: argparse.Namespace, require_gateway: bool = True) -> AgentSe
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge_agent import footprint
+
+    # before numpy is imported (by the runtime) and before any thread starts
+    footprint.limit_thread_pools()
+    footprint.tune_allocator()
     from edge_agent.logs import setup_logging
     from edge_agent.runtime import Agent, NullTransport
 
     settings = _settings(args)
     setup_logging(settings.log_level)
     agent = Agent(settings, transport=NullTransport() if args.no_publish else None)
+    released = footprint.release_startup_memory()
+    logging.getLogger("gridsight.agent").info("start-up memory released: %.1f MB heap, %.1f MB library pages",
+                                              released.heap / 1e6, released.file_pages / 1e6)
     stop = threading.Event()
 
     def on_signal(signum, frame) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Protocol, Sequence
 
 from edge_agent.clock import Clock, ClockHealth, SimulatedClock, SystemClock, clock_health
 from edge_agent.config import AgentSettings
+from edge_agent.footprint import release_startup_memory
 from edge_agent.outbox import NewMessage, Outbox, OutboxError
 from edge_agent.publisher import MqttPublisher, backoff_delay
 from edge_agent.readers.base import MeterReader, ReaderError
@@ -255,6 +256,8 @@ class Agent:
                 try:
                     self.use_model(current)
                     self.counters.model_updates += 1
+                    # the new session's set-up touched onnxruntime's start-up code again
+                    release_startup_memory()
                 except ValueError as exc:
                     ok, self.last_model_update = False, str(exc)
             if not ok:

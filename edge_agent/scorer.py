@@ -101,6 +101,12 @@ class Scorer:
             session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for any broken file
             raise ModelError(f"{source}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") from None
+        # onnxruntime's Python wrapper keeps the file's bytes for the lifetime of the session, only
+        # to rebuild it on another execution provider; we have one provider, and the parsed graph
+        # is all the session needs. Without this the model would be in memory twice.
+        session.disable_fallback()
+        if getattr(session, "_model_bytes", None) is not None:
+            session._model_bytes = None
         props = dict(session.get_modelmeta().custom_metadata_map)
         scorer = cls(session, _parse_metadata(props, source), source)
         scorer._check_io()
