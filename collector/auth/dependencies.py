@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
 
 from collector.auth.roles import CONSUMER, POLICYMAKER, ROLES, Principal
-from collector.auth.store import IdentityStore
+from collector.auth.store import IdentityStore, NotRemembered
 from collector.auth.tokens import AuthError, TokenIssuer
 
 __all__ = ["IdentityContext", "identity", "require_roles", "roles_of_scopes", "PUBLIC_ROUTES", "oauth2_scheme",
@@ -94,8 +95,20 @@ def roles_of_scopes(scopes: list[str]) -> set[str]:
     return {s.split(":", 1)[0] for s in scopes if s.split(":", 1)[0] in ROLES}
 
 
-def _principal(request: Request, security_scopes: SecurityScopes, token: str | None = Depends(oauth2_scheme),
-               api_key: str | None = Depends(api_key_scheme)) -> Principal:
+async def _principal(request: Request, security_scopes: SecurityScopes, token: str | None = Depends(oauth2_scheme),
+                     api_key: str | None = Depends(api_key_scheme)) -> Principal:
+    # Most checks are answered from the store's memory: run those on the event loop. Only a
+    # check that must reach the database goes to the thread pool, so a busy API does not hand
+    # every request to a thread (and wait for the GIL to come back after each hand-off).
+    ctx = identity(request)
+    try:
+        with ctx.store.from_memory():
+            return _authorize(request, security_scopes, token, api_key)
+    except NotRemembered:
+        return await run_in_threadpool(_authorize, request, security_scopes, token, api_key)
+
+
+def _authorize(request: Request, security_scopes: SecurityScopes, token: str | None, api_key: str | None) -> Principal:
     ctx = identity(request)
     try:
         if api_key:

@@ -7,13 +7,15 @@ enrollment tokens as SHA-256 of high-entropy random strings.
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +25,7 @@ from collector.auth.roles import CONSUMER, ROLES, Principal
 from collector.auth.tokens import AuthError, new_api_key, secret_digest, split_api_key
 
 __all__ = ["IdentityStore", "IdentityError", "EnrollmentRefused", "LoginThrottled", "User", "ApiKey", "EnrollmentToken",
-           "engine_for"]
+           "NotRemembered", "engine_for"]
 
 # scrypt of a fixed string, checked when the user does not exist, so a login for an unknown
 # name costs the same as a wrong password and does not reveal which names exist.
@@ -33,6 +35,14 @@ _DUMMY_HASH = hash_password("gridsight-no-such-user")
 # up to the cap. Kept in the database, so every replica sees the same count.
 FREE_ATTEMPTS = 5
 MAX_LOCK_S = 900.0
+
+
+class NotRemembered(LookupError):
+    """Raised inside :meth:`IdentityStore.from_memory` by a check that would need the database."""
+
+
+# set while a caller on the event loop asks for remembered answers only
+_from_memory: contextvars.ContextVar[bool] = contextvars.ContextVar("gridsight_identity_from_memory", default=False)
 
 
 class IdentityError(ValueError):
@@ -109,12 +119,25 @@ class IdentityStore:
         self._checks: dict[str, tuple[float, object]] = {}
         self._checks_lock = threading.Lock()
 
+    @contextmanager
+    def from_memory(self) -> Iterator[None]:
+        """Within this block a check the store does not remember raises :class:`NotRemembered`
+        instead of querying the database: the request path runs the usual case on the event
+        loop and hands only a miss to a thread."""
+        token = _from_memory.set(True)
+        try:
+            yield
+        finally:
+            _from_memory.reset(token)
+
     def _remembered(self, key: str, compute: Callable[[], object]) -> object:
         now = self._now()
         with self._checks_lock:
             hit = self._checks.get(key)
         if hit is not None and now - hit[0] < self.check_ttl_s:
             return hit[1]
+        if _from_memory.get():
+            raise NotRemembered(key)
         value = compute()
         with self._checks_lock:
             if len(self._checks) > 10_000:
@@ -295,6 +318,8 @@ class IdentityStore:
 
     # ------------------------------------------------------------------ scoping
     def meters_of(self, customer_id: str) -> list[str]:
+        if _from_memory.get():
+            raise NotRemembered(f"meters:{customer_id}")
         with self.engine.connect() as conn:
             rows = conn.execute(text("SELECT meter_id FROM customer_meters WHERE customer_id = :c ORDER BY meter_id"),
                                 {"c": customer_id})

@@ -179,3 +179,19 @@ def test_openapi_documents_every_route(client):
     for path in ("/gateways", "/meters/{meter_id}", "/consumption", "/readings", "/anomalies", "/ingestion/health",
                  "/healthz", "/readyz", "/metrics"):
         assert path in paths
+
+
+def test_request_auth_answers_remembered_checks_from_memory_and_only_misses_need_the_database(filled_db):
+    from collector.auth.store import IdentityStore, NotRemembered, engine_for
+
+    store = IdentityStore(engine_for(filled_db))
+    known, other = store.create_api_key("a", "analyst")[1], store.create_api_key("b", "analyst")[1]
+    store.authenticate_api_key(known)                   # a miss: read from the database and remembered
+    with store.from_memory():
+        assert store.authenticate_api_key(known).role == "analyst"
+        with pytest.raises(NotRemembered):
+            store.authenticate_api_key(other)            # never checked: would need the database
+        with pytest.raises(NotRemembered):
+            store.meters_of("c-1")
+    assert store.authenticate_api_key(other).role == "analyst"
+    store.engine.dispose()
