@@ -178,51 +178,70 @@ def _rollup_source(bucket: int) -> str:
 
 async def consumption_series(conn: asyncpg.Connection, start: datetime, end: datetime, points: int, *,
                              meter_id: str | None = None, region_id: str | None = None,
-                             region_stale: bool | None = None) -> dict:
-    """Energy per bucket for a meter or a whole region, from the coarsest table that fits.
+                             region_stale: bool | None = None) -> dict | None:
+    """Energy per bucket for a meter or a whole region, from the coarsest table that fits;
+    None when the meter or region does not exist.
 
+    The existence check, the region's staleness and the series travel in one round trip.
     ``meters`` is how many meters have data in the bucket; from ``region_rollups`` it is exact
     when the bucket is one rollup period and, for wider buckets, the most meters of any one
     period in it (a meter missing from every such period's peak is not counted).
-    ``region_stale`` is :func:`region_state`'s answer when the caller already has it."""
+    ``region_stale`` forces the choice of source (the benchmark compares both)."""
     bucket = bucket_seconds(start, end, points, minimum=900, choices=_CONSUMPTION_BUCKETS)
-    args: list[Any] = [start, end, timedelta(seconds=bucket), _ORIGIN]
-    if region_id is not None and region_stale is None:
-        region_stale = (await region_state(conn, region_id))[1]
-    if region_id is not None and not region_stale:
-        source = "region_rollups"
-        args += [region_id, _region_resolution(bucket)]
-        sql = ("SELECT date_bin($3::interval, bucket, $4) AS ts, sum(kwh) AS kwh, sum(intervals) AS intervals, "
-               "sum(readings) AS readings, sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, "
-               "max(power_w_max) AS power_w_max, sum(anomalous_intervals) AS anomalous_intervals, "
-               "max(meters) AS meters FROM region_rollups "
-               "WHERE region_id = $5 AND bucket_s = $6 AND bucket >= $1 AND bucket < $2 GROUP BY 1")
-    else:
+    args: list[Any] = [start, end, timedelta(seconds=bucket), _ORIGIN, meter_id if region_id is None else region_id]
+    if meter_id is not None:
         source = _rollup_source(bucket)
-        if source == "interval_summaries":
-            time_col = "interval_start"
-            cols = ("sum(kwh) AS kwh, count(*) AS intervals, sum(readings) AS readings, "
-                    "avg(power_w_mean) AS power_w_mean, max(power_w_max) AS power_w_max, "
-                    "count(*) FILTER (WHERE anomalous) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
-        else:
-            time_col = "bucket"
-            cols = ("sum(kwh) AS kwh, sum(intervals) AS intervals, sum(readings) AS readings, "
-                    "sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, max(power_w_max) AS power_w_max, "
-                    "sum(anomalous_intervals) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
-        if meter_id is not None:
-            args.append(meter_id)
-            scope = f"meter_id = ${len(args)}"
-        else:
-            args.append(region_id)
-            scope = (f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = ${len(args)})")
-        sql = (f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
-               f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1")
-    points_json = await conn.fetchval(
-        f"SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ({sql}) AS p", *args)
+        found, _, points_json = await conn.fetchrow(
+            f"SELECT EXISTS (SELECT 1 FROM meters WHERE id = $5), false, {_meters_series(source, 'meter_id = $5')}",
+            *args)
+    else:
+        found, stale, points_json = await conn.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM regions WHERE id = $5), "
+            "EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $5) AS stale, "
+            f"CASE WHEN $7 OR ($8 AND NOT EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $5)) "
+            f"THEN {_region_series()} END",
+            *args, _region_resolution(bucket), region_stale is False, region_stale is None)
+        source = "region_rollups"
+        if region_stale or (region_stale is None and stale):
+            # a registry change is waiting for its refresh: sum the region's meters instead (exact)
+            source = _rollup_source(bucket)
+            scope = f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = $5)"
+            points_json = await conn.fetchval(f"SELECT {_meters_series(source, scope)}", *args)
+    if not found:
+        return None
     out = {"start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket, "source": source,
            "points": RawJSON(points_json)}
     out["meter_id" if meter_id is not None else "region_id"] = meter_id if meter_id is not None else region_id
     return out
+
+
+def _series(sql: str) -> str:
+    return f"(SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ({sql}) AS p)"
+
+
+def _region_series() -> str:
+    """A region's points from region_rollups at resolution $6 ($1..$4: start, end, bucket, origin; $5 region)."""
+    return _series("SELECT date_bin($3::interval, bucket, $4) AS ts, sum(kwh) AS kwh, sum(intervals) AS intervals, "
+                   "sum(readings) AS readings, sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, "
+                   "max(power_w_max) AS power_w_max, sum(anomalous_intervals) AS anomalous_intervals, "
+                   "max(meters) AS meters FROM region_rollups "
+                   "WHERE region_id = $5 AND bucket_s = $6 AND bucket >= $1 AND bucket < $2 GROUP BY 1")
+
+
+def _meters_series(source: str, scope: str) -> str:
+    """Points summed over the meters in ``scope`` from a per-meter table."""
+    if source == "interval_summaries":
+        time_col = "interval_start"
+        cols = ("sum(kwh) AS kwh, count(*) AS intervals, sum(readings) AS readings, "
+                "avg(power_w_mean) AS power_w_mean, max(power_w_max) AS power_w_max, "
+                "count(*) FILTER (WHERE anomalous) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
+    else:
+        time_col = "bucket"
+        cols = ("sum(kwh) AS kwh, sum(intervals) AS intervals, sum(readings) AS readings, "
+                "sum(power_w_sum) / NULLIF(sum(power_w_n), 0) AS power_w_mean, max(power_w_max) AS power_w_max, "
+                "sum(anomalous_intervals) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
+    return _series(f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
+                   f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1")
 
 
 async def region_state(conn: asyncpg.Connection, region_id: str) -> tuple[bool, bool]:
@@ -254,23 +273,27 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
     if max_score is not None:
         args.append(max_score)
         where.append(f"f.score <= ${len(args)}")
-    flags = f"FROM anomaly_flags f WHERE f.interval_start >= $1 AND {' AND '.join(where)}"
-    total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 {flags} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
-    page_sql = (
-        "SELECT count(*) AS n, coalesce(json_agg(x ORDER BY x.interval_start DESC, x.meter_id), '[]')::text AS items "
-        "FROM (SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, "
-        "f.reason, f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
-        f"FROM (SELECT * {flags} ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}) "
-        f"AS f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN}) AS x")
+    cond = " AND ".join(where)
     needed = offset + limit
+    page = ("SELECT count(*) AS n, coalesce(json_agg(x ORDER BY x.interval_start DESC, x.meter_id), '[]')::text AS items "
+            "FROM (SELECT f.meter_id, f.gateway_id, f.interval_start, f.interval_s, f.score, f.threshold, f.kwh, "
+            "f.reason, f.model_version, s.id AS site_id, s.region_id, s.feeder_id, s.lat, s.lon "
+            "FROM (SELECT * FROM anomaly_flags f WHERE f.interval_start >= {lo} AND " + cond + " "
+            f"ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}) "
+            f"AS f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN}) AS x")
+    # two statements: a slice bound computed inside one statement is a run-time parameter, and
+    # the planner then reads every partition's index instead of the slice's
+    total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM anomaly_flags f WHERE f.interval_start >= $1 "
+                                f"AND {cond} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
     row = None
     if total > 4 * needed:
-        row = await conn.fetchrow(page_sql, end - (end - start) * (4 * needed / total), *args[1:])
+        row = await conn.fetchrow(page.format(lo="$1"), end - (end - start) * (4 * needed / total), *args[1:])
         if row["n"] < limit:       # the slice held fewer than offset + limit flags
             row = None
     if row is None:
-        row = await conn.fetchrow(page_sql, *args)
-    return Page(RawJSON(row["items"]), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=row["n"])
+        row = await conn.fetchrow(page.format(lo="$1"), *args)
+    n, items = row["n"], row["items"]
+    return Page(RawJSON(items), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=n)
 
 
 async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None, skew_warn_s: float = 120.0) -> dict:

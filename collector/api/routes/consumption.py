@@ -25,15 +25,12 @@ async def consumption(conn: Connection, span: Range, points: Points,
                       region_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
     if (meter_id is None) == (region_id is None):
         raise param_error("meter_id" if meter_id is None else "region_id", "give exactly one of meter_id or region_id")
-    if meter_id is not None and not await queries.meter_exists(conn, meter_id):
-        raise param_error("meter_id", f"no meter {meter_id!r}", status=404)
-    stale = None
-    if region_id is not None:
-        found, stale = await queries.region_state(conn, region_id)
-        if not found:
-            raise param_error("region_id", f"no region {region_id!r}", status=404)
-    return fast_json(await queries.consumption_series(conn, span.start, span.end, points, meter_id=meter_id,
-                                                      region_id=region_id, region_stale=stale))
+    series = await queries.consumption_series(conn, span.start, span.end, points, meter_id=meter_id,
+                                              region_id=region_id)
+    if series is None:
+        name, value = ("meter_id", meter_id) if meter_id is not None else ("region_id", region_id)
+        raise param_error(name, f"no {name.split('_')[0]} {value!r}", status=404)
+    return fast_json(series)
 
 
 @router.get("/readings", dependencies=[OWN_METER], summary="Raw readings of one meter, averaged into at most `points` buckets")
