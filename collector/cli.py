@@ -106,14 +106,15 @@ def cmd_serve(args, settings) -> int:
         port = args.port or settings.api_port
         print(f"{PROG}: API on http://{host}:{port} (OpenAPI at /docs)", file=sys.stderr)
         if args.workers > 1:
-            # separate API processes: each builds its app from the environment
+            from collector.api.workers import serve_workers
+
+            # separate API processes: each builds its app from the environment and listens on
+            # its own SO_REUSEPORT socket, so connections spread evenly over them
             os.environ["DATABASE_URL"] = services.database_url
             os.environ["GRIDSIGHT_DATA_DIR"] = str(settings.data_dir)
             if args.config:
                 os.environ["GRIDSIGHT_COLLECTOR_CONFIG"] = str(args.config)
-            # a busy worker on a loaded host must not be mistaken for a hung one and restarted
-            uvicorn.run("collector.api.app:app_from_environment", factory=True, workers=args.workers,
-                        host=host, port=port, log_level="warning", timeout_worker_healthcheck=60)
+            serve_workers(host, port, args.workers, stop)
         else:
             app = create_app(settings, database_url=services.database_url, metrics=metrics, worker=worker)
             uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -113,3 +113,66 @@ def test_serve_ingests_answers_the_api_and_rebuild_restores_a_fresh_database(tmp
     finally:
         with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{fresh_name}" WITH (FORCE)')
+
+
+def _established_per_process(pids: list[int], port: int) -> dict[int, int]:
+    """Accepted connections on ``port`` held by each process (Linux /proc)."""
+    local = f":{port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(local) and fields[3] == "01":      # ESTABLISHED, server side
+                    inodes.add(fields[9])
+    held = {}
+    for pid in pids:
+        count = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                count += 1
+        held[pid] = count
+    return held
+
+
+def test_api_workers_share_the_port_and_the_connections(tmp_path, database_url):
+    import socket
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "GRIDSIGHT_DATA_DIR": str(tmp_path / "c")}
+    proc = subprocess.Popen([sys.executable, "-m", "gridsight", "collector", "serve", "--no-ingest", "--workers", "2",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "serve.log", "wb"))
+    clients = []
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return True
+            except OSError:
+                return False
+        wait_until(healthy, what="serve ready")
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        # 40 keep-alive clients connecting at once, as dashboards and the query benchmark do
+        for _ in range(40):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            clients.append(sock)
+        for sock in clients:
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        held = _established_per_process(children, port)
+        workers = [n for n in held.values() if n > 0]
+
+        assert sum(held.values()) == 40
+        assert len(workers) == 2 and min(workers) >= 8, held
+    finally:
+        for sock in clients:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
