@@ -332,6 +332,7 @@ def main() -> int:
                                                       api_key))
         roots = [server.pid, int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
         cpu_before = _cpu_seconds(roots)
+        load_at_start = os.getloadavg()[0]
         gen.start()
         samples = out.get(timeout=duration + 600)
         cpu_used = _cpu_seconds(roots) - cpu_before
@@ -347,6 +348,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     result = {"bench": "query", "quick": args.quick, "command": cmd, "cpus": os.cpu_count(),
+              "load_avg_1m_at_start": round(load_at_start, 1),
               "load_avg_1m_at_end": round(os.getloadavg()[0], 1), "meters": meters,
               "interval_summaries": counts["interval_summaries"], "anomaly_flags": counts["anomaly_flags"],
               "clients": args.clients, "api_workers": args.api_workers, "duration_s": duration, "errors": len(samples["errors"])}
