@@ -68,7 +68,8 @@ def proc_sample(pid: int) -> tuple[float, float, int, dict[str, float]]:
 
 
 # Each stage of the agent's start-up in a fresh process, in the order the agent goes through
-# them; the agent's own settings (thread pools, allocator) first, as `gridsight agent run` does.
+# them; the agent's own settings (thread pools, allocator) first, as `gridsight agent run` does,
+# in the environment the systemd unit gives it.
 _STAGES = r"""
 import json, sys
 from edge_agent.footprint import limit_thread_pools, memory_breakdown, release_startup_memory, tune_allocator
@@ -94,7 +95,7 @@ print(json.dumps(out))
 def stage_breakdown(model: Path) -> list[tuple[str, dict[str, float]]]:
     """Resident memory after each start-up stage of the agent (fresh process, this model)."""
     out = subprocess.run([sys.executable, "-c", _STAGES, str(model)], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+                         cwd=ROOT, check=True, env={**os.environ, **unit_environment()})
     return [(name, figures) for name, figures in json.loads(out.stdout.strip().splitlines()[-1])]
 
 
@@ -177,8 +178,7 @@ path = "{recording}"
 """)
     cmd = [sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config)]
     # the environment the systemd unit gives the agent
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2", "OPENBLAS_NUM_THREADS": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **unit_environment()}
     agent_log = open(work / "agent.log", "wb")  # a file, not a pipe nobody reads while it runs
     proc = subprocess.Popen(cmd, stdout=agent_log, stderr=subprocess.STDOUT, env=env)
     samples: list[tuple[float, float, float, int, dict[str, float]]] = []
@@ -216,6 +216,17 @@ path = "{recording}"
     return {"samples": samples, "status": status, "model_rss_mb": model_rss, "received": collector.received,
             "model_file_mb": round(model.stat().st_size / 1e6, 2), "model_nodes": nodes,
             "stages": stage_breakdown(model)}
+
+
+def unit_environment() -> dict[str, str]:
+    """The ``Environment=`` of deploy/systemd/gridsight-agent.service: the agent runs as on a gateway."""
+    env = {}
+    for line in (ROOT / "deploy" / "systemd" / "gridsight-agent.service").read_text().splitlines():
+        if line.startswith("Environment="):
+            for assignment in line.partition("=")[2].split():
+                key, _, value = assignment.partition("=")
+                env[key] = value
+    return env
 
 
 def model_nodes(path: Path) -> int:

@@ -96,6 +96,9 @@ class Scorer:
         # A gateway scores a handful of rows per interval: one thread, no thread-pool spin-up.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        # No memory arena: it would keep the buffers of the largest batch ever scored for the
+        # session's lifetime; one scoring per interval can afford plain malloc and free.
+        options.enable_cpu_mem_arena = False
         options.log_severity_level = 3
         try:
             session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])

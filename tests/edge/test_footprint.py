@@ -33,11 +33,19 @@ def test_agent_start_up_imports_no_cloud_training_or_unconfigured_reader_package
             f"code = main(['agent', 'check-config', '--config', {str(config)!r}])\n"
             "import edge_agent.runtime, edge_agent.logs\n"
             "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # in the environment the systemd unit gives the agent (PYTHONOPTIMIZE=2: no docstrings, no asserts)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **unit_environment()})
     code, modules = json.loads(result.stdout.strip().splitlines()[-1])
     assert code == 0, result.stderr[-2000:]
     assert "onnxruntime" in modules and "paho" in modules  # it did load the model and the publisher
     assert sorted(set(modules) & set(NOT_ON_A_GATEWAY + READER_LIBRARIES)) == []
+
+
+def unit_environment() -> dict[str, str]:
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "gridsight-agent.service"
+    lines = [line.partition("=")[2] for line in unit.read_text().splitlines() if line.startswith("Environment=")]
+    return dict(assignment.split("=", 1) for line in lines for assignment in line.split())
 
 
 def test_numpy_starts_no_blas_worker_threads_in_the_agent_process():
