@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 __all__ = ["Page", "RawJSON", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
-           "region_exists", "region_state", "readings_series", "consumption_series", "anomalies", "ingestion_health",
+           "readings_series", "consumption_series", "anomalies", "ingestion_health",
            "dead_letters", "bucket_seconds", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 3 * 900          # a gateway silent for three intervals is stale
@@ -143,10 +143,6 @@ async def meter_exists(conn: asyncpg.Connection, meter_id: str) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM meters WHERE id = $1)", meter_id))
 
 
-async def region_exists(conn: asyncpg.Connection, region_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM regions WHERE id = $1)", region_id))
-
-
 async def readings_series(conn: asyncpg.Connection, meter_id: str, start: datetime, end: datetime,
                           points: int) -> dict:
     """Raw readings of one meter, averaged into at most ``points`` buckets."""
@@ -242,13 +238,6 @@ def _meters_series(source: str, scope: str) -> str:
                 "sum(anomalous_intervals) AS anomalous_intervals, count(DISTINCT meter_id) AS meters")
     return _series(f"SELECT date_bin($3::interval, {time_col}, $4) AS ts, {cols} FROM {source} "
                    f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1")
-
-
-async def region_state(conn: asyncpg.Connection, region_id: str) -> tuple[bool, bool]:
-    """(the region exists, a registry change has left its rollups waiting for a refresh)."""
-    row = await conn.fetchrow("SELECT EXISTS (SELECT 1 FROM regions WHERE id = $1), "
-                              "EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $1)", region_id)
-    return bool(row[0]), bool(row[1])
 
 
 async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *, limit: int, offset: int,
