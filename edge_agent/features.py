@@ -4,10 +4,11 @@ The agent calls :func:`interval_stats` once per meter per interval and feeds the
 :class:`FeatureBuilder`; training and offline scoring call :func:`batch_features`, which runs
 the very same builder over history. Training and the edge therefore cannot disagree.
 
-Features are scale-free (log ratios, z-scores, shares, hours), so one model serves a 300 W
-flat and a 3 MW factory: every meter is compared with its *own* hour-of-day and hour-of-week
-profile, its recent level and its typical day. A meter's first day has no profile yet, and
-its features are neutral (0 for log ratios and z-scores) rather than alarming.
+Features are scale-free (log ratios, z-scores, shares, hours, per-unit voltage), so one model
+serves a 300 W flat and a 3 MW factory: every meter is compared with its *own* previous days at
+the same hour, its own profiles, recent level and typical day. A meter's first days have no
+history yet, and its features are neutral (0 for log ratios, 1 for per-unit voltage) rather
+than alarming.
 
 numpy and the standard library only: this module runs on the gateway.
 """
@@ -46,11 +47,27 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "excess_3h_vs_level": "trailing 3 h energy above (or below) the profile's expectation, in mean intervals",
     "step_vs_previous": "log of kWh over the previous interval's kWh",
     "spike_ratio": "peak over mean instantaneous power within the interval (1 without power data)",
+    "level_3h_vs_days": "log of the trailing 3 h energy over its median at this hour on the previous days (up to 7)",
+    "level_6h_vs_days": "log of the trailing 6 h energy over its median at this hour on the previous days (up to 7)",
+    "day_vs_days": "log of the trailing 24 h energy over its median at this hour on the previous days (up to 7)",
+    "peak_vs_days": "log of kWh over the largest interval of the previous days, when above it (else 0)",
+    "zero_hours_vs_days": "hours of zero consumption beyond the meter's longest zero run of the previous days",
+    "flatline_hours_vs_days": "hours of unchanged consumption beyond the meter's longest such run of the previous days",
+    "voltage_min_pu": "lowest voltage in the interval, per unit of the meter's nominal voltage (1 without voltage data)",
+    "voltage_vs_recent": "log of the interval's lowest voltage over the meter's recent mean voltage (EWMA, about 6 hours)",
+    "voltage_mean_pu": "mean voltage in the interval, per unit of the meter's nominal voltage (1 without voltage data)",
 }
-# The last four are available but not in the default set: on the simulator's ground truth they
-# did not improve precision or recall (step and spike mostly measure appliance cycling on
-# household meters, which dilutes the forest's attention).
-DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURE_DESCRIPTIONS)[:12]
+# The default set compares each window with the same hours of the meter's previous days (medians,
+# so one anomalous day cannot hide the next), measures runs of zero or unchanged consumption beyond
+# the meter's own daily habit (a PV home's sunny afternoons are its habit), and reads voltage in
+# per-unit of nominal and against its recent level (sags and phase loss show nowhere else). On the
+# simulator's ground truth it beat the EWMA-profile features above at 256 rows per tree (event
+# recall 0.42 -> 0.96, precision 0.53 -> 0.81 over four seeds of the default scenario): fewer
+# features that each move strongly for some anomaly let the forest pick a telling split sooner.
+# The others stay available by name.
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "level_3h_vs_days", "level_6h_vs_days", "day_vs_days", "peak_vs_days", "zero_hours_vs_days",
+    "flatline_hours_vs_days", "voltage_vs_recent", "voltage_min_pu", "voltage_mean_pu")
 
 # EWMA weights per day (hour-of-day) and per week (hour-of-week): the hour-of-day profile
 # adapts over about ten days, the hour-of-week profile over about four weeks, the recent
@@ -65,7 +82,19 @@ _MIN_BIN_DAYS = 2
 _MAX_RUN_HOURS = 48.0
 _CLIP = 10.0
 _DAY_S = 86_400
-_NEUTRAL = {"spike_ratio": 1.0, "night_share": 0.25}
+_NEUTRAL = {"spike_ratio": 1.0, "night_share": 0.25, "voltage_min_pu": 1.0, "voltage_mean_pu": 1.0}
+# Comparisons with the same hour of the previous days use the median of up to this many days,
+# trusted from three on (one anomalous day among them cannot move a median of three).
+_DAYS_KEPT = 7
+_MIN_DAYS = 3
+# Their log ratios add a quarter of the meter's mean energy to both sides: a rooftop-PV home whose
+# daytime import swings between nothing (sun) and its normal use (cloud), or an EV charged one
+# evening and not the next, must not look like theft or a spike; injected anomalies move the
+# energy by several times the mean and still stand out (tuned on the simulator's fleet).
+_DAYS_FLOOR = 0.25
+# Standard nominal voltages (IEC 60038 and North American service voltages): a meter's nominal is
+# the one nearest its long-run mean, so per-unit values mean the same on 120 V and 230 V services.
+_NOMINAL_V = (100.0, 110.0, 115.0, 120.0, 127.0, 208.0, 220.0, 230.0, 240.0, 277.0, 400.0, 480.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +110,14 @@ class IntervalStats:
     power_w_max: float | None
     power_w_min: float | None
     power_w_std: float | None
+    # Voltage (V, average over phases as the meter reports it); None when the meter gives none.
+    voltage_v_min: float | None = None
+    voltage_v_mean: float | None = None
 
 
 def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np.ndarray,
                    energy_kwh: np.ndarray, power_w: np.ndarray | None,
-                   prev_energy_kwh: float | None) -> IntervalStats:
+                   prev_energy_kwh: float | None, *, voltage_v: np.ndarray | None = None) -> IntervalStats:
     """Reduce one meter's readings of one interval to :class:`IntervalStats`.
 
     ``kwh`` is the last register value minus ``prev_energy_kwh`` (the last value of the
@@ -112,8 +144,14 @@ def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np
         p = p[np.isfinite(p)]
         if p.size:
             p_mean, p_max, p_min, p_std = float(p.mean()), float(p.max()), float(p.min()), float(p.std())
+    v_min = v_mean = None
+    if voltage_v is not None:
+        v = np.asarray(voltage_v, dtype=np.float64)
+        v = v[np.isfinite(v) & (v > 0)]
+        if v.size:
+            v_min, v_mean = float(v.min()), float(v.mean())
     return IntervalStats(meter_id, float(interval_start), int(interval_s), kwh, int(ts.size),
-                         p_mean, p_max, p_min, p_std)
+                         p_mean, p_max, p_min, p_std, v_min, v_mean)
 
 
 class _MeterHistory:
@@ -121,7 +159,9 @@ class _MeterHistory:
 
     __slots__ = ("hod_mean", "hod_var", "hod_n", "how_mean", "how_n", "cv_mean", "cv_n", "recent",
                  "level", "level_n", "quantum", "prev_kwh", "prev_start", "flat_s", "zero_s",
-                 "day_kwh", "day_hod", "day_how", "typical_day", "month_day")
+                 "day_kwh", "day_hod", "day_how", "typical_day", "month_day",
+                 "days_3h", "days_6h", "days_24h", "day_index", "day_peaks", "day_zero_runs", "day_flat_runs",
+                 "volt_mean", "volt_recent", "volt_n")
 
     def __init__(self) -> None:
         self.hod_mean = [0.0] * 24
@@ -144,6 +184,17 @@ class _MeterHistory:
         self.day_how: list[int] = []
         self.typical_day: float | None = None
         self.month_day: float | None = None  # typical day with a month's memory
+        # Trailing 3 h / 6 h / 24 h energy at the end of each hour of the day, last _DAYS_KEPT days.
+        self.days_3h: list[list[float]] = [[] for _ in range(24)]
+        self.days_6h: list[list[float]] = [[] for _ in range(24)]
+        self.days_24h: list[list[float]] = [[] for _ in range(24)]
+        self.day_index: int | None = None  # the UTC day the two lists below are collecting
+        self.day_peaks: list[float] = []  # largest interval kWh per day, today last
+        self.day_zero_runs: list[float] = []  # longest zero run (s) per day, today last
+        self.day_flat_runs: list[float] = []  # longest unchanged run (s) per day, today last
+        self.volt_mean: float | None = None  # long-run mean voltage: which nominal the meter is on
+        self.volt_n = 0
+        self.volt_recent: float | None = None  # recent mean voltage (EWMA, about 6 hours)
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -155,7 +206,9 @@ class _MeterHistory:
             if k in obj:
                 setattr(h, k, obj[k])
         if len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.cv_mean) != 24 \
-                or not len(h.day_kwh) == len(h.day_hod) == len(h.day_how):
+                or not len(h.day_kwh) == len(h.day_hod) == len(h.day_how) \
+                or not len(h.days_3h) == len(h.days_6h) == len(h.days_24h) == 24 \
+                or not len(h.day_peaks) == len(h.day_zero_runs) == len(h.day_flat_runs):
             raise ValueError("feature state has the wrong shape")
         return h
 
@@ -167,15 +220,18 @@ def _log_ratio(value: float, reference: float, floor: float) -> float:
 class _Interval:
     """What one interval means for one meter's history, worked out once for computing and learning."""
 
-    __slots__ = ("kwh", "hod", "how", "contiguous", "floor", "unchanged", "is_zero", "window", "cv")
+    __slots__ = ("kwh", "hod", "how", "day", "contiguous", "floor", "days_floor", "unchanged", "is_zero", "window",
+                 "cv")
 
     def __init__(self, h: _MeterHistory, s: IntervalStats, interval_s: int, day_len: int) -> None:
         self.kwh = max(0.0, s.kwh)
         hour = int(s.interval_start // 3600)
         self.hod = hour % 24
+        self.day = hour // 24
         self.how = (hour // 24 + 3) % 7 * 24 + self.hod  # 1970-01-01 was a Thursday
         self.contiguous = h.prev_start is not None and 0 < s.interval_start - h.prev_start <= 1.5 * interval_s
         self.floor = 0.05 * h.level + 1e-9
+        self.days_floor = _DAYS_FLOOR * h.level + 1e-9
         # The register's resolution is the smallest change seen, trusted once a day has been seen.
         quantum = h.quantum if h.quantum is not None and h.level_n >= day_len else 0.0
         tolerance = max(1e-9, 2e-3 * h.level, 1.01 * quantum)
@@ -351,6 +407,68 @@ class FeatureBuilder:
             return _NEUTRAL["spike_ratio"]
         return float(min(2 * _CLIP, max(1.0, s.power_w_max / s.power_w_mean)))
 
+    def _vs_days(self, iv: _Interval, days: list[list[float]], n: int) -> float:
+        """Trailing ``n`` intervals' energy against its median at this hour on the previous days."""
+        kwh = iv.window[0][-n:]
+        past = days[iv.hod]
+        if len(kwh) < n or len(past) < _MIN_DAYS:
+            return 0.0
+        return _log_ratio(sum(kwh), float(np.median(past)), iv.days_floor * n)
+
+    def _f_level_3h_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._vs_days(iv, h.days_3h, self._three_hours)
+
+    def _f_level_6h_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._vs_days(iv, h.days_6h, self._six_hours)
+
+    def _f_day_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._vs_days(iv, h.days_24h, self._day_len)
+
+    def _previous_days(self, h: _MeterHistory, values: list[float], iv: _Interval) -> list[float]:
+        return values[:-1] if h.day_index == iv.day else values
+
+    def _f_peak_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        peaks = self._previous_days(h, h.day_peaks, iv)
+        if len(peaks) < _MIN_DAYS - 1:
+            return 0.0
+        return max(0.0, _log_ratio(iv.kwh, max(peaks), iv.floor))
+
+    def _f_zero_hours_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        runs = self._previous_days(h, h.day_zero_runs, iv)
+        if not iv.is_zero or len(runs) < _MIN_DAYS - 1:
+            return 0.0
+        run = (h.zero_s if iv.contiguous else 0.0) + s.interval_s
+        return min(_MAX_RUN_HOURS, max(0.0, run - max(runs)) / 3600.0)
+
+    def _f_flatline_hours_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        runs = self._previous_days(h, h.day_flat_runs, iv)
+        if not iv.unchanged or len(runs) < _MIN_DAYS - 1:
+            return 0.0
+        return min(_MAX_RUN_HOURS, max(0.0, h.flat_s + s.interval_s - max(runs)) / 3600.0)
+
+    def _nominal_v(self, h: _MeterHistory, s: IntervalStats) -> float | None:
+        mean = h.volt_mean if h.volt_mean is not None else s.voltage_v_mean
+        if mean is None:
+            return None
+        return min(_NOMINAL_V, key=lambda v: abs(v - mean))
+
+    def _f_voltage_min_pu(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        nominal = self._nominal_v(h, s)
+        if nominal is None or s.voltage_v_min is None:
+            return _NEUTRAL["voltage_min_pu"]
+        return float(min(2.0, s.voltage_v_min / nominal))
+
+    def _f_voltage_vs_recent(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        if s.voltage_v_min is None or h.volt_recent is None:
+            return 0.0
+        return _log_ratio(s.voltage_v_min, h.volt_recent, 0.0)
+
+    def _f_voltage_mean_pu(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        nominal = self._nominal_v(h, s)
+        if nominal is None or s.voltage_v_mean is None:
+            return _NEUTRAL["voltage_mean_pu"]
+        return float(min(2.0, s.voltage_v_mean / nominal))
+
     # ---------------------------------------------------------------- learning
 
     def _learn(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
@@ -387,8 +505,32 @@ class FeatureBuilder:
                 h.typical_day + _TYPICAL_DAY_ALPHA * self.interval_s / _DAY_S * (total - h.typical_day)
             h.month_day = total if h.month_day is None else \
                 h.month_day + self.interval_s / (30 * _DAY_S) * (total - h.month_day)
+        self._learn_days(h, s, iv)
         h.prev_kwh = kwh
         h.prev_start = s.interval_start
+
+    def _learn_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
+        """Same-hour energies, daily peaks and zero runs of the last days; the long-run voltage."""
+        if h.day_index != iv.day:
+            h.day_index = iv.day
+            h.day_peaks = (h.day_peaks + [0.0])[-_DAYS_KEPT - 1:]
+            h.day_zero_runs = (h.day_zero_runs + [0.0])[-_DAYS_KEPT - 1:]
+            h.day_flat_runs = (h.day_flat_runs + [0.0])[-_DAYS_KEPT - 1:]
+        h.day_peaks[-1] = max(h.day_peaks[-1], iv.kwh)
+        h.day_zero_runs[-1] = max(h.day_zero_runs[-1], h.zero_s)
+        h.day_flat_runs[-1] = max(h.day_flat_runs[-1], h.flat_s)
+        if (s.interval_start + s.interval_s) % 3600 == 0:  # the hour is complete: remember its windows
+            kwh = iv.window[0]
+            for days, n in ((h.days_3h, self._three_hours), (h.days_6h, self._six_hours),
+                            (h.days_24h, self._day_len)):
+                if len(kwh) >= n:
+                    days[iv.hod] = (days[iv.hod] + [float(sum(kwh[-n:]))])[-_DAYS_KEPT:]
+        if s.voltage_v_mean is not None and math.isfinite(s.voltage_v_mean):
+            h.volt_recent = s.voltage_v_mean if h.volt_recent is None else \
+                h.volt_recent + self._recent_alpha * (s.voltage_v_mean - h.volt_recent)
+            h.volt_n += 1
+            h.volt_mean = s.voltage_v_mean if h.volt_mean is None else \
+                h.volt_mean + max(self._level_alpha, 1.0 / h.volt_n) * (s.voltage_v_mean - h.volt_mean)
 
     # ---------------------------------------------------------------- persistence
 

@@ -56,14 +56,15 @@ class ClosedInterval:
 
 
 class _MeterBuffer:
-    """One meter's open readings as packed arrays: 24 bytes a reading, not a Python object each."""
+    """One meter's open readings as packed arrays: 32 bytes a reading, not a Python object each."""
 
-    __slots__ = ("ts", "energy", "power")
+    __slots__ = ("ts", "energy", "power", "voltage")
 
     def __init__(self) -> None:
         self.ts = array("d")
         self.energy = array("d")
         self.power = array("d")
+        self.voltage = array("d")
 
     def add(self, r: Reading) -> bool:
         """Buffer ``r``; False if a reading with the same timestamp is already here."""
@@ -73,27 +74,27 @@ class _MeterBuffer:
         ts.append(r.ts)
         self.energy.append(r.energy_kwh)
         self.power.append(math.nan if r.power_w is None else r.power_w)
+        self.voltage.append(math.nan if r.voltage_v is None else r.voltage_v)
         return True
 
     def earliest(self) -> float:
         return min(self.ts)
 
-    def take_before(self, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Remove and return (ts, energy, power) of readings before ``end``, sorted by time."""
+    def take_before(self, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Remove and return (ts, energy, power, voltage) of readings before ``end``, sorted by time."""
         ts = np.frombuffer(self.ts, dtype=np.float64) if self.ts else np.empty(0)
         if not ts.size:
             return None
         inside = ts < end
         if not inside.any():
             return None
-        energy = np.frombuffer(self.energy, dtype=np.float64)
-        power = np.frombuffer(self.power, dtype=np.float64)
+        columns = [np.frombuffer(c, dtype=np.float64) for c in (self.energy, self.power, self.voltage)]
         order = np.argsort(ts[inside], kind="stable")
-        taken = (ts[inside][order].copy(), energy[inside][order].copy(), power[inside][order].copy())
+        taken = (ts[inside][order].copy(), *(c[inside][order].copy() for c in columns))
         keep = ~inside
-        rest = (ts[keep].tolist(), energy[keep].tolist(), power[keep].tolist())
-        del ts, energy, power  # release the buffer views before the arrays are replaced
-        self.ts, self.energy, self.power = array("d", rest[0]), array("d", rest[1]), array("d", rest[2])
+        rest = [ts[keep].tolist()] + [c[keep].tolist() for c in columns]
+        del ts, columns  # release the buffer views before the arrays are replaced
+        self.ts, self.energy, self.power, self.voltage = (array("d", c) for c in rest)
         return taken
 
     def __len__(self) -> int:
@@ -201,14 +202,15 @@ class IntervalWindow:
         return closed
 
     def _reduce(self, meter_id: str, start: float, ts: np.ndarray, energy: np.ndarray,
-                power: np.ndarray) -> IntervalStats:
+                power: np.ndarray, voltage: np.ndarray) -> IntervalStats:
         # Across a gap (meter silent, reader down) the register step belongs to many intervals,
         # not this one: start afresh like training does, instead of reporting one huge interval.
         last_start = self._last_start.get(meter_id)
         contiguous = last_start is None or start - last_start <= self.interval_s
         prev = self._prev_energy.get(meter_id) if contiguous else None
         stats = interval_stats(meter_id, start, self.interval_s, ts, energy,
-                               None if np.isnan(power).all() else power, prev)
+                               None if np.isnan(power).all() else power, prev,
+                               voltage_v=None if np.isnan(voltage).all() else voltage)
         self._prev_energy[meter_id] = float(energy[-1])
         self._last_start[meter_id] = start
         self._high_water[meter_id] = max(float(ts[-1]), self._high_water.get(meter_id, -math.inf))

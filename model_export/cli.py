@@ -86,14 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path,
                    help="model file to write; with --by-class, a directory for one model per class")
     target = t.add_mutually_exclusive_group()
-    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.005)")
+    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.0012, model_export.pipeline.DEFAULT_CONTAMINATION)")
     target.add_argument("--false-alarms-per-meter-month", type=_budget, metavar="K",
                         help="calibrate the threshold so a normal meter raises about K flags a month")
     t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")
     t.add_argument("--version", help="model version (default: UTC timestamp)")
     t.add_argument("--n-estimators", type=positive_int, default=100, help="trees (default %(default)s)")
-    t.add_argument("--max-samples", type=_max_samples, default=4096,
-                   help="rows per tree (default %(default)s; capped at the training rows)")
+    t.add_argument("--max-samples", type=_max_samples,
+                   help="rows per tree (default 256, the iForest paper's; capped at the training rows)")
     t.add_argument("--interval-s", type=positive_int, default=900, help="interval length (default %(default)s)")
     t.add_argument("--meter-class", help="train only on meters of this class (needs a meter_class column)")
     t.add_argument("--by-class", action="store_true", help="train one model per meter class into --out DIR")
@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(ns: argparse.Namespace) -> int:
-    from model_export.pipeline import TrainingError, train_and_export
+    from model_export.pipeline import DEFAULT_MAX_SAMPLES, TrainingError, train_and_export
     from model_export.readings import ReadingsError
     from model_export.sources import SourceError
 
@@ -171,7 +171,8 @@ def _train(ns: argparse.Namespace) -> int:
             _progress(f"training {name} on {len(table)} rows" + (f" (class {meter_class})" if meter_class else ""))
             result = train_and_export(table, out, name=name, version=ns.version, contamination=ns.contamination,
                                       false_alarms_per_meter_month=ns.false_alarms_per_meter_month,
-                                      n_estimators=ns.n_estimators, max_samples=ns.max_samples,
+                                      n_estimators=ns.n_estimators,
+                                      max_samples=DEFAULT_MAX_SAMPLES if ns.max_samples is None else ns.max_samples,
                                       interval_s=ns.interval_s, meter_class=meter_class, random_state=ns.seed)
             print(json.dumps({"model": str(result.path), "name": result.name, "version": result.version,
                               "meter_class": result.meter_class, "training_rows": result.rows,

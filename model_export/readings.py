@@ -7,7 +7,8 @@ A readings file (CSV, or Parquet with the same column names) has at least ``mete
 * ``energy_kwh`` — the cumulative import register read at ``ts`` (as a gateway reads it).
 
 ``ts`` is ISO-8601 (a value without a zone is taken as UTC) or Unix seconds. Optional
-columns: ``power_w`` (instantaneous power, register files) and ``meter_class`` (residential,
+columns: ``power_w`` (instantaneous power, register files), ``voltage_v`` (volts, register
+files) and ``meter_class`` (residential,
 commercial, industrial, pv, …) for per-class models. Rows that cannot be parsed make the
 file unusable: :class:`ReadingsError` names the line. Rows that parse but are wrong —
 duplicates, negative or absurd energy, empty values, registers going backwards — are
@@ -81,6 +82,7 @@ class ReadingTable:
     meter_classes: dict[str, str] = field(default_factory=dict)
     source: str = "<readings>"
     lines: np.ndarray | None = None
+    voltage_v: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.meter_ids)
@@ -132,13 +134,14 @@ def read_readings_csv(path: str | Path) -> ReadingTable:
         kind = "interval" if "kwh" in cols else "register"
         i_meter, i_ts = cols["meter_id"], cols["ts"]
         i_val = cols["kwh" if kind == "interval" else "energy_kwh"]
-        i_pow, i_cls = cols.get("power_w"), cols.get("meter_class")
-        width = max(i for i in (i_meter, i_ts, i_val, i_pow, i_cls) if i is not None) + 1
+        i_pow, i_volt, i_cls = cols.get("power_w"), cols.get("voltage_v"), cols.get("meter_class")
+        width = max(i for i in (i_meter, i_ts, i_val, i_pow, i_volt, i_cls) if i is not None) + 1
 
         meters: list[str] = []
         ts: list[float] = []
         values: list[float] = []
         power: list[float] = []
+        volts: list[float] = []
         lines: list[int] = []
         classes: dict[str, str] = {}
         line = 1
@@ -159,13 +162,15 @@ def read_readings_csv(path: str | Path) -> ReadingTable:
                 try:
                     v = _parse_number(row[i_val])
                     pw = _parse_number(row[i_pow]) if i_pow is not None else math.nan
+                    vv = _parse_number(row[i_volt]) if i_volt is not None else math.nan
                 except ValueError:
-                    col = header[i_val] if i_pow is None else f"{header[i_val]}/{header[i_pow]}"
+                    col = "/".join(header[i] for i in (i_val, i_pow, i_volt) if i is not None)
                     raise ReadingsError(source, line, f"{col} is not a number") from None
                 meters.append(meter)
                 ts.append(t)
                 values.append(v)
                 power.append(pw)
+                volts.append(vv)
                 lines.append(line)
                 if i_cls is not None and row[i_cls].strip():
                     classes.setdefault(meter, row[i_cls].strip().lower())
@@ -176,8 +181,9 @@ def read_readings_csv(path: str | Path) -> ReadingTable:
     if not meters:
         raise ReadingsError(source, 0, "no readings after the header")
     power_arr = np.asarray(power, dtype=np.float64) if i_pow is not None else None
+    volt_arr = np.asarray(volts, dtype=np.float64) if i_volt is not None else None
     return ReadingTable(kind, meters, np.asarray(ts, dtype=np.float64), np.asarray(values, dtype=np.float64),
-                        power_arr, classes, source, np.asarray(lines, dtype=np.int64))
+                        power_arr, classes, source, np.asarray(lines, dtype=np.int64), volt_arr)
 
 
 def read_readings(path: str | Path) -> ReadingTable:
@@ -241,12 +247,13 @@ def read_readings_parquet(path: str | Path) -> ReadingTable:
 
     value = numbers("kwh" if kind == "interval" else "energy_kwh")
     power = numbers("power_w") if "power_w" in cols else None
+    volts = numbers("voltage_v") if "voltage_v" in cols else None
     classes: dict[str, str] = {}
     if "meter_class" in cols:
         for m, c in zip(meters, table.column(cols["meter_class"]).cast(pa.string()).to_pylist()):
             if c:
                 classes.setdefault(m, c.strip().lower())
-    return ReadingTable(kind, meters, ts, value, power, classes, source)
+    return ReadingTable(kind, meters, ts, value, power, classes, source, voltage_v=volts)
 
 
 def table_from_readings(readings: Iterable[Reading], meter_classes: dict[str, str] | None = None) -> ReadingTable:
@@ -255,9 +262,11 @@ def table_from_readings(readings: Iterable[Reading], meter_classes: dict[str, st
     if not rows:
         raise ReadingsError("<readings>", 0, "no readings")
     power = np.array([math.nan if r.power_w is None else r.power_w for r in rows], dtype=np.float64)
+    volts = np.array([math.nan if r.voltage_v is None else r.voltage_v for r in rows], dtype=np.float64)
     return ReadingTable("register", [r.meter_id for r in rows], np.array([r.ts for r in rows], dtype=np.float64),
                         np.array([r.energy_kwh for r in rows], dtype=np.float64),
-                        power if np.isfinite(power).any() else None, dict(meter_classes or {}))
+                        power if np.isfinite(power).any() else None, dict(meter_classes or {}),
+                        voltage_v=volts if np.isfinite(volts).any() else None)
 
 
 def _group_rows(table: ReadingTable) -> dict[str, np.ndarray]:
@@ -293,6 +302,7 @@ def interval_series(table: ReadingTable, interval_s: int,
         order = idx[np.argsort(table.ts[idx], kind="stable")]
         t, v = table.ts[order], table.value[order]
         p = table.power_w[order] if table.power_w is not None else None
+        volt = table.voltage_v[order] if table.voltage_v is not None else None
         dup = np.concatenate(([False], np.diff(t) == 0))
         q.duplicates += int(dup.sum())
         keep = ~dup
@@ -301,13 +311,14 @@ def interval_series(table: ReadingTable, interval_s: int,
         keep &= ~empty
         t, v = t[keep], v[keep]
         p = p[keep] if p is not None else None
+        volt = volt[keep] if volt is not None else None
         if t.size == 0:
             continue
         bins = np.floor(t / interval_s) * interval_s
         if table.kind == "interval":
             series = _interval_rows(meter, t, v, bins, interval_s, q)
         else:
-            series = _register_rows(meter, t, v, p, bins, interval_s, q)
+            series = _register_rows(meter, t, v, p, volt, bins, interval_s, q)
         if series:
             starts = np.array([s.interval_start for s in series])
             q.gap_intervals += int(np.sum(np.round(np.diff(starts) / interval_s) - 1))
@@ -332,12 +343,13 @@ def _interval_rows(meter: str, t: np.ndarray, v: np.ndarray, bins: np.ndarray, i
             for s, k, c in zip(starts, sums, counts)]
 
 
-def _register_rows(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | None, bins: np.ndarray,
-                   interval_s: int, q: DataQuality) -> list[IntervalStats]:
+def _register_rows(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | None, volt: np.ndarray | None,
+                   bins: np.ndarray, interval_s: int, q: DataQuality) -> list[IntervalStats]:
     negative = v < 0
     q.negative += int(negative.sum())
     t, v, bins = t[~negative], v[~negative], bins[~negative]
     p = p[~negative] if p is not None else None
+    volt = volt[~negative] if volt is not None else None
     if v.size == 0:
         return []
     # A register step implying more than MAX_KW is a glitch: count it and do not let it count as energy.
@@ -349,11 +361,11 @@ def _register_rows(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | Non
     if absurd.any():
         # Re-base everything after the glitch so the jump itself contributes nothing.
         v = v - np.concatenate(([0.0], np.cumsum(np.where(absurd, steps, 0.0))))
-    return _register_intervals(meter, t, v, p, bins, interval_s)
+    return _register_intervals(meter, t, v, p, bins, interval_s, volt)
 
 
 def _register_intervals(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray | None, bins: np.ndarray,
-                        interval_s: int) -> list[IntervalStats]:
+                        interval_s: int, volt: np.ndarray | None = None) -> list[IntervalStats]:
     """:func:`edge_agent.features.interval_stats` for every interval at once (same rules, vectorised).
 
     Each register step is credited to the interval of its later reading, negative steps
@@ -379,6 +391,15 @@ def _register_intervals(meter: str, t: np.ndarray, v: np.ndarray, p: np.ndarray 
             std = np.sqrt(sq / n)
         stats = [mean, np.fmax.reduceat(p, first), np.fmin.reduceat(p, first), std]
         stats = [[None if c == 0 else float(x) for x, c in zip(arr, n)] for arr in stats]
+    v_stats = [None, None]
+    if volt is not None:
+        ok = np.isfinite(volt) & (volt > 0)
+        n = np.add.reduceat(ok.astype(np.int64), first)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v_mean = np.add.reduceat(np.where(ok, volt, 0.0), first) / n
+        v_min = np.fmin.reduceat(np.where(ok, volt, np.nan), first)
+        v_stats = [[None if c == 0 else float(x) for x, c in zip(arr, n)] for arr in (v_min, v_mean)]
     return [IntervalStats(meter, float(starts[i]), interval_s, float(kwh[i]), int(counts[i]),
-                          *(None if col is None else col[i] for col in stats))
+                          *(None if col is None else col[i] for col in stats),
+                          *(None if col is None else col[i] for col in v_stats))
             for i in range(starts.size)]

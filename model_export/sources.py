@@ -27,13 +27,15 @@ class SourceError(ValueError):
     """A training source that cannot be read; the message names it and says why."""
 
 
-def _table(meters: list[str], ts: list[float], energy: list[float], power: list[float], source: str,
-           classes: dict[str, str] | None) -> ReadingTable:
+def _table(meters: list[str], ts: list[float], energy: list[float], power: list[float], voltage: list[float],
+           source: str, classes: dict[str, str] | None) -> ReadingTable:
     if not meters:
         raise SourceError(f"{source}: no readings in the requested period")
     p = np.asarray(power, dtype=np.float64)
+    v = np.asarray(voltage, dtype=np.float64)
     return ReadingTable("register", meters, np.asarray(ts, dtype=np.float64), np.asarray(energy, dtype=np.float64),
-                        p if np.isfinite(p).any() else None, dict(classes or {}), source)
+                        p if np.isfinite(p).any() else None, dict(classes or {}), source,
+                        voltage_v=v if np.isfinite(v).any() else None)
 
 
 def table_from_database(database_url: str, since: float | None = None, until: float | None = None,
@@ -56,21 +58,23 @@ def table_from_database(database_url: str, since: float | None = None, until: fl
     ts: list[float] = []
     energy: list[float] = []
     power: list[float] = []
+    voltage: list[float] = []
     try:
         with psycopg.connect(url, connect_timeout=10) as conn, conn.cursor(name="gridsight_training") as cur:
             cur.itersize = _FETCH_ROWS
-            cur.execute(f"SELECT meter_id, extract(epoch FROM ts)::float8, energy_kwh, power_w "
+            cur.execute(f"SELECT meter_id, extract(epoch FROM ts)::float8, energy_kwh, power_w, voltage_v "
                         f"FROM readings {where} ORDER BY meter_id, ts", params)
-            for i, (meter, t, e, p) in enumerate(cur, start=1):
+            for i, (meter, t, e, p, v) in enumerate(cur, start=1):
                 meters.append(meter)
                 ts.append(t)
                 energy.append(e)
                 power.append(math.nan if p is None else p)
+                voltage.append(math.nan if v is None else v)
                 if progress and i % 500_000 == 0:
                     progress(f"read {i} readings from the database")
     except psycopg.Error as exc:
         raise SourceError(f"database: {str(exc).strip().splitlines()[0]}") from None
-    return _table(meters, ts, energy, power, "database readings", meter_classes)
+    return _table(meters, ts, energy, power, voltage, "database readings", meter_classes)
 
 
 def table_from_archive(store, since: dt.date, until: dt.date, meter_classes: dict[str, str] | None = None,
@@ -86,6 +90,7 @@ def table_from_archive(store, since: dt.date, until: dt.date, meter_classes: dic
     ts: list[float] = []
     energy: list[float] = []
     power: list[float] = []
+    voltage: list[float] = []
     bad = 0
     day = since
     while day <= until:
@@ -110,12 +115,13 @@ def table_from_archive(store, since: dt.date, until: dt.date, meter_classes: dic
                     ts.append(r.ts)
                     energy.append(r.energy_kwh)
                     power.append(math.nan if r.power_w is None else r.power_w)
+                    voltage.append(math.nan if r.voltage_v is None else r.voltage_v)
         if progress:
             progress(f"archive {day.isoformat()}: {len(meters)} readings so far")
         day += dt.timedelta(days=1)
     if bad and progress:
         progress(f"archive: skipped {bad} unreadable objects or messages")
-    return _table(meters, ts, energy, power, f"archive {since}..{until}", meter_classes)
+    return _table(meters, ts, energy, power, voltage, f"archive {since}..{until}", meter_classes)
 
 
 def read_meter_classes(path: str | Path) -> dict[str, str]:

@@ -51,3 +51,14 @@ def test_the_interval_after_a_gap_counts_only_its_own_energy(silent_intervals):
         assert kwh == pytest.approx(0.14)   # its own 15 readings: 14 steps of 0.01
     else:
         assert kwh == pytest.approx(0.15)   # contiguous: register delta from the previous interval
+
+
+def test_closed_intervals_carry_the_lowest_and_mean_voltage():
+    w = IntervalWindow(900, grace_s=30)
+    readings = [Reading("m-1", T0 + 60 * i, 100.0 + 0.01 * i, 1000.0, 230.0 if i < 10 else 172.0)
+                for i in range(15)]
+    w.accept(readings + [Reading("m-2", T0 + 30, 5.0, None)])
+    (closed,) = w.due(T0 + 931)
+    sagging, silent = closed.stats
+    assert sagging.voltage_v_min == 172.0 and sagging.voltage_v_mean == pytest.approx((10 * 230.0 + 5 * 172.0) / 15)
+    assert silent.voltage_v_min is None and silent.voltage_v_mean is None

@@ -133,7 +133,9 @@ def test_file_reduction_equals_the_agents_interval_stats_interval_by_interval():
     register[300:] -= 90  # a register reset
     power = rng.uniform(0, 3000, ts.size)
     power[::7] = np.nan
-    table = ReadingTable("register", ["m"] * ts.size, ts, register, power)
+    volts = rng.uniform(200, 240, ts.size)
+    volts[::5] = np.nan
+    table = ReadingTable("register", ["m"] * ts.size, ts, register, power, voltage_v=volts)
     stats, quality = interval_series(table, 900)
     assert quality.register_resets == 1
     prev = None
@@ -143,12 +145,34 @@ def test_file_reduction_equals_the_agents_interval_stats_interval_by_interval():
         # the agent's rule: chain from the previous reading unless it is more than an interval old
         last_before = ts[ts < s.interval_start].max() if (ts < s.interval_start).any() else None
         chained = prev if last_before is not None and ts[sel][0] - last_before <= 900 else None
-        expected = interval_stats("m", s.interval_start, 900, ts[sel], register[sel], power[sel], chained)
+        expected = interval_stats("m", s.interval_start, 900, ts[sel], register[sel], power[sel], chained,
+                                  voltage_v=volts[sel])
         prev = float(register[sel][-1])
         assert s.kwh == pytest.approx(expected.kwh, abs=1e-9)
         assert s.readings == expected.readings
-        for name in ("power_w_mean", "power_w_max", "power_w_min", "power_w_std"):
-            assert getattr(s, name) == pytest.approx(getattr(expected, name), rel=1e-9)
+        for name in ("power_w_mean", "power_w_max", "power_w_min", "power_w_std", "voltage_v_min", "voltage_v_mean"):
+            want = getattr(expected, name)
+            assert getattr(s, name) == (None if want is None else pytest.approx(want, rel=1e-9)), name
+
+
+def test_a_voltage_column_reaches_the_interval_stats(tmp_path):
+    path = tmp_path / "r.csv"
+    rows = [f"m1,{T0 + 60 * i},{100 + 0.01 * i},500,{230.0 if i != 7 else 170.0},2.2,0.97" for i in range(30)]
+    path.write_text("meter_id,ts,energy_kwh,power_w,voltage_v,current_a,power_factor\n" + "\n".join(rows) + "\n")
+    stats, _ = interval_series(read_readings_csv(path), 900)
+    assert stats[0].voltage_v_min == 170.0 and stats[0].voltage_v_mean == pytest.approx(226.0)
+    assert stats[1].voltage_v_min == stats[1].voltage_v_mean == 230.0
+
+
+def test_the_default_model_keeps_the_size_contract(tmp_path, fleet_csv):
+    """100 trees of at most 256 rows (the iForest paper's t and psi): at most 511 nodes a tree."""
+    import onnx
+
+    result = train_and_export(fleet_csv, tmp_path / "m.onnx")
+    assert result.metadata["n_estimators"] == "100" and result.metadata["max_samples"] == "256"
+    ensemble = next(n for n in onnx.load(str(result.path)).graph.node if n.op_type == "TreeEnsembleRegressor")
+    nodes = next(len(a.ints) for a in ensemble.attribute if a.name == "nodes_nodeids")
+    assert nodes <= 100 * 511
 
 
 def test_parquet_readings_give_the_same_intervals_as_csv(tmp_path, fleet, fleet_csv):
