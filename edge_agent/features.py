@@ -188,7 +188,7 @@ class _MeterHistory:
         self.days_3h: list[list[float]] = [[] for _ in range(24)]
         self.days_6h: list[list[float]] = [[] for _ in range(24)]
         self.days_24h: list[list[float]] = [[] for _ in range(24)]
-        self.day_index: int | None = None  # the UTC day the two lists below are collecting
+        self.day_index: int | None = None  # the UTC day the lists below are collecting
         self.day_peaks: list[float] = []  # largest interval kWh per day, today last
         self.day_zero_runs: list[float] = []  # longest zero run (s) per day, today last
         self.day_flat_runs: list[float] = []  # longest unchanged run (s) per day, today last
