@@ -92,10 +92,10 @@ print(json.dumps(out))
 """
 
 
-def stage_breakdown(model: Path) -> list[tuple[str, dict[str, float]]]:
+def stage_breakdown(model: Path, env: dict[str, str]) -> list[tuple[str, dict[str, float]]]:
     """Resident memory after each start-up stage of the agent (fresh process, this model)."""
     out = subprocess.run([sys.executable, "-c", _STAGES, str(model)], capture_output=True, text=True,
-                         cwd=ROOT, check=True, env={**os.environ, **unit_environment()})
+                         cwd=ROOT, check=True, env=env)
     return [(name, figures) for name, figures in json.loads(out.stdout.strip().splitlines()[-1])]
 
 
@@ -178,7 +178,7 @@ path = "{recording}"
 """)
     cmd = [sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config)]
     # the environment the systemd unit gives the agent
-    env = {**os.environ, **unit_environment()}
+    env = precompiled_environment(work)
     agent_log = open(work / "agent.log", "wb")  # a file, not a pipe nobody reads while it runs
     proc = subprocess.Popen(cmd, stdout=agent_log, stderr=subprocess.STDOUT, env=env)
     samples: list[tuple[float, float, float, int, dict[str, float]]] = []
@@ -215,7 +215,7 @@ path = "{recording}"
     log(f"subscriber received {collector.received} messages")
     return {"samples": samples, "status": status, "model_rss_mb": model_rss, "received": collector.received,
             "model_file_mb": round(model.stat().st_size / 1e6, 2), "model_nodes": nodes,
-            "stages": stage_breakdown(model)}
+            "stages": stage_breakdown(model, env)}
 
 
 def unit_environment() -> dict[str, str]:
@@ -226,6 +226,25 @@ def unit_environment() -> dict[str, str]:
             for assignment in line.partition("=")[2].split():
                 key, _, value = assignment.partition("=")
                 env[key] = value
+    return env
+
+
+_PRECOMPILE = r"""
+import importlib.util, py_compile, sys
+import edge_agent.cli, edge_agent.footprint, edge_agent.logs, edge_agent.readers.replay, edge_agent.runtime
+import gridsight.cli, numpy, onnxruntime, paho.mqtt.client
+for module in list(sys.modules.values()):
+    source = getattr(module, "__file__", None) or ""
+    if source.endswith(".py"):
+        py_compile.compile(source, cfile=importlib.util.cache_from_source(source), optimize=2, doraise=True)
+"""
+
+
+def precompiled_environment(work: Path) -> dict[str, str]:
+    """The unit's environment plus bytecode compiled for its PYTHONOPTIMIZE=2, as the install step
+    in the README does (``compileall -OO``); kept in a private cache so the venv is not touched."""
+    env = {**os.environ, **unit_environment(), "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+    subprocess.run([sys.executable, "-c", _PRECOMPILE], cwd=ROOT, env=env, check=True)
     return env
 
 
