@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train on readings (CSV, PostgreSQL, raw archive); write a verified model",
                        description="Train on readings — a CSV (meter_id,ts and kwh = interval energy, or "
-                                   "energy_kwh = cumulative register; optional power_w, meter_class), the "
+                                   "energy_kwh = cumulative register; optional power_w, voltage_v, meter_class), the "
                                    "collector's PostgreSQL readings, or its raw archive — and write a compact "
                                    "ONNX model whose scores match scikit-learn within 1e-5.")
     source = t.add_mutually_exclusive_group(required=True)
