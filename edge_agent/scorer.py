@@ -198,6 +198,15 @@ _EXPLAIN = (
     ("z_vs_hour_of_day", 0.0, 0.15),
     ("spike_ratio", 1.0, 0.3),
     ("night_share", 0.25, 3.0),
+    ("zero_hours_vs_days", 0.0, 1.0 / 2.0),
+    ("flatline_hours_vs_days", 0.0, 1.0 / 3.0),
+    ("level_3h_vs_days", 0.0, 1.3),
+    ("level_6h_vs_days", 0.0, 1.4),
+    ("day_vs_days", 0.0, 1.2),
+    ("peak_vs_days", 0.0, 1.0),
+    ("voltage_vs_recent", 0.0, 4.0),
+    ("voltage_min_pu", 1.0, 3.0),
+    ("voltage_mean_pu", 1.0, 3.0),
 )
 _PHRASES = {
     "level_vs_hour_of_day": "hour-of-day profile",
@@ -208,6 +217,10 @@ _PHRASES = {
     "day_vs_typical_day": "typical day (24 h energy)",
     "day_vs_typical_month": "last month's typical day (24 h energy)",
     "step_vs_previous": "previous interval",
+    "level_3h_vs_days": "the same 3 h on previous days",
+    "level_6h_vs_days": "the same 6 h on previous days",
+    "day_vs_days": "the same 24 h on previous days",
+    "peak_vs_days": "the largest interval of previous days",
 }
 
 
@@ -226,6 +239,14 @@ def describe_features(named: dict[str, float]) -> str | None:
         ratio = math.exp(value)
         kind = "spike" if value > 0 else "drop"
         return f"kWh {ratio:.2f}x {_PHRASES[best]} ({kind})"
+    if best in ("voltage_min_pu", "voltage_mean_pu"):
+        return f"voltage {value:.2f} per unit of nominal ({'sag' if value < 1 else 'swell'})"
+    if best == "voltage_vs_recent":
+        return f"voltage {math.exp(value):.2f}x its recent level ({'sag' if value < 0 else 'swell'})"
+    if best == "zero_hours_vs_days":
+        return f"no consumption for {value:.1f} h longer than on previous days (zero)"
+    if best == "flatline_hours_vs_days":
+        return f"consumption unchanged for {value:.1f} h longer than on previous days (flatline)"
     if best == "zero_hours":
         return f"no consumption for {value:.1f} h (zero)"
     if best == "flatline_hours":
