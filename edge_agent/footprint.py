@@ -8,9 +8,8 @@ flat. Three levers outside Python's own objects, each measured by
   thread per extra core at import (three idle threads on a Pi 4) for matrix work the agent
   never does; onnxruntime's pools are set to one thread by the scorer itself.
 * :func:`tune_allocator`: glibc malloc with at most two arenas (one per thread by default,
-  each holding freed memory of its own) and a fixed mmap threshold, so the large
-  short-lived buffers of an interval close go back to the kernel when freed instead of
-  raising the threshold and fragmenting the heap.
+  each holding freed memory of its own), applied from inside so it holds however the agent
+  was started. (A fixed mmap threshold was measured too and made no difference: dropped.)
 * :func:`release_startup_memory` once the model is loaded: onnxruntime's session set-up
   touches some 20 MB of its library's code once (kernel registration, graph
   optimisers) and never again. Those pages are clean copies of the file on disk, so asking
@@ -33,11 +32,8 @@ __all__ = ["THREAD_POOL_VARIABLES", "limit_thread_pools", "tune_allocator", "rel
 
 THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _MADV_PAGEOUT = 21
-# Buffers from 256 kB up come straight from (and go straight back to) the kernel.
-_MMAP_THRESHOLD_BYTES = 256 * 1024
 _ARENA_MAX = 2
 
 
@@ -69,7 +65,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def tune_allocator() -> bool:
-    """Bound glibc's arenas and fix its mmap threshold for this process; False if not glibc.
+    """Bound glibc's malloc arenas for this process; False if not glibc.
 
     ``MALLOC_ARENA_MAX`` in the environment (the systemd unit sets it) only works if it is
     there when the process starts; this applies the same limit from inside, before the
@@ -78,8 +74,7 @@ def tune_allocator() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    ok = libc.mallopt(_M_ARENA_MAX, _ARENA_MAX) == 1
-    return libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) == 1 and ok
+    return libc.mallopt(_M_ARENA_MAX, _ARENA_MAX) == 1
 
 
 def trim_heap() -> bool:
