@@ -27,9 +27,9 @@ the open intervals are rebuilt from the outbox's reading journal after a restart
 
 from __future__ import annotations
 
-import collections
 import math
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -121,7 +121,8 @@ class IntervalWindow:
         # Timestamps already summarised, per meter (bounded): a reading behind the high-water mark
         # that is not among them was never seen (out-of-order delivery, a meter clock stepping
         # back) and is kept as late raw data instead of being dropped as a duplicate.
-        self._recent: dict[str, tuple[collections.deque, set]] = {}
+        # Sorted packed array per meter (8 bytes a timestamp; a set of floats costs ~130).
+        self._recent: dict[str, array] = {}
 
     def _floor(self, ts: float) -> float:
         return math.floor(ts / self.interval_s) * self.interval_s
@@ -153,19 +154,17 @@ class IntervalWindow:
         if ts > self._high_water.get(meter_id, -math.inf):
             return False
         recent = self._recent.get(meter_id)
-        if recent is None or not recent[0] or ts < recent[0][0]:
+        if not recent or ts < recent[0]:
             return True  # older than what we remember (e.g. a replay after a restart): assume seen
-        return ts in recent[1]
+        i = bisect_left(recent, ts)
+        return i < len(recent) and recent[i] == ts
 
     def _remember(self, meter_id: str, ts: np.ndarray) -> None:
-        order, seen = self._recent.setdefault(meter_id, (collections.deque(), set()))
-        for t in sorted(float(t) for t in ts):
-            if t in seen:
-                continue
-            order.append(t)
-            seen.add(t)
-            if len(order) > _RECENT_PER_METER:
-                seen.discard(order.popleft())
+        recent = self._recent.get(meter_id)
+        known = np.frombuffer(recent, dtype=np.float64) if recent else np.empty(0)
+        merged = np.union1d(known, np.asarray(ts, dtype=np.float64))[-_RECENT_PER_METER:]
+        del known  # release the buffer view before the array is replaced
+        self._recent[meter_id] = array("d", merged.tobytes())
 
     def open_count(self) -> int:
         return sum(len(b) for b in self._open.values())
