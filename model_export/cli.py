@@ -86,14 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path,
                    help="model file to write; with --by-class, a directory for one model per class")
     target = t.add_mutually_exclusive_group()
-    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.0012, model_export.pipeline.DEFAULT_CONTAMINATION)")
+    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.0014, model_export.pipeline.DEFAULT_CONTAMINATION)")
     target.add_argument("--false-alarms-per-meter-month", type=_budget, metavar="K",
                         help="calibrate the threshold so a normal meter raises about K flags a month")
     t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")
     t.add_argument("--version", help="model version (default: UTC timestamp)")
-    t.add_argument("--n-estimators", type=positive_int, default=100, help="trees (default %(default)s)")
+    t.add_argument("--n-estimators", type=positive_int, default=50,
+                   help="trees (default %(default)s, model_export.pipeline.DEFAULT_N_ESTIMATORS)")
     t.add_argument("--max-samples", type=_max_samples,
-                   help="rows per tree (default 256, the iForest paper's; capped at the training rows)")
+                   help="rows per tree (default 512, model_export.pipeline.DEFAULT_MAX_SAMPLES; capped at the training rows)")
     t.add_argument("--interval-s", type=positive_int, default=900, help="interval length (default %(default)s)")
     t.add_argument("--meter-class", help="train only on meters of this class (needs a meter_class column)")
     t.add_argument("--by-class", action="store_true", help="train one model per meter class into --out DIR")

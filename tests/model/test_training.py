@@ -165,14 +165,16 @@ def test_a_voltage_column_reaches_the_interval_stats(tmp_path):
 
 
 def test_the_default_model_keeps_the_size_contract(tmp_path, fleet_csv):
-    """100 trees of at most 256 rows (the iForest paper's t and psi): at most 511 nodes a tree."""
+    """50 trees of at most 512 rows, depth capped at 9: at most 1,023 nodes a tree, 51,150 in all."""
     import onnx
 
     result = train_and_export(fleet_csv, tmp_path / "m.onnx")
-    assert result.metadata["n_estimators"] == "100" and result.metadata["max_samples"] == "256"
+    assert result.metadata["n_estimators"] == "50"
     ensemble = next(n for n in onnx.load(str(result.path)).graph.node if n.op_type == "TreeEnsembleRegressor")
     nodes = next(len(a.ints) for a in ensemble.attribute if a.name == "nodes_nodeids")
-    assert nodes <= 100 * 511
+    rows = int(result.metadata["max_samples"])
+    assert rows <= 512
+    assert nodes <= 50 * (2 * rows - 1) <= 51_150
 
 
 def test_parquet_readings_give_the_same_intervals_as_csv(tmp_path, fleet, fleet_csv):
