@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +168,28 @@ class _ThreadAgent:
     @property
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+
+_RUN_MARKER = ".gridsight-sim-fleet"
+
+
+def prepare_work_dir(work_dir: Path) -> None:
+    """Give a run an empty work directory: a previous run's one is cleared, anything else is refused.
+
+    A run left behind gateway state, keys and a database; reusing them would mix two runs'
+    data and sequence numbers, so a rerun in the same place starts from nothing. A directory
+    that a fleet run did not make may hold a person's files and is never deleted.
+    """
+    if work_dir.exists():
+        if not work_dir.is_dir():
+            raise FleetRunError(f"--work-dir {work_dir} is a file, not a directory")
+        if any(work_dir.iterdir()):
+            if not (work_dir / _RUN_MARKER).exists():
+                raise FleetRunError(f"--work-dir {work_dir} is not empty and is not a previous fleet run's; "
+                                    "choose a new or empty directory")
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / _RUN_MARKER).write_text("made by gridsight sim fleet; cleared by the next run here\n")
 
 
 class FleetRun:
@@ -415,7 +438,7 @@ class FleetRun:
 
     def run(self) -> RunResult:
         started = time.monotonic()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        prepare_work_dir(self.work_dir)
         try:
             self._prepare_models()
             self._start_services()
