@@ -122,7 +122,7 @@ def train_model(path: Path, max_samples: int | None) -> None:
             energy += power * 900 / 3.6e6
             readings.append(Reading(f"m{m}", ts, energy, power))
     extra = {} if max_samples is None else {"max_samples": max_samples}
-    train_and_export(readings, path, n_estimators=100, version="bench-1", **extra)
+    train_and_export(readings, path, version="bench-1", **extra)
 
 
 def write_recording(path: Path, sim_seconds: float) -> None:
