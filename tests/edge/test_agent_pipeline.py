@@ -181,3 +181,28 @@ def test_a_reader_with_a_bug_is_reported_and_never_stops_the_agent(tmp_path):
     status = agent.status()
     assert status["counters"]["readings"] == 30
     assert status["readers"][0]["last_error"] == "ZeroDivisionError: division by zero in a register map"
+
+
+def test_messages_the_broker_accepts_while_nobody_subscribes_stay_in_the_outbox_until_someone_does(tmp_path, mosquitto):
+    # After a broker restart the collector's shared subscription is gone until it reconnects;
+    # MQTT 5 brokers still PUBACK (reason 0x10, no matching subscribers). Those must not count.
+    from meter_data import Subscriber, wait_until
+
+    taken = recording(2, T0, 1800, 10)
+    clock = ManualClock(T0)
+    agent = Agent(settings_for(tmp_path, mosquitto), readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))],
+                  clock=clock, scorer=None)
+    agent.transport.start()
+    try:
+        drive(agent, clock, T0 + 1800 + 60, 10)
+        assert wait_until(lambda: agent.status()["counters"]["mqtt_undelivered"] > 0)
+        assert agent.status()["queue_depth"] > 0  # nothing was deleted on the 0x10 PUBACK
+
+        late_collector = Subscriber(mosquitto.port)
+        try:
+            assert late_collector.wait_for(lambda: len(late_collector.raw_readings()) >= len(taken))
+            assert readings_by_meter(late_collector.raw_readings()) == readings_by_meter(taken)
+        finally:
+            late_collector.close()
+    finally:
+        agent.shutdown()
