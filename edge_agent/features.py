@@ -327,29 +327,32 @@ class FeatureBuilder:
         return float(min(_CLIP, max(-_CLIP, (iv.kwh - ref) / h.level)))
 
     def _f_excess_3h_vs_level(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        kwh, hods, hows = (w[-self._three_hours:] for w in iv.window)
-        if len(kwh) < self._three_hours or h.level <= 1e-9:
+        window = self._window_and_expected(h, iv, self._three_hours)
+        if window is None or h.level <= 1e-9:
             return 0.0
-        expected = 0.0
-        for hod, how in zip(hods, hows):
-            ref = self._expected(h, hod, how)
-            if ref is None:
-                return 0.0
-            expected += ref
-        return float(min(_CLIP, max(-_CLIP, (sum(kwh) - expected) / (len(kwh) * h.level))))
+        kwh, expected = window
+        return float(min(_CLIP, max(-_CLIP, (kwh - expected) / (self._three_hours * h.level))))
 
     def _window_vs_profile(self, h: _MeterHistory, iv: _Interval, n: int) -> float:
         """Trailing ``n`` intervals' energy against the profile's expectation for the same hours."""
+        window = self._window_and_expected(h, iv, n)
+        if window is None:
+            return 0.0
+        kwh, expected = window
+        return _log_ratio(kwh, expected, iv.floor * n)
+
+    def _window_and_expected(self, h: _MeterHistory, iv: _Interval, n: int) -> tuple[float, float] | None:
+        """Energy of the trailing ``n`` intervals and the profile's sum for the same hours, if both are known."""
         kwh, hods, hows = (w[-n:] for w in iv.window)
         if len(kwh) < n:
-            return 0.0
+            return None
         expected = 0.0
         for hod, how in zip(hods, hows):
             ref = self._expected(h, hod, how)
             if ref is None:
-                return 0.0
+                return None
             expected += ref
-        return _log_ratio(sum(kwh), expected, iv.floor * len(kwh))
+        return sum(kwh), expected
 
     def _f_day_vs_typical_month(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         day = iv.window[0]
