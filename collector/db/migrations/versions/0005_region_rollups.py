@@ -189,11 +189,13 @@ BEGIN
             FOR dropped IN SELECT gridsight_drop_partitions_before(t, now() - make_interval(days => retention_days)) LOOP
                 action := 'dropped'; target := dropped; RETURN NEXT;
             END LOOP;
-            DELETE FROM readings_hourly WHERE bucket < now() - make_interval(days => retention_days);
-            DELETE FROM readings_daily WHERE bucket < now() - make_interval(days => retention_days);
-            DELETE FROM region_rollups WHERE bucket < now() - make_interval(days => retention_days);
         END IF;
     END LOOP;
+    IF retention_days > 0 THEN  -- once, not once per partitioned table as in 0001
+        DELETE FROM readings_hourly WHERE bucket < now() - make_interval(days => retention_days);
+        DELETE FROM readings_daily WHERE bucket < now() - make_interval(days => retention_days);
+        DELETE FROM region_rollups WHERE bucket < now() - make_interval(days => retention_days);
+    END IF;
     IF dedupe_days > 0 THEN
         DELETE FROM ingest_log WHERE received_at < now() - make_interval(days => dedupe_days);
     END IF;
