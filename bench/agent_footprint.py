@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.footprint import memory_breakdown  # noqa: E402
 from edge_agent.outbox import Outbox  # noqa: E402
-from edge_agent.wire import Reading  # noqa: E402
+from gridsight.wire import Reading  # noqa: E402
 from gridsight.local_services import LocalMosquitto  # noqa: E402
 
 T0 = 1_767_225_600.0
@@ -81,7 +81,7 @@ import paho.mqtt.client
 out.append(("+ paho-mqtt", memory_breakdown()))
 import onnxruntime
 out.append(("+ onnxruntime import", memory_breakdown()))
-import edge_agent.runtime, edge_agent.cli, edge_agent.logs
+import edge_agent.runtime, edge_agent.cli, gridsight.logs
 out.append(("+ agent modules", memory_breakdown()))
 from edge_agent.scorer import Scorer
 scorer = Scorer.load(sys.argv[1])
@@ -231,7 +231,7 @@ def unit_environment() -> dict[str, str]:
 
 _PRECOMPILE = r"""
 import importlib.util, py_compile, sys
-import edge_agent.cli, edge_agent.footprint, edge_agent.logs, edge_agent.readers.replay, edge_agent.runtime
+import edge_agent.cli, edge_agent.footprint, gridsight.logs, edge_agent.readers.replay, edge_agent.runtime
 import gridsight.cli, numpy, onnxruntime, paho.mqtt.client
 for module in list(sys.modules.values()):
     source = getattr(module, "__file__", None) or ""

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent import wire  # noqa: E402
+from gridsight import wire  # noqa: E402
 from gridsight.local_services import EmbeddedPostgres, LocalMosquitto  # noqa: E402
 
 READINGS_PER_CHUNK = 1000      # 10 meters x 100 readings: ~17 minutes of 10-second readings per meter

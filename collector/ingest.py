@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from edge_agent import wire
+from gridsight import wire
 
 from collector.archive import Archiver
 from collector.db.writer import BatchResult, BatchWriter, PreparedBatch, Received, TransientDatabaseError

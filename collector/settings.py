@@ -1,6 +1,6 @@
 """The collector's one typed settings object.
 
-Loaded with :func:`edge_agent.settings.load_settings`, so precedence is the same as every other
+Loaded with :func:`gridsight.settings.load_settings`, so precedence is the same as every other
 component: defaults < TOML file < environment < CLI overrides. The conventional deployment
 variables (``DATABASE_URL``, ``MQTT_URL``, ``S3_ENDPOINT_URL``, ``S3_BUCKET``,
 ``GRIDSIGHT_DATA_DIR``) are read as such; every other field is ``GRIDSIGHT_COLLECTOR_<FIELD>``.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from edge_agent.settings import ConfigError, load_settings
+from gridsight.settings import ConfigError, load_settings
 
 __all__ = ["CollectorSettings", "load_collector_settings", "ENV_PREFIX", "UNKNOWN_GATEWAY_POLICIES",
            "asyncpg_dsn", "sqlalchemy_url", "mqtt_endpoint"]

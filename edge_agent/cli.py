@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edge_agent.config import AgentSettings
-from edge_agent.settings import ConfigError, load_settings
+from gridsight.settings import ConfigError, load_settings
 from gridsight.cli import CLIError, run_cli
 
 __all__ = ["main"]
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     # before numpy is imported (by the runtime) and before any thread starts
     footprint.limit_thread_pools()
     footprint.tune_allocator()
-    from edge_agent.logs import setup_logging
+    from gridsight.logs import setup_logging
     from edge_agent.runtime import Agent, NullTransport
 
     settings = _settings(args)

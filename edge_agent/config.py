@@ -1,4 +1,4 @@
-"""The agent's settings: one typed object, loaded by :func:`edge_agent.settings.load_settings`.
+"""The agent's settings: one typed object, loaded by :func:`gridsight.settings.load_settings`.
 
 Every key, its default and its meaning (TOML file ``agent.toml``; environment variables
 ``GRIDSIGHT_KEY`` and ``GRIDSIGHT_TABLE__KEY`` override it; ``MQTT_URL`` also sets
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 
 __all__ = ["AgentSettings", "MqttSettings", "OutboxSettings", "ModelSettings", "ClockSettings"]
 
@@ -207,7 +207,7 @@ class AgentSettings:
 
     def describe(self) -> dict[str, Any]:
         """Settings as printed by ``check-config`` (the password masked)."""
-        from edge_agent.settings import settings_as_dict
+        from gridsight.settings import settings_as_dict
         out = settings_as_dict(self)
         if out["mqtt"]["password"]:
             out["mqtt"]["password"] = "***"

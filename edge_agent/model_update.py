@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.scorer import MAX_MODEL_BYTES, ModelError, Scorer
-from edge_agent.wire import ModelAnnouncement
+from gridsight.wire import ModelAnnouncement
 
 __all__ = ["SignatureError", "FetchError", "ModelFetcher", "UrlFetcher", "ModelUpdater", "UpdateStatus",
            "load_public_key", "verify_signature"]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 
 __all__ = ["Outbox", "OutboxError", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
 

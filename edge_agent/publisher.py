@@ -39,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import MqttSettings
 from edge_agent.outbox import Outbox, OutboxError
-from edge_agent.wire import topic_for
+from gridsight.wire import topic_for
 
 __all__ = ["MqttPublisher", "PublisherCounters", "backoff_delay"]
 

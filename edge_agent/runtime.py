@@ -37,10 +37,10 @@ from edge_agent.readers.base import MeterReader, ReaderError
 from edge_agent.readers.registry import build_reader
 from edge_agent.scorer import ModelError, Scorer
 from edge_agent.scoring import IntervalScoring, ScoredInterval
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 from edge_agent.systemd import SystemdNotifier
 from edge_agent.window import IntervalWindow
-from edge_agent.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, RawChunk, Reading, WireError,
+from gridsight.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, RawChunk, Reading, WireError,
                              command_topic, decode_command, encode, fleet_command_topic)
 
 __all__ = ["Agent", "AgentSettings", "Transport", "NullTransport", "ReaderSlot", "AGENT_VERSION",

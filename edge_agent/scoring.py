@@ -18,7 +18,7 @@ import numpy as np
 from edge_agent.features import DEFAULT_FEATURES, FeatureBuilder
 from edge_agent.scorer import Scorer
 from edge_agent.window import ClosedInterval
-from edge_agent.wire import MeterSummary
+from gridsight.wire import MeterSummary
 
 __all__ = ["IntervalScoring", "ScoredInterval", "FlagDraft"]
 

@@ -36,7 +36,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from edge_agent.features import IntervalStats, interval_stats
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 
 __all__ = ["IntervalWindow", "Intake", "ClosedInterval"]
 

@@ -128,33 +128,12 @@ def _score(ns: argparse.Namespace):
     return score, labels, store
 
 
-def _print_score(score, missed: list[str]) -> None:
-    o = score.overall
-    pct = lambda v: "   -  " if v is None else f"{100 * v:5.1f}%"
-    hrs = lambda v: "   -  " if v is None else f"{v / 3600:5.1f}h"
-    print(f"{'kind':<18}{'events':>7}{'found':>7}{'recall':>9}{'precis':>9}{'F1':>9}{'delay':>9}")
-    for k, ks in sorted(score.kinds.items()):
-        print(f"{k:<18}{ks.events:>7}{ks.detected:>7}{pct(ks.recall):>9}{pct(ks.precision):>9}{pct(ks.f1):>9}"
-              f"{hrs(ks.delay_median_s):>9}")
-    print(f"{'overall':<18}{o.events:>7}{o.detected:>7}{pct(o.recall):>9}{pct(o.precision):>9}{pct(o.f1):>9}"
-          f"{hrs(o.delay_median_s):>9}")
-    fa = score.false_alarms_per_meter_month
-    print(f"detections {len(score.detections)}, false alarms {score.false_alarms} "
-          f"({score.false_alarms_in_data_faults} during data faults), "
-          f"{'-' if fa is None else f'{fa:.3f}'} per meter per month")
-    c = score.completeness
-    if c is not None:
-        print(f"completeness {c.stored}/{c.produced} = {pct(c.ratio).strip()}, stored rows {c.stored_rows}, "
-              f"duplicates {c.duplicates}")
-    print("PASS" if not missed else "FAIL: " + "; ".join(missed))
-
-
 def cmd_score(ns: argparse.Namespace) -> int:
-    from firmware_sim.qa_score import missed_bars
+    from firmware_sim.qa_score import missed_bars, print_score
     score, _, store = _score(ns)
     store.close()
     missed = missed_bars(score, _bars(ns))
-    _print_score(score, missed)
+    print_score(score, missed)
     if ns.json:
         body = json.dumps({**score.as_dict(), "missed_bars": missed}, indent=2)
         if ns.json == "-":

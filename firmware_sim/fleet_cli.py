@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fleet)
 
 
-def _mqtt_port(url: str | None) -> int | None:
+def mqtt_port_from_url(url: str | None) -> int | None:
     if not url:
         return None
     import re
@@ -59,7 +59,7 @@ def cmd_fleet(ns: argparse.Namespace) -> int:
             overrides[section][name] = getattr(ns, key)
     scenario = load_scenario(ns.scenario, overrides)
     try:
-        run = FleetRun(scenario, ns.work_dir, database_url=ns.database_url, mqtt_port=_mqtt_port(ns.mqtt_url))
+        run = FleetRun(scenario, ns.work_dir, database_url=ns.database_url, mqtt_port=mqtt_port_from_url(ns.mqtt_url))
     except FleetRunError as exc:
         raise CLIError(str(exc)) from None
     try:
@@ -71,11 +71,11 @@ def cmd_fleet(ns: argparse.Namespace) -> int:
               f"manifest {result.manifest_path}", file=sys.stderr)
         if ns.no_score:
             return 0
-        from firmware_sim.cli import _print_score
+        from firmware_sim.qa_score import print_score
         score, labels = score_run(result.labels_path, result.manifest_path, result.database_url)
         bars = Bars(ns.min_recall, ns.min_precision, ns.min_completeness, ns.max_duplicates)
         missed = missed_bars(score, bars)
-        _print_score(score, missed)
+        print_score(score, missed)
         if ns.json:
             Path(ns.json).write_text(json.dumps({**score.as_dict(), "missed_bars": missed,
                                                  "faults": result.applied}, indent=2))

@@ -133,7 +133,7 @@ class _ThreadAgent:
     def start(self) -> None:
         from edge_agent.config import AgentSettings
         from edge_agent.runtime import Agent
-        from edge_agent.settings import load_settings
+        from gridsight.settings import load_settings
 
         from firmware_sim.reader import SimulatedMeterReader
 
@@ -416,7 +416,7 @@ class FleetRun:
         import hashlib
 
         from edge_agent.scorer import Scorer
-        from edge_agent.wire import ModelAnnouncement
+        from gridsight.wire import ModelAnnouncement
         from model_export.publish import announce
 
         scorer = Scorer.load(self.rollout_path)

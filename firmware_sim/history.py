@@ -1,6 +1,6 @@
 """History files for training and replay: a fleet's readings over a period, plus its labels.
 
-The CSV has the columns of :class:`edge_agent.wire.Reading` (``meter_id, ts, energy_kwh,
+The CSV has the columns of :class:`gridsight.wire.Reading` (``meter_id, ts, energy_kwh,
 power_w, voltage_v, current_a, power_factor``) with ``ts`` in Unix seconds, which is what
 ``gridsight model train --readings`` and the agent's replay reader take. Rows are what the
 meters handed over, in delivery order per day, data faults included (pass

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 from firmware_sim.anomalies import ENERGY_KINDS, AnomalyEvent
 from firmware_sim.profiles import DaySeries, LoadProfile
 from firmware_sim.randomness import uniform

@@ -27,7 +27,7 @@ import numpy as np
 
 from firmware_sim.anomalies import CONSUMPTION_KINDS, AnomalyEvent
 
-__all__ = ["FlaggedInterval", "Detection", "KindScore", "Completeness", "QaScore", "Bars",
+__all__ = ["print_score", "FlaggedInterval", "Detection", "KindScore", "Completeness", "QaScore", "Bars",
            "merge_flags", "score_detection", "completeness", "missed_bars"]
 
 MONTH_S = 30 * 86400.0
@@ -245,3 +245,25 @@ def missed_bars(score: QaScore, bars: Bars) -> list[str]:
     if bars.max_false_alarms_per_meter_month is not None and fa is not None and fa > bars.max_false_alarms_per_meter_month:
         out.append(f"{fa:.3f} false alarms per meter per month exceed {bars.max_false_alarms_per_meter_month}")
     return out
+
+
+def print_score(score: QaScore, missed: list[str]) -> None:
+    """The score as the CLI prints it: a table per kind, then the totals and PASS or FAIL."""
+    o = score.overall
+    pct = lambda v: "   -  " if v is None else f"{100 * v:5.1f}%"
+    hrs = lambda v: "   -  " if v is None else f"{v / 3600:5.1f}h"
+    print(f"{'kind':<18}{'events':>7}{'found':>7}{'recall':>9}{'precis':>9}{'F1':>9}{'delay':>9}")
+    for k, ks in sorted(score.kinds.items()):
+        print(f"{k:<18}{ks.events:>7}{ks.detected:>7}{pct(ks.recall):>9}{pct(ks.precision):>9}{pct(ks.f1):>9}"
+              f"{hrs(ks.delay_median_s):>9}")
+    print(f"{'overall':<18}{o.events:>7}{o.detected:>7}{pct(o.recall):>9}{pct(o.precision):>9}{pct(o.f1):>9}"
+          f"{hrs(o.delay_median_s):>9}")
+    fa = score.false_alarms_per_meter_month
+    print(f"detections {len(score.detections)}, false alarms {score.false_alarms} "
+          f"({score.false_alarms_in_data_faults} during data faults), "
+          f"{'-' if fa is None else f'{fa:.3f}'} per meter per month")
+    c = score.completeness
+    if c is not None:
+        print(f"completeness {c.stored}/{c.produced} = {pct(c.ratio).strip()}, stored rows {c.stored_rows}, "
+              f"duplicates {c.duplicates}")
+    print("PASS" if not missed else "FAIL: " + "; ".join(missed))

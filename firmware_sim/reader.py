@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edge_agent.readers.base import option, reject_unknown
-from edge_agent.settings import ConfigError
-from edge_agent.wire import Reading
+from gridsight.settings import ConfigError
+from gridsight.wire import Reading
 from firmware_sim.anomalies import ALL_KINDS, parse_time, write_labels_csv
 from firmware_sim.fleet_model import Fleet
 from firmware_sim.meter import SimulatedMeter

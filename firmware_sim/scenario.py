@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.settings import ConfigError, load_settings
+from gridsight.settings import ConfigError, load_settings
 from firmware_sim.anomalies import ALL_KINDS, parse_time
 
 __all__ = ["Scenario", "RunPlan", "FleetPlan", "ModelPlan", "FaultEvent", "ACTIONS", "load_scenario"]

@@ -9,28 +9,31 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
+from gridsight.errors import GridsightError
+
 __all__ = ["CLIError", "main", "positive_int", "run_cli"]
 
 # role -> (module with main(argv) -> int, one-line help, extra that provides it)
 ROLES: dict[str, tuple[str, str, str]] = {
     "agent": ("edge_agent.cli", "run and inspect the gateway agent", "edge"),
-    "provision": ("edge_agent.provision.cli", "create gateway identities and flashable bundles; check a gateway", "edge"),
+    "provision": ("provisioning.cli", "create gateway identities and flashable bundles; check a gateway", "edge"),
     "collector": ("collector.cli", "run the ingest worker and API, migrations, rebuilds, forecasts", "collector"),
     "model": ("model_export.cli", "train, export, verify, score, sign and publish anomaly models", "train"),
     "sim": ("firmware_sim.cli", "simulate meters and fleets, score QA runs, write QA reports", "sim"),
     "dashboards": ("dashboards.cli", "render Tableau workbooks, write Hyper extracts, deploy TabPy endpoints", "tableau"),
     "accounts": ("collector.auth.cli", "create API accounts (the first admin) and service API keys", "collector"),
-    "demo": ("gridsight.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
+    "demo": ("firmware_sim.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
     "schema": ("gridsight.schema_cli", "export the wire contract as JSON Schema", "edge"),
 }
 
 
-class CLIError(Exception):
+class CLIError(GridsightError):
     """An error a person can act on: printed as one line, exit code ``code``."""
 
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+        self.exit_code = code
 
 
 def positive_int(text: str) -> int:
@@ -46,15 +49,12 @@ def positive_int(text: str) -> int:
 
 def run_cli(body: Callable[[], int | None], prog: str) -> int:
     """Run a CLI body, turning known errors into one line on stderr and a non-zero exit code."""
-    from edge_agent.settings import ConfigError
-    from edge_agent.wire import WireError
-    from gridsight.local_services import ServiceError
     try:
         return body() or 0
-    except CLIError as exc:
+    except GridsightError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.code
-    except (ConfigError, WireError, ServiceError, FileNotFoundError, PermissionError) as exc:
+        return exc.exit_code
+    except (FileNotFoundError, PermissionError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,11 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from gridsight.errors import GridsightError
+
 __all__ = ["ServiceError", "free_port", "EmbeddedPostgres", "LocalMosquitto", "LocalS3Server",
            "mosquitto_binary", "wait_for_port"]
 
 
-class ServiceError(RuntimeError):
+class ServiceError(GridsightError, RuntimeError):
     """A local service could not be started; the message says what to install or check."""
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from edge_agent import wire
+from gridsight import wire
 from gridsight.cli import CLIError, run_cli
 
 PROG = "gridsight schema"

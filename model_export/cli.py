@@ -205,7 +205,7 @@ def _training_table(ns: argparse.Namespace):
         return table_from_database(ns.database_url, since, until, classes, progress=_progress)
     if ns.since is None or ns.until is None:
         raise CLIError("training on the archive needs --since and --until (UTC days)")
-    from collector.archive import LocalDirStore, S3Store
+    from gridsight.archive_format import LocalDirStore, S3Store
 
     store = LocalDirStore(ns.archive_dir) if ns.archive_dir else S3Store(ns.s3_endpoint_url, ns.archive_s3_bucket)
     return table_from_archive(store, ns.since, ns.until, classes, progress=_progress)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from model_export.offline import ScoredInterval
-from model_export.readings import ReadingsError, _parse_ts
+from model_export.readings import ReadingsError, parse_ts
 
 __all__ = ["LabelledEvent", "EvaluationReport", "read_labels", "evaluate", "DATA_FAULT_KINDS"]
 
@@ -63,7 +63,7 @@ def read_labels(path: str | Path) -> list[LabelledEvent]:
             raise ReadingsError(str(p), 1, "labels need the columns meter_id,start,end,kind")
         for row in reader:
             try:
-                start, end = _parse_ts(row["start"]), _parse_ts(row["end"])
+                start, end = parse_ts(row["start"]), parse_ts(row["end"])
             except (ValueError, TypeError) as exc:
                 raise ReadingsError(str(p), reader.line_num, f"bad start/end ({exc})") from None
             if end < start:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_agent.features import DEFAULT_FEATURES, IntervalStats, batch_features
 from edge_agent.scorer import META_PREFIX, Scorer
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 from model_export.compact_onnx import compact_isolation_forest
 from model_export.readings import (DataQuality, ReadingsError, ReadingTable, interval_series,
                                    read_readings, table_from_readings)

@@ -8,7 +8,7 @@ Layout in the object store (S3 via boto3, or a local directory standing in for i
 
 A published version is immutable: uploading different bytes under an existing version is
 refused. Registration upserts the collector's ``model_versions`` row (see
-``collector/db/SCHEMA.md``). The announcement is a retained :class:`~edge_agent.wire.ModelAnnouncement`
+``collector/db/SCHEMA.md``). The announcement is a retained :class:`~gridsight.wire.ModelAnnouncement`
 on the fleet topic, or on each canary gateway's own topic when ``gateways`` is given.
 """
 
@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from edge_agent import wire
+from gridsight import wire
 from edge_agent.scorer import ModelError, Scorer
 
 __all__ = ["PublishError", "model_prefix", "publish_model", "announce", "register_version",

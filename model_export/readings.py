@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_agent.clock import parse_utc_time
 from edge_agent.features import IntervalStats
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 
 __all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings", "read_readings_csv",
            "read_readings_parquet", "table_from_readings",
@@ -88,7 +88,7 @@ class ReadingTable:
         return len(self.meter_ids)
 
 
-def _parse_ts(text: str) -> float:
+def parse_ts(text: str) -> float:
     value = parse_utc_time(text)
     if not math.isfinite(value) or not _TS_MIN <= value <= _TS_MAX:
         raise ValueError(f"time {text[:40]!r} is outside 2000..2100 (milliseconds instead of seconds?)")
@@ -156,7 +156,7 @@ def read_readings_csv(path: str | Path) -> ReadingTable:
                 if not meter or len(meter) > 64:
                     raise ReadingsError(source, line, "meter_id must be 1 to 64 characters")
                 try:
-                    t = _parse_ts(row[i_ts])
+                    t = parse_ts(row[i_ts])
                 except ValueError as exc:
                     raise ReadingsError(source, line, f"bad ts {row[i_ts][:40]!r} ({exc})") from None
                 try:
@@ -232,7 +232,7 @@ def read_readings_parquet(path: str | Path) -> ReadingTable:
         ts = np.empty(len(values))
         for i, text in enumerate(values):
             try:
-                ts[i] = _parse_ts(text or "")
+                ts[i] = parse_ts(text or "")
             except ValueError as exc:
                 raise ReadingsError(source, 0, f"row {i + 1}: bad ts {str(text)[:40]!r} ({exc})") from None
     bad = ~np.isfinite(ts) | (ts < _TS_MIN) | (ts > _TS_MAX)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_agent import wire
+from gridsight import wire
 from model_export.readings import ReadingsError, ReadingTable
 
 __all__ = ["SourceError", "table_from_database", "table_from_archive", "read_meter_classes"]
@@ -84,7 +84,7 @@ def table_from_archive(store, since: dt.date, until: dt.date, meter_classes: dic
     ``store`` is a ``collector.archive`` object store (``LocalDirStore`` or ``S3Store``). Objects
     and messages that fail their checksum or the wire contract are skipped and counted.
     """
-    from collector.archive import ArchiveError, StoreUnavailable, decode_object
+    from gridsight.archive_format import ArchiveError, StoreUnavailable, decode_object
 
     meters: list[str] = []
     ts: list[float] = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.settings import ConfigError, load_settings, settings_as_dict
+from gridsight.settings import ConfigError, load_settings, settings_as_dict
 
 
 @dataclass

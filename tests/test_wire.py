@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import wire
-from edge_agent.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, MeterSummary, RawChunk,
+from gridsight import wire
+from gridsight.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, MeterSummary, RawChunk,
                              Reading, WireError, decode, encode, topic_for)
 
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")

@@ -39,7 +39,7 @@ ROUTERS: list[str] = [
 
 
 def _resolve_database_url(settings: CollectorSettings, database_url: str | None) -> str:
-    from edge_agent.settings import ConfigError
+    from gridsight.settings import ConfigError
     from collector.services import embedded_database_url
 
     url = database_url or settings.database_url or embedded_database_url(settings)

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from edge_agent import wire
+from gridsight import wire
 
 __all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "PreparedBatch", "TransientDatabaseError",
            "classify", "connect", "PG_EPOCH"]
@@ -133,7 +133,7 @@ async def connect(dsn: str, timeout: float = 10.0) -> asyncpg.Connection:
     return conn
 
 
-_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
+TRANSIENT_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
               TimeoutError, asyncpg.exceptions.DeadlockDetectedError,
               asyncpg.exceptions.SerializationError, asyncpg.exceptions.OperatorInterventionError,
               asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.CannotConnectNowError,
@@ -331,7 +331,7 @@ class BatchWriter:
         if self._conn is None or self._conn.is_closed():
             try:
                 self._conn = await connect(self.dsn)
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 raise TransientDatabaseError(f"cannot connect: {exc}") from exc
         return self._conn
 
@@ -368,7 +368,7 @@ class BatchWriter:
         except TransientDatabaseError:
             await self._drop_connection()
             raise
-        except _TRANSIENT as exc:
+        except TRANSIENT_ERRORS as exc:
             await self._drop_connection()
             raise TransientDatabaseError(str(exc)) from exc
         except asyncpg.PostgresError:

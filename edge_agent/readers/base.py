@@ -1,13 +1,13 @@
 """The one small interface every meter reader implements, and the checks readers share.
 
 A reader turns whatever a meter speaks (Modbus registers, DSMR telegrams, a CSV file, a
-simulator) into :class:`edge_agent.wire.Reading` values. It never sleeps, retries or
+simulator) into :class:`gridsight.wire.Reading` values. It never sleeps, retries or
 buffers on its own: the agent polls it, retries it with backoff when it raises
 :class:`ReaderError`, and reports the failure in status, so one broken meter never stops
 the others.
 
 A reader type is built from its ``[[readers]]`` config table (minus ``type``) with
-``Class.from_config(options)``, which raises :class:`edge_agent.settings.ConfigError`
+``Class.from_config(options)``, which raises :class:`gridsight.settings.ConfigError`
 naming the key at fault. ``name`` is an optional key every reader accepts.
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from edge_agent.settings import ConfigError
-from edge_agent.wire import Reading, WireError
+from gridsight.settings import ConfigError
+from gridsight.wire import Reading, WireError
 
 __all__ = ["ReaderError", "MeterReader", "checked_reading", "option", "reject_unknown"]
 

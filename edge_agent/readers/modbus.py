@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
-from edge_agent.settings import ConfigError
-from edge_agent.wire import Reading
+from gridsight.settings import ConfigError
+from gridsight.wire import Reading
 
 __all__ = ["RegisterMap", "RegisterField", "ModbusTcpReader", "ModbusRtuReader", "load_register_map",
            "decode_value", "SHIPPED_MAPS"]

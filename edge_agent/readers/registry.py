@@ -10,7 +10,7 @@ import importlib
 from typing import Any, Mapping
 
 from edge_agent.readers.base import MeterReader
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 
 __all__ = ["READER_TYPES", "build_reader", "reader_class"]
 

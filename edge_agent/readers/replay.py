@@ -23,8 +23,8 @@ from typing import Any, Iterator, Mapping
 
 from edge_agent.clock import parse_utc_time
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
-from edge_agent.settings import ConfigError
-from edge_agent.wire import Reading
+from gridsight.settings import ConfigError
+from gridsight.wire import Reading
 
 __all__ = ["ReplayReader"]
 

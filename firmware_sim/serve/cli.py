@@ -90,10 +90,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         finally:
             port.stop()
         return 0
-    from firmware_sim.fleet_cli import _mqtt_port
+    from firmware_sim.fleet_cli import mqtt_port_from_url
     from firmware_sim.serve.mqtt_meter import MqttMeter
     host = ns.mqtt_url.split("://", 1)[-1].split(":", 1)[0]
-    meter = MqttMeter(meters, clock, host=host, port=_mqtt_port(ns.mqtt_url) or 1883, period_s=ns.step_s,
+    meter = MqttMeter(meters, clock, host=host, port=mqtt_port_from_url(ns.mqtt_url) or 1883, period_s=ns.step_s,
                       malformed_every=ns.malformed_every)
     try:
         meter.start()

@@ -1,6 +1,6 @@
 """Simulated meters as a CSV file, the format the agent's replay reader takes.
 
-Columns are those of :class:`edge_agent.wire.Reading` with ``ts`` in Unix seconds.
+Columns are those of :class:`gridsight.wire.Reading` with ``ts`` in Unix seconds.
 ``malformed_every = N`` writes a broken line after every Nth reading (a number that is
 not a number, a missing column), as a half-written export from a data logger would.
 """

@@ -1,7 +1,7 @@
 """Simulated meters as local MQTT meters (a Shelly/Tasmota-style device publishing JSON).
 
 Each reading goes to ``{prefix}/{meter_id}/reading`` as a JSON object with the fields of
-:class:`edge_agent.wire.Reading` (QoS 0, like most plug-in meters). ``malformed_every = N``
+:class:`gridsight.wire.Reading` (QoS 0, like most plug-in meters). ``malformed_every = N``
 publishes a broken payload in place of every Nth reading, so a subscriber's parsing is
 exercised; the reading it replaced is not lost but sent right after.
 """

@@ -10,7 +10,7 @@ from typing import Callable
 from collector.ingest import IngestWorker
 from collector.services import Services
 from collector.settings import CollectorSettings
-from edge_agent import wire
+from gridsight import wire
 
 NOW = float(int(time.time()) // 900 * 900)
 

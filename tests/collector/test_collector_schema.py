@@ -9,7 +9,7 @@ import pytest
 
 from collector.db import current_revision, migrate
 from collector.settings import asyncpg_dsn, load_collector_settings, mqtt_endpoint, sqlalchemy_url
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 
 from collector_kit import scalar, sql
 

@@ -12,7 +12,7 @@ import zlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import wire
+from gridsight import wire
 
 _COLUMNS = wire.RawChunk._COLUMNS
 _values = st.one_of(st.none(), st.booleans(), st.integers(-2 * 10**12, 2 * 10**12),

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from collector.db.writer import BatchWriter, Received
-from edge_agent import wire
+from gridsight import wire
 
 from collector_kit import NOW, flag, message, raw_chunk, scalar, sql, summary
 

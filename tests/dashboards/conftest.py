@@ -28,7 +28,7 @@ def seed_fleet(database_url: str, gateways: int = 8, meters_per_gateway: int = 3
     import asyncio
 
     from collector.db.writer import BatchWriter, Received
-    from edge_agent.wire import AnomalyFlag, IntervalSummary, MeterSummary, encode, topic_for
+    from gridsight.wire import AnomalyFlag, IntervalSummary, MeterSummary, encode, topic_for
     from firmware_sim.fleet_model import Fleet
 
     end = START + days * DAY

@@ -28,7 +28,7 @@ USER, PASSWORD = "tableau", "s3cret-for-tests"
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     """A small Isolation Forest trained on two weeks of simulated meters by model_export."""
-    from edge_agent.wire import Reading
+    from gridsight.wire import Reading
     from firmware_sim.fleet_model import Fleet
     from model_export.pipeline import train_and_export
 

@@ -144,7 +144,7 @@ def test_anomaly_map_keeps_a_flag_without_summary_and_one_row_per_reflagged_inte
 
     from collector.db import migrate
     from collector.db.writer import BatchWriter, Received
-    from edge_agent.wire import AnomalyFlag, IntervalSummary, MeterSummary, encode, topic_for
+    from gridsight.wire import AnomalyFlag, IntervalSummary, MeterSummary, encode, topic_for
 
     migrate(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:

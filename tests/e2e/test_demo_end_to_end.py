@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from collector.archive import decode_object
-from edge_agent import wire
+from gridsight import wire
 from firmware_sim.fleet_cli import score_run
 from firmware_sim.fleet_model import read_manifest
 

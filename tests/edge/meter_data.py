@@ -12,7 +12,7 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.wire import Reading, WireError, decode
+from gridsight.wire import Reading, WireError, decode
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
 

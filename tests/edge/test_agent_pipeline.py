@@ -10,7 +10,7 @@ from edge_agent.clock import ManualClock
 from edge_agent.config import AgentSettings, ModelSettings, MqttSettings
 from edge_agent.readers.replay import ReplayReader
 from edge_agent.runtime import Agent, NullTransport
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 from meter_data import T0, load_profile_w, readings_by_meter, recording, write_csv
 
 
@@ -137,7 +137,7 @@ def test_a_restarted_agent_continues_its_intervals_and_sequence_numbers(tmp_path
     drive(agent2, clock, T0 + 1800 + 60, 30)
     assert agent2.status()["counters"]["duplicates"] > 0  # the replay started over; nothing counted twice
     pending = agent2.outbox.pending(1000, live_from_seq=10**9, backlog_limit=1000)
-    from edge_agent.wire import decode, topic_for
+    from gridsight.wire import decode, topic_for
     summaries = [decode(topic_for("gw-test", p.kind), p.payload) for p in pending if p.kind == "summary"]
     assert [s.interval_start for s in summaries] == [T0, T0 + 900]
     assert all(m.readings == 30 for s in summaries for m in s.meters)

@@ -11,7 +11,7 @@ import pytest
 from edge_agent.clock import ManualClock, SimulatedClock, SystemClock, clock_health
 from edge_agent.readers import ReaderError, build_reader
 from edge_agent.readers.replay import ReplayReader
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

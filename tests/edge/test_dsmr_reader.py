@@ -8,7 +8,7 @@ import time
 import pytest
 
 from edge_agent.readers import ReaderError, build_reader
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 
 NOW = 1_767_225_600.0
 

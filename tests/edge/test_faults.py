@@ -159,7 +159,7 @@ def test_outbox_at_its_budget_evicts_raw_first_keeps_summaries_and_counts_in_sta
     assert depth["summary"] == 16  # every interval's summary survived
     assert agent.outbox.used_bytes <= 0.04 * 1024 * 1024
     # what is left of the raw data is the newest
-    from edge_agent.wire import decode, topic_for
+    from gridsight.wire import decode, topic_for
     raw = [decode(topic_for("gw-full", "raw"), p.payload)
            for p in agent.outbox.pending(10_000, live_from_seq=10**9, backlog_limit=10_000) if p.kind == "raw"]
     assert max(r.ts for c in raw for r in c.readings) == taken[-1].ts

@@ -31,7 +31,7 @@ def test_agent_start_up_imports_no_cloud_training_or_unconfigured_reader_package
     # check-config goes through the agent's start-up (settings, readers, model) without running it
     code = ("import json, sys\nfrom gridsight.cli import main\n"
             f"code = main(['agent', 'check-config', '--config', {str(config)!r}])\n"
-            "import edge_agent.runtime, edge_agent.logs\n"
+            "import edge_agent.runtime, gridsight.logs\n"
             "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))\n")
     # in the environment the systemd unit gives the agent (PYTHONOPTIMIZE=2: no docstrings, no asserts)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

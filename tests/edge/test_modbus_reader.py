@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.readers import ReaderError, build_reader
 from edge_agent.readers.modbus import decode_value, load_register_map
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 from gridsight.local_services import free_port, wait_for_port
 
 NOW = 1_767_225_600.0

@@ -13,7 +13,7 @@ from edge_agent.clock import ManualClock
 from edge_agent.config import AgentSettings, ModelSettings, MqttSettings
 from edge_agent.readers.replay import ReplayReader
 from edge_agent.runtime import Agent
-from edge_agent.wire import ModelAnnouncement, encode_command, fleet_command_topic
+from gridsight.wire import ModelAnnouncement, encode_command, fleet_command_topic
 from meter_data import T0, Subscriber, recording, wait_until, write_csv
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from edge_agent.outbox import NewMessage, Outbox, OutboxError
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 
 T0 = 1_767_225_600.0
 
@@ -120,7 +120,7 @@ def test_a_file_that_is_not_an_outbox_gives_a_clear_error(tmp_path):
 WRITER = textwrap.dedent("""
     import json, sys
     from edge_agent.outbox import NewMessage, Outbox
-    from edge_agent.wire import Reading
+    from gridsight.wire import Reading
     box = Outbox(sys.argv[1])
     i = box.state.get("i", 0)
     while True:

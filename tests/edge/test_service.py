@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from edge_agent.config import AgentSettings
-from edge_agent.settings import load_settings
+from gridsight.settings import load_settings
 from meter_data import T0, Subscriber, readings_by_meter, recording, wait_until, write_csv
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "gridsight-agent.service"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.window import IntervalWindow
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, an interval boundary
 

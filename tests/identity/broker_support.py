@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.provision.fleet import Fleet
+from provisioning.fleet import Fleet
 from gridsight.local_services import LocalMosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent import wire
-from edge_agent.provision import broker as broker_files
-from edge_agent.provision.fleet import Fleet
-from edge_agent.provision.ca import FleetCA
+from gridsight import wire
+from provisioning import broker as broker_files
+from provisioning.fleet import Fleet
+from provisioning.ca import FleetCA
 
 from broker_support import connect, start_broker
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from edge_agent.provision.ca import cert_fingerprint
-from edge_agent.provision.cli import main as provision
+from provisioning.ca import cert_fingerprint
+from provisioning.cli import main as provision
 
 from identity_support import serve
 

@@ -16,13 +16,13 @@ import pytest
 
 from edge_agent.clock import ClockHealth
 from edge_agent.config import AgentSettings
-from edge_agent.provision.cli import main as provision
-from edge_agent.provision.doctor import run_doctor
-from edge_agent.settings import load_settings
+from provisioning.cli import main as provision
+from edge_agent.doctor import run_doctor
+from gridsight.settings import load_settings
 from gridsight.local_services import free_port
 
 from broker_support import start_broker
-from edge_agent.provision.fleet import Fleet
+from provisioning.fleet import Fleet
 
 START = 1_767_225_600.0
 SYNCED = lambda: ClockHealth(True, 0.002, 0.01)  # noqa: E731
@@ -31,7 +31,7 @@ SYNCED = lambda: ClockHealth(True, 0.002, 0.01)  # noqa: E731
 @pytest.fixture(scope="session")
 def signed_model(tmp_path_factory) -> tuple[Path, Path]:
     """A small Isolation Forest trained on a synthetic week, signed with a fresh Ed25519 key."""
-    from edge_agent.wire import Reading
+    from gridsight.wire import Reading
     from model_export.pipeline import train_and_export
     from model_export.signing import generate_keypair, sign_file
 
@@ -211,7 +211,7 @@ def test_the_ca_key_and_gateway_secrets_are_private_files(provisioned):
 
 
 def test_the_agent_boots_from_the_bundle_and_reaches_the_collector_over_mutual_tls(provisioned, tmp_path):
-    from edge_agent import wire
+    from gridsight import wire
     from broker_support import connect
 
     fleet, bundle, _ = provisioned

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from edge_agent.model_update import ModelUpdater
 from edge_agent.scorer import ModelError, Scorer
-from edge_agent.wire import ModelAnnouncement, decode_command, encode_command
+from gridsight.wire import ModelAnnouncement, decode_command, encode_command
 from model_export.pipeline import train_and_export
 from model_export.signing import generate_keypair, sign_file
 

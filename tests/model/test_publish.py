@@ -12,7 +12,7 @@ import urllib.request
 import boto3
 import onnx
 
-from edge_agent import wire
+from gridsight import wire
 from edge_agent.features import DEFAULT_FEATURES
 from edge_agent.model_update import ModelUpdater
 

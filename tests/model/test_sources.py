@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from edge_agent import wire
+from gridsight import wire
 from edge_agent.scorer import Scorer
 from model_fleet import make_fleet
 

@@ -11,7 +11,7 @@ import pytest
 
 from edge_agent.features import DEFAULT_FEATURES
 from edge_agent.scorer import Scorer
-from edge_agent.wire import Reading
+from gridsight.wire import Reading
 from model_export.pipeline import TrainingError, train_and_export
 from model_export.readings import ReadingsError, interval_series, read_readings_csv
 

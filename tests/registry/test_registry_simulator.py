@@ -18,7 +18,7 @@ START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 def _flag(gateway_id: str, seq: int, meter_id: str, interval_start: float):
     from collector.db.writer import Received
-    from edge_agent.wire import AnomalyFlag, encode, topic_for
+    from gridsight.wire import AnomalyFlag, encode, topic_for
 
     flag = AnomalyFlag(gateway_id, seq, "if-test-1", interval_start + 900, meter_id, interval_start, 900, -0.12, 0.0,
                        0.05, reason="kwh 0.05 vs profile 1.20 (drop)")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.readers.base import MeterReader
-from edge_agent.settings import ConfigError
+from gridsight.settings import ConfigError
 from firmware_sim.anomalies import CONSUMPTION_KINDS, DATA_FAULT_KINDS, LabelError, parse_time, read_labels_csv
 from firmware_sim.fleet_model import Fleet
 from firmware_sim.history import write_readings_csv

@@ -130,7 +130,7 @@ def test_dsmr_p1_telegrams_on_a_pty_parse_with_valid_crc_and_bad_ones_are_refuse
 def test_mqtt_meter_publishes_json_readings_and_the_broken_payloads_it_was_asked_for(mosquitto, meters):
     import paho.mqtt.client as mqtt
 
-    from edge_agent.wire import Reading
+    from gridsight.wire import Reading
     from firmware_sim.serve.mqtt_meter import MqttMeter
 
     got: list[bytes] = []

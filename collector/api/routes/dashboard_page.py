@@ -1,7 +1,7 @@
 """The built-in dashboard page (``GET /dashboard``): anomaly map, consumption heatmap, forecast chart.
 
 It reads the same ``tableau`` views as the Tableau workbooks, so the page and Tableau never
-disagree; the drawing is in :mod:`dashboards.page`. Aggregates only: analysts, admins and
+disagree; the drawing is in :mod:`collector.api.page_render`. Aggregates only: analysts, admins and
 policymakers may see it.
 """
 
@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from collector.api.deps import ID_PATTERN, Connection
 from collector.auth import require_roles
-from dashboards.page import ForecastPoint, HeatCell, SitePoint, render_page
+from collector.api.page_render import ForecastPoint, HeatCell, SitePoint, render_page
 
 router = APIRouter(tags=["dashboard"])
 

@@ -9,7 +9,6 @@ for a Pi's TLS handshake.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -20,11 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gridsight.errors import ProvisionError
+from gridsight.tls import cert_fingerprint
+
 __all__ = ["FleetCA", "ProvisionError", "write_private_key", "new_key", "cert_fingerprint"]
-
-
-class ProvisionError(Exception):
-    """A provisioning step that cannot proceed; the message says what to do."""
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -42,12 +40,6 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def cert_fingerprint(pem: bytes) -> str:
-    """SHA-256 of the certificate's DER form, hex: what enrollment records for a gateway."""
-    cert = x509.load_pem_x509_certificate(pem)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge_agent.clock import ClockHealth, clock_health
-from edge_agent.settings import ConfigError, load_settings
+from gridsight.settings import ConfigError, load_settings
 
 __all__ = ["Check", "run_doctor", "check_broker"]
 

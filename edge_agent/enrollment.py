@@ -10,7 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping
 
-from edge_agent.provision.ca import ProvisionError, cert_fingerprint
+from gridsight.errors import ProvisionError
+from gridsight.tls import cert_fingerprint
 
 __all__ = ["api_headers", "request_enrollment_token", "enroll_gateway"]
 

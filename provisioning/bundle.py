@@ -29,8 +29,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge_agent.provision.ca import ProvisionError
-from edge_agent.provision.fleet import Fleet
+from provisioning.ca import ProvisionError
+from provisioning.fleet import Fleet
 
 __all__ = ["write_bundle", "find_systemd_unit", "agent_config_toml", "SECRET_FILES"]
 
@@ -43,7 +43,7 @@ _UNIT_NAME = "gridsight-agent.service"
 def find_systemd_unit() -> Path | None:
     """The agent's shipped systemd unit: package data first, then the repository's deploy/systemd/."""
     here = Path(__file__).resolve()
-    for candidate in (here.parent.parent / _UNIT_NAME, here.parents[2] / "deploy" / "systemd" / _UNIT_NAME):
+    for candidate in (here.parent / _UNIT_NAME, here.parents[1] / "deploy" / "systemd" / _UNIT_NAME):
         if candidate.is_file():
             return candidate
     return None

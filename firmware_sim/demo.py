@@ -75,7 +75,7 @@ def _external_mqtt_port() -> int | None:
 
 
 def run_demo(ns: argparse.Namespace) -> int:
-    from firmware_sim.cli import _print_score
+    from firmware_sim.qa_score import print_score
     from firmware_sim.fleet_cli import score_run
     from firmware_sim.fleet_run import FleetRun, FleetRunError
 
@@ -115,7 +115,7 @@ def run_demo(ns: argparse.Namespace) -> int:
         print()
         print("against the simulator's ground truth (event level, as `gridsight sim score` reports it):")
         score, _ = score_run(result.labels_path, result.manifest_path, result.database_url)
-        _print_score(score, [])
+        print_score(score, [])
         print()
         print(f"the run's labels, manifest, logs and archive are in {work_dir}")
         return 0

@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
+from gridsight.errors import GridsightError
+
 __all__ = [
     "SCHEMA_VERSION",
     "TOPIC_ROOT",
@@ -64,7 +66,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0
 
 
-class WireError(ValueError):
+class WireError(GridsightError, ValueError):
     """A payload or topic that breaks the contract. ``field`` names the offending field."""
 
     def __init__(self, field_name: str, reason: str) -> None:

@@ -17,8 +17,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edge_agent.provision.ca import ProvisionError
-from edge_agent.wire import TOPIC_ROOT, UPWARD_KINDS
+from provisioning.ca import ProvisionError
+from gridsight.wire import TOPIC_ROOT, UPWARD_KINDS
 
 __all__ = ["set_password", "remove_password", "read_users", "render_acl", "write_acl", "mosquitto_hash"]
 

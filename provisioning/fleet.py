@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.provision import broker
-from edge_agent.provision.ca import FleetCA, ProvisionError
-from edge_agent.wire import WireError, validate_gateway_id
+from provisioning import broker
+from provisioning.ca import FleetCA, ProvisionError
+from gridsight.wire import WireError, validate_gateway_id
 
 __all__ = ["Fleet", "GatewayIdentity", "MeterBinding"]
 

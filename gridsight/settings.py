@@ -19,12 +19,14 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from gridsight.errors import GridsightError
+
 __all__ = ["ConfigError", "load_settings", "settings_as_dict"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(GridsightError, ValueError):
     """A configuration value that cannot be used. ``key`` is the dotted key at fault."""
 
     def __init__(self, key: str, reason: str) -> None:

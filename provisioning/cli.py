@@ -125,11 +125,11 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 def _run(args) -> int:
-    from edge_agent.provision.ca import FleetCA
-    from edge_agent.provision.fleet import Fleet, MeterBinding
+    from provisioning.ca import FleetCA
+    from provisioning.fleet import Fleet, MeterBinding
 
     if args.command == "doctor":
-        from edge_agent.provision.doctor import run_doctor
+        from edge_agent.doctor import run_doctor
         checks = run_doctor(args.config, broker_timeout_s=args.broker_timeout)
         for check in checks:
             print(check.line())
@@ -137,7 +137,7 @@ def _run(args) -> int:
         print(f"{len(checks) - failed} ok, {failed} failed", file=sys.stderr)
         return 1 if failed else 0
     if args.command == "enroll-token":
-        from edge_agent.provision.enrollment import api_headers, request_enrollment_token
+        from edge_agent.enrollment import api_headers, request_enrollment_token
         issued = request_enrollment_token(args.api, args.gateway_id, args.ttl, api_headers(os.environ))
         if args.out:
             _write_secret(args.out, issued["token"])
@@ -147,8 +147,8 @@ def _run(args) -> int:
         return 0
     if args.command == "enroll":
         from edge_agent.config import AgentSettings
-        from edge_agent.provision.enrollment import enroll_gateway
-        from edge_agent.settings import load_settings
+        from edge_agent.enrollment import enroll_gateway
+        from gridsight.settings import load_settings
         settings = load_settings(AgentSettings, args.config)
         token_file = args.token_file or args.config.parent / "enroll.token"
         if not token_file.is_file():
@@ -192,7 +192,7 @@ def _run(args) -> int:
         print(f"meter {args.meter_id} bound to {args.gateway_id} ({len(identity.meters)} meter(s))")
         return 0
     if args.command == "bundle":
-        from edge_agent.provision.bundle import write_bundle
+        from provisioning.bundle import write_bundle
         token = args.enroll_token_file.read_text().strip() if args.enroll_token_file else None
         folder, tarball = write_bundle(fleet, args.gateway_id, args.out, model=args.model,
                                        model_public_key=args.model_public_key, unit=args.unit,
@@ -204,7 +204,7 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge_agent.provision.ca import ProvisionError
+    from provisioning.ca import ProvisionError
 
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
 
