@@ -28,7 +28,7 @@ from collector.forecasting.backtest import backtest_day_ahead  # noqa: E402
 from collector.forecasting.executor import open_executor  # noqa: E402
 from collector.forecasting.forecast import ForecastOptions  # noqa: E402
 
-DEFAULT_CSV = "/work/shared/data/pjm_east_PJME_hourly_2002_2018.csv"
+DEFAULT_CSV = str(Path(__file__).resolve().parent / "data" / "pjm_east_PJME_hourly_2002_2018.csv.gz")
 
 
 def load_pjm(path: str) -> pd.Series:
@@ -57,7 +57,7 @@ def main() -> int:
         print(f"bench/forecast.py: error: {args.csv} does not exist (set --csv or GRIDSIGHT_PJM_CSV)", file=sys.stderr)
         return 2
     series = load_pjm(args.csv)
-    name = Path(args.csv).stem
+    name = Path(args.csv).name.split(".")[0]
     print(f"{name}: {len(series)} hourly points {series.index[0]} .. {series.index[-1]}", file=sys.stderr)
 
     progress = lambda line: print(f"  {line}", file=sys.stderr, flush=True)  # noqa: E731

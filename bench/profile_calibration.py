@@ -2,12 +2,12 @@
 
 Compares, side by side in one run:
   * a simulated system load against PJM East hourly system load
-    (/work/shared/data/pjm_east_PJME_hourly_2002_2018.csv, US Eastern local time): the
+    (bench/data/pjm_east_PJME_hourly_2002_2018.csv.gz, US Eastern local time): the
     residential, commercial and industrial classes are simulated separately and weighted by
     typical US retail energy shares (38 %, 36 %, 26 %), as a utility builds a system load
     from class load shapes;
   * simulated residential meters (Paris time, French holidays) against the UCI household
-    series (/work/shared/data/uci_household_power_hourly_2006_2010.csv);
+    series (bench/data/uci_household_power_hourly_2006_2010.csv.gz);
   * and, as the obvious alternative, a textbook sine-wave daily profile (peak 18:00, +-30%)
     with no weekly or seasonal structure.
 
@@ -15,7 +15,7 @@ Each profile is normalised to mean 1: the daily profile is 24 hourly means (week
 the weekly profile 168 hour-of-week means, the seasonal profile 12 monthly means. Figures:
 Pearson correlation r and mean absolute percentage error (MAPE) between simulated and real.
 
-    .venv/bin/python bench/profile_calibration.py [--quick] [--data-dir /work/shared/data]
+    .venv/bin/python bench/profile_calibration.py [--quick] [--data-dir bench/data]
 
 The last line printed is one JSON object with every figure.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import sys
 import time
@@ -36,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from firmware_sim.fleet_model import Fleet  # noqa: E402
 
-PJM = "pjm_east_PJME_hourly_2002_2018.csv"
-UCI = "uci_household_power_hourly_2006_2010.csv"
+PJM = "pjm_east_PJME_hourly_2002_2018.csv.gz"
+UCI = "uci_household_power_hourly_2006_2010.csv.gz"
 
 
 def load_real(path: Path, hour_ending: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -46,7 +47,7 @@ def load_real(path: Path, hour_ending: bool = False) -> tuple[np.ndarray, np.nda
     ``hour_ending``: the timestamp closes the hour (PJM's convention), so the hour starts one earlier.
     """
     hours, wds, months, vals = [], [], [], []
-    with path.open() as fh:
+    with gzip.open(path, "rt") as fh:
         reader = csv.reader(fh)
         next(reader)
         for row in reader:
@@ -126,7 +127,8 @@ def compare(sim: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer simulated meters (about a minute)")
-    ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"),
+                    help="folder with the vendored PJM and UCI series (default: bench/data)")
     ap.add_argument("--year", type=int, default=2025)
     args = ap.parse_args()
     data = Path(args.data_dir)
