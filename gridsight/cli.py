@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from gridsight.errors import GridsightError
 
-__all__ = ["CLIError", "main", "positive_int", "run_cli"]
+__all__ = ["CLIError", "main", "positive_int", "run_cli", "version"]
 
 # role -> (module with main(argv) -> int, one-line help, extra that provides it)
 ROLES: dict[str, tuple[str, str, str]] = {
@@ -34,6 +34,15 @@ class CLIError(GridsightError):
         super().__init__(message)
         self.code = code
         self.exit_code = code
+
+
+def version() -> str:
+    """The installed distribution's version, or the source tree's when run from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version("gridsight")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def positive_int(text: str) -> int:
@@ -68,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="gridsight",
         description="gridsight: edge anomaly detection for electricity consumption.",
         epilog="Run 'gridsight ROLE --help' for a role's commands.")
+    parser.add_argument("--version", action="version", version=f"gridsight {version()}")
     parser.add_argument("role", choices=list(ROLES), metavar="ROLE",
                         help="; ".join(f"{k}: {v[1]}" for k, v in ROLES.items()))
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

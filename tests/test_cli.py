@@ -25,6 +25,12 @@ def test_unknown_role_is_a_one_line_error():
     assert "invalid choice" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_version_names_the_installed_distribution():
+    from importlib.metadata import version
+    res = run("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"gridsight {version('gridsight')}"
+
+
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_every_role_has_help(role):
     res = run(role, "--help")
