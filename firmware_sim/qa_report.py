@@ -53,7 +53,7 @@ def pick_meters(score: QaScore, labels: Sequence[AnomalyEvent], limit: int = 6) 
 
 
 def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
+    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def _hours(v: float | None) -> str:
@@ -140,7 +140,7 @@ figure{{margin:10px 0}} code{{background:#f5f5f5;padding:1px 4px}}
 <h2>Detection delay</h2>{delays}
 <h2>Completeness</h2>{completeness_html}
 <h2>Meters</h2>{''.join(panel_html) or '<p>No meters to show.</p>'}
-<p class=sub>Per-kind precision apportions false alarms by each kind's share of events.
+<p class=sub>Per-kind precision is n/a when the run raised any false alarm: a false alarm belongs to no kind.
 {('Produced by <code>' + escape(command) + '</code>.') if command else ''}</p>
 </body></html>
 """

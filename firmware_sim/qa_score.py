@@ -5,15 +5,17 @@ a database (:mod:`firmware_sim.qa_store` loads the collector's tables).
 
 Rules, chosen to match how an operator experiences alarms:
 
-- Flags of one meter closer than ``merge_gap_s`` merge into one **detection**.
+- Flags of one meter closer than ``merge_gap_s`` merge into one **detection**
+  (:func:`gridsight.anomaly_events.merge_flags`, the rule ``/anomalies/events`` uses too).
 - A labelled consumption event is **detected** when a flagged interval overlaps
   ``[start, end + tolerance_s]`` (the model sees an interval only after it closed, and
   features look back). Its **delay** is the end of the first such interval minus the start.
 - A detection overlapping any consumption label of its meter is a true positive; otherwise a
   **false alarm** (reported separately when it falls inside a data-fault span: those should
   not alarm either).
-- Per kind: recall over that kind's events; precision over detections matching that kind
-  plus the false alarms apportioned by the kind's share of events (false alarms have no kind).
+- Per kind: recall over that kind's events. Precision is defined overall only: a false alarm
+  has no kind, so a per-kind precision is "n/a" (``None``) unless the run had no false alarm at
+  all, when it is exact (true detections of that kind over detections of that kind).
 - Completeness: distinct (meter, ts) stored / produced; duplicates: stored rows beyond one
   per (meter, ts).
 """
@@ -26,18 +28,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from firmware_sim.anomalies import CONSUMPTION_KINDS, AnomalyEvent
+from gridsight.anomaly_events import MERGE_GAP_S, FlaggedInterval, merge_flags
 
 __all__ = ["print_score", "FlaggedInterval", "Detection", "KindScore", "Completeness", "QaScore", "Bars",
            "merge_flags", "score_detection", "completeness", "missed_bars"]
 
 MONTH_S = 30 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class FlaggedInterval:
-    meter_id: str
-    start: float
-    end: float
 
 
 @dataclass(frozen=True)
@@ -116,25 +112,6 @@ class QaScore:
         return out
 
 
-def merge_flags(flags: Iterable[FlaggedInterval], merge_gap_s: float) -> list[tuple[str, float, float, int]]:
-    """Runs of flagged intervals per meter as (meter, start, end, number of flags)."""
-    by_meter: dict[str, list[FlaggedInterval]] = {}
-    for f in flags:
-        by_meter.setdefault(f.meter_id, []).append(f)
-    out = []
-    for meter, items in sorted(by_meter.items()):
-        items.sort(key=lambda f: f.start)
-        cur_s, cur_e, n = items[0].start, items[0].end, 1
-        for f in items[1:]:
-            if f.start - cur_e <= merge_gap_s:
-                cur_e, n = max(cur_e, f.end), n + 1
-            else:
-                out.append((meter, cur_s, cur_e, n))
-                cur_s, cur_e, n = f.start, f.end, 1
-        out.append((meter, cur_s, cur_e, n))
-    return out
-
-
 def _f1(p: float | None, r: float | None) -> float | None:
     if p is None or r is None:
         return None
@@ -143,7 +120,7 @@ def _f1(p: float | None, r: float | None) -> float | None:
 
 def score_detection(labels: Sequence[AnomalyEvent], flags: Sequence[FlaggedInterval], *, meters: int,
                     span_start: float, span_end: float, tolerance_s: float = 3600.0,
-                    merge_gap_s: float = 1800.0) -> QaScore:
+                    merge_gap_s: float = MERGE_GAP_S) -> QaScore:
     """Score flags against labels over ``[span_start, span_end]`` for ``meters`` meters."""
     labels = [e for e in labels if e.end > span_start and e.start < span_end]
     consumption = [e for e in labels if e.kind in CONSUMPTION_KINDS]
@@ -173,7 +150,8 @@ def score_detection(labels: Sequence[AnomalyEvent], flags: Sequence[FlaggedInter
             missed.append(e)
 
     detections = []
-    for meter, start, end, n in merge_flags(flags, merge_gap_s):
+    for run in merge_flags(flags, merge_gap_s):
+        meter, start, end, n = run.meter_id, run.start, run.end, run.flags
         match = next((e for e in consumption if e.meter_id == meter
                       and start < e.end + tolerance_s and end > e.start), None)
         in_fault = match is None and any(e.meter_id == meter and start < e.end + tolerance_s and end > e.start
@@ -186,9 +164,11 @@ def score_detection(labels: Sequence[AnomalyEvent], flags: Sequence[FlaggedInter
             overall.true_detections += 1
     for ks in list(kinds.values()) + [overall]:
         ks.recall = ks.detected / ks.events if ks.events else None
-        share = 1.0 if ks is overall else (ks.events / overall.events if overall.events else 0.0)
-        denom = ks.true_detections + false_alarms * share
-        ks.precision = ks.true_detections / denom if denom else None
+        if ks is overall:
+            denom = ks.true_detections + false_alarms
+            ks.precision = ks.true_detections / denom if denom else None
+        else:   # a false alarm has no kind: a kind's precision is exact only when there is none
+            ks.precision = 1.0 if ks.true_detections and not false_alarms else None
         ks.f1 = _f1(ks.precision, ks.recall)
     months = meters * max(span_end - span_start, 1.0) / MONTH_S
     return QaScore(span_start, span_end, meters, kinds, overall, detections, false_alarms,

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from collector.db.queries import RawJSON
 
 __all__ = ["fast_json", "Connection", "Pagination", "Paging", "TimeRange", "Range", "param_error", "Points", "ID_PATTERN",
-           "MAX_RANGE"]
+           "MAX_RANGE", "require_known"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_RANGE = timedelta(days=3660)
@@ -48,6 +48,14 @@ def fast_json(content: dict) -> Response:
 
 def param_error(name: str, message: str, status: int = 422, where: str = "query") -> HTTPException:
     return HTTPException(status_code=status, detail=[{"loc": [where, name], "msg": message, "type": "value_error"}])
+
+
+async def require_known(conn: asyncpg.Connection, **ids: str | None) -> None:
+    """404 naming the first of ``region_id``/``meter_id``/``gateway_id`` the registry does not hold."""
+    from collector.db.queries import unknown_ids
+
+    for name in await unknown_ids(conn, **ids):
+        raise param_error(name, f"no {name.removesuffix('_id')} {ids[name]!r}", status=404)
 
 
 async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:

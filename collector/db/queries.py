@@ -18,9 +18,11 @@ from typing import Any
 
 import asyncpg
 
+from gridsight.anomaly_events import MERGE_GAP_S, FlaggedInterval, merge_flags
+
 __all__ = ["Page", "RawJSON", "list_gateways", "get_gateway", "list_meters", "get_meter", "meter_exists",
            "readings_series", "consumption_series", "anomalies", "ingestion_health",
-           "dead_letters", "bucket_seconds", "STALE_AFTER_S"]
+           "dead_letters", "bucket_seconds", "STALE_AFTER_S", "unknown_ids", "anomaly_events"]
 
 STALE_AFTER_S = 3 * 900          # a gateway silent for three intervals is stale
 _NICE_BUCKETS = (1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
@@ -283,6 +285,81 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
         row = await conn.fetchrow(page.format(lo="$1"), *args)
     n, items = row["n"], row["items"]
     return Page(RawJSON(items), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=n)
+
+
+async def unknown_ids(conn: asyncpg.Connection, *, region_id: str | None = None, meter_id: str | None = None,
+                      gateway_id: str | None = None) -> list[str]:
+    """The names of the given ids the registry does not hold (one round trip), so a typo is a 404
+    rather than an empty answer that reads as "nothing happened"."""
+    given = {"region_id": region_id, "meter_id": meter_id, "gateway_id": gateway_id}
+    if all(v is None for v in given.values()):
+        return []
+    found = await conn.fetchrow(
+        "SELECT $1::text IS NULL OR EXISTS (SELECT 1 FROM regions WHERE id = $1) AS region_id, "
+        "$2::text IS NULL OR EXISTS (SELECT 1 FROM meters WHERE id = $2) AS meter_id, "
+        "$3::text IS NULL OR EXISTS (SELECT 1 FROM gateways WHERE id = $3) AS gateway_id",
+        region_id, meter_id, gateway_id)
+    return [name for name in given if not found[name]]
+
+
+async def anomaly_events(conn: asyncpg.Connection, start: datetime, end: datetime, *, limit: int, offset: int,
+                         region_id: str | None = None, meter_id: str | None = None, gateway_id: str | None = None,
+                         merge_gap_s: float = MERGE_GAP_S) -> dict:
+    """Flags of [start, end) merged into events by the QA score's rule
+    (:func:`gridsight.anomaly_events.merge_flags`), newest first, with counts per region and meter.
+
+    An interval flagged twice (a gateway re-sending after a restart) counts once, with its newest
+    flag. An event is cut where the range cuts it."""
+    where, args = ["f.interval_start >= $1", "f.interval_start < $2"], [start, end]
+    if region_id is not None:
+        args.append(region_id)
+        where.append(f"f.meter_id = ANY(ARRAY(SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = ${len(args)}))")
+    if meter_id is not None:
+        args.append(meter_id)
+        where.append(f"f.meter_id = ${len(args)}")
+    if gateway_id is not None:
+        args.append(gateway_id)
+        where.append(f"f.gateway_id = ${len(args)}")
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (f.meter_id, f.interval_start) f.meter_id, f.gateway_id, "
+        "extract(epoch FROM f.interval_start)::float8 AS t, f.interval_s, f.score, f.threshold, f.reason "
+        f"FROM anomaly_flags f WHERE {' AND '.join(where)} "
+        "ORDER BY f.meter_id, f.interval_start, f.received_at DESC", *args)
+    detail = {(r["meter_id"], r["t"]): r for r in rows}
+    runs = merge_flags((FlaggedInterval(r["meter_id"], r["t"], r["t"] + r["interval_s"], r["score"], r["reason"])
+                        for r in rows), merge_gap_s)
+    places = {r["meter_id"]: (r["site_id"], r["region_id"]) for r in await conn.fetch(
+        f"SELECT m.id AS meter_id, s.id AS site_id, s.region_id FROM meters m {_SITE_JOIN} WHERE m.id = ANY($1)",
+        list({run.meter_id for run in runs}))}
+    by_region: dict[str | None, dict] = {}
+    by_meter: dict[str, dict] = {}
+    for run in runs:
+        site, region = places.get(run.meter_id, (None, None))
+        r = by_region.setdefault(region, {"region_id": region, "events": 0, "flags": 0, "meters": set()})
+        r["events"] += 1
+        r["flags"] += run.flags
+        r["meters"].add(run.meter_id)
+        m = by_meter.setdefault(run.meter_id, {"meter_id": run.meter_id, "region_id": region, "events": 0, "flags": 0})
+        m["events"] += 1
+        m["flags"] += run.flags
+    runs.sort(key=lambda run: (-run.start, run.meter_id))
+    page = []
+    for run in runs[offset:offset + limit]:
+        site, region = places.get(run.meter_id, (None, None))
+        first = detail[(run.meter_id, run.start)]
+        page.append({"meter_id": run.meter_id, "gateway_id": first["gateway_id"], "site_id": site, "region_id": region,
+                     "start": _iso(run.start), "end": _iso(run.end), "flags": run.flags,
+                     "min_score": run.min_score, "threshold": first["threshold"], "reason": run.reason})
+    more = offset + limit < len(runs)
+    return {"start": start.isoformat(), "end": end.isoformat(), "merge_gap_s": merge_gap_s,
+            "events": page, "total": len(runs), "flags": len(rows), "limit": limit, "offset": offset,
+            "next_offset": offset + limit if more else None,
+            "by_region": [{**r, "meters": len(r["meters"])} for _, r in sorted(by_region.items(), key=lambda kv: str(kv[0]))],
+            "by_meter": [by_meter[k] for k in sorted(by_meter)]}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 
 async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None, skew_warn_s: float = 120.0) -> dict:

@@ -121,6 +121,58 @@ def test_anomalies_come_with_location_score_and_reason(client):
     assert "drop" in north[0]["reason"]
 
 
+def test_anomaly_events_merge_flags_by_the_qa_rule_with_counts_per_region_and_meter(client, filled_db):
+    more = [flag("gw-1", 1000 + i, meter=1, interval_start=DAY0 + k * 900) for i, k in enumerate((41, 45))]
+    more.append(flag("gw-2", 1000, meter=3, interval_start=DAY0 + 50 * 900))
+
+    async def load():
+        writer = BatchWriter(filled_db)
+        await writer.write([Received(*message(m), time.time()) for m in more])
+        await writer.close()
+    asyncio.run(load())
+    span = {"start": _iso(DAY0), "end": _iso(DAY0 + 86400)}
+    body = client.get("/anomalies/events", params=span).json()
+    # gw-1-m1: intervals 40+41 are one event; 45 starts 2,700 s after 41 ends, beyond the 1,800 s gap: a second
+    assert body["total"] == 4 and body["flags"] == 5
+    m1 = [e for e in body["events"] if e["meter_id"] == "gw-1-m1"]
+    assert [(e["start"], e["end"], e["flags"]) for e in m1] == [
+        (_iso(DAY0 + 45 * 900).replace("Z", "+00:00"), _iso(DAY0 + 46 * 900).replace("Z", "+00:00"), 1),
+        (_iso(DAY0 + 40 * 900).replace("Z", "+00:00"), _iso(DAY0 + 42 * 900).replace("Z", "+00:00"), 2)]
+    assert m1[0]["min_score"] == -0.2 and "drop" in m1[0]["reason"] and m1[0]["region_id"] == "north"
+    assert {r["region_id"]: (r["events"], r["flags"], r["meters"]) for r in body["by_region"]} == {
+        "north": (2, 3, 1), "south": (2, 2, 2)}
+    assert {m["meter_id"]: m["events"] for m in body["by_meter"]} == {"gw-1-m1": 2, "gw-2-m1": 1, "gw-2-m3": 1}
+    paged = client.get("/anomalies/events", params={**span, "limit": 3}).json()
+    assert len(paged["events"]) == 3 and paged["next_offset"] == 3 and paged["total"] == 4
+    only = client.get("/anomalies/events", params={**span, "gateway_id": "gw-2", "merge_gap_s": 0}).json()
+    assert only["total"] == 2 and {e["gateway_id"] for e in only["events"]} == {"gw-2"}
+
+
+@pytest.mark.parametrize("path, params, name", [
+    ("/anomalies", {"region_id": "nope"}, "region_id"),
+    ("/anomalies", {"meter_id": "gw-9-m0"}, "meter_id"),
+    ("/anomalies/events", {"region_id": "nope"}, "region_id"),
+    ("/anomalies/events", {"meter_id": "gw-9-m0"}, "meter_id"),
+    ("/anomalies/events", {"gateway_id": "gw-9"}, "gateway_id"),
+    ("/gateways", {"region_id": "nope"}, "region_id"),
+    ("/meters", {"region_id": "nope"}, "region_id"),
+    ("/meters", {"gateway_id": "gw-9"}, "gateway_id"),
+    ("/consumption", {"region_id": "nope"}, "region_id"),
+    ("/consumption", {"meter_id": "gw-9-m0"}, "meter_id"),
+    ("/readings", {"meter_id": "gw-9-m0"}, "meter_id"),
+    ("/ingestion/dead-letters", {"gateway_id": "gw-9"}, "gateway_id"),
+    ("/carbon/intensity", {"area": "nope"}, "area"),
+])
+def test_an_unknown_id_answers_404_naming_it_rather_than_an_empty_result(client, path, params, name):
+    span = {"start": _iso(DAY0), "end": _iso(DAY0 + 86400)}
+    response = client.get(path, params={**span, **params})
+    assert response.status_code == 404, response.text
+    assert _loc(response)[-1] == name
+    assert client.get(path, params={**span, **{k: v.replace("nope", "north").replace("gw-9", "gw-1")
+                                                for k, v in params.items()}}).status_code == (
+        200)
+
+
 @pytest.mark.parametrize("path, params, name", [
     ("/consumption", {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z", "meter_id": "gw-1-m0"}, "end"),
     ("/consumption", {"start": "yesterday", "end": "2026-01-01T00:00:00Z", "meter_id": "gw-1-m0"}, "start"),

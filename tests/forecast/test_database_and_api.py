@@ -213,3 +213,11 @@ def test_policy_sandbox_route_names_bad_regions_and_ranges(api, change, field):
     body = {"start": (NOW - pd.Timedelta(days=2)).isoformat(), "end": NOW.isoformat(), "params": {}, **change}
     r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_policy_sandbox_answers_404_for_a_region_the_registry_does_not_hold(api):
+    body = {"start": (NOW - pd.Timedelta(days=2)).isoformat(), "end": NOW.isoformat(), "params": {},
+            "regions": ["north", "atlantis"]}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["body", "regions"]
+    assert "atlantis" in r.json()["detail"][0]["msg"]

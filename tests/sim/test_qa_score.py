@@ -41,6 +41,28 @@ def test_an_event_counts_as_found_when_a_flag_overlaps_it_and_its_delay_is_measu
     assert missed_bars(s, Bars(min_recall=0.6, min_precision=0.5)) == []
 
 
+def test_per_kind_precision_is_exact_or_not_available_never_apportioned():
+    labels = [AnomalyEvent("m1", T0 + 10 * H, T0 + 12 * H, "theft"), AnomalyEvent("m2", T0 + 5 * H, T0 + 6 * H, "spike")]
+    hits = [FlaggedInterval("m1", T0 + 11 * H, T0 + 11.25 * H), FlaggedInterval("m2", T0 + 5 * H, T0 + 5.25 * H)]
+    clean = score_detection(labels, hits, meters=3, span_start=T0, span_end=T0 + 60 * H)
+    assert clean.kinds["theft"].precision == 1.0 and clean.kinds["spike"].precision == 1.0
+    noisy = score_detection(labels, hits + [FlaggedInterval("m3", T0 + 30 * H, T0 + 30.25 * H)], meters=3,
+                            span_start=T0, span_end=T0 + 60 * H)
+    # the false alarm on m3 belongs to no kind, so no kind's precision is known; overall it is 2 of 3
+    assert noisy.kinds["theft"].precision is None and noisy.kinds["spike"].precision is None
+    assert noisy.overall.precision == pytest.approx(2 / 3)
+
+
+def test_merge_rule_is_the_one_the_api_uses():
+    from gridsight.anomaly_events import FlaggedInterval as Shared, merge_flags
+
+    assert FlaggedInterval is Shared
+    runs = merge_flags([Shared("m", 0, 900, -0.1, "a"), Shared("m", 2700, 3600, -0.3, "b"),   # gap 1800 s: one event
+                        Shared("m", 5500, 6400, -0.2, "c")])                               # gap 1900 s: a new one
+    assert [(r.start, r.end, r.flags, r.min_score, r.reason) for r in runs] == [(0, 3600, 2, -0.3, "b"),
+                                                                               (5500, 6400, 1, -0.2, "c")]
+
+
 def test_completeness_counts_missing_readings_and_stored_duplicates():
     produced = {"a": np.array([60.0, 120.0, 180.0]), "b": np.array([60.0, 120.0])}
     stored = {"a": np.array([60.0, 120.0, 120.0]), "b": np.array([60.0, 120.0, 120.0, 120.0])}

@@ -22,6 +22,10 @@ Readers = Annotated[Principal, require_roles("admin", "analyst", "policymaker")]
 async def intensity(conn: Connection, span: Range, principal: Readers,
                     area: Annotated[str, Query(pattern=ID_PATTERN, description="'system' or a region id")] = "system"
                     ) -> dict:
+    if area != "system" and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM regions WHERE id = $1) OR EXISTS (SELECT 1 FROM carbon_intensity "
+            "WHERE area = $1)", area):
+        raise param_error("area", f"no region or carbon area {area!r}", status=404)
     series = await store.stored_carbon_intensity(conn, area, span.start, span.end)
     return {"area": area, "hours": [{"hour_start": ts.isoformat(), "intensity_g_per_kwh": v}
                                     for ts, v in series.items()]}

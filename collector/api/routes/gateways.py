@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json
+from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json, require_known
 from collector.auth import ADMIN, ANALYST, TECHNICIAN, require_roles
 from collector.db import queries
 
@@ -18,6 +18,7 @@ async def list_gateways(conn: Connection, page: Paging,
                         region_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
                         state: Annotated[Literal["online", "stale", "offline", "never_seen", "disabled"] | None,
                                          Query()] = None) -> dict:
+    await require_known(conn, region_id=region_id)
     result = await queries.list_gateways(conn, limit=page.limit, offset=page.offset, region_id=region_id,
                                          status=state)
     return fast_json(result.as_dict())

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from collector.api.deps import ID_PATTERN, Connection, Paging, fast_json
+from collector.api.deps import ID_PATTERN, Connection, Paging, fast_json, param_error
 from collector.auth import ADMIN, ANALYST, TECHNICIAN, require_roles
 from collector.db import queries
 
@@ -30,6 +30,11 @@ async def health(conn: Connection, request: Request) -> dict:
 async def dead_letters(conn: Connection, page: Paging,
                        reason: Annotated[str | None, Query(max_length=40)] = None,
                        gateway_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
+    # a dead letter may come from a gateway the registry never held: 404 only when neither knows it
+    if gateway_id is not None and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1) OR EXISTS (SELECT 1 FROM dead_letters "
+            "WHERE gateway_id = $1)", gateway_id):
+        raise param_error("gateway_id", f"no gateway {gateway_id!r} in the registry or the dead letters", status=404)
     result = await queries.dead_letters(conn, limit=page.limit, offset=page.offset, reason=reason,
                                         gateway_id=gateway_id)
     return fast_json(result.as_dict())

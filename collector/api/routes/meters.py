@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json
+from collector.api.deps import ID_PATTERN, Connection, Paging, param_error, fast_json, require_known
 from collector.auth import ADMIN, ANALYST, CONSUMER, TECHNICIAN, require_roles
 from collector.db import queries
 
@@ -18,6 +18,7 @@ router = APIRouter(prefix="/meters", tags=["registry"])
 async def list_meters(conn: Connection, page: Paging,
                       gateway_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
                       region_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> dict:
+    await require_known(conn, gateway_id=gateway_id, region_id=region_id)
     result = await queries.list_meters(conn, limit=page.limit, offset=page.offset, gateway_id=gateway_id,
                                        region_id=region_id)
     return fast_json(result.as_dict())

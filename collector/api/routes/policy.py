@@ -50,6 +50,11 @@ async def sandbox(conn: Connection, body: SandboxRequest) -> dict:
     for region in body.regions or []:
         if not re.fullmatch(ID_PATTERN, region):
             raise param_error("regions", f"{region[:64]!r} is not a region id", where="body")
+    if body.regions:
+        known = {r["id"] for r in await conn.fetch("SELECT id FROM regions WHERE id = ANY($1)", body.regions)}
+        for region in body.regions:
+            if region not in known:
+                raise param_error("regions", f"no region {region!r}", status=404, where="body")
     if body.source == "actual":
         load = await store.regional_load(conn, start, end, body.regions)
     else:
