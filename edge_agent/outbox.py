@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from gridsight.wire import Reading
+from gridsight.wire import READING_EXTENSIONS, Reading
 
 __all__ = ["Outbox", "OutboxError", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
 
@@ -66,12 +66,22 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def _pack(readings: Sequence[Reading]) -> bytes:
-    columns = [[getattr(r, c) for r in readings] for c in _COLUMNS]
+    columns: list = [[getattr(r, c) for r in readings] for c in _COLUMNS]
+    # layout-2 values (export, phases, channels) ride as an eighth element, only when present,
+    # so batches written before the extension and plain meters' batches look the same
+    extra = {c: [getattr(r, c) for r in readings] for c in READING_EXTENSIONS}
+    extra = {c: v for c, v in extra.items() if any(x is not None for x in v)}
+    if extra:
+        columns.append(extra)
     return zlib.compress(json.dumps(columns, separators=(",", ":")).encode(), 1)
 
 
 def _unpack(data: bytes) -> list[Reading]:
     columns = json.loads(zlib.decompress(data))
+    if len(columns) > len(_COLUMNS):
+        extra = columns[len(_COLUMNS)]
+        names = list(_COLUMNS) + list(extra)
+        return [Reading(**dict(zip(names, row))) for row in zip(*columns[:len(_COLUMNS)], *extra.values())]
     return [Reading(*row) for row in zip(*columns)]
 
 

@@ -9,6 +9,13 @@ Every upward message is a UTF-8 JSON object with the envelope fields
 persisted across restarts), ``model_version`` (the model that scored it, or null) and
 ``sent_at`` (Unix seconds, UTC). ``(gateway_id, seq)`` is the idempotency key.
 Times are Unix epoch seconds in UTC throughout.
+
+Readings layout 2 (a compatible extension): a reading may also carry export energy, per-tariff
+registers, per-phase voltage/current/power, demand, and non-electric channels (gas, water,
+heat) as separate meters. A raw chunk holds only the layout-1 columns unless some reading has
+an extension value; then it says ``"layout": 2`` and adds those columns only. Collectors accept
+both layouts; a gateway whose meters give only layout-1 values sends byte-identical layout-1
+chunks, so it can be upgraded before its collector.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ __all__ = [
     "MAX_RAW_READINGS",
     "WireError",
     "Reading",
+    "READING_EXTENSIONS",
+    "CHANNELS",
     "MeterSummary",
     "IntervalSummary",
     "AnomalyFlag",
@@ -232,35 +241,95 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if hasattr(value, "_RULES"):
-        return {k: _plain(getattr(value, k)) for k in value._RULES}
+        omit = getattr(value, "_OMIT_NONE", ())
+        return {k: _plain(getattr(value, k)) for k in value._RULES
+                if not (k in omit and getattr(value, k) is None)}
     return value
 
 
 # --------------------------------------------------------------------------- records
 
 
+# Non-electric channels a meter may relay (DSMR/M-Bus sub-meters): each is its own meter id.
+# gas and water carry ``volume_m3`` and no energy; heat carries ``energy_kwh``.
+CHANNELS = ("gas", "water", "heat")
+_VOLUME_CHANNELS = ("gas", "water")
+_W = _num(-1e9, 1e9, nullable=True)
+_V = _num(0.0, 1e6, nullable=True)
+_A = _num(-1e6, 1e6, nullable=True)
+_KWH_OPT = _num(0.0, 1e12, nullable=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One meter reading: the cumulative import register plus instantaneous values."""
+    """One meter reading: the cumulative import register plus instantaneous values.
+
+    Layout-1 fields first (``energy_kwh`` is total import, ``power_w`` net active power,
+    negative while exporting; ``voltage_v``/``current_a`` phase 1 or the only phase), then the
+    layout-2 extensions, all optional: export register, tariff registers and the active tariff,
+    per-phase values, demand (1.4.0 average, 1.6.0 monthly peak) and the channel.
+    """
 
     meter_id: str
     ts: float
-    energy_kwh: float
+    energy_kwh: float | None
     power_w: float | None = None
     voltage_v: float | None = None
     current_a: float | None = None
     power_factor: float | None = None
+    export_kwh: float | None = None
+    import_t1_kwh: float | None = None
+    import_t2_kwh: float | None = None
+    export_t1_kwh: float | None = None
+    export_t2_kwh: float | None = None
+    tariff: int | None = None
+    voltage_l1_v: float | None = None
+    voltage_l2_v: float | None = None
+    voltage_l3_v: float | None = None
+    current_l1_a: float | None = None
+    current_l2_a: float | None = None
+    current_l3_a: float | None = None
+    power_l1_w: float | None = None
+    power_l2_w: float | None = None
+    power_l3_w: float | None = None
+    demand_w: float | None = None
+    demand_peak_w: float | None = None
+    channel: str | None = None
+    volume_m3: float | None = None
 
     _RULES: ClassVar[dict] = {
         "meter_id": _ID,
         "ts": _TS,
-        "energy_kwh": _KWH,
-        "power_w": _num(-1e9, 1e9, nullable=True),
-        "voltage_v": _num(0.0, 1e6, nullable=True),
-        "current_a": _num(-1e6, 1e6, nullable=True),
+        "energy_kwh": _num(0.0, 1e12, nullable=True),  # null only on a gas or water channel
+        "power_w": _W,
+        "voltage_v": _V,
+        "current_a": _A,
         "power_factor": _num(-1.0, 1.0, nullable=True),
+        "export_kwh": _KWH_OPT, "import_t1_kwh": _KWH_OPT, "import_t2_kwh": _KWH_OPT,
+        "export_t1_kwh": _KWH_OPT, "export_t2_kwh": _KWH_OPT,
+        "tariff": _int(0, 9999, nullable=True),
+        "voltage_l1_v": _V, "voltage_l2_v": _V, "voltage_l3_v": _V,
+        "current_l1_a": _A, "current_l2_a": _A, "current_l3_a": _A,
+        "power_l1_w": _W, "power_l2_w": _W, "power_l3_w": _W,
+        "demand_w": _W, "demand_peak_w": _W,
+        "channel": _str(max_len=16, nullable=True, choices=CHANNELS),
+        "volume_m3": _num(0.0, 1e12, nullable=True),
     }
-    _OPTIONAL: ClassVar[tuple] = ("power_w", "voltage_v", "current_a", "power_factor")
+    _OPTIONAL: ClassVar[tuple] = tuple(k for k in _RULES if k not in ("meter_id", "ts", "energy_kwh"))
+
+    def check_channel(self, where: str = "") -> "Reading":
+        """Raise WireError unless energy and volume fit the channel (electricity needs energy)."""
+        prefix = f"{where}." if where else ""
+        if self.channel in _VOLUME_CHANNELS:
+            if self.volume_m3 is None:
+                raise WireError(prefix + "volume_m3", f"missing on a {self.channel} channel")
+        elif self.energy_kwh is None:
+            raise WireError(prefix + "energy_kwh", "missing")
+        return self
+
+
+READING_V1_COLUMNS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor")
+READING_EXTENSIONS = tuple(k for k in Reading._RULES if k not in READING_V1_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +343,7 @@ class MeterSummary:
     power_w_max: float | None
     score: float | None
     anomalous: bool | None
+    export_kwh: float | None = None  # energy exported in the interval (layout 2; omitted when None)
 
     _RULES: ClassVar[dict] = {
         "meter_id": _ID,
@@ -283,7 +353,10 @@ class MeterSummary:
         "power_w_max": _num(-1e9, 1e9, nullable=True),
         "score": _num(-1e6, 1e6, nullable=True),
         "anomalous": _bool(nullable=True),
+        "export_kwh": _num(-1e9, 1e9, nullable=True),
     }
+    _OPTIONAL: ClassVar[tuple] = ("export_kwh",)
+    _OMIT_NONE: ClassVar[tuple] = ("export_kwh",)
 
 
 # --------------------------------------------------------------------------- messages
@@ -351,8 +424,7 @@ class RawChunk:
 
     KIND: ClassVar[str] = "raw"
     _RULES: ClassVar[dict] = {**_ENVELOPE}
-    _COLUMNS: ClassVar[tuple] = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v",
-                                 "current_a", "power_factor")
+    _COLUMNS: ClassVar[tuple] = READING_V1_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,10 +526,16 @@ def subscription_topics(shared_group: str | None = None) -> list[str]:
 
 def _encode_readings(readings: tuple[Reading, ...]) -> dict:
     columns = {c: [getattr(r, c) for r in readings] for c in RawChunk._COLUMNS}
+    extra = {c: [getattr(r, c) for r in readings] for c in READING_EXTENSIONS}
+    extra = {c: v for c, v in extra.items() if any(x is not None for x in v)}
+    columns.update(extra)
     plain = json.dumps(columns, separators=(",", ":")).encode()
-    return {"codec": "zlib", "count": len(readings),
-            "sha256": hashlib.sha256(plain).hexdigest(),
-            "data": base64.b64encode(zlib.compress(plain, 6)).decode("ascii")}
+    out = {"codec": "zlib", "count": len(readings),
+           "sha256": hashlib.sha256(plain).hexdigest(),
+           "data": base64.b64encode(zlib.compress(plain, 6)).decode("ascii")}
+    if extra:
+        out["layout"] = 2
+    return out
 
 
 def _decode_readings(obj: Any) -> tuple[Reading, ...]:
@@ -465,6 +543,9 @@ def _decode_readings(obj: Any) -> tuple[Reading, ...]:
         raise WireError("chunk", "expected an object")
     if obj.get("codec") != "zlib":
         raise WireError("chunk.codec", f"unsupported codec {str(obj.get('codec'))[:20]!r}")
+    layout = obj.get("layout", 1)
+    if layout not in (1, 2) or isinstance(layout, bool):
+        raise WireError("chunk.layout", f"unsupported readings layout {str(layout)[:20]}, expected 1 or 2")
     count = _int(1, MAX_RAW_READINGS).check("chunk.count", obj.get("count"))
     digest = _str(re.compile(r"^[0-9a-f]{64}$"), 64).check("chunk.sha256", obj.get("sha256"))
     data = obj.get("data")
@@ -486,18 +567,28 @@ def _decode_readings(obj: Any) -> tuple[Reading, ...]:
         columns = json.loads(plain)
     except (ValueError, RecursionError):
         raise WireError("chunk.data", "decompressed data is not JSON") from None
-    if not isinstance(columns, dict) or set(columns) != set(RawChunk._COLUMNS):
-        raise WireError("chunk.data", f"columns must be exactly {', '.join(RawChunk._COLUMNS)}")
-    for name in RawChunk._COLUMNS:
+    allowed = set(RawChunk._COLUMNS) | (set(READING_EXTENSIONS) if layout == 2 else set())
+    if not isinstance(columns, dict) or not set(RawChunk._COLUMNS) <= set(columns) <= allowed:
+        extra = "" if layout == 1 else f" and optionally {', '.join(READING_EXTENSIONS)}"
+        raise WireError("chunk.data", f"columns must be {', '.join(RawChunk._COLUMNS)}{extra} (layout {layout})")
+    names = [c for c in Reading._RULES if c in columns]
+    for name in names:
         if not isinstance(columns[name], list) or len(columns[name]) != count:
             raise WireError(f"chunk.data.{name}", f"expected {count} values")
-    fast = [_column_fast(Reading._RULES[c], columns[c]) for c in RawChunk._COLUMNS]
+    fast = [_column_fast(Reading._RULES[c], columns[c]) for c in names]
     if all(col is not None for col in fast):
-        return tuple(map(Reading, *fast))
+        if names == list(RawChunk._COLUMNS):
+            rows = tuple(map(Reading, *fast))
+        else:
+            rows = tuple(Reading(**dict(zip(names, values))) for values in zip(*fast))
+        if None in columns["energy_kwh"]:
+            for i, r in enumerate(rows):
+                r.check_channel(f"readings[{i}]")
+        return rows
     rows = []
     for i in range(count):
-        row = {c: columns[c][i] for c in RawChunk._COLUMNS}
-        rows.append(_build(Reading, row, f"readings[{i}]"))
+        row = {c: columns[c][i] for c in names}
+        rows.append(_build(Reading, row, f"readings[{i}]").check_channel(f"readings[{i}]"))
     return tuple(rows)
 
 
@@ -642,9 +733,11 @@ def json_schemas() -> dict[str, dict]:
                 "type": "object", "required": ["codec", "count", "sha256", "data"],
                 "additionalProperties": False,
                 "description": "data: base64 of zlib-compressed JSON object of equal-length column "
-                               f"arrays {', '.join(RawChunk._COLUMNS)}; sha256 of the uncompressed bytes",
+                               f"arrays {', '.join(RawChunk._COLUMNS)} (layout 2 adds any of "
+                               f"{', '.join(READING_EXTENSIONS)}); sha256 of the uncompressed bytes",
                 "properties": {"codec": {"const": "zlib"},
                                "count": {"type": "integer", "minimum": 1, "maximum": MAX_RAW_READINGS},
+                               "layout": {"enum": [1, 2]},
                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                                "data": {"type": "string", "contentEncoding": "base64"}}}
             schema["required"].append("chunk")

@@ -215,3 +215,43 @@ def test_deeply_nested_json_is_a_wire_error_not_a_crash():
     with pytest.raises(WireError) as err:
         decode("gridsight/v1/gw-1/summary", b"[" * 200_000 + b"]" * 200_000)
     assert err.value.field == "payload"
+
+
+def test_a_chunk_of_layout_1_readings_is_byte_identical_to_before_the_layout_2_extension():
+    chunk = json.loads(encode(RawChunk("gw-1", 3, None, 1.7e9, (Reading("m-1", 1.7e9, 10.0, 500.0),))))["chunk"]
+    assert "layout" not in chunk
+    plain = zlib.decompress(base64.b64decode(chunk["data"]))
+    assert set(json.loads(plain)) == set(RawChunk._COLUMNS)
+
+
+def test_export_tariffs_phases_and_a_gas_channel_travel_in_a_layout_2_chunk():
+    elec = Reading("m-1", 1.7e9, 10.0, -2600.0, 230.0, export_kwh=627.177, import_t1_kwh=4.0, import_t2_kwh=6.0,
+                   tariff=2, voltage_l1_v=230.0, voltage_l2_v=3.1, voltage_l3_v=229.0, power_l2_w=-1200.0)
+    gas = Reading("m-1-gas", 1.7e9, None, channel="gas", volume_m3=981.443)
+    payload = encode(RawChunk("gw-1", 3, None, 1.7e9, (elec, gas)))
+    assert json.loads(payload)["chunk"]["layout"] == 2
+    back = decode(topic_for("gw-1", "raw"), payload)
+    assert back.readings == (elec, gas)
+
+
+def test_an_electricity_reading_without_energy_or_a_gas_reading_without_volume_is_refused():
+    gas = Reading("m-1-gas", 1.7e9, None, channel="gas")
+    with pytest.raises(WireError, match=r"readings\[0\]\.volume_m3: missing on a gas channel"):
+        decode(topic_for("gw-1", "raw"), encode(RawChunk("gw-1", 3, None, 1.7e9, (gas,))))
+    no_energy = Reading("m-1", 1.7e9, None, export_kwh=1.0)
+    with pytest.raises(WireError, match=r"readings\[0\]\.energy_kwh: missing"):
+        decode(topic_for("gw-1", "raw"), encode(RawChunk("gw-1", 3, None, 1.7e9, (no_energy,))))
+
+
+def test_a_layout_2_column_in_a_chunk_that_claims_layout_1_is_refused():
+    body = json.loads(encode(RawChunk("gw-1", 3, None, 1.7e9, (Reading("m-1", 1.7e9, 1.0, export_kwh=2.0),))))
+    del body["chunk"]["layout"]
+    with pytest.raises(WireError, match="chunk.data: columns must be"):
+        decode(topic_for("gw-1", "raw"), json.dumps(body).encode())
+
+
+def test_summary_export_energy_is_omitted_when_unknown_and_round_trips_when_known():
+    plain = json.loads(encode(_summary()))
+    assert "export_kwh" not in plain["meters"][0]
+    s = IntervalSummary("gw-1", 7, None, 1.7e9, 1.7e9, 900, (MeterSummary("m-1", 0.25, 15, 1.0, 2.0, 0.1, False, 0.4),))
+    assert decode(topic_for("gw-1", "summary"), encode(s)).meters[0].export_kwh == 0.4

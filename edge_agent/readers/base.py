@@ -72,21 +72,28 @@ def reject_unknown(options: Mapping[str, Any], known: set[str]) -> None:
 
 def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None,
                     voltage_v: Any = None, current_a: Any = None,
-                    power_factor: Any = None) -> Reading:
+                    power_factor: Any = None, **extensions: Any) -> Reading:
     """A :class:`Reading` whose every field obeys the wire contract, else :class:`ReaderError`.
 
     Readers call this so a garbage value from a meter is refused at the edge, before it
-    could make a whole batch undeliverable.
+    could make a whole batch undeliverable. ``extensions`` are the layout-2 fields
+    (``export_kwh``, ``voltage_l2_v``, ``channel``, ...; see :data:`gridsight.wire.READING_EXTENSIONS`).
     """
     row = {"meter_id": meter_id, "ts": ts, "energy_kwh": energy_kwh, "power_w": power_w,
            "voltage_v": voltage_v, "current_a": current_a, "power_factor": power_factor}
+    unknown = set(extensions) - set(Reading._RULES)
+    if unknown:
+        raise TypeError(f"checked_reading: unknown field {sorted(unknown)[0]}")
+    row.update(extensions)
     values = {}
-    for key, rule in Reading._RULES.items():
-        value = row[key]
+    for key, value in row.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ReaderError(f"{key}: {value} is not a finite number")
         try:
-            values[key] = rule.check(key, value)
+            values[key] = Reading._RULES[key].check(key, value)
         except WireError as exc:
             raise ReaderError(str(exc)) from None
-    return Reading(**values)
+    try:
+        return Reading(**values).check_channel()
+    except WireError as exc:
+        raise ReaderError(str(exc)) from None

@@ -1,78 +1,197 @@
-"""DSMR P1 telegrams (Dutch/Belgian smart meters) from a serial port, parsed by dsmr-parser.
+"""DSMR P1 telegrams (NL, BE, LU, SE, AT, HU, IE, CH and EasyMeter D0) from a serial port.
 
-The meter pushes a telegram every second (DSMR 5) or ten seconds (DSMR 4). Each poll takes
-whatever bytes the port holds without blocking, cuts complete ``/...!CRC`` telegrams out of
-the stream, checks their CRC16 and turns each good one into a :class:`Reading`:
+The meter pushes a telegram every second (DSMR 5) or ten seconds (DSMR 2.2-4). Each poll takes
+whatever bytes the port holds without blocking, cuts complete ``/...!CRC`` telegrams out of the
+stream and turns each into readings. The telegram is read generically, line by line, by OBIS
+code (:mod:`.obis`), so every country's variant gives every value it carries:
 
-* ``energy_kwh`` = import tariff 1 + tariff 2 registers (1.8.1 + 1.8.2),
-* ``power_w`` = 1.7.0 (kW) x 1000, ``voltage_v`` = 32.7.0, ``current_a`` = 31.7.0 when present.
+* import and export energy (1.8.0/2.8.0, or the sum of the tariff registers 1.8.x/2.8.x), the
+  tariff registers 1 and 2 and the active tariff (96.14.0); units are honoured (Wh or kWh);
+* net power (1.7.0 - 2.7.0, in W whatever the meter's unit), per-phase power, voltage and
+  current, Belgian demand (1.4.0, 1.6.0);
+* M-Bus sub-meters (gas, water, heat on 0-n:24.x) as separate meters with their own id and
+  capture time, sent only when their value or capture time changes.
 
-Readings are stamped with the agent's clock (the meter's own clock drifts and has no time
-zone). A telegram with a bad CRC or garbage on the line is reported as :class:`ReaderError`
-on the next poll, after the good telegrams are handed over; no telegram for ``stale_s``
-seconds (cable pulled, meter without power) is a ReaderError too.
+Integrity: a telegram that carries a CRC16 is checked (upper or lower case hex, CRLF or
+LF-only line endings). DSMR 2.2/3 meters send none; their telegrams are checked for
+plausibility instead (no register may go backwards, vanish or jump faster than ``max_power_kw``).
+Luxembourg Smarty meters send AES-128-GCM frames; with ``decryption_key`` they are decrypted
+and authenticated (the Luxmetering P1 specification's public authentication key unless
+``authentication_key`` is given).
 
-Options: ``port`` (required; a device such as /dev/ttyUSB0 or a pyserial URL), ``meter_id``
-(default: the telegram's equipment identifier), ``baudrate`` (115200; 9600 for DSMR 2.2),
-``version`` ("5" | "4" | "2.2"), ``stale_s`` (30), ``name``.
+Time: a telegram is stamped with its own 0-0:1.0.0 time (local time in ``timezone`` with the
+W/S flag) unless ``timestamps = "agent"``; telegrams without one are stamped with the agent's
+clock, spaced ``period_s`` apart when several arrive in one poll, so none is lost as a duplicate.
+
+Meter ids: the equipment id (0-0:96.1.1, else 96.1.0, 42.0.0 or EasyMeter's 1-0:0.0.0), or
+``meter_id``. A telegram without any id is refused until ``meter_id`` is set: a made-up id could
+collide with another meter's.
+
+Errors (CRC, garbage, an encrypted frame without a key, a silent port for ``stale_s``) are
+raised as :class:`ReaderError` on the poll after the good telegrams were handed over.
+
+Options: ``port`` (required: /dev/ttyUSB0 or a pyserial URL such as socket://host:2001),
+``version`` (5, 4, 3 or 2.2, number or string; sets serial defaults 115200 8N1 or 9600 7E1),
+``baudrate``, ``meter_id``, ``decryption_key``, ``authentication_key``, ``timezone``
+("Europe/Amsterdam"), ``timestamps`` ("meter"), ``period_s``, ``max_power_kw`` (1000),
+``stale_s`` (30), ``name``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
+from edge_agent.readers.obis import (DataLine, ObisCode, decode_identifier, electricity_fields, local_timestamp,
+                                     parse_data_lines)
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading
 
-__all__ = ["DsmrP1Reader"]
+__all__ = ["DsmrP1Reader", "crc16_arc", "normalise_version", "decrypt_smarty_frame", "LUXEMBOURG_AUTH_KEY"]
+
+log = logging.getLogger(__name__)
 
 _MAX_BUFFER = 16 * 1024  # the largest real telegram is ~2 kB; more without a frame is line noise
-_FRAME = re.compile(r"/[^/]+?![A-F0-9]{0,4}\0?\r\n", re.DOTALL)
+_FRAME = re.compile(rb"/[^/]*?!([0-9A-Za-z]{0,4})[ \t]*\r?\n", re.DOTALL)
 _ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_VERSIONS = {"5": "5", "5.0": "5", "5.0.2": "5", "4": "4", "4.0": "4", "4.2": "4", "4.2.2": "4",
+             "3": "3", "3.0": "3", "2.2": "2.2", "2": "2.2"}
+# Luxmetering E-Meter P1 specification 1.1.3, 3.2.5: the authentication key every Smarty shares.
+LUXEMBOURG_AUTH_KEY = "00112233445566778899AABBCCDDEEFF"
+_ID_CODES = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "1-0:0.0.0", "0-0:96.1.255")
+# EN 13757-3 device types of M-Bus sub-meters
+_CHANNEL_TYPES = {3: "gas", 6: "water", 7: "water", 4: "heat", 12: "heat", 13: "heat"}
+_GJ_KWH = 1e9 / 3.6e6
+
+
+def crc16_arc(data: bytes) -> int:
+    """CRC-16/ARC (poly 0x8005 reflected, init 0): the P1 telegram checksum (DSMR 5.0.2, 6.4.1)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def normalise_version(value: Any) -> str:
+    """``5``, ``"5"``, ``4.2``, ``"3"``, ``2.2`` ... as one of "5", "4", "3", "2.2"; ConfigError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError("version", f"expected a number or string such as 5 or \"2.2\", got {value!r}")
+    text = str(value).strip().lower().removeprefix("dsmr").strip()
+    if text not in _VERSIONS:
+        raise ConfigError("version", f"{value!r}: must be 5, 4, 3 or 2.2")
+    return _VERSIONS[text]
+
+
+def _frame_length(buf: bytes) -> int | None:
+    """Total length of a general-global-cipher frame starting at buf[0] (0xDB), None if incomplete."""
+    if len(buf) < 2:
+        return None
+    pos = 2 + buf[1]  # tag, system-title length, system title
+    if len(buf) < pos + 1:
+        return None
+    first = buf[pos]
+    if first < 0x80:
+        return pos + 1 + first
+    width = first & 0x7F
+    if width > 3 or len(buf) < pos + 1 + width:
+        return pos + 1 if width > 3 else None
+    return pos + 1 + width + int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+
+
+def decrypt_smarty_frame(frame: bytes, key: bytes, auth_key: bytes) -> bytes:
+    """The plaintext telegram of one general-global-cipher frame (0xDB ...), AES-128-GCM, 12-byte tag."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    title_len = frame[1]
+    system_title = frame[2:2 + title_len]
+    pos = 2 + title_len
+    width = frame[pos] & 0x7F if frame[pos] >= 0x80 else 0
+    pos += 1 + width
+    security, counter = frame[pos], frame[pos + 1:pos + 5]
+    body = frame[pos + 5:]
+    if len(body) < 13:
+        raise ReaderError("encrypted frame too short")
+    ciphertext, tag = body[:-12], body[-12:]
+    try:
+        decryptor = Cipher(algorithms.AES(key), modes.GCM(system_title + counter, tag, min_tag_length=12)).decryptor()
+        decryptor.authenticate_additional_data(bytes([security]) + auth_key)
+        return decryptor.update(ciphertext) + decryptor.finalize()
+    except InvalidTag:
+        raise ReaderError("encrypted frame does not authenticate: wrong decryption_key or authentication_key?") from None
+    except ValueError as exc:
+        raise ReaderError(f"encrypted frame cannot be decrypted ({exc})") from None
 
 
 class DsmrP1Reader:
     """One smart meter's P1 port."""
 
     def __init__(self, serial_port: Any, *, meter_id: str | None, version: str = "5", stale_s: float = 30.0,
-                 name: str = "dsmr_p1") -> None:
-        from dsmr_parser import telegram_specifications
-        from dsmr_parser.parsers import TelegramParser
-
-        spec = {"5": telegram_specifications.V5, "4": telegram_specifications.V4,
-                "2.2": telegram_specifications.V2_2}[version]
+                 name: str = "dsmr_p1", key: bytes | None = None, auth_key: bytes | None = None,
+                 zone: ZoneInfo | None = None, meter_time: bool = True, period_s: float | None = None,
+                 max_power_kw: float = 1000.0) -> None:
         self.port = serial_port
         self.meter_id = meter_id
+        self.version = version
         self.name = name
         self.stale_s = stale_s
-        self._parser = TelegramParser(spec, apply_checksum_validation=True)
-        self._buffer = ""
+        self.key = key
+        self.auth_key = auth_key if auth_key is not None else bytes.fromhex(LUXEMBOURG_AUTH_KEY)
+        self.zone = zone or ZoneInfo("Europe/Amsterdam")
+        self.meter_time = meter_time
+        self.period_s = period_s if period_s is not None else (1.0 if version == "5" else 10.0)
+        self.max_power_kw = max_power_kw
+        self._buffer = b""
         self._last_telegram: float | None = None
         self._first_poll: float | None = None
         self._deferred: list[str] = []
+        self._last: dict[str, Reading] = {}          # per meter id: the previous reading
+        self._channel_seen: dict[str, tuple[float, float | None]] = {}
+        self._noted: set[str] = set()
         self.telegrams = 0
         self.bad_telegrams = 0
+        self.skipped_bytes = 0
+        self.left_out_values = 0
+        self._frames_seen = 0
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> "DsmrP1Reader":
         import serial
 
-        reject_unknown(options, {"port", "meter_id", "baudrate", "version", "stale_s", "name"})
+        reject_unknown(options, {"port", "meter_id", "baudrate", "version", "stale_s", "name", "decryption_key",
+                                 "authentication_key", "timezone", "timestamps", "period_s", "max_power_kw"})
         port = option(options, "port", str)
-        version = option(options, "version", str, "5", check=lambda v: v in ("5", "4", "2.2"), why="must be 5, 4 or 2.2")
-        baudrate = option(options, "baudrate", int, 9600 if version == "2.2" else 115200,
-                          check=lambda v: v > 0, why="must be positive")
+        version = normalise_version(options.get("version", "5"))
+        old = version in ("2.2", "3")
+        baudrate = option(options, "baudrate", int, 9600 if old else 115200, check=lambda v: v > 0, why="must be positive")
         meter_id = option(options, "meter_id", str, None)
+        key = _hex_key(options, "decryption_key")
+        auth = _hex_key(options, "authentication_key")
+        zone_name = option(options, "timezone", str, "Europe/Amsterdam")
         try:
-            handle = serial.serial_for_url(port, baudrate=baudrate, bytesize=7 if version == "2.2" else 8,
-                                           parity="E" if version == "2.2" else "N", stopbits=1, timeout=0)
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError("timezone", f"{zone_name!r} is not a known time zone (e.g. Europe/Brussels)") from None
+        stamps = option(options, "timestamps", str, "meter", check=lambda v: v in ("meter", "agent"),
+                        why="must be meter or agent")
+        try:
+            handle = serial.serial_for_url(port, baudrate=baudrate, bytesize=7 if old else 8,
+                                           parity="E" if old else "N", stopbits=1, timeout=0)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise ConfigError("port", f"cannot open {port}: {exc}") from None
-        return cls(handle, meter_id=meter_id, version=version,
+        return cls(handle, meter_id=meter_id, version=version, key=key, auth_key=auth, zone=zone,
+                   meter_time=stamps == "meter",
+                   period_s=option(options, "period_s", float, None, check=lambda v: 0 < v <= 3600, why="must be 0..3600 s"),
+                   max_power_kw=option(options, "max_power_kw", float, 1000.0, check=lambda v: v > 0, why="must be positive"),
                    stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
                    name=option(options, "name", str, f"dsmr_p1:{port}"))
+
+    # ------------------------------------------------------------------ the serial stream
 
     def _drain_port(self) -> None:
         import serial
@@ -82,39 +201,133 @@ class DsmrP1Reader:
                 waiting = self.port.in_waiting
                 if not waiting:
                     break
-                self._buffer += self.port.read(waiting).decode("ascii", errors="replace")
+                self._buffer += self.port.read(waiting)
         except (serial.SerialException, OSError) as exc:
             raise ReaderError(f"{self.name}: serial port error: {exc}") from None
 
-    def read(self, now: float) -> list[Reading]:
-        from dsmr_parser.exceptions import InvalidChecksumError, ParseError
+    def _frames(self, errors: list[str]) -> list[tuple[bytes, bool]]:
+        """Complete telegrams in the buffer as (bytes, crc_checked); consumed bytes leave the buffer."""
+        out: list[tuple[bytes, bool]] = []
+        buf = self._buffer
+        pos = 0
+        while pos < len(buf):
+            slash, cipher = buf.find(b"/", pos), buf.find(b"\xdb", pos)
+            starts = [s for s in (slash, cipher) if s >= 0]
+            if not starts:
+                break
+            start = min(starts)
+            self._skip(buf[pos:start], errors)
+            if start == cipher:
+                length = _frame_length(buf[start:])
+                if length is None or len(buf) < start + length:
+                    pos = start
+                    break
+                frame = buf[start:start + length]
+                pos = start + length
+                if self.key is None:
+                    self.bad_telegrams += 1
+                    errors.append("encrypted frame: set the key (decryption_key, 32 hex digits from your grid operator)")
+                    continue
+                try:
+                    plain = decrypt_smarty_frame(frame, self.key, self.auth_key)
+                except ReaderError as exc:
+                    self.bad_telegrams += 1
+                    errors.append(str(exc))
+                    continue
+                match = _FRAME.search(plain)
+                if match is None:
+                    self.bad_telegrams += 1
+                    errors.append("decrypted frame holds no telegram")
+                    continue
+                checked = self._crc_ok(match, errors)
+                if checked is not None:
+                    out.append((match.group(0), checked))
+                continue
+            match = _FRAME.match(buf, start)
+            if match is None:
+                nxt = buf.find(b"/", start + 1)
+                if nxt < 0 or buf.find(b"!", start, nxt) < 0:
+                    pos = start  # incomplete: wait for more bytes
+                    break
+                self.bad_telegrams += 1
+                errors.append("telegram cut off (no end before the next one)")
+                pos = nxt
+                continue
+            pos = match.end()
+            self._frames_seen += 1
+            checked = self._crc_ok(match, errors)
+            if checked is not None:
+                out.append((match.group(0), checked))
+        self._buffer = buf[pos:]
+        return out
 
+    def _skip(self, data: bytes, errors: list[str]) -> None:
+        stripped = data.strip(b" \t\r\n\x00\xff")
+        if not stripped:
+            return
+        self.skipped_bytes += len(stripped)
+        if self._frames_seen and len(stripped) <= 96 and stripped.isascii() and stripped.replace(b"\r\n", b"").isalnum():
+            # a trailer some D0 gateways add after the telegram (EasyMeter COM-1): counted, logged once
+            if "trailer" not in self._noted:
+                self._noted.add("trailer")
+                log.info("%s: skipping %d bytes after telegrams (gateway trailer), counted in skipped_bytes",
+                         self.name, len(stripped))
+            return
+        errors.append(f"{len(stripped)} bytes of garbage before a telegram")
+
+    def _crc_ok(self, match: re.Match, errors: list[str]) -> bool | None:
+        """True if the CRC matched, False if the telegram carries none, None (error noted) if it failed."""
+        crc_text = match.group(1).decode("ascii")
+        if not crc_text:
+            return False
+        telegram = match.group(0)
+        body = telegram[:telegram.rindex(b"!") + 1]
+        try:
+            expected = int(crc_text, 16)
+        except ValueError:
+            expected = -1
+        if len(crc_text) == 4 and expected in (crc16_arc(body), crc16_arc(re.sub(rb"(?<!\r)\n", b"\r\n", body))):
+            return True
+        self.bad_telegrams += 1
+        errors.append("telegram CRC mismatch (dropped)")
+        return None
+
+    # ------------------------------------------------------------------ polling
+
+    def read(self, now: float) -> list[Reading]:
         if self._first_poll is None:
             self._first_poll = now
         if self._deferred:
             errors, self._deferred = self._deferred, []
             raise ReaderError(f"{self.name}: " + "; ".join(errors)[:400])
         self._drain_port()
-        out: list[Reading] = []
         errors: list[str] = []
-        end = 0
-        for match in _FRAME.finditer(self._buffer):
-            if self._buffer[end:match.start()].strip():
-                errors.append(f"{len(self._buffer[end:match.start()].strip())} bytes of garbage before a telegram")
-            end = match.end()
+        frames = self._frames(errors)
+        out: list[Reading] = []
+        parsed = []
+        for data, checked in frames:
             try:
-                telegram = self._parser.parse(match.group(0))
-                out.append(self._reading(telegram, now))
-                self.telegrams += 1
-            except InvalidChecksumError:
-                self.bad_telegrams += 1
-                errors.append("telegram CRC mismatch (dropped)")
-            except (ParseError, ReaderError, ValueError, KeyError, IndexError) as exc:
+                parsed.append((parse_data_lines(data.decode("ascii", errors="replace")), checked))
+            except ReaderError as exc:
                 self.bad_telegrams += 1
                 errors.append(f"unreadable telegram ({exc})")
-        self._buffer = self._buffer[end:]
+        untimed = sum(1 for lines, _ in parsed if self._own_time(lines) is None)
+        for lines, checked in parsed:
+            own = self._own_time(lines)
+            if own is None:
+                untimed -= 1
+                ts = now - untimed * self.period_s
+            else:
+                ts = own
+            try:
+                out.extend(self._readings(lines, ts, checked))
+                self.telegrams += 1
+            except ReaderError as exc:
+                self.bad_telegrams += 1
+                errors.append(f"unreadable telegram ({exc})")
         if len(self._buffer) > _MAX_BUFFER:
-            errors.append(f"{len(self._buffer)} bytes without a complete telegram (wrong baud rate?)")
+            hint = " (version 2.2/3 meters need version = \"2.2\": 9600 baud 7E1)" if self.version in ("4", "5") else ""
+            errors.append(f"{len(self._buffer)} bytes without a complete telegram (wrong baud rate?{hint})")
             self._buffer = self._buffer[-_MAX_BUFFER // 2:]
         if out:
             self._last_telegram = now
@@ -126,31 +339,134 @@ class DsmrP1Reader:
             self._deferred = errors
         return out
 
-    def _reading(self, telegram: Any, now: float) -> Reading:
-        from dsmr_parser import obis_references as obis
+    def _own_time(self, lines: list[DataLine]) -> float | None:
+        if not self.meter_time:
+            return None
+        for line in lines:
+            if str(line.code) == "0-0:1.0.0" and line.groups:
+                return local_timestamp(line.groups[0], self.zone)
+        return None
 
-        def value(ref: str) -> float | None:
-            obj = telegram.get(ref)
-            return None if obj is None or obj.value is None else float(obj.value)
+    # ------------------------------------------------------------------ telegram -> readings
 
-        t1, t2 = value(obis.ELECTRICITY_USED_TARIFF_1), value(obis.ELECTRICITY_USED_TARIFF_2)
-        if t1 is None and t2 is None:
-            raise ReaderError("telegram has no import energy register (1.8.1/1.8.2)")
-        meter_id = self.meter_id
-        if meter_id is None:
-            ident = telegram.get(obis.EQUIPMENT_IDENTIFIER)
-            raw = str(ident.value) if ident is not None and ident.value else ""
-            try:
-                raw = bytes.fromhex(raw).decode("ascii") if raw and len(raw) % 2 == 0 else raw
-            except ValueError:
-                pass
-            meter_id = _ID_SAFE.sub("", raw)[:64] or "p1-meter"
-        kw = value(obis.CURRENT_ELECTRICITY_USAGE)
-        return checked_reading(meter_id, now, (t1 or 0.0) + (t2 or 0.0), None if kw is None else kw * 1000.0,
-                               value(obis.INSTANTANEOUS_VOLTAGE_L1), value(obis.INSTANTANEOUS_CURRENT_L1))
+    def _readings(self, lines: list[DataLine], ts: float, crc_checked: bool) -> list[Reading]:
+        by_code = {}
+        for line in lines:
+            by_code.setdefault(str(line.code), line)
+        meter_id = self.meter_id or self._identifier(by_code)
+        registers: dict[ObisCode, tuple[float, str | None]] = {}
+        for line in lines:
+            if line.code.a == 1:
+                number = line.number()
+                if number is not None:
+                    registers.setdefault(line.code, number)
+        fields, notes = electricity_fields(registers)
+        for note in notes:
+            self.left_out_values += 1
+            if note not in self._noted:
+                self._noted.add(note)
+                log.warning("%s: %s (counted in left_out_values)", self.name, note)
+        tariff = by_code.get("0-0:96.14.0")
+        if tariff is not None and tariff.groups and tariff.groups[0].strip().isdigit():
+            fields["tariff"] = int(tariff.groups[0])
+        last = self._last.get(meter_id)
+        if last is not None and ts <= last.ts and not self.meter_time:
+            ts = last.ts + 0.001
+        reading = checked_reading(meter_id, ts, **fields)
+        if not crc_checked:
+            self._plausible(reading, last)
+        self._last[meter_id] = reading
+        return [reading, *self._channels(lines, meter_id, ts)]
+
+    def _identifier(self, by_code: dict[str, DataLine]) -> str:
+        for code in _ID_CODES:
+            line = by_code.get(code)
+            if line is None or not line.groups:
+                continue
+            text = _ID_SAFE.sub("", decode_identifier(line.groups[0]))[:64].lstrip("._-")
+            if text and text.strip("0"):
+                return text
+        raise ReaderError("telegram carries no equipment identifier (0-0:96.1.1, 96.1.0 or 42.0.0): "
+                          "set meter_id for this port, so meters cannot collide")
+
+    def _plausible(self, reading: Reading, last: Reading | None) -> None:
+        """Without a CRC a lost line or a flipped digit is caught here: registers only grow, plausibly."""
+        if last is None:
+            return
+        hours = max(reading.ts - last.ts, 1.0) / 3600.0
+        names = ("import_t1_kwh", "import_t2_kwh", "export_t1_kwh", "export_t2_kwh", "energy_kwh", "export_kwh")
+        for name in names:
+            if getattr(last, name) is not None and getattr(reading, name) is None:
+                raise ReaderError(f"{name} missing, earlier telegrams had it (line lost?); no CRC to check")
+        for name in names:
+            before, now = getattr(last, name), getattr(reading, name)
+            if before is None:
+                continue
+            if now < before - 1e-9:
+                raise ReaderError(f"{name} went backwards {before} -> {now} (corrupted line?); no CRC to check")
+            if now - before > self.max_power_kw * hours + 0.01:
+                raise ReaderError(f"{name} jumped {before} -> {now} in {hours * 3600:.0f} s, above max_power_kw "
+                                  f"{self.max_power_kw:g} (corrupted line?); no CRC to check")
+
+    def _channels(self, lines: list[DataLine], meter_id: str, ts: float) -> list[Reading]:
+        out = []
+        by_channel: dict[int, dict[str, DataLine]] = {}
+        for line in lines:
+            if line.code.a == 0 and line.code.b >= 1:
+                by_channel.setdefault(line.code.b, {}).setdefault(f"{line.code.c}.{line.code.d}.{line.code.e}", line)
+        for n, codes in sorted(by_channel.items()):
+            value_line = codes.get("24.2.1") or codes.get("24.2.3") or codes.get("24.3.0")
+            if value_line is None:
+                continue
+            number = value_line.number()
+            unit = None
+            if str(value_line.code).endswith("24.3.0"):  # DSMR 2.2/3: (time)(..)(..)(..)(obis)(unit) then (value)
+                groups = value_line.groups
+                unit = groups[5] if len(groups) > 6 else None
+                number = (float(groups[-1]), unit) if len(groups) > 6 and re.fullmatch(r"[\d.]+", groups[-1]) else None
+            if number is None:
+                continue
+            value, unit = number[0], (number[1] or unit or "").lower()
+            kind_line = codes.get("24.1.0")
+            kind_code = int(kind_line.groups[0]) if kind_line and kind_line.groups and kind_line.groups[0].isdigit() else 3
+            channel = _CHANNEL_TYPES.get(kind_code, "gas")
+            if unit in ("gj", "kwh", "mwh"):
+                channel = "heat"
+            times = value_line.times()
+            captured = local_timestamp(times[0], self.zone) if times else None
+            ident_line = codes.get("96.1.0") or codes.get("96.1.1")
+            ident = _ID_SAFE.sub("", decode_identifier(ident_line.groups[0]))[:64] if ident_line and ident_line.groups else ""
+            cid = ident if ident.strip("0") else f"{meter_id}-{channel}" + (str(n) if n > 1 else "")
+            stamp = captured if captured is not None else ts
+            if self._channel_seen.get(cid) == (stamp, value):
+                continue
+            self._channel_seen[cid] = (stamp, value)
+            if channel == "heat":
+                kwh = value * (_GJ_KWH if unit == "gj" else 1000.0 if unit == "mwh" else 1.0)
+                out.append(checked_reading(cid, stamp, kwh, channel="heat"))
+            else:
+                if unit not in ("m3", ""):
+                    raise ReaderError(f"0-{n}:{value_line.code.c}.{value_line.code.d}.{value_line.code.e}: "
+                                      f"unit {unit!r} is not m3")
+                out.append(checked_reading(cid, stamp, None, channel=channel, volume_m3=value))
+        return out
+
+    def counters(self) -> dict[str, float]:
+        return {"telegrams": self.telegrams, "bad_telegrams": self.bad_telegrams,
+                "skipped_bytes": self.skipped_bytes, "left_out_values": self.left_out_values}
 
     def close(self) -> None:
         try:
             self.port.close()
         except Exception:
             pass
+
+
+def _hex_key(options: Mapping[str, Any], key: str) -> bytes | None:
+    text = option(options, key, str, None)
+    if text is None:
+        return None
+    clean = text.replace(" ", "").replace(":", "")
+    if not re.fullmatch(r"[0-9A-Fa-f]{32}", clean):
+        raise ConfigError(key, "must be 32 hex digits (a 16-byte AES key)")
+    return bytes.fromhex(clean)
