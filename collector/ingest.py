@@ -34,7 +34,8 @@ from collector.archive import Archiver
 from collector.db.writer import BatchResult, BatchWriter, PreparedBatch, Received, TransientDatabaseError
 from collector.metrics import Metrics
 from collector.services import Services, open_services
-from collector.settings import CollectorSettings, mqtt_endpoint
+from collector.settings import CollectorSettings
+from gridsight.mqtt import make_client
 
 __all__ = ["IngestWorker", "SESSION_EXPIRY_S"]
 
@@ -65,17 +66,13 @@ class IngestWorker:
     # ----------------------------------------------------------------- MQTT side (paho thread)
 
     def _make_client(self, mqtt_url: str):
-        import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        host, port, tls = mqtt_endpoint(mqtt_url)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.settings.mqtt_username:
-            client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
-        if tls:
-            client.tls_set(ca_certs=str(self.settings.mqtt_ca_file) if self.settings.mqtt_ca_file else None)
+        client, endpoint = make_client(mqtt_url, client_id=self.settings.client_id,
+                                       username=self.settings.mqtt_username,
+                                       password=self.settings.mqtt_password, tls=self.settings.tls_files,
+                                       manual_ack=True)
         client.reconnect_delay_set(0.2, 5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -84,7 +81,7 @@ class IngestWorker:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = min(65535, self.settings.receive_maximum)
-        client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
+        client.connect_async(endpoint.host, endpoint.port, keepalive=30, clean_start=False, properties=props)
         return client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

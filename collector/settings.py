@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from gridsight.mqtt import MqttSetupError, TlsFiles, check_tls_files, read_password
 from gridsight.settings import ConfigError, load_settings
 
 __all__ = ["CollectorSettings", "load_collector_settings", "ENV_PREFIX", "UNKNOWN_GATEWAY_POLICIES",
@@ -40,9 +41,15 @@ class CollectorSettings:
     mqtt_url: str | None = field(default=None, metadata={"env": "MQTT_URL"})
     mqtt_username: str | None = field(default=None, metadata={"env": "MQTT_USERNAME"})
     mqtt_password: str | None = field(default=None, metadata={"env": "MQTT_PASSWORD"})
+    mqtt_password_file: Path | None = field(default=None, metadata={"env": "MQTT_PASSWORD_FILE"})
     mqtt_ca_file: Path | None = None
+    # The shipped broker config requires a client certificate of every account (the one
+    # 'gridsight provision collector-account' writes to broker/{account}/client.{crt,key}).
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     s3_endpoint_url: str | None = field(default=None, metadata={"env": "S3_ENDPOINT_URL"})
     s3_bucket: str | None = field(default=None, metadata={"env": "S3_BUCKET"})
+    # GRIDSIGHT_COLLECTOR_DATA_DIR; GRIDSIGHT_DATA_DIR is still read (older deployments), the agent ignores it
     data_dir: Path = field(default=Path(".gridsight/collector"), metadata={"env": "GRIDSIGHT_DATA_DIR"})
     # Stable per replica: the broker keeps the persistent session (and unacked messages) under it.
     replica_id: str = field(default_factory=_default_replica_id)
@@ -75,7 +82,13 @@ class CollectorSettings:
         if self.database_url is not None:
             asyncpg_dsn(self.database_url, key="database_url")
         if self.mqtt_url is not None:
-            mqtt_endpoint(self.mqtt_url, key="mqtt_url")
+            _, _, tls = mqtt_endpoint(self.mqtt_url, key="mqtt_url")
+            self._check_mqtt_tls(tls)
+        if self.mqtt_password_file is not None and not self.mqtt_password:
+            try:
+                self.mqtt_password = read_password(None, self.mqtt_password_file, env={})
+            except MqttSetupError as exc:
+                raise ConfigError("mqtt_password_file", str(exc)) from None
         if not self.replica_id or any(not (c.isalnum() or c in "-_") for c in self.replica_id):
             raise ConfigError("replica_id", "use letters, digits, '-' and '_' only")
         if not self.shared_group or any(c in self.shared_group for c in "/+#"):
@@ -94,6 +107,30 @@ class CollectorSettings:
             raise ConfigError("api_port", f"{self.api_port} is not a TCP port")
         if not 0 < self.embedded_mqtt_port < 65536:
             raise ConfigError("embedded_mqtt_port", f"{self.embedded_mqtt_port} is not a TCP port")
+
+    def _check_mqtt_tls(self, tls: bool) -> None:
+        files = {"mqtt_ca_file": self.mqtt_ca_file, "mqtt_cert_file": self.mqtt_cert_file,
+                 "mqtt_key_file": self.mqtt_key_file}
+        if not tls:
+            given = [k for k, v in files.items() if v is not None]
+            if given:
+                raise ConfigError(given[0], "is set but mqtt_url is not mqtts://")
+            return
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ConfigError("mqtt_key_file" if self.mqtt_cert_file else "mqtt_cert_file",
+                              "mqtt_cert_file and mqtt_key_file go together")
+        try:
+            check_tls_files(self.tls_files)
+        except MqttSetupError as exc:
+            text = str(exc)
+            key = ("mqtt_ca_file" if text.startswith("CA file") else
+                   "mqtt_key_file" if text.startswith("client key") else "mqtt_cert_file")
+            raise ConfigError(key, text) from None
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(*(str(p) if p is not None else None
+                          for p in (self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)))
 
     @property
     def client_id(self) -> str:

@@ -5,7 +5,8 @@ Every key, its default and its meaning (TOML file ``agent.toml``; environment va
 ``mqtt.url``)::
 
     gateway_id = "gw-0001"          # required; letters, digits, . _ - (also the MQTT client id)
-    data_dir = "/var/lib/gridsight" # outbox.sqlite lives here
+    data_dir = "/var/lib/gridsight" # outbox.sqlite lives here (environment: GRIDSIGHT_AGENT_DATA_DIR;
+                                    # GRIDSIGHT_DATA_DIR is the collector's and is ignored here)
     interval_s = 900                # summary interval; must equal the model's interval
     poll_s = 1.0                    # how often every reader is polled (clock seconds)
     grace_s = 30.0                  # wait this long after an interval ends for stragglers
@@ -17,7 +18,8 @@ Every key, its default and its meaning (TOML file ``agent.toml``; environment va
     [mqtt]
     url = "mqtt://127.0.0.1:1883"   # or mqtts://host:8883 for TLS
     username = ""                   # optional
-    password = ""                   # optional (prefer GRIDSIGHT_MQTT__PASSWORD)
+    password = ""                   # optional (prefer password_file or GRIDSIGHT_MQTT__PASSWORD)
+    password_file = ""              # file holding the broker password (read at start-up)
     ca_file = ""                    # CA bundle for mqtts (default: system CAs)
     cert_file = ""                  # client certificate (mutual TLS)
     key_file = ""                   # client key
@@ -56,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridsight.mqtt import MqttSetupError, TlsFiles, check_tls_files, read_password
 from gridsight.settings import ConfigError
 
 __all__ = ["AgentSettings", "MqttSettings", "OutboxSettings", "ModelSettings", "ClockSettings"]
@@ -74,6 +77,7 @@ class MqttSettings:
     url: str = field(default="mqtt://127.0.0.1:1883", metadata={"env": "MQTT_URL"})
     username: str = ""
     password: str = ""
+    password_file: str = ""
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -101,6 +105,17 @@ class MqttSettings:
                               "cert_file and key_file go together")
         if (self.cert_file or self.ca_file) and not self.tls:
             raise ConfigError("mqtt.url", "certificates are set but the url is not mqtts://")
+        if self.tls:
+            try:
+                check_tls_files(self.tls_files)
+            except MqttSetupError as exc:
+                raise ConfigError("mqtt.key_file" if "key" in str(exc) else "mqtt.ca_file"
+                                  if "CA file" in str(exc) else "mqtt.cert_file", str(exc)) from None
+        if self.password_file:
+            try:
+                self.password = read_password(None, self.password_file, env={}) or ""
+            except MqttSetupError as exc:
+                raise ConfigError("mqtt.password_file", str(exc)) from None
         if self.keepalive_s < 5:
             raise ConfigError("mqtt.keepalive_s", f"must be at least 5, got {self.keepalive_s}")
         if self.max_inflight < 1:
@@ -114,6 +129,10 @@ class MqttSettings:
     @property
     def tls(self) -> bool:
         return self.url.startswith("mqtts://")
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.ca_file or None, self.cert_file or None, self.key_file or None)
 
     @property
     def host(self) -> str:
@@ -170,7 +189,9 @@ class ClockSettings:
 @dataclass
 class AgentSettings:
     gateway_id: str = ""
-    data_dir: Path = Path("/var/lib/gridsight")
+    # Its own variable: a collector on the same machine keeps GRIDSIGHT_DATA_DIR for itself.
+    data_dir: Path = field(default=Path("/var/lib/gridsight"),
+                           metadata={"env": "GRIDSIGHT_AGENT_DATA_DIR", "env_only": True})
     interval_s: int = 900
     poll_s: float = 1.0
     grace_s: float = 30.0

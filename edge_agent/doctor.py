@@ -54,19 +54,14 @@ def check_clock(health: ClockHealth, now: float) -> Check:
 
 def check_broker(settings, timeout_s: float = 10.0) -> Check:
     """Connect with the agent's own URL, TLS files and credentials, and wait for the broker's answer."""
-    import paho.mqtt.client as mqtt
+    from gridsight.mqtt import MqttSetupError, make_client
 
     m = settings.mqtt
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{settings.gateway_id}-doctor",
-                         protocol=mqtt.MQTTv5)
-    if m.tls:
-        try:
-            client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None,
-                           cert_reqs=ssl.CERT_REQUIRED)
-        except (ssl.SSLError, OSError) as exc:
-            return Check("broker reachable", False, f"TLS files unusable: {exc}")
-    if m.username:
-        client.username_pw_set(m.username, m.password or None)
+    try:
+        client, _ = make_client(m.url, client_id=f"{settings.gateway_id}-doctor", username=m.username or None,
+                                password=m.password or None, tls=m.tls_files)
+    except MqttSetupError as exc:
+        return Check("broker reachable", False, f"TLS files unusable: {exc}")
     answer: dict = {}
     done = threading.Event()
 

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import MqttSettings
 from edge_agent.outbox import Outbox, OutboxError
+from gridsight.mqtt import MqttSetupError, make_client
 from gridsight.wire import topic_for
 
 __all__ = ["MqttPublisher", "PublisherCounters", "backoff_delay"]
@@ -181,18 +181,11 @@ class MqttPublisher:
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
-        if self._protocol == mqtt.MQTTv5:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.gateway_id, protocol=mqtt.MQTTv5)
-        else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.gateway_id,
-                                 protocol=mqtt.MQTTv311, clean_session=True)
+        client, _ = make_client(s.url, client_id=self.gateway_id, username=s.username or None,
+                                password=s.password or None, tls=s.tls_files,
+                                protocol="5" if self._protocol == mqtt.MQTTv5 else "3.1.1", clean_session=True)
         client.max_inflight_messages_set(s.max_inflight)
         client.max_queued_messages_set(0)
-        if s.username:
-            client.username_pw_set(s.username, s.password or None)
-        if s.tls:
-            client.tls_set(ca_certs=s.ca_file or None, certfile=s.cert_file or None,
-                           keyfile=s.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
         will_seq = self.outbox.allocate_seq()
         client.will_set(self.status_topic, self.status_payload(False, will_seq), qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -211,7 +204,7 @@ class MqttPublisher:
             else:
                 client.connect(s.host, s.port, keepalive=s.keepalive_s)
             self._client = client
-        except (OSError, ssl.SSLError, ValueError, OutboxError) as exc:
+        except (OSError, ssl.SSLError, ValueError, OutboxError, MqttSetupError) as exc:
             self.counters.connect_failures += 1
             self.last_error = f"connect to {s.host}:{s.port}: {exc}"
             log.warning("mqtt %s", self.last_error)

@@ -4,7 +4,8 @@ Every component (agent, collector, simulator) describes its settings as a datacl
 :func:`load_settings`. Precedence, lowest first: dataclass defaults, the TOML file, environment
 variables, explicit overrides (CLI flags). Nested dataclasses are TOML tables; in the
 environment they are ``PREFIX_TABLE__KEY``. A field may also name a conventional variable
-(``field(metadata={"env": "DATABASE_URL"})``). Unknown keys and bad values raise
+(``field(metadata={"env": "DATABASE_URL"})``), or only that variable and not its prefixed name
+(``"env_only": True``, for a name two roles would otherwise share). Unknown keys and bad values raise
 :class:`ConfigError` naming the key, so start-up fails with one line a person can act on.
 Standard library only: it runs on the gateway.
 """
@@ -151,7 +152,7 @@ def _env_values(cls: type, env: Mapping[str, str], prefix: str) -> dict:
             if nested:
                 out[f.name] = nested
             continue
-        for candidate in (name, f.metadata.get("env")):
+        for candidate in (None if f.metadata.get("env_only") else name, f.metadata.get("env")):
             if candidate and candidate in env:
                 out[f.name] = _EnvStr(env[candidate])
                 break

@@ -148,7 +148,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="URL gateways fetch objects from (default: file:// for a directory, "
                                       "a 7-day presigned URL for S3)")
     p.add_argument("--database-url", help="collector PostgreSQL: register the version in model_versions")
-    p.add_argument("--mqtt-url", help="broker (mqtt://host:port) to publish the retained announcement on")
+    p.add_argument("--mqtt-url", help="broker (mqtts://host:8883 or mqtt://host:port) to publish the retained "
+                                      "announcement on; reached before anything is uploaded")
+    p.add_argument("--ca-file", type=Path, help="CA the broker's certificate must chain to (default: system CAs)")
+    p.add_argument("--cert-file", type=Path, help="client certificate for mutual TLS (the shipped broker "
+                                                  "config requires one), e.g. fleet/broker/collector/client.crt")
+    p.add_argument("--key-file", type=Path, help="the client certificate's key")
+    p.add_argument("--mqtt-username", help="broker account (default: none, or user@ in --mqtt-url)")
+    p.add_argument("--mqtt-password-file", type=Path,
+                   help="file holding the broker password (default: $MQTT_PASSWORD_FILE, then $MQTT_PASSWORD)")
     p.add_argument("--gateways", help="comma-separated canary gateway ids (default: the whole fleet)")
     return parser
 
@@ -285,13 +293,20 @@ def _sign(ns: argparse.Namespace) -> int:
 
 
 def _publish(ns: argparse.Namespace) -> int:
+    from gridsight.mqtt import MqttSetupError, TlsFiles, read_password
     from model_export.publish import PublishError, publish_model
 
+    try:
+        tls = TlsFiles(*(str(p) if p else None for p in (ns.ca_file, ns.cert_file, ns.key_file)))
+        password = read_password(None, ns.mqtt_password_file) if ns.mqtt_url else None
+    except MqttSetupError as exc:
+        raise CLIError(str(exc)) from None
     try:
         result = publish_model(
             ns.model, signature=ns.signature, public_key=ns.public_key, store_dir=ns.store_dir,
             s3_bucket=ns.s3_bucket, s3_endpoint_url=ns.s3_endpoint_url, base_url=ns.base_url,
-            database_url=ns.database_url, mqtt_url=ns.mqtt_url,
+            database_url=ns.database_url, mqtt_url=ns.mqtt_url, mqtt_username=ns.mqtt_username,
+            mqtt_password=password, mqtt_tls=tls,
             gateways=[g.strip() for g in ns.gateways.split(",") if g.strip()] if ns.gateways else None,
             progress=_progress)
     except PublishError as exc:

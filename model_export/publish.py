@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.parse
+import ssl
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
 from gridsight import wire
+from gridsight.errors import GridsightError
+from gridsight.mqtt import MqttSetupError, TlsFiles, make_client
 from edge_agent.scorer import ModelError, Scorer
 
 __all__ = ["PublishError", "model_prefix", "publish_model", "announce", "register_version",
@@ -30,7 +33,7 @@ __all__ = ["PublishError", "model_prefix", "publish_model", "announce", "registe
 PRESIGNED_URL_SECONDS = 7 * 86_400  # the longest a SigV4 presigned URL may live
 
 
-class PublishError(Exception):
+class PublishError(GridsightError):
     """Publishing could not complete; the message says which step and why."""
 
 
@@ -56,6 +59,9 @@ class _DirStore:
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
 
     def url(self, key: str) -> str:
         if self.base_url:
@@ -87,6 +93,12 @@ class _S3Store:
         except self._errors as exc:
             raise PublishError(f"upload to s3://{self.bucket}/{key} failed: {exc}") from None
 
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except self._errors as exc:
+            raise PublishError(f"removing s3://{self.bucket}/{key} failed: {exc}") from None
+
     def url(self, key: str) -> str:
         if self.base_url:
             return self.base_url.rstrip("/") + "/" + key
@@ -94,59 +106,118 @@ class _S3Store:
                                                   ExpiresIn=PRESIGNED_URL_SECONDS)
 
 
-def register_version(database_url: str, manifest: dict, object_key: str) -> None:
-    """Upsert the collector's ``model_versions`` row for this version."""
-    import psycopg
+def _psycopg_url(database_url: str) -> str:
+    return database_url.replace("postgresql+asyncpg://", "postgresql://").replace("postgresql+psycopg://",
+                                                                                  "postgresql://")
 
-    url = database_url.replace("postgresql+asyncpg://", "postgresql://").replace("postgresql+psycopg://",
-                                                                                 "postgresql://")
-    try:
-        with psycopg.connect(url, connect_timeout=10) as conn:
-            conn.execute(
-                """INSERT INTO model_versions (version, name, sha256, threshold, interval_s, feature_names,
+
+_REGISTER_SQL = """INSERT INTO model_versions (version, name, sha256, threshold, interval_s, feature_names,
                                                object_key, published_at, first_seen_at)
                    VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, now(), now())
                    ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, sha256 = EXCLUDED.sha256,
                        threshold = EXCLUDED.threshold, interval_s = EXCLUDED.interval_s,
                        feature_names = EXCLUDED.feature_names, object_key = EXCLUDED.object_key,
-                       published_at = EXCLUDED.published_at""",
-                (manifest["version"], manifest["name"], manifest["sha256"], manifest["threshold"],
-                 manifest["interval_s"], json.dumps(manifest["feature_names"]), object_key))
+                       published_at = EXCLUDED.published_at"""
+
+
+def _register_params(manifest: dict, object_key: str) -> tuple:
+    return (manifest["version"], manifest["name"], manifest["sha256"], manifest["threshold"],
+            manifest["interval_s"], json.dumps(manifest["feature_names"]), object_key)
+
+
+def _db_error(manifest: dict, exc: Exception) -> PublishError:
+    return PublishError(f"registering {manifest['version']} in model_versions failed: "
+                        f"{str(exc).strip().splitlines()[0]}")
+
+
+def register_version(database_url: str, manifest: dict, object_key: str) -> None:
+    """Upsert the collector's ``model_versions`` row for this version."""
+    import psycopg
+
+    try:
+        with psycopg.connect(_psycopg_url(database_url), connect_timeout=10) as conn:
+            conn.execute(_REGISTER_SQL, _register_params(manifest, object_key))
     except psycopg.Error as exc:
-        raise PublishError(f"registering {manifest['version']} in model_versions failed: "
-                           f"{str(exc).strip().splitlines()[0]}") from None
+        raise _db_error(manifest, exc) from None
 
 
-def announce(mqtt_url: str, announcement: wire.ModelAnnouncement, timeout_s: float = 15.0) -> list[str]:
-    """Publish the announcement retained (QoS 1) and wait for the broker's acknowledgement; returns topics."""
-    import paho.mqtt.client as mqtt
+class _Broker:
+    """A connection to the broker made *before* anything is uploaded, so an unreachable broker, a
+    refused login or a bad certificate stops the publish with nothing changed."""
 
-    parsed = urllib.parse.urlparse(mqtt_url)
-    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-        raise PublishError(f"--mqtt-url must look like mqtt://host:port or mqtts://host:port, got {mqtt_url!r}")
-    topics = ([wire.fleet_command_topic("model")] if announcement.gateways is None
-              else [wire.command_topic(g, "model") for g in announcement.gateways])
-    payload = wire.encode_command(announcement)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gridsight-publish-{announcement.version}"[:64])
-    if parsed.username:
-        client.username_pw_set(urllib.parse.unquote(parsed.username),
-                               urllib.parse.unquote(parsed.password or ""))
-    if parsed.scheme == "mqtts":
-        client.tls_set()
-    try:
-        client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883), keepalive=30)
-    except OSError as exc:
-        raise PublishError(f"cannot reach the broker at {mqtt_url} ({exc})") from None
-    client.loop_start()
-    try:
+    def __init__(self, mqtt_url: str, *, username: str | None, password: str | None, tls: TlsFiles,
+                 client_id: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        try:
+            self.client, self.endpoint = make_client(mqtt_url, client_id=client_id, username=username,
+                                                     password=password, tls=tls)
+        except MqttSetupError as exc:
+            raise PublishError(f"--mqtt-url: {exc}") from None
+        self._answer: dict = {}
+        self._done = threading.Event()
+
+    def connect(self) -> "_Broker":
+        def on_connect(c, userdata, flags, reason_code, properties=None):
+            self._answer["rc"] = reason_code
+            self._done.set()
+
+        self.client.on_connect = on_connect
+        self.client.on_disconnect = lambda *a, **k: self._done.set()
+        where = self.endpoint.url
+        try:
+            self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
+        except ssl.SSLError as exc:
+            raise PublishError(f"cannot reach the broker at {where}: TLS handshake failed "
+                               f"({exc.reason or exc}); check --ca-file") from None
+        except OSError as exc:
+            raise PublishError(f"cannot reach the broker at {where} ({exc.strerror or exc})") from None
+        self.client.loop_start()
+        if not self._done.wait(self.timeout_s):
+            self.close()
+            raise PublishError(f"the broker at {where} did not answer within {self.timeout_s:.0f} s")
+        rc = self._answer.get("rc")
+        if rc is None or rc.is_failure:
+            self.close()
+            why = (f"refused the login ({rc})" if rc is not None else
+                   "closed the connection (client certificate missing or refused? give --cert-file and --key-file)")
+            raise PublishError(f"the broker at {where} {why}")
+        return self
+
+    def publish_retained(self, topics: list[str], payload: bytes) -> None:
+        acks: dict[int, object] = {}
+        self.client.on_publish = lambda c, u, mid, reason_code, properties=None: acks.__setitem__(mid, reason_code)
         for topic in topics:
-            info = client.publish(topic, payload, qos=1, retain=True)
-            info.wait_for_publish(timeout_s)
-            if not info.is_published():
+            info = self.client.publish(topic, payload, qos=1, retain=True)
+            info.wait_for_publish(self.timeout_s)
+            rc = acks.get(info.mid)
+            if not info.is_published() or rc is None:
                 raise PublishError(f"the broker did not acknowledge the announcement on {topic}")
+            if getattr(rc, "is_failure", False):   # MQTT 5 PUBACK: e.g. the ACL does not let this account write
+                raise PublishError(f"the broker refused the announcement on {topic} ({rc}): this broker account "
+                                   "may not write model commands; use the collector's account")
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+
+def _topics(announcement: wire.ModelAnnouncement) -> list[str]:
+    return ([wire.fleet_command_topic("model")] if announcement.gateways is None
+            else [wire.command_topic(g, "model") for g in announcement.gateways])
+
+
+def announce(mqtt_url: str, announcement: wire.ModelAnnouncement, timeout_s: float = 15.0, *,
+             username: str | None = None, password: str | None = None, tls: TlsFiles | None = None) -> list[str]:
+    """Publish the announcement retained (QoS 1) and wait for the broker's acknowledgement; returns topics."""
+    broker = _Broker(mqtt_url, username=username, password=password, tls=tls or TlsFiles(),
+                     client_id=f"gridsight-publish-{announcement.version}"[:64], timeout_s=timeout_s).connect()
+    topics = _topics(announcement)
+    try:
+        broker.publish_retained(topics, wire.encode_command(announcement))
     finally:
-        client.disconnect()
-        client.loop_stop()
+        broker.close()
     return topics
 
 
@@ -154,9 +225,14 @@ def publish_model(model: str | Path, *, signature: str | Path | None = None, pub
                   store_dir: str | Path | None = None, s3_bucket: str | None = None,
                   s3_endpoint_url: str | None = None, base_url: str | None = None,
                   database_url: str | None = None, mqtt_url: str | None = None,
-                  gateways: Sequence[str] | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict:
-    """Upload, register and announce a signed model; returns a report with keys, URL and topics."""
+                  mqtt_username: str | None = None, mqtt_password: str | None = None,
+                  mqtt_tls: TlsFiles | None = None, gateways: Sequence[str] | None = None,
+                  progress: Callable[[str], None] | None = None, timeout_s: float = 15.0) -> dict:
+    """Upload, register and announce a signed model; returns a report with keys, URL and topics.
+
+    All or nothing: the broker and the database are reached before anything is uploaded; the
+    registration is committed only after the broker acknowledged the announcement, and objects
+    this call uploaded are deleted again when a later step fails."""
     say = progress or (lambda _m: None)
     model = Path(model)
     try:
@@ -202,21 +278,60 @@ def publish_model(model: str | Path, *, signature: str | Path | None = None, pub
     if existing is not None and hashlib.sha256(existing).hexdigest() != sha:
         raise PublishError(f"{prefix} already holds a different model; published versions are immutable, "
                            f"train with a new --version")
-    say(f"uploading {scorer.name} {scorer.version} to {prefix}")
-    store.put(keys["model"], data)
-    store.put(keys["signature"], sig)
-    store.put(keys["manifest"], json.dumps(manifest, indent=2).encode())
-    report = {"name": scorer.name, "version": scorer.version, "sha256": sha, "objects": keys,
-              "url": store.url(keys["model"]), "registered": False, "announced_on": []}
-    if database_url:
-        say("registering the version in model_versions")
-        register_version(database_url, manifest, keys["model"])
-        report["registered"] = True
-    if mqtt_url:
-        announcement = wire.ModelAnnouncement(
-            name=scorer.name, version=scorer.version, url=report["url"], sha256=sha,
-            signature_url=store.url(keys["signature"]), issued_at=datetime.now(timezone.utc).timestamp(),
-            gateways=tuple(gateways) if gateways is not None else None)
-        say(f"announcing on {mqtt_url}")
-        report["announced_on"] = announce(mqtt_url, announcement)
-    return report
+
+    broker = conn = None
+    uploaded: list[str] = []
+    try:
+        if mqtt_url:
+            say(f"connecting to the broker at {mqtt_url.split('@')[-1]}")
+            broker = _Broker(mqtt_url, username=mqtt_username, password=mqtt_password, tls=mqtt_tls or TlsFiles(),
+                             client_id=f"gridsight-publish-{scorer.version}"[:64], timeout_s=timeout_s).connect()
+        if database_url:
+            import psycopg
+            try:
+                conn = psycopg.connect(_psycopg_url(database_url), connect_timeout=10)
+            except psycopg.Error as exc:
+                raise _db_error(manifest, exc) from None
+        say(f"uploading {scorer.name} {scorer.version} to {prefix}")
+        for key, body in ((keys["model"], data), (keys["signature"], sig),
+                          (keys["manifest"], json.dumps(manifest, indent=2).encode())):
+            if store.get(key) is None:
+                uploaded.append(key)
+            store.put(key, body)
+        report = {"name": scorer.name, "version": scorer.version, "sha256": sha, "objects": keys,
+                  "url": store.url(keys["model"]), "registered": False, "announced_on": []}
+        if conn is not None:
+            say("registering the version in model_versions")
+            try:
+                conn.execute(_REGISTER_SQL, _register_params(manifest, keys["model"]))
+            except psycopg.Error as exc:
+                raise _db_error(manifest, exc) from None
+        if broker is not None:
+            announcement = wire.ModelAnnouncement(
+                name=scorer.name, version=scorer.version, url=report["url"], sha256=sha,
+                signature_url=store.url(keys["signature"]), issued_at=datetime.now(timezone.utc).timestamp(),
+                gateways=tuple(gateways) if gateways is not None else None)
+            say(f"announcing on {broker.endpoint.url}")
+            topics = _topics(announcement)
+            broker.publish_retained(topics, wire.encode_command(announcement))
+            report["announced_on"] = topics
+        if conn is not None:
+            try:
+                conn.commit()
+            except psycopg.Error as exc:
+                raise _db_error(manifest, exc) from None
+            report["registered"] = True
+        uploaded.clear()    # everything succeeded: nothing to roll back
+        return report
+    finally:
+        if uploaded:
+            say(f"rolling back: removing {len(uploaded)} uploaded object(s)")
+            for key in uploaded:
+                try:
+                    store.delete(key)
+                except PublishError:
+                    pass
+        if conn is not None:
+            conn.close()    # rolls back an uncommitted registration
+        if broker is not None:
+            broker.close()

@@ -13,9 +13,8 @@ import threading
 import uuid
 from typing import Sequence
 
-import paho.mqtt.client as mqtt
-
 from edge_agent.clock import Clock
+from gridsight.mqtt import make_client
 from firmware_sim.meter import SimulatedMeter
 
 __all__ = ["MqttMeter", "reading_payload"]
@@ -38,7 +37,9 @@ class MqttMeter:
         self.period_s = period_s
         self.malformed_every = malformed_every
         self.published = 0
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-meter-{uuid.uuid4().hex[:8]}")
+        # a plug-in meter speaks MQTT 3.1.1, plain, on the local network
+        self._client, _ = make_client(f"mqtt://{host}:{port}", client_id=f"sim-meter-{uuid.uuid4().hex[:8]}",
+                                      protocol="3.1.1")
         self._host, self._port = host, port
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
