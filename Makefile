@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench-quick clean
+.PHONY: setup demo test test-fast bench-quick clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/install-system-deps.sh
@@ -18,7 +18,11 @@ demo: $(STAMP)
 	$(VENV)/bin/gridsight demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
+
+# Everything not marked slow: the edit-test loop (under 3 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 bench-quick: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
