@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_agent.features import DEFAULT_FEATURES, FeatureBuilder  # noqa: E402
 from edge_agent.window import IntervalWindow  # noqa: E402
 from firmware_sim.fleet_model import Fleet  # noqa: E402
-from firmware_sim.fleet_run import _MeterSubset  # noqa: E402
+from firmware_sim.fleet_run import MeterSubset  # noqa: E402
 from firmware_sim.history import write_readings_csv  # noqa: E402
 from firmware_sim.qa_score import FlaggedInterval, score_detection  # noqa: E402
 from firmware_sim.scenario import load_scenario  # noqa: E402
@@ -79,7 +79,7 @@ def training_stats(scenario, seed: int, sim_start: float, work: Path):
     step = max(1, len(specs) // m.train_meters)
     chosen = {s.meter_id for s in specs[::step][: m.train_meters]}
     path = work / f"train-{seed}.csv"
-    write_readings_csv(_MeterSubset(clean, chosen), sim_start - m.train_days * 86400, sim_start, 60, path)
+    write_readings_csv(MeterSubset(clean, chosen), sim_start - m.train_days * 86400, sim_start, 60, path)
     stats, _, _ = load_intervals(path, scenario.run.interval_s)
     return stats
 

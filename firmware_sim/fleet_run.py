@@ -34,7 +34,7 @@ from firmware_sim.history import write_readings_csv
 from firmware_sim.net_proxy import ProxyHub, TcpProxy
 from firmware_sim.scenario import FaultEvent, Scenario
 
-__all__ = ["FleetRun", "RunResult", "FleetRunError", "ShiftableClock"]
+__all__ = ["FleetRun", "RunResult", "FleetRunError", "ShiftableClock", "MeterSubset"]
 
 H = 3600.0
 
@@ -346,7 +346,7 @@ class FleetRun:
         chosen = {s.meter_id for s in specs[::step][: m.train_meters]}
         clean = Fleet(self.fleet.seed, self.fleet.gateways, self.fleet.meters_per_gateway, step_s=60,
                       anomaly_rate=0.0, fault_rate=0.0)
-        subset = _MeterSubset(clean, chosen)
+        subset = MeterSubset(clean, chosen)
         history = self.work_dir / f"train-{seed_offset}.csv"
         end = self.sim_start
         write_readings_csv(subset, end - m.train_days * 86400, end, 60, history)
@@ -521,7 +521,7 @@ class FleetRun:
             self._pg = None
 
 
-class _MeterSubset(Fleet):
+class MeterSubset(Fleet):
     """A fleet restricted to some meters (for training on a sample)."""
 
     def __init__(self, fleet: Fleet, meter_ids: set[str]) -> None:
@@ -532,7 +532,7 @@ class _MeterSubset(Fleet):
         return (s for s in super().meter_specs() if s.meter_id in self._only)
 
     def with_step(self, step_s: int) -> "Fleet":
-        return _MeterSubset(super().with_step(step_s), self._only)
+        return MeterSubset(super().with_step(step_s), self._only)
 
 
 def _toml(values: dict, prefix: str = "") -> str:

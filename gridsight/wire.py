@@ -52,6 +52,7 @@ __all__ = [
     "command_topic",
     "fleet_command_topic",
     "parse_topic",
+    "reading_field_checks",
     "subscription_topics",
     "encode",
     "decode",
@@ -476,6 +477,12 @@ Message = Union[IntervalSummary, AnomalyFlag, RawChunk, GatewayStatus]
 _BY_KIND: dict[str, type] = {c.KIND: c for c in (IntervalSummary, AnomalyFlag, RawChunk, GatewayStatus)}
 
 # --------------------------------------------------------------------------- topics
+
+
+def reading_field_checks() -> dict[str, Callable[[str, Any], Any]]:
+    """Each :class:`Reading` field's check, in field order: ``check(key, value)`` returns the
+    value or raises a :class:`WireError` naming ``key`` (for readers that refuse bad meter values)."""
+    return {key: rule.check for key, rule in Reading._RULES.items()}
 
 
 def validate_gateway_id(gateway_id: str) -> str:

@@ -35,6 +35,9 @@ ROUTERS: list[str] = [
     "collector.api.routes.carbon",
     "collector.api.routes.dashboard_page",
     "collector.api.routes.registry",
+    "collector.api.routes.auth",
+    "collector.api.routes.customers",
+    "collector.api.routes.enrollment",
 ]
 
 
@@ -83,7 +86,7 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     app.state.worker = worker
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
-    # every route's require_roles(...) needs this; it also bounds request bodies and adds /auth, /customers, /enrollment
+    # every route's require_roles(...) needs this; it also bounds request bodies
     install_identity(app, url)
     return app
 

@@ -43,8 +43,11 @@ def token_secret_from_env(env: Mapping[str, str] | None = None) -> str:
 
 def install_identity(app: FastAPI, database_url: str, *, env: Mapping[str, str] | None = None,
                      token_ttl_s: int = 3600, max_body_bytes: int = 1024 * 1024, body_timeout_s: float = 10.0,
-                     include_routers: bool = True, now: Callable[[], float] = time.time) -> IdentityContext:
-    """Attach authentication, the customer vault, request limits and the identity routers to ``app``.
+                     now: Callable[[], float] = time.time) -> IdentityContext:
+    """Attach authentication, the customer vault and request limits to ``app``.
+
+    The identity routes (``/auth``, ``/customers``, ``/enrollment``) are listed with every other
+    route in ``collector.api.app.ROUTERS``.
 
     Call before the app starts serving. The customer vault exists only when a master key is
     configured; without it the customer routes answer 503 and nothing personal can be stored.
@@ -71,8 +74,4 @@ def install_identity(app: FastAPI, database_url: str, *, env: Mapping[str, str] 
         previous.store.engine.dispose()
         return ctx
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
-    if include_routers:
-        from collector.api.routes import auth, customers, enrollment
-        for module in (auth, customers, enrollment):
-            app.include_router(module.router)
     return ctx

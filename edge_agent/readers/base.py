@@ -17,7 +17,7 @@ import math
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 from gridsight.settings import ConfigError
-from gridsight.wire import Reading, WireError
+from gridsight.wire import Reading, WireError, reading_field_checks
 
 __all__ = ["ReaderError", "MeterReader", "checked_reading", "option", "reject_unknown"]
 
@@ -81,7 +81,8 @@ def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None
     """
     row = {"meter_id": meter_id, "ts": ts, "energy_kwh": energy_kwh, "power_w": power_w,
            "voltage_v": voltage_v, "current_a": current_a, "power_factor": power_factor}
-    unknown = set(extensions) - set(Reading._RULES)
+    checks = reading_field_checks()
+    unknown = set(extensions) - set(checks)
     if unknown:
         raise TypeError(f"checked_reading: unknown field {sorted(unknown)[0]}")
     row.update(extensions)
@@ -90,7 +91,7 @@ def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None
         if isinstance(value, float) and not math.isfinite(value):
             raise ReaderError(f"{key}: {value} is not a finite number")
         try:
-            values[key] = Reading._RULES[key].check(key, value)
+            values[key] = checks[key](key, value)
         except WireError as exc:
             raise ReaderError(str(exc)) from None
     try:

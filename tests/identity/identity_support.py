@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, pool
 
+from collector.api.routes import auth as auth_routes, customers as customer_routes, enrollment as enrollment_routes
 from collector.auth import install_identity
 from collector.pii import MasterKey
 
@@ -76,6 +77,8 @@ def build_app(database_url: str, clock: StepClock, master_key: str | None = None
     app = FastAPI(title="gridsight identity test app")
     env = {"GRIDSIGHT_JWT_SECRET": JWT_SECRET, "GRIDSIGHT_MASTER_KEY": master_key or MasterKey.generate()}
     ctx = install_identity(app, database_url, env=env, token_ttl_s=900, now=clock, **limits)
+    for module in (auth_routes, customer_routes, enrollment_routes):
+        app.include_router(module.router)
     return app, ctx
 
 

@@ -142,9 +142,11 @@ def test_the_lock_doubles_but_is_capped(api):
 def test_installing_identity_twice_swaps_the_context_without_duplicating_routes(identity_db):
     from fastapi import FastAPI
 
+    from collector.api.routes import auth as auth_routes
     from collector.auth import install_identity
 
     app = FastAPI()
+    app.include_router(auth_routes.router)
     first = install_identity(app, identity_db, env={"GRIDSIGHT_JWT_SECRET": "a" * 40})
     routes, middleware = len(app.router.routes), len(app.user_middleware)
     second = install_identity(app, identity_db, env={"GRIDSIGHT_JWT_SECRET": "b" * 40})
