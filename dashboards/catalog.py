@@ -1,7 +1,7 @@
 """The ``tableau`` schema's views as Tableau sees them: names, columns, types and roles.
 
 This is the one list the workbooks, the Hyper extract and the web page are built from. The
-views themselves are created by the Alembic migration ``0004_tableau``; a test compares this
+views themselves are created by the Alembic migrations ``0004_tableau`` and ``0006_meter_channels``; a test compares this
 catalog with the live database, so a column renamed on one side fails on the other.
 Column names are the stable contract with analysts' workbooks: add columns, never rename.
 """
@@ -127,6 +127,43 @@ VIEWS: tuple[View, ...] = (
           _measure("avg_kwh", "real", "Average load (kWh per hour)"),
           _measure("peak_kwh", "real", "Peak load (kWh per hour)"),
           _measure("intensity_g_per_kwh", "real", "Carbon intensity (gCO2/kWh)"))),
+    View("energy_balance", "Energy balance",
+         "Imported, exported and net energy per meter interval: PV homes export, net below 0 produces.",
+         (_dim("meter_id", "string", "Meter"),
+          _dim("region", "string", "Region"),
+          _dim("feeder", "string", "Feeder"),
+          _dim("area_type", "string", "Urban / rural"),
+          _dim("interval_start", "datetime", "Interval start (UTC)"),
+          _measure("import_kwh", "real", "Imported (kWh)"),
+          _measure("export_kwh", "real", "Exported (kWh)"),
+          _measure("net_kwh", "real", "Net (kWh)"),
+          _dim("has_export_register", "boolean", "Has an export register"))),
+    View("phase_voltage", "Phase voltage",
+         "Per-phase voltage, current and power of three-phase meters; a phase near 0 V is a lost phase.",
+         (_dim("meter_id", "string", "Meter"),
+          _dim("region", "string", "Region"),
+          _dim("feeder", "string", "Feeder"),
+          _dim("ts", "datetime", "Time (UTC)"),
+          _measure("voltage_l1_v", "real", "Voltage L1 (V)"),
+          _measure("voltage_l2_v", "real", "Voltage L2 (V)"),
+          _measure("voltage_l3_v", "real", "Voltage L3 (V)"),
+          _measure("current_l1_a", "real", "Current L1 (A)"),
+          _measure("current_l2_a", "real", "Current L2 (A)"),
+          _measure("current_l3_a", "real", "Current L3 (A)"),
+          _measure("power_l1_w", "real", "Power L1 (W)"),
+          _measure("power_l2_w", "real", "Power L2 (W)"),
+          _measure("power_l3_w", "real", "Power L3 (W)"),
+          _measure("lowest_phase_v", "real", "Lowest phase (V)"),
+          _dim("tariff", "integer", "Tariff"))),
+    View("meter_channels", "Gas, water and heat",
+         "Gas and water (m3) and heat (kWh) sub-meter readings relayed by smart meters, each its own meter.",
+         (_dim("meter_id", "string", "Meter"),
+          _dim("region", "string", "Region"),
+          _dim("feeder", "string", "Feeder"),
+          _dim("channel", "string", "Channel"),
+          _dim("ts", "datetime", "Time (UTC)"),
+          _measure("volume_m3", "real", "Volume (m3)"),
+          _measure("energy_kwh", "real", "Heat (kWh)"))),
 )
 
 

@@ -56,6 +56,7 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "voltage_min_pu": "lowest voltage in the interval, per unit of the meter's nominal voltage (1 without voltage data)",
     "voltage_vs_recent": "log of the interval's lowest voltage over the meter's recent mean voltage (EWMA, about 6 hours)",
     "voltage_mean_pu": "mean voltage in the interval, per unit of the meter's nominal voltage (1 without voltage data)",
+    "export_share": "exported over imported plus exported energy in the interval (0 without an export register)",
 }
 # The default set compares each window with the same hours of the meter's previous days (medians,
 # so one anomalous day cannot hide the next), measures runs of zero or unchanged consumption beyond
@@ -111,19 +112,26 @@ class IntervalStats:
     power_w_min: float | None
     power_w_std: float | None
     # Voltage (V, average over phases as the meter reports it); None when the meter gives none.
+    # A three-phase meter's minimum is its lowest phase, so one lost phase shows as a deep sag.
     voltage_v_min: float | None = None
     voltage_v_mean: float | None = None
+    export_kwh: float | None = None  # energy exported in the interval (export register delta; PV homes)
 
 
 def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np.ndarray,
                    energy_kwh: np.ndarray, power_w: np.ndarray | None,
-                   prev_energy_kwh: float | None, *, voltage_v: np.ndarray | None = None) -> IntervalStats:
+                   prev_energy_kwh: float | None, *, voltage_v: np.ndarray | None = None,
+                   phase_voltage_min_v: np.ndarray | None = None, export_kwh: np.ndarray | None = None,
+                   prev_export_kwh: float | None = None) -> IntervalStats:
     """Reduce one meter's readings of one interval to :class:`IntervalStats`.
 
     ``kwh`` is the last register value minus ``prev_energy_kwh`` (the last value of the
     previous interval), or minus the first value in this interval when there is none. A
     register that goes backwards (meter replaced, rollover, reset) contributes nothing for
     that step instead of a negative consumption; non-finite values are ignored.
+    ``phase_voltage_min_v`` (each reading's lowest phase voltage, three-phase meters) sets the
+    interval's minimum voltage; ``export_kwh`` (the export register) gives the exported energy
+    the same way ``kwh`` is computed.
     """
     ts = np.asarray(ts, dtype=np.float64)
     energy = np.asarray(energy_kwh, dtype=np.float64)
@@ -150,8 +158,26 @@ def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np
         v = v[np.isfinite(v) & (v > 0)]
         if v.size:
             v_min, v_mean = float(v.min()), float(v.mean())
+    if phase_voltage_min_v is not None:
+        low = np.asarray(phase_voltage_min_v, dtype=np.float64)
+        low = low[np.isfinite(low)]
+        if low.size:
+            v_min = float(low.min())
+    exported = None
+    if export_kwh is not None:
+        exported = _register_delta(np.asarray(export_kwh, dtype=np.float64)[order], prev_export_kwh)
     return IntervalStats(meter_id, float(interval_start), int(interval_s), kwh, int(ts.size),
-                         p_mean, p_max, p_min, p_std, v_min, v_mean)
+                         p_mean, p_max, p_min, p_std, v_min, v_mean, exported)
+
+
+def _register_delta(values: np.ndarray, prev: float | None) -> float | None:
+    """Growth of a cumulative register over sorted ``values`` (after ``prev``); None if it has no value."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    chain = values if prev is None or not math.isfinite(prev) else np.concatenate(([prev], values))
+    steps = np.diff(chain)
+    return float(steps[steps > 0].sum())
 
 
 class _MeterHistory:
@@ -465,6 +491,12 @@ class FeatureBuilder:
         if s.voltage_v_min is None or h.volt_recent is None:
             return 0.0
         return _log_ratio(s.voltage_v_min, h.volt_recent, 0.0)
+
+    def _f_export_share(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        # a PV home's import drops while it exports: seen together, low import is its habit, not theft
+        if not s.export_kwh or s.export_kwh <= 0:
+            return 0.0
+        return float(s.export_kwh / (s.export_kwh + max(s.kwh, 0.0)))
 
     def _f_voltage_mean_pu(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         nominal = self._nominal_v(h, s)

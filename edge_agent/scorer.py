@@ -207,6 +207,7 @@ _EXPLAIN = (
     ("voltage_vs_recent", 0.0, 4.0),
     ("voltage_min_pu", 1.0, 3.0),
     ("voltage_mean_pu", 1.0, 3.0),
+    ("export_share", 0.0, 0.3),
 )
 _PHRASES = {
     "level_vs_hour_of_day": "hour-of-day profile",
@@ -241,6 +242,8 @@ def describe_features(named: dict[str, float]) -> str | None:
         return f"kWh {ratio:.2f}x {_PHRASES[best]} ({kind})"
     if best in ("voltage_min_pu", "voltage_mean_pu"):
         return f"voltage {value:.2f} per unit of nominal ({'sag' if value < 1 else 'swell'})"
+    if best == "export_share":
+        return f"exported {min(value, 1.0):.0%} of the interval's energy (export)"
     if best == "voltage_vs_recent":
         return f"voltage {math.exp(value):.2f}x its recent level ({'sag' if value < 0 else 'swell'})"
     if best == "zero_hours_vs_days":

@@ -96,7 +96,7 @@ class IntervalScoring:
             score = float(scores[i]) if scores is not None else None
             is_anomalous = bool(anomalous[i]) if anomalous is not None else None
             meters.append(MeterSummary(s.meter_id, float(s.kwh), int(s.readings), _finite(s.power_w_mean),
-                                       _finite(s.power_w_max), score, is_anomalous))
+                                       _finite(s.power_w_max), score, is_anomalous, _finite(s.export_kwh)))
             if is_anomalous:
                 named = {n: float(v) for n, v in zip(builder.feature_names, rows[i].tolist()) if math.isfinite(v)}
                 flags.append(FlagDraft(s.meter_id, closed.interval_start, closed.interval_s, score,

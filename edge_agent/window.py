@@ -55,16 +55,24 @@ class ClosedInterval:
     stats: tuple[IntervalStats, ...]  # one per meter with readings, sorted by meter id
 
 
-class _MeterBuffer:
-    """One meter's open readings as packed arrays: 32 bytes a reading, not a Python object each."""
+def _lowest_phase(r: Reading) -> float:
+    """A three-phase reading's lowest phase voltage (NaN for a single-phase or voltage-less meter)."""
+    phases = [v for v in (r.voltage_l1_v, r.voltage_l2_v, r.voltage_l3_v) if v is not None]
+    return min(phases) if len(phases) > 1 else math.nan
 
-    __slots__ = ("ts", "energy", "power", "voltage")
+
+class _MeterBuffer:
+    """One meter's open readings as packed arrays: 48 bytes a reading, not a Python object each."""
+
+    __slots__ = ("ts", "energy", "power", "voltage", "low_phase", "export")
 
     def __init__(self) -> None:
         self.ts = array("d")
         self.energy = array("d")
         self.power = array("d")
         self.voltage = array("d")
+        self.low_phase = array("d")  # lowest phase voltage (three-phase meters), NaN otherwise
+        self.export = array("d")     # export register (meters that have one), NaN otherwise
 
     def add(self, r: Reading) -> bool:
         """Buffer ``r``; False if a reading with the same timestamp is already here."""
@@ -75,26 +83,29 @@ class _MeterBuffer:
         self.energy.append(r.energy_kwh)
         self.power.append(math.nan if r.power_w is None else r.power_w)
         self.voltage.append(math.nan if r.voltage_v is None else r.voltage_v)
+        self.low_phase.append(_lowest_phase(r))
+        self.export.append(math.nan if r.export_kwh is None else r.export_kwh)
         return True
 
     def earliest(self) -> float:
         return min(self.ts)
 
-    def take_before(self, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """Remove and return (ts, energy, power, voltage) of readings before ``end``, sorted by time."""
+    def take_before(self, end: float) -> tuple[np.ndarray, ...] | None:
+        """Remove and return (ts, energy, power, voltage, low_phase, export) of readings before ``end``, by time."""
         ts = np.frombuffer(self.ts, dtype=np.float64) if self.ts else np.empty(0)
         if not ts.size:
             return None
         inside = ts < end
         if not inside.any():
             return None
-        columns = [np.frombuffer(c, dtype=np.float64) for c in (self.energy, self.power, self.voltage)]
+        columns = [np.frombuffer(c, dtype=np.float64)
+                   for c in (self.energy, self.power, self.voltage, self.low_phase, self.export)]
         order = np.argsort(ts[inside], kind="stable")
         taken = (ts[inside][order].copy(), *(c[inside][order].copy() for c in columns))
         keep = ~inside
         rest = [ts[keep].tolist()] + [c[keep].tolist() for c in columns]
         del ts, columns  # release the buffer views before the arrays are replaced
-        self.ts, self.energy, self.power, self.voltage = (array("d", c) for c in rest)
+        self.ts, self.energy, self.power, self.voltage, self.low_phase, self.export = (array("d", c) for c in rest)
         return taken
 
     def __len__(self) -> int:
@@ -116,6 +127,7 @@ class IntervalWindow:
         self.clock_jumps = 0
         self._open: dict[str, _MeterBuffer] = {}
         self._prev_energy: dict[str, float] = {}
+        self._prev_export: dict[str, float] = {}
         self._high_water: dict[str, float] = {}  # last ts of each meter at its latest close
         self._last_start: dict[str, float] = {}  # start of each meter's latest summarised interval
         # Timestamps already summarised, per meter (bounded): a reading behind the high-water mark
@@ -130,6 +142,10 @@ class IntervalWindow:
     def accept(self, readings: Iterable[Reading]) -> Intake:
         intake = Intake()
         for r in readings:
+            if r.channel is not None:
+                # gas, water and heat sub-meters travel as raw readings; the model scores electricity
+                intake.accepted.append(r)
+                continue
             if self.closed_until is None:
                 self.closed_until = self._floor(r.ts)
             if r.ts < self.closed_until:
@@ -201,16 +217,22 @@ class IntervalWindow:
         return closed
 
     def _reduce(self, meter_id: str, start: float, ts: np.ndarray, energy: np.ndarray,
-                power: np.ndarray, voltage: np.ndarray) -> IntervalStats:
+                power: np.ndarray, voltage: np.ndarray, low_phase: np.ndarray, export: np.ndarray) -> IntervalStats:
         # Across a gap (meter silent, reader down) the register step belongs to many intervals,
         # not this one: start afresh like training does, instead of reporting one huge interval.
         last_start = self._last_start.get(meter_id)
         contiguous = last_start is None or start - last_start <= self.interval_s
         prev = self._prev_energy.get(meter_id) if contiguous else None
+        has_export = not np.isnan(export).all()
         stats = interval_stats(meter_id, start, self.interval_s, ts, energy,
                                None if np.isnan(power).all() else power, prev,
-                               voltage_v=None if np.isnan(voltage).all() else voltage)
+                               voltage_v=None if np.isnan(voltage).all() else voltage,
+                               phase_voltage_min_v=None if np.isnan(low_phase).all() else low_phase,
+                               export_kwh=export if has_export else None,
+                               prev_export_kwh=self._prev_export.get(meter_id) if contiguous else None)
         self._prev_energy[meter_id] = float(energy[-1])
+        if has_export:
+            self._prev_export[meter_id] = float(export[np.isfinite(export)][-1])
         self._last_start[meter_id] = start
         self._high_water[meter_id] = max(float(ts[-1]), self._high_water.get(meter_id, -math.inf))
         self._remember(meter_id, ts)
@@ -228,7 +250,8 @@ class IntervalWindow:
 
     def state(self) -> dict[str, Any]:
         return {"interval_s": self.interval_s, "closed_until": self.closed_until,
-                "prev_energy": dict(self._prev_energy), "high_water": dict(self._high_water),
+                "prev_energy": dict(self._prev_energy), "prev_export": dict(self._prev_export),
+                "high_water": dict(self._high_water),
                 "last_start": dict(self._last_start), "clock_jumps": self.clock_jumps}
 
     def load_state(self, state: dict[str, Any], open_readings: Iterable[Reading] = ()) -> int:
@@ -242,11 +265,14 @@ class IntervalWindow:
                                  f"this agent uses {self.interval_s} s")
             self.closed_until = state.get("closed_until")
             self._prev_energy = {str(k): float(v) for k, v in state.get("prev_energy", {}).items()}
+            self._prev_export = {str(k): float(v) for k, v in state.get("prev_export", {}).items()}
             self._high_water = {str(k): float(v) for k, v in state.get("high_water", {}).items()}
             self._last_start = {str(k): float(v) for k, v in state.get("last_start", {}).items()}
             self.clock_jumps = int(state.get("clock_jumps", 0))
         restored = 0
         for r in open_readings:
+            if r.channel is not None:
+                continue
             if self.closed_until is None:
                 self.closed_until = self._floor(r.ts)
             if r.ts < self.closed_until:

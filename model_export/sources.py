@@ -46,7 +46,8 @@ def table_from_database(database_url: str, since: float | None = None, until: fl
 
     url = database_url.replace("postgresql+asyncpg://", "postgresql://").replace("postgresql+psycopg://",
                                                                                  "postgresql://")
-    clauses, params = [], []
+    # electricity only: gas and water sub-meters (layout-2 channels) have volume, not energy
+    clauses, params = ["energy_kwh IS NOT NULL"], []
     if since is not None:
         clauses.append("ts >= to_timestamp(%s)")
         params.append(since)

@@ -141,8 +141,11 @@ TRANSIENT_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, Con
 
 _READING_COLS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor",
                  "gateway_id", "seq")
+# readings layout 2 (migration 0006): written only by batches that carry any of these values
+_READING_EXT_COLS = _READING_COLS + wire.READING_EXTENSIONS
 _SUMMARY_COLS = ("meter_id", "interval_start", "interval_s", "kwh", "readings", "power_w_mean",
-                 "power_w_max", "score", "anomalous", "model_version", "gateway_id", "seq", "received_at")
+                 "power_w_max", "score", "anomalous", "model_version", "gateway_id", "seq", "received_at",
+                 "export_kwh")
 _FLAG_COLS = ("meter_id", "interval_start", "interval_s", "score", "threshold", "kwh", "features", "reason",
               "model_version", "gateway_id", "seq", "sent_at", "received_at")
 _DEAD_COLS = ("received_at", "topic", "gateway_id", "reason", "field", "payload", "payload_bytes", "replica")
@@ -250,6 +253,7 @@ class _Entry:
     item: Received
     msg: wire.Message
     readings: list[tuple] = field(default_factory=list)
+    extended: bool = False  # readings carry layout-2 values (tuples then have _READING_EXT_COLS)
     summaries: list[tuple] = field(default_factory=list)
     flag: tuple | None = None
     meters: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # id -> (interval, reading)
@@ -270,8 +274,14 @@ def _entry(item: Received, msg: wire.Message) -> _Entry:
     entry = _Entry(item, msg)
     gw, seq, received = msg.gateway_id, msg.seq, item.received_at
     if isinstance(msg, wire.RawChunk):
-        entry.readings = [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a, r.power_factor, gw, seq)
-                          for r in msg.readings]
+        ext = wire.READING_EXTENSIONS
+        entry.extended = any(getattr(r, c) is not None for r in msg.readings for c in ext)
+        if entry.extended:
+            entry.readings = [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a, r.power_factor,
+                               gw, seq, *(getattr(r, c) for c in ext)) for r in msg.readings]
+        else:
+            entry.readings = [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a, r.power_factor,
+                               gw, seq) for r in msg.readings]
         latest: dict[str, float] = {}
         lo = hi = msg.readings[0].ts
         for r in msg.readings:
@@ -287,7 +297,8 @@ def _entry(item: Received, msg: wire.Message) -> _Entry:
     elif isinstance(msg, wire.IntervalSummary):
         start = msg.interval_start
         entry.summaries = [(m.meter_id, start, msg.interval_s, m.kwh, m.readings, m.power_w_mean, m.power_w_max,
-                            m.score, m.anomalous, msg.model_version, gw, seq, received) for m in msg.meters]
+                            m.score, m.anomalous, msg.model_version, gw, seq, received, m.export_kwh)
+                           for m in msg.meters]
         entry.meters = {m.meter_id: (start, None) for m in msg.meters}
         entry.months["interval_summaries"] = (start, start)
     elif isinstance(msg, wire.AnomalyFlag):
@@ -478,6 +489,7 @@ class BatchWriter:
 
     async def _store_facts(self, conn: asyncpg.Connection, new: list[_Entry], result: BatchResult) -> None:
         readings: list[tuple] = []
+        extended: list[tuple] = []
         summaries: list[tuple] = []
         flags: list[tuple] = []
         outbox: list[tuple] = []
@@ -495,7 +507,7 @@ class BatchWriter:
             kind = type(msg).KIND
             result.stored[kind] += 1
             if entry.readings:
-                readings.extend(entry.readings)
+                (extended if entry.extended else readings).extend(entry.readings)
             if entry.summaries:
                 summaries.extend(entry.summaries)
                 start = msg.interval_start
@@ -530,6 +542,9 @@ class BatchWriter:
         if readings:
             await conn.copy_records_to_table("readings", columns=_READING_COLS, records=readings)
             result.rows["readings"] += len(readings)
+        if extended:
+            await conn.copy_records_to_table("readings", columns=_READING_EXT_COLS, records=extended)
+            result.rows["readings"] += len(extended)
         if summaries:
             await conn.copy_records_to_table("interval_summaries", columns=_SUMMARY_COLS, records=summaries)
             result.rows["interval_summaries"] += len(summaries)

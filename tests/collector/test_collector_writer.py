@@ -149,3 +149,27 @@ def test_a_payload_the_contract_trips_over_is_still_dead_lettered(collector_db):
     result = write(collector_db, [Received("gridsight/v1/gw-1/raw", json.dumps(body).encode(), time.time()),
                                   received(summary("gw-1", 2))])
     assert result.dead_letters == {"malformed": 1} and result.stored == {"summary": 1}
+
+
+def test_export_tariffs_phases_and_a_gas_channel_land_in_their_columns_and_tableau_views(collector_db):
+    elec = wire.Reading("pv-1", NOW, 173.64, -2601.0, 240.4, 3.0, export_kwh=627.177, import_t1_kwh=47.719,
+                        import_t2_kwh=125.921, tariff=1, voltage_l1_v=240.4, voltage_l2_v=1.5, voltage_l3_v=241.2)
+    gas = wire.Reading("pv-1-gas", NOW, None, channel="gas", volume_m3=981.443)
+    plain = wire.Reading("old-1", NOW, 10.0, 500.0)
+    chunk = wire.RawChunk("gw-1", 1, None, NOW, (elec, gas))
+    old = wire.RawChunk("gw-1", 2, None, NOW, (plain,))
+    meters = (wire.MeterSummary("pv-1", 0.1, 90, -2000.0, 100.0, 0.1, False, 0.65),)
+    summ = wire.IntervalSummary("gw-1", 3, None, NOW, NOW - NOW % 900, 900, meters)
+    result = write(collector_db, [received(chunk), received(old), received(summ)])
+
+    assert result.stored == {"raw": 2, "summary": 1}
+    assert sql(collector_db, "SELECT meter_id, energy_kwh, export_kwh, tariff, voltage_l2_v, channel, volume_m3 "
+                             "FROM readings ORDER BY meter_id") == [
+        ("old-1", 10.0, None, None, None, None, None),
+        ("pv-1", 173.64, 627.177, 1, 1.5, None, None),
+        ("pv-1-gas", None, None, None, None, "gas", 981.443)]
+    assert sql(collector_db, "SELECT meter_id, lowest_phase_v FROM tableau.phase_voltage") == [("pv-1", 1.5)]
+    assert sql(collector_db, "SELECT meter_id, channel, volume_m3 FROM tableau.meter_channels") == \
+        [("pv-1-gas", "gas", 981.443)]
+    assert sql(collector_db, "SELECT import_kwh, export_kwh, net_kwh FROM tableau.energy_balance") == \
+        [(0.1, 0.65, pytest.approx(-0.55))]

@@ -62,3 +62,31 @@ def test_closed_intervals_carry_the_lowest_and_mean_voltage():
     sagging, silent = closed.stats
     assert sagging.voltage_v_min == 172.0 and sagging.voltage_v_mean == pytest.approx((10 * 230.0 + 5 * 172.0) / 15)
     assert silent.voltage_v_min is None and silent.voltage_v_mean is None
+
+
+def test_a_lost_phase_on_a_three_phase_meter_sets_the_interval_minimum_voltage():
+    w = IntervalWindow(interval_s=60, grace_s=0)
+    base = 1_767_225_600.0
+    w.accept([Reading("m", base + i, 1.0 + i * 0.001, 500.0, 230.0, voltage_l1_v=230.0,
+                      voltage_l2_v=2.0 if i == 30 else 231.0, voltage_l3_v=229.0) for i in range(60)])
+    (closed,) = w.due(base + 61)
+    assert closed.stats[0].voltage_v_min == 2.0 and closed.stats[0].voltage_v_mean == 230.0
+
+
+def test_exported_energy_of_an_interval_is_the_export_register_delta_across_intervals():
+    w = IntervalWindow(interval_s=60, grace_s=0)
+    base = 1_767_225_600.0
+    w.accept([Reading("pv", base + i, 10.0, -1500.0, export_kwh=5.0 + i * 0.01) for i in range(60)])
+    w.accept([Reading("pv", base + 60 + i, 10.0, -1500.0, export_kwh=5.6 + i * 0.01) for i in range(60)])
+    first, second = w.due(base + 121)
+    assert first.stats[0].export_kwh == pytest.approx(0.59)
+    assert second.stats[0].export_kwh == pytest.approx(0.60)  # 5.59 -> 6.19 across the boundary
+
+
+def test_gas_channel_readings_pass_as_raw_data_and_are_never_summarised():
+    w = IntervalWindow(interval_s=60, grace_s=0)
+    base = 1_767_225_600.0
+    intake = w.accept([Reading("m-gas", base, None, channel="gas", volume_m3=12.5), Reading("m", base, 1.0)])
+    assert len(intake.accepted) == 2
+    (closed,) = w.due(base + 61)
+    assert [s.meter_id for s in closed.stats] == ["m"]
