@@ -24,7 +24,7 @@ from typing import Callable
 from edge_agent.clock import ClockHealth, clock_health
 from gridsight.settings import ConfigError, load_settings
 
-__all__ = ["Check", "run_doctor", "check_broker"]
+__all__ = ["Check", "run_doctor", "check_broker", "reseal_bundle"]
 
 _EARLIEST_PLAUSIBLE = 1_704_067_200.0   # 2024-01-01: a clock before this lost its time (no RTC)
 
@@ -93,20 +93,72 @@ def check_broker(settings, timeout_s: float = 10.0) -> Check:
         client.loop_stop()
 
 
+_CONSUMED_BY_ENROLLMENT = "enroll.token"   # 'provision enroll' deletes it once redeemed: not tampering
+
+
 def _check_manifest(config_path: Path) -> Check | None:
     manifest_path = config_path.parent / "MANIFEST.json"
     if not manifest_path.exists():
         return None
     try:
-        files = json.loads(manifest_path.read_text())["files"]
-    except (ValueError, KeyError):
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
         return Check("bundle intact", False, "MANIFEST.json is unreadable")
-    bad = [name for name, digest in files.items()
-           if not (config_path.parent / name).is_file()
-           or hashlib.sha256((config_path.parent / name).read_bytes()).hexdigest() != digest]
+    bad = []
+    for name, digest in files.items():
+        path = config_path.parent / name
+        if not path.is_file():
+            if name != _CONSUMED_BY_ENROLLMENT:
+                bad.append(name)
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            bad.append(name)
     if bad:
-        return Check("bundle intact", False, f"changed or missing since provisioning: {', '.join(bad)}")
-    return Check("bundle intact", True, f"{len(files)} files match MANIFEST.json")
+        return Check("bundle intact", False, f"changed or missing since provisioning: {', '.join(bad)} "
+                     "(a legitimate on-site edit: 'gridsight provision reseal --reason ...')")
+    reseals = manifest.get("reseals") or []
+    note = f"; resealed {len(reseals)}x, last: {reseals[-1].get('reason')!r}" if reseals else ""
+    return Check("bundle intact", True, f"{len(files)} files match MANIFEST.json{note}")
+
+
+def reseal_bundle(config_path: str | Path, reason: str, now: float | None = None) -> list[str]:
+    """Record the current files of a bundle as provisioned, after a legitimate on-site edit.
+
+    The previous digests of changed files and the reason stay in the manifest's ``reseals``
+    list, so the edit remains visible to anyone auditing the gateway. Returns the changed names."""
+    from gridsight.errors import GridsightError
+
+    folder = Path(config_path).parent
+    manifest_path = folder / "MANIFEST.json"
+    if not reason.strip():
+        raise GridsightError("give --reason: what was changed on site and why")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise GridsightError(f"{manifest_path} does not exist: this is not a provisioned bundle") from None
+    except (ValueError, KeyError, TypeError):
+        raise GridsightError(f"{manifest_path} is unreadable") from None
+    changed: dict[str, str | None] = {}
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            if name == _CONSUMED_BY_ENROLLMENT:
+                continue
+            raise GridsightError(f"{path} is missing; a reseal records edits, not deletions: restore it from the bundle")
+        current = hashlib.sha256(path.read_bytes()).hexdigest()
+        if current != digest:
+            changed[name] = digest
+            files[name] = current
+    if not changed:
+        return []
+    manifest.setdefault("reseals", []).append(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "reason": reason.strip(),
+         "files": sorted(changed), "previous_sha256": changed})
+    tmp = manifest_path.with_name(".MANIFEST.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, manifest_path)
+    return sorted(changed)
 
 
 def _check_meters(settings, now: float) -> list[Check]:
@@ -202,18 +254,73 @@ def run_doctor(config_path: str | Path, *, clock_probe: Callable[[], ClockHealth
     from edge_agent.config import AgentSettings
 
     config_path = Path(config_path)
-    try:
-        settings = load_settings(AgentSettings, config_path)
-    except ConfigError as exc:
-        return [Check("config valid", False, str(exc))]
-    checks = [Check("config valid", True, f"gateway {settings.gateway_id}, {len(settings.readers)} reader(s)")]
+    settings, errors = _settings_despite_errors(AgentSettings, config_path)
+    if settings is None:
+        checks = [Check("config valid", False, errors[0] if errors else "unusable")]
+    elif errors:
+        checks = [Check("config valid", False, "; ".join(errors) + " (checks below run without those keys)")]
+    else:
+        checks = [Check("config valid", True, f"gateway {settings.gateway_id}, {len(settings.readers)} reader(s)")]
     manifest = _check_manifest(config_path)
     if manifest is not None:
         checks.append(manifest)
     checks.append(check_clock(clock_probe(), now()))
+    if settings is None:
+        return checks
     checks.append(check_broker(settings, broker_timeout_s))
     checks.extend(_check_meters(settings, now()))
     checks.append(_check_model(settings, config_path.parent))
     checks.append(_check_outbox(settings))
     checks.append(_check_disk(settings, disk_free))
     return checks
+
+
+def _drop_key(values: dict, key: str) -> bool:
+    """Remove the dotted/indexed key (``mqtt.key_file``, ``readers[0].type``) a ConfigError names."""
+    import re
+
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", key) if p]
+    node: object = values
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) and part.isdigit() else (
+            node.get(part) if isinstance(node, dict) else None)
+        if node is None:
+            return False
+    last = parts[-1] if parts else ""
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        del node[int(last)]
+        return True
+    if isinstance(node, dict) and last in node:
+        del node[last]
+        return True
+    if len(parts) >= 2 and isinstance(values.get(parts[0]), list) and parts[1].isdigit():
+        del values[parts[0]][int(parts[1])]      # a bad reader table: drop the whole reader
+        return True
+    return False
+
+
+def _settings_despite_errors(cls, config_path: Path):
+    """The settings, or as much of them as loads: each key a ConfigError names is dropped (and
+    reported) so a typo in one table does not hide the broker, meter and model checks."""
+    import tomllib
+
+    try:
+        return load_settings(cls, config_path), []
+    except ConfigError as exc:
+        first = exc
+    try:
+        with config_path.open("rb") as fh:
+            values = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None, [str(first)]
+    errors = [str(first)]
+    key = first.key
+    for _ in range(20):
+        if key in ("file", "gateway_id") or not _drop_key(values, key):
+            return None, errors
+        try:
+            return load_settings(cls, None, overrides=values), errors
+        except ConfigError as exc:
+            errors.append(str(exc))
+            key = exc.key
+    return None, errors

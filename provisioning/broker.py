@@ -20,7 +20,7 @@ from pathlib import Path
 from provisioning.ca import ProvisionError
 from gridsight.wire import TOPIC_ROOT, UPWARD_KINDS
 
-__all__ = ["set_password", "remove_password", "read_users", "render_acl", "write_acl", "mosquitto_hash"]
+__all__ = ["install_broker_files", "set_password", "remove_password", "read_users", "render_acl", "write_acl", "mosquitto_hash"]
 
 _ITERATIONS = 101
 
@@ -101,3 +101,46 @@ def write_acl(acl_file: Path, gateways: list[str], collectors: list[str]) -> Non
     tmp = acl_file.with_suffix(".tmp")
     tmp.write_text(render_acl(gateways, collectors))
     os.replace(tmp, acl_file)
+
+
+def install_broker_files(fleet, dest: Path, owner: str | None) -> list[Path]:
+    """Copy the broker's files from the fleet workspace to ``dest`` (the folder the shipped
+    gridsight.conf names), owned by ``owner`` (the user Mosquitto drops to) and unreadable by
+    anyone else: secrets 0600, the rest 0644. Each file is replaced atomically, so a broker
+    reloading meanwhile reads either the old or the new version."""
+    import pwd
+
+    sources = [fleet.passwd_file, fleet.acl_file, fleet.broker_dir / "server.crt", fleet.broker_dir / "server.key",
+               fleet.ca_dir / "ca.crt"]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise ProvisionError(f"not in the fleet workspace yet: {', '.join(missing)} (run 'provision ca init', "
+                             "'ca server-cert', 'collector-account' and 'gateway' first)")
+    uid = gid = -1
+    if owner:
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError:
+            raise ProvisionError(f"no user {owner!r} on this machine: give the broker's user with --owner "
+                                 "(Debian/Ubuntu: mosquitto)") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+        if os.geteuid() != 0 and uid != os.geteuid():
+            raise ProvisionError(f"making {owner} the owner needs root: run this with sudo")
+    dest.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for src in sources:
+        target = dest / src.name
+        tmp = dest / f".{src.name}.tmp"
+        secret = src.name in ("passwd", "acl", "server.key")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(src.read_bytes())
+        if uid != -1:
+            os.chown(tmp, uid, gid)
+        os.chmod(tmp, 0o600 if secret else 0o644)
+        os.replace(tmp, target)
+        installed.append(target)
+    if uid != -1:
+        os.chown(dest, uid, gid)
+    os.chmod(dest, 0o750)
+    return installed

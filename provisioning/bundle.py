@@ -40,13 +40,10 @@ _SECRET_MODE = 0o640
 _UNIT_NAME = "gridsight-agent.service"
 
 
-def find_systemd_unit() -> Path | None:
-    """The agent's shipped systemd unit: package data first, then the repository's deploy/systemd/."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parent / _UNIT_NAME, here.parents[1] / "deploy" / "systemd" / _UNIT_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
+def find_systemd_unit() -> Path:
+    """The agent's shipped systemd unit (package data of an installed wheel, deploy/ in a checkout)."""
+    from gridsight.shipped import shipped_file
+    return shipped_file(_UNIT_NAME)
 
 
 def _toml_value(value: Any) -> str:
@@ -64,7 +61,7 @@ def _toml_value(value: Any) -> str:
 
 
 def agent_config_toml(gateway_id: str, broker_url: str, password: str, install_dir: str, data_dir: str,
-                      readers: list[dict[str, Any]], model_file: str | None) -> str:
+                      readers: list[dict[str, Any]], model_file: str | None, public_key_file: str | None = None) -> str:
     """The agent's config in its own format (edge_agent/config.py), with paths on the gateway."""
     lines = ["# gridsight agent configuration, written by 'gridsight provision bundle'.",
              "# Contains the gateway's broker password: keep it 0640 root:gridsight.",
@@ -76,6 +73,9 @@ def agent_config_toml(gateway_id: str, broker_url: str, password: str, install_d
                   f"cert_file = {_toml_value(f'{install_dir}/client.crt')}",
                   f"key_file = {_toml_value(f'{install_dir}/client.key')}"]
     lines += ["", "[model]", f"path = {_toml_value(f'{install_dir}/{model_file}' if model_file else '')}"]
+    if public_key_file:
+        # the key that signs models: with it the agent accepts over-the-air updates from cmd/model
+        lines.append(f"public_key = {_toml_value(f'{install_dir}/{public_key_file}')}")
     for table in readers:
         lines += ["", "[[readers]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
@@ -100,8 +100,6 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
     if model is not None and model_public_key is None:
         raise ProvisionError("a model needs --model-public-key: the gateway must be able to verify it")
     unit = unit or find_systemd_unit()
-    if unit is None:
-        raise ProvisionError(f"no {_UNIT_NAME} found in the installation; pass --unit FILE")
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o750)
     _copy(fleet.ca_dir / "ca.crt", out_dir / "ca.crt")
@@ -124,7 +122,8 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
             fh.write(enroll_token.strip() + "\n")
     password = (gw_dir / "mqtt.password").read_text().strip()
     config = agent_config_toml(gateway_id, identity.broker_url, password, install_dir, data_dir,
-                               [m.reader for m in identity.meters], model_file)
+                               [m.reader for m in identity.meters], model_file,
+                               "model_public.pem" if model_public_key is not None else None)
     fd = os.open(out_dir / "agent.toml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _SECRET_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(config)

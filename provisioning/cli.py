@@ -75,6 +75,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"))
     p.add_argument("--broker-timeout", type=float, default=10.0)
 
+    p = sub.add_parser("reseal", help="on the gateway: record a legitimate on-site edit (e.g. a new meter IP in "
+                                      "agent.toml) in the bundle's MANIFEST.json, so doctor passes again")
+    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"),
+                   help="the agent config inside the bundle (default: %(default)s)")
+    p.add_argument("--reason", required=True, help="what was changed and why (kept in the manifest)")
+
+    p = sub.add_parser("broker-files", help="install the broker's files (passwd, acl, server certificate and key, "
+                                            "fleet CA) where the shipped gridsight.conf expects them, readable by "
+                                            "the broker's user")
+    _fleet_arg(p)
+    p.add_argument("--dest", type=Path, default=Path("/etc/mosquitto/gridsight"),
+                   help="folder named in gridsight.conf (default: %(default)s)")
+    p.add_argument("--owner", default="mosquitto",
+                   help="user the broker drops to; the files become owner-readable only for it, never world-readable "
+                        "(default: %(default)s; '-' keeps the current user)")
+
+    p = sub.add_parser("deploy-files", help="copy the shipped systemd unit, Mosquitto config and example agent "
+                                            "config out of the installed package")
+    p.add_argument("--out", type=Path, required=True, help="folder to write them to")
+
     p = sub.add_parser("enroll-token", help="ask the collector for a one-time enrollment token for a gateway "
                                             "(credentials from GRIDSIGHT_API_KEY or GRIDSIGHT_API_TOKEN)")
     p.add_argument("gateway_id")
@@ -136,6 +156,19 @@ def _run(args) -> int:
         failed = sum(not c.ok for c in checks)
         print(f"{len(checks) - failed} ok, {failed} failed", file=sys.stderr)
         return 1 if failed else 0
+    if args.command == "reseal":
+        from edge_agent.doctor import reseal_bundle
+        changed = reseal_bundle(args.config, args.reason)
+        print(f"resealed {', '.join(changed)} in {args.config.parent / 'MANIFEST.json'}" if changed
+              else "nothing changed since the last seal")
+        return 0
+    if args.command == "deploy-files":
+        from gridsight.shipped import SHIPPED, shipped_file
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in SHIPPED:
+            (args.out / name).write_bytes(shipped_file(name).read_bytes())
+        print(f"wrote {', '.join(SHIPPED)} to {args.out}")
+        return 0
     if args.command == "enroll-token":
         from edge_agent.enrollment import api_headers, request_enrollment_token
         issued = request_enrollment_token(args.api, args.gateway_id, args.ttl, api_headers(os.environ))
@@ -167,6 +200,13 @@ def _run(args) -> int:
         else:
             cert, _ = fleet.ca().issue_server(args.host, fleet.broker_dir)
             print(f"broker certificate for {', '.join(args.host)}: {cert}")
+        return 0
+    if args.command == "broker-files":
+        from provisioning.broker import install_broker_files
+        installed = install_broker_files(fleet, args.dest, None if args.owner == "-" else args.owner)
+        print(f"installed {', '.join(p.name for p in installed)} in {args.dest}"
+              + (f" for user {args.owner}" if args.owner != "-" else "")
+              + "; reload the broker (systemctl reload mosquitto) to apply")
         return 0
     if args.command == "collector-account":
         fleet.add_collector(args.username)

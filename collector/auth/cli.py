@@ -3,7 +3,9 @@
 The first admin has to come from somewhere other than the API: this is it. Passwords are read
 from a file, the environment (``GRIDSIGHT_NEW_PASSWORD``) or the terminal, never from argv
 where ``ps`` would show them. The database is ``--database-url``, ``DATABASE_URL``, or the
-embedded PostgreSQL that ``gridsight collector serve`` runs in its data directory.
+embedded PostgreSQL of the collector's data directory (started for the command when
+``gridsight collector serve`` is not running). Like ``serve``, every command first brings the
+schema up to date, so ``create-user`` works on a fresh database.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsight accounts", description="Manage API accounts and service keys.")
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL or the embedded database)")
+    parser.add_argument("--database-url",
+                        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded PostgreSQL in the collector's "
+                             "data dir, started for this command if 'collector serve' is not running); "
+                             "the schema is migrated first, as 'collector serve' does")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("create-user", help="create an account (password from --password-file, "
                                            "$GRIDSIGHT_NEW_PASSWORD or the terminal)")
@@ -45,17 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _database_url(explicit: str | None) -> str:
-    if explicit or os.environ.get("DATABASE_URL"):
-        return explicit or os.environ["DATABASE_URL"]
-    from collector.services import embedded_database_url
-    from collector.settings import load_collector_settings
-    url = embedded_database_url(load_collector_settings())
-    if url is None:
-        raise CLIError("no database: set DATABASE_URL or start 'gridsight collector serve' first")
-    return url
-
-
 def _password(args) -> str:
     if args.password_file:
         return args.password_file.read_text().strip()
@@ -71,8 +65,16 @@ def _password(args) -> str:
 
 def _run(args) -> int:
     from collector.auth.store import IdentityError, IdentityStore, engine_for
+    from collector.services import open_services
+    from collector.settings import load_collector_settings
 
-    store = IdentityStore(engine_for(_database_url(args.database_url)))
+    settings = load_collector_settings(overrides={"database_url": args.database_url})
+    with open_services(settings, mqtt=False, migrate=True) as services:
+        store = IdentityStore(engine_for(services.database_url))
+        return _command(args, store, IdentityError)
+
+
+def _command(args, store, IdentityError) -> int:
     try:
         if args.command == "create-user":
             user = store.create_user(args.username, _password(args), args.role, args.customer_id)
@@ -122,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         except OperationalError as exc:
             raise CLIError(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}") from None
-        except ProgrammingError:
-            raise CLIError("the identity tables are missing: run 'gridsight collector migrate'") from None
+        except ProgrammingError as exc:
+            raise CLIError(f"database error: {str(exc.orig).strip().splitlines()[0]}; "
+                           "run 'gridsight collector migrate' with the same DATABASE_URL") from None
 
     return run_cli(body, "gridsight accounts")

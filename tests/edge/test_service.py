@@ -40,16 +40,28 @@ def test_the_systemd_unit_is_a_hardened_notify_service_with_a_watchdog_that_runs
     assert "adjtimex" in d["SystemCallFilter"][0]  # clock health must keep working under the filter
 
 
-def test_the_example_config_loads_into_valid_settings(tmp_path, monkeypatch):
-    for name in ("ca_file", "cert_file", "key_file"):
-        (tmp_path / name).write_text("x")
-    text = EXAMPLE.read_text().replace("/etc/gridsight/ca.pem", str(tmp_path / "ca_file")) \
-        .replace("/etc/gridsight/gateway.crt", str(tmp_path / "cert_file")) \
-        .replace("/etc/gridsight/gateway.key", str(tmp_path / "key_file")) \
-        .replace('path = "/var/lib/gridsight/models/current.onnx"', 'path = ""')
+def test_the_example_config_uses_the_bundles_file_names_and_loads_over_a_real_bundle(tmp_path):
+    """Drop a real bundle where the example expects /etc/gridsight: every file it names is there."""
+    import re
+
+    from provisioning.cli import main as provision
+
+    fleet, bundle = str(tmp_path / "fleet"), tmp_path / "bundle"
+    (tmp_path / "signing.pub.pem").write_text("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")
+    for argv in (["ca", "init", "--fleet", fleet], ["gateway", "gw-0001", "--fleet", fleet, "--broker",
+                                                     "mqtts://mqtt.example.net:8883"],
+                 ["bundle", "gw-0001", "--fleet", fleet, "--out", str(bundle),
+                  "--model-public-key", str(tmp_path / "signing.pub.pem")]):
+        assert provision(argv) == 0, argv
+    example = EXAMPLE.read_text()
+    live = "\n".join(line for line in example.splitlines() if not line.lstrip().startswith("#"))
+    named = set(re.findall(r'"/etc/gridsight/([^"]+)"', live))
+    assert named == {"ca.crt", "client.crt", "client.key", "model.onnx", "model_public.pem"}
+    assert named - {"model.onnx"} <= {p.name for p in bundle.iterdir()}
+    text = example.replace("/etc/gridsight/", f"{bundle}/").replace(f'path = "{bundle}/model.onnx"', 'path = ""')
     (tmp_path / "agent.toml").write_text(text)
     settings = load_settings(AgentSettings, tmp_path / "agent.toml", env={})
-    assert settings.mqtt.tls and settings.mqtt.port == 8883
+    assert settings.mqtt.tls and settings.mqtt.port == 8883 and settings.model.public_key
     assert [r["type"] for r in settings.readers] == ["modbus_rtu", "dsmr_p1"]
 
 

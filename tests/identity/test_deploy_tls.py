@@ -163,3 +163,72 @@ def test_an_announcement_the_broker_refuses_rolls_the_upload_back(shipped_broker
     assert proc.returncode != 0
     assert "refused the announcement" in proc.stderr and "rolling back" in proc.stderr, proc.stderr
     assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
+
+
+class _BrokerAsItsOwnUser:
+    """Mosquitto with the shipped gridsight.conf, dropping to the `mosquitto` user as a packaged
+    broker does, reading its files from ``dest`` (the folder the config names)."""
+
+    def __init__(self, dest: Path, work_dir: Path) -> None:
+        from gridsight.local_services import LocalMosquitto, free_port
+        from broker_support import SHIPPED_CONF
+
+        self.port = free_port()
+        text = SHIPPED_CONF.read_text().replace("/etc/mosquitto/gridsight/", f"{dest}/")
+        text = text.replace("listener 8883\n", f"listener {self.port} 127.0.0.1\n")
+        conf = "user mosquitto\npersistence false\nlog_dest stdout\nlog_type error\nlog_type warning\n" + text
+        self.broker = LocalMosquitto(work_dir, port=self.port)
+        self.broker.write_config = lambda: (work_dir.mkdir(parents=True, exist_ok=True),
+                                            (work_dir / "mosquitto.conf").write_text(conf),
+                                            work_dir / "mosquitto.conf")[-1]
+
+    def log(self) -> str:
+        return (self.broker.work_dir / "mosquitto.log").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_broker_files_installed_with_owner_are_readable_by_a_broker_running_as_its_own_user(tmp_path):
+    import pwd
+    import shutil
+    import tempfile
+
+    pwd.getpwnam("mosquitto")
+    fleet = Fleet(tmp_path / "fleet")
+    FleetCA.init(fleet.ca_dir)
+    fleet.ca().issue_server(["127.0.0.1"], fleet.broker_dir)
+    fleet.add_collector("collector")
+    # outside pytest's 0700 tmp folder, so the mosquitto user can reach it, as /etc/mosquitto/gridsight
+    dest = Path(tempfile.mkdtemp(prefix="gridsight-broker-files-")) / "gridsight"
+    os.chmod(dest.parent, 0o755)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gridsight", "provision", "broker-files", "--fleet",
+                               str(fleet.root), "--dest", str(dest), "--owner", "mosquitto"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        owner = pwd.getpwnam("mosquitto").pw_uid
+        assert all(p.stat().st_uid == owner and p.stat().st_mode & 0o077 in (0, 0o044) for p in dest.iterdir())
+        assert (dest / "server.key").stat().st_mode & 0o077 == 0 and (dest / "passwd").stat().st_mode & 0o077 == 0
+        runner = _BrokerAsItsOwnUser(dest, tmp_path / "mosquitto")
+        runner.broker.start()
+        try:
+            password = (fleet.broker_dir / "collector.password").read_text().strip()
+            rc = _connack(f"mqtts://127.0.0.1:{runner.port}", username="collector", password=password,
+                          tls=TlsFiles(str(fleet.ca_dir / "ca.crt"), str(fleet.broker_dir / "collector/client.crt"),
+                                       str(fleet.broker_dir / "collector/client.key")))
+            assert rc == 0, runner.log()
+        finally:
+            runner.broker.close()
+    finally:
+        shutil.rmtree(dest.parent, ignore_errors=True)
+
+
+def test_broker_files_for_a_user_that_does_not_exist_is_one_line(tmp_path):
+    fleet = Fleet(tmp_path / "fleet")
+    FleetCA.init(fleet.ca_dir)
+    fleet.ca().issue_server(["127.0.0.1"], fleet.broker_dir)
+    fleet.add_collector("collector")
+    proc = subprocess.run([sys.executable, "-m", "gridsight", "provision", "broker-files", "--fleet", str(fleet.root),
+                           "--dest", str(tmp_path / "dest"), "--owner", "no-such-broker-user"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no user 'no-such-broker-user'" in proc.stderr
+    assert not (tmp_path / "dest").exists()

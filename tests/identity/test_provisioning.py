@@ -165,11 +165,69 @@ def test_doctor_reports_a_meter_that_does_not_answer(provisioned):
     assert not meter.ok and "header" in meter.detail
 
 
-def test_doctor_names_the_config_key_at_fault(tmp_path):
+def test_doctor_names_the_config_key_at_fault_and_still_runs_the_later_checks(tmp_path):
     config = tmp_path / "agent.toml"
-    config.write_text('gateway_id = "gw-1"\n[mqtt]\nurl = "http://nope"\n')
-    [check] = run_doctor(config)
-    assert not check.ok and check.name == "config valid" and "mqtt.url" in check.detail
+    config.write_text(f'gateway_id = "gw-1"\ndata_dir = "{tmp_path / "data"}"\ninterval_s = "often"\n'
+                      '[mqtt]\nurl = "http://nope"\n')
+    checks = run_doctor(config, clock_probe=SYNCED, broker_timeout_s=2)
+    first = checks[0]
+    assert not first.ok and first.name == "config valid"
+    assert "interval_s" in first.detail and "mqtt.url" in first.detail
+    names = [c.name for c in checks]
+    assert names[1:] == ["clock synchronised", "broker reachable", "meters answer", "model loads", "outbox writable",
+                         "disk budget"]
+    assert next(c for c in checks if c.name == "outbox writable").ok
+
+
+def test_a_config_that_is_not_toml_is_one_failed_check_and_the_clock_is_still_checked(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text("gateway_id = \n")
+    checks = run_doctor(config, clock_probe=SYNCED)
+    assert [c.name for c in checks] == ["config valid", "clock synchronised"] and "not valid TOML" in checks[0].detail
+
+
+def test_the_bundle_config_turns_on_over_the_air_updates_with_the_model_key(provisioned):
+    _, bundle, _ = provisioned
+    settings = load_settings(AgentSettings, bundle / "agent.toml", env={})
+    assert settings.model.public_key == str(bundle / "model_public.pem")
+    from edge_agent.runtime import build_model_updater
+    assert build_model_updater(settings) is not None
+
+
+def test_enrollment_consuming_its_token_is_not_tampering_but_a_changed_token_is(provisioned, tmp_path):
+    fleet, _, _ = provisioned
+    bundle = tmp_path / "bundle-with-token"
+    token = tmp_path / "token"
+    token.write_text("one-time-token\n")
+    assert provision(["bundle", "gw-1", "--fleet", str(fleet.root), "--out", str(bundle), "--install-dir", str(bundle),
+                      "--data-dir", str(tmp_path / "data2"), "--enroll-token-file", str(token)]) == 0
+    (bundle / "enroll.token").unlink()               # what 'provision enroll' does once the token is redeemed
+    intact = next(c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED) if c.name == "bundle intact")
+    assert intact.ok, intact.detail
+    (bundle / "enroll.token").write_text("another token\n")
+    intact = next(c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED) if c.name == "bundle intact")
+    assert not intact.ok and "enroll.token" in intact.detail
+
+
+def test_an_on_site_edit_fails_doctor_until_resealed_and_the_reseal_is_recorded(provisioned):
+    _, bundle, _ = provisioned
+    config = bundle / "agent.toml"
+    config.write_text(config.read_text().replace("[[readers]]", "[[readers]]\nname = \"new-meter-ip\""))
+    intact = next(c for c in run_doctor(config, clock_probe=SYNCED) if c.name == "bundle intact")
+    assert not intact.ok and "agent.toml" in intact.detail and "provision reseal" in intact.detail
+    result = subprocess.run([sys.executable, "-m", "gridsight", "provision", "reseal", "--config", str(config),
+                             "--reason", "meter moved to 10.0.0.7"], capture_output=True, text=True)
+    assert result.returncode == 0 and "agent.toml" in result.stdout, result.stderr
+    checks = run_doctor(config, clock_probe=SYNCED)
+    assert [c.line() for c in checks if not c.ok] == []
+    assert "resealed 1x" in next(c.detail for c in checks if c.name == "bundle intact")
+    manifest = json.loads((bundle / "MANIFEST.json").read_text())
+    assert manifest["reseals"][0]["files"] == ["agent.toml"] and manifest["reseals"][0]["reason"] == "meter moved to 10.0.0.7"
+    (bundle / "client.crt").unlink()
+    result = subprocess.run([sys.executable, "-m", "gridsight", "provision", "reseal", "--config", str(config),
+                             "--reason", "x"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "client.crt is missing" in result.stderr
+
 
 
 def test_cli_errors_are_one_line_and_non_zero(tmp_path):
