@@ -20,6 +20,7 @@ import threading
 from typing import Sequence
 
 from gridsight.cli import CLIError, run_cli
+from gridsight.logs import setup_logging
 
 __all__ = ["main", "PLUGINS"]
 
@@ -258,7 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("info", stream=sys.stderr, everything=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return run_cli(lambda: args.func(args, _settings(args)), PROG)

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from collector.settings import secret_from_env
+from gridsight.errors import GridsightError
 
 __all__ = ["MasterKey", "MasterKeyError", "CustomerVault", "Customer", "CustomerNotFound", "MeterTaken",
            "PERSONAL_FIELDS"]
@@ -34,15 +35,15 @@ PERSONAL_FIELDS = ("name", "address", "contact")
 _NONCE = 12
 
 
-class MasterKeyError(ValueError):
+class MasterKeyError(GridsightError, ValueError):
     """The master key is missing or malformed; the message names the variable to set."""
 
 
-class CustomerNotFound(LookupError):
+class CustomerNotFound(GridsightError, LookupError):
     """No such customer (or the customer was erased)."""
 
 
-class MeterTaken(ValueError):
+class MeterTaken(GridsightError, ValueError):
     """The meter is already bound to another customer."""
 
 

@@ -38,6 +38,8 @@ from typing import Any, Iterable, Mapping
 
 import asyncpg
 
+from gridsight.errors import GridsightError
+
 __all__ = ["FORMAT", "RegistryError", "RegistryDocument", "RegionEntry", "FeederEntry", "SiteEntry",
            "GatewayEntry", "MeterEntry", "ImportResult", "parse_document", "load_document", "import_registry",
            "export_registry", "MAX_ENTRIES"]
@@ -50,7 +52,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NAME_MAX = 200
 
 
-class RegistryError(ValueError):
+class RegistryError(GridsightError, ValueError):
     """A document that cannot be imported; ``errors`` lists every problem as ``where: why``."""
 
     def __init__(self, errors: Iterable[str]) -> None:

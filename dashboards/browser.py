@@ -19,11 +19,15 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from gridsight.errors import GridsightError
+
 __all__ = ["BrowserError", "HeadlessChromium", "chromium_binary"]
 
 
-class BrowserError(RuntimeError):
+class BrowserError(GridsightError, RuntimeError):
     """Chromium is missing, crashed, or a page did not load; the message says which."""
+
+    exit_code = 1
 
 
 def chromium_binary() -> str:

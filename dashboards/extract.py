@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .catalog import SCHEMA, VIEWS, View
+from gridsight.errors import GridsightError
 
 __all__ = ["ExtractError", "ViewExtract", "HYPER_SCHEMA", "write_extract", "hyper_process", "sql_type"]
 
@@ -35,8 +36,10 @@ _HYPER = {"string": "TEXT", "integer": "BIGINT", "real": "DOUBLE PRECISION", "bo
           "date": "DATE", "datetime": "TIMESTAMP"}
 
 
-class ExtractError(RuntimeError):
+class ExtractError(GridsightError, RuntimeError):
     """The extract could not be written: the database, a view or the output file is at fault."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from gridsight.errors import GridsightError
+
 __all__ = ["TabPyError", "Endpoint", "ENDPOINTS", "anomaly_score_endpoint", "load_forecast", "policy_sandbox",
            "deploy"]
 
 
-class TabPyError(RuntimeError):
+class TabPyError(GridsightError, RuntimeError):
     """Deployment failed: server unreachable, credentials refused, or a bad model file."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)

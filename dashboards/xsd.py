@@ -16,6 +16,8 @@ from pathlib import Path
 
 from lxml import etree
 
+from gridsight.errors import GridsightError
+
 __all__ = ["SCHEMA_DIR", "SCHEMA_VERSION", "TableauFileError", "schema", "validate_file", "validate_xml"]
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
@@ -33,7 +35,7 @@ _ENVELOPE = ('<workbook version="18.1" source-build="2026.1.0 (20261.26.0211.112
              '<explanation-types/></explain-data></workbook>')
 
 
-class TableauFileError(ValueError):
+class TableauFileError(GridsightError, ValueError):
     """A Tableau file that is not well-formed XML or breaks the workbook schema.
 
     ``problems`` lists each violation as ``path:line: message``; the message shows the first three.

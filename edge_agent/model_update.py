@@ -38,20 +38,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.scorer import MAX_MODEL_BYTES, ModelError, Scorer
 from gridsight.wire import ModelAnnouncement
+from gridsight.errors import FetchError, GridsightError
 
-__all__ = ["SignatureError", "FetchError", "ModelFetcher", "UrlFetcher", "ModelUpdater", "UpdateStatus",
+__all__ = ["SignatureError", "ModelFetcher", "UrlFetcher", "ModelUpdater", "UpdateStatus",
            "load_public_key", "verify_signature"]
 
 _MAX_SIGNATURE_BYTES = 1024
 _POINTER = "current.json"
 
 
-class SignatureError(Exception):
+class SignatureError(GridsightError):
     """A signature that is missing, malformed, or not made by the pinned key."""
-
-
-class FetchError(Exception):
-    """A model or signature that could not be fetched."""
 
 
 def load_public_key(source: str | Path | bytes) -> Ed25519PublicKey:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from gridsight.wire import READING_EXTENSIONS, Reading
+from gridsight.errors import GridsightError
 
 __all__ = ["Outbox", "OutboxError", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
 
@@ -85,8 +86,10 @@ def _unpack(data: bytes) -> list[Reading]:
     return [Reading(*row) for row in zip(*columns)]
 
 
-class OutboxError(RuntimeError):
+class OutboxError(GridsightError, RuntimeError):
     """The outbox file cannot be opened or written (disk full, corrupt file, wrong owner)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)

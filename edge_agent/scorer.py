@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from edge_agent.features import FEATURE_DESCRIPTIONS
+from gridsight.errors import GridsightError
 
 __all__ = ["ModelError", "Scorer", "select_scorer", "describe_features", "META_PREFIX", "MAX_MODEL_BYTES",
            "SELFTEST_TOLERANCE"]
@@ -28,7 +29,7 @@ SELFTEST_TOLERANCE = 1e-5
 _REQUIRED = ("feature_names", "threshold", "interval_s", "version", "name", "selftest")
 
 
-class ModelError(Exception):
+class ModelError(GridsightError):
     """A model file that cannot be used: unreadable, tampered, incompatible. The message says why."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_agent.clock import parse_utc_time
 from firmware_sim.randomness import choice_index, key_for, uniform
+from gridsight.errors import GridsightError
 
 __all__ = ["CONSUMPTION_KINDS", "DATA_FAULT_KINDS", "ALL_KINDS", "ENERGY_KINDS", "AnomalyEvent",
            "LabelError", "plan_events", "write_labels_csv", "read_labels_csv", "iso_utc", "parse_time"]
@@ -64,7 +65,7 @@ _FAULT_PLAN: dict[str, tuple[float, float, float]] = {
 }
 
 
-class LabelError(ValueError):
+class LabelError(GridsightError, ValueError):
     """A labels file that cannot be used; the message names the line and field."""
 
 

@@ -20,12 +20,13 @@ from firmware_sim.meter import SimulatedMeter
 from firmware_sim.profiles import CLASS_PARAMS, LoadProfile, MeterClass
 from firmware_sim.randomness import choice_index, key_for, uniform
 from firmware_sim.weather import Weather
+from gridsight.errors import GridsightError
 
 __all__ = ["Region", "MeterSpec", "GatewaySpec", "Fleet", "REGIONS", "gateway_id_for", "meter_id_for",
            "ManifestError", "write_manifest", "read_manifest"]
 
 
-class ManifestError(ValueError):
+class ManifestError(GridsightError, ValueError):
     """A run manifest that cannot be used; the message names the file and the key."""
 
 

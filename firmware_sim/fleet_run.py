@@ -33,14 +33,17 @@ from firmware_sim.fleet_model import Fleet, write_manifest
 from firmware_sim.history import write_readings_csv
 from firmware_sim.net_proxy import ProxyHub, TcpProxy
 from firmware_sim.scenario import FaultEvent, Scenario
+from gridsight.errors import GridsightError
 
 __all__ = ["FleetRun", "RunResult", "FleetRunError", "ShiftableClock", "MeterSubset"]
 
 H = 3600.0
 
 
-class FleetRunError(RuntimeError):
+class FleetRunError(GridsightError, RuntimeError):
     """The run could not be set up or finished; the message says which part failed."""
+
+    exit_code = 1
 
 
 class ShiftableClock:

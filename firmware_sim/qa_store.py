@@ -12,12 +12,15 @@ from typing import Any
 import numpy as np
 
 from firmware_sim.qa_score import FlaggedInterval
+from gridsight.errors import GridsightError
 
 __all__ = ["QaStoreError", "StoredRun", "open_store"]
 
 
-class QaStoreError(RuntimeError):
+class QaStoreError(GridsightError, RuntimeError):
     """The database cannot be read: unreachable, or not a gridsight collector database."""
+
+    exit_code = 1
 
 
 def _plain_url(url: str) -> str:

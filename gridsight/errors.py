@@ -7,7 +7,7 @@ library only: the gateway imports it.
 
 from __future__ import annotations
 
-__all__ = ["GridsightError", "ProvisionError"]
+__all__ = ["FetchError", "GridsightError", "ProvisionError"]
 
 
 class GridsightError(Exception):
@@ -18,3 +18,16 @@ class GridsightError(Exception):
 
 class ProvisionError(GridsightError):
     """A provisioning or enrollment step that cannot proceed; the message says what to do."""
+
+
+class FetchError(GridsightError, RuntimeError):
+    """A download that gave nothing usable (a model, its signature, a provider's JSON).
+
+    ``url`` is what was asked for (secrets removed) and ``status`` the HTTP status, when known."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status

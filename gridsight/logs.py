@@ -1,4 +1,4 @@
-"""The agent's one logging setup: one JSON object per line on stdout (journald keeps it as is).
+"""The one logging setup of every role: one JSON object per line (journald keeps it as is).
 
 JSON lines stay greppable on a gateway and parse without guessing in a log shipper.
 """
@@ -26,10 +26,21 @@ class _JsonLines(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str = "info", stream=None) -> None:
-    """Route the ``gridsight`` loggers to ``stream`` (stdout) as JSON lines."""
+def setup_logging(level: str = "info", stream=None, *, everything: bool = False) -> None:
+    """Route the ``gridsight`` loggers to ``stream`` (stdout) as JSON lines.
+
+    ``everything`` routes every library's loggers too (the collector's database driver,
+    migrations, web server), through the root logger, unless the host process (a test runner,
+    an application embedding the collector) has already configured it, as ``logging.basicConfig``
+    would leave it."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(_JsonLines())
+    if everything:
+        top = logging.getLogger()
+        if not top.handlers:
+            top.addHandler(handler)
+            top.setLevel(level.upper())
+        return
     root = logging.getLogger("gridsight")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

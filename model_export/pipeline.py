@@ -22,6 +22,7 @@ import numpy as np
 from edge_agent.features import DEFAULT_FEATURES, IntervalStats, batch_features
 from edge_agent.scorer import META_PREFIX, Scorer
 from gridsight.wire import Reading
+from gridsight.errors import GridsightError
 from model_export.compact_onnx import compact_isolation_forest
 from model_export.readings import (DataQuality, ReadingsError, ReadingTable, interval_series,
                                    read_readings, table_from_readings)
@@ -50,7 +51,7 @@ _SELFTEST_ROWS = 8
 _MAX_HOLDOUT = 5000
 
 
-class TrainingError(ValueError):
+class TrainingError(GridsightError, ValueError):
     """Training cannot produce a trustworthy model from this input; the message says why."""
 
 

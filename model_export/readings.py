@@ -30,6 +30,7 @@ import numpy as np
 from edge_agent.clock import parse_utc_time
 from edge_agent.features import IntervalStats
 from gridsight.wire import Reading
+from gridsight.errors import GridsightError
 
 __all__ = ["ReadingsError", "DataQuality", "ReadingTable", "read_readings", "read_readings_csv",
            "read_readings_parquet", "table_from_readings",
@@ -40,7 +41,7 @@ MAX_KW = 100_000.0
 _TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000 .. 2100, as on the wire
 
 
-class ReadingsError(ValueError):
+class ReadingsError(GridsightError, ValueError):
     """A readings file that cannot be used; ``line`` is the 1-based line at fault (0: the whole file)."""
 
     def __init__(self, source: str, line: int, reason: str) -> None:

@@ -14,10 +14,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gridsight.errors import GridsightError
+
 __all__ = ["SigningError", "generate_keypair", "load_private_key", "sign_bytes", "sign_file"]
 
 
-class SigningError(ValueError):
+class SigningError(GridsightError, ValueError):
     """A key or file that cannot be used for signing; the message says which and why."""
 
 

@@ -17,13 +17,14 @@ import numpy as np
 
 from gridsight import wire
 from model_export.readings import ReadingsError, ReadingTable
+from gridsight.errors import GridsightError
 
 __all__ = ["SourceError", "table_from_database", "table_from_archive", "read_meter_classes"]
 
 _FETCH_ROWS = 50_000
 
 
-class SourceError(ValueError):
+class SourceError(GridsightError, ValueError):
     """A training source that cannot be read; the message names it and says why."""
 
 

@@ -21,14 +21,17 @@ from onnx import numpy_helper
 from edge_agent.features import batch_features
 from edge_agent.scorer import ModelError, Scorer
 from model_export.compact_onnx import average_path_length
+from gridsight.errors import GridsightError
 
 __all__ = ["VerificationError", "ReferenceForest", "verify_model_file", "PARITY_TOLERANCE"]
 
 PARITY_TOLERANCE = 1e-5
 
 
-class VerificationError(Exception):
+class VerificationError(GridsightError):
     """The model file does not do what it claims; the message says what differs."""
+
+    exit_code = 1
 
 
 class ReferenceForest:

@@ -15,13 +15,14 @@ from collector.auth.limits import RequestLimits
 from collector.auth.store import IdentityStore, engine_for
 from collector.auth.tokens import MIN_SECRET_BYTES, TokenIssuer
 from collector.settings import secret_from_env
+from gridsight.errors import GridsightError
 
 __all__ = ["install_identity", "token_secret_from_env", "IdentitySetupError"]
 
 log = logging.getLogger("gridsight.auth")
 
 
-class IdentitySetupError(ValueError):
+class IdentitySetupError(GridsightError, ValueError):
     """A secret in the environment that cannot be used; names the variable."""
 
 

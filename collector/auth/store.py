@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from collector.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
 from collector.auth.roles import CONSUMER, ROLES, Principal
 from collector.auth.tokens import AuthError, new_api_key, secret_digest, split_api_key
+from gridsight.errors import GridsightError
 
 __all__ = ["IdentityStore", "IdentityError", "EnrollmentRefused", "LoginThrottled", "User", "ApiKey", "EnrollmentToken",
            "NotRemembered", "engine_for"]
@@ -37,7 +38,7 @@ FREE_ATTEMPTS = 5
 MAX_LOCK_S = 900.0
 
 
-class NotRemembered(LookupError):
+class NotRemembered(GridsightError, LookupError):
     """Raised inside :meth:`IdentityStore.from_memory` by a check that would need the database."""
 
 
@@ -45,7 +46,7 @@ class NotRemembered(LookupError):
 _from_memory: contextvars.ContextVar[bool] = contextvars.ContextVar("gridsight_identity_from_memory", default=False)
 
 
-class IdentityError(ValueError):
+class IdentityError(GridsightError, ValueError):
     """A request that breaks an identity rule; ``field`` names the input at fault."""
 
     def __init__(self, field: str, reason: str) -> None:
@@ -54,7 +55,7 @@ class IdentityError(ValueError):
         self.reason = reason
 
 
-class LoginThrottled(Exception):
+class LoginThrottled(GridsightError):
     """Too many wrong passwords for one account: refused until ``retry_after_s`` has passed."""
 
     def __init__(self, retry_after_s: float) -> None:
@@ -62,7 +63,7 @@ class LoginThrottled(Exception):
         self.retry_after_s = retry_after_s
 
 
-class EnrollmentRefused(Exception):
+class EnrollmentRefused(GridsightError):
     """An enrollment token that is unknown, expired, already used or for another gateway."""
 
 

@@ -17,6 +17,7 @@ from typing import Callable
 import jwt
 
 from collector.auth.roles import ROLES, Principal
+from gridsight.errors import GridsightError
 
 __all__ = ["AuthError", "TokenIssuer", "new_api_key", "split_api_key", "secret_digest"]
 
@@ -25,7 +26,7 @@ _ISSUER = "gridsight"
 MIN_SECRET_BYTES = 32
 
 
-class AuthError(Exception):
+class AuthError(GridsightError):
     """Credentials that cannot be accepted; the message says why (never echoes a secret)."""
 
 

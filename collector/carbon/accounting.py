@@ -14,10 +14,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from gridsight.errors import GridsightError
+
 __all__ = ["CarbonError", "AvoidedEmissions", "emissions_by", "co2_avoided", "hourly_intensity_for"]
 
 
-class CarbonError(ValueError):
+class CarbonError(GridsightError, ValueError):
     """Consumption or intensity data that cannot be combined; the message says which."""
 
 

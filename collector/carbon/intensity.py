@@ -14,13 +14,16 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from collector.weather.http import FetchError, JsonHttpClient
+from collector.weather.http import JsonHttpClient
+from gridsight.errors import FetchError, GridsightError
 
 __all__ = ["CarbonIntensityError", "CarbonIntensityProvider", "NationalGridESOProvider", "CsvCarbonIntensity"]
 
 
-class CarbonIntensityError(RuntimeError):
+class CarbonIntensityError(GridsightError, RuntimeError):
     """Carbon intensity could not be had; the message names the provider and the cause."""
+
+    exit_code = 1
 
 
 class CarbonIntensityProvider(Protocol):

@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 import asyncpg
 
 from gridsight import wire
+from gridsight.errors import GridsightError
 
 __all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "PreparedBatch", "TransientDatabaseError",
            "classify", "connect", "PG_EPOCH"]
@@ -87,8 +88,10 @@ class BatchResult:
         self.rows.update(other.rows)
 
 
-class TransientDatabaseError(RuntimeError):
+class TransientDatabaseError(GridsightError, RuntimeError):
     """The database is unreachable or the transaction lost a race; retry the same batch later."""
+
+    exit_code = 1
 
 
 def classify(item: Received) -> wire.Message | DeadLetter:

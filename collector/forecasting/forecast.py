@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from collector.forecasting.series import SeriesError, as_load_series, steps_per_day
+from gridsight.errors import GridsightError
 
 __all__ = ["Forecast", "ForecastError", "ForecastOptions", "forecast_load", "MIN_PROPHET_DAYS"]
 
@@ -22,7 +23,7 @@ __all__ = ["Forecast", "ForecastError", "ForecastOptions", "forecast_load", "MIN
 MIN_PROPHET_DAYS = 14
 
 
-class ForecastError(ValueError):
+class ForecastError(GridsightError, ValueError):
     """A forecast that cannot be made with the given inputs; the message says which input."""
 
 

@@ -12,13 +12,15 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from gridsight.errors import GridsightError
+
 __all__ = ["SeriesError", "SUPPORTED_FREQS", "as_load_series", "steps_per_day", "freq_of"]
 
 #: pandas offset alias -> seconds. Meters report 15-minute intervals; rollups are hourly.
 SUPPORTED_FREQS: dict[str, int] = {"h": 3600, "15min": 900}
 
 
-class SeriesError(ValueError):
+class SeriesError(GridsightError, ValueError):
     """A load series that cannot be forecast (too short, irregular, gaps, non-finite values)."""
 
 

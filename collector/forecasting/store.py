@@ -17,6 +17,7 @@ import pandas as pd
 
 from collector.forecasting.forecast import Forecast
 from collector.forecasting.series import SUPPORTED_FREQS
+from gridsight.errors import GridsightError
 
 __all__ = ["SERIES_KINDS", "SYSTEM_KEY", "actual_load", "series_keys", "series_location", "store_forecast",
            "stored_forecast", "store_weather", "stored_weather", "store_carbon_intensity", "stored_carbon_intensity",
@@ -26,7 +27,7 @@ SERIES_KINDS = ("feeder", "region", "system")
 SYSTEM_KEY = "all"
 
 
-class UnknownSeries(LookupError):
+class UnknownSeries(GridsightError, LookupError):
     """A feeder or region with no such id, or a kind that is not feeder, region or system."""
 
 

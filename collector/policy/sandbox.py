@@ -19,12 +19,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from gridsight.errors import GridsightError
+
 __all__ = ["PolicyError", "TimeOfUseShift", "DemandResponse", "Efficiency", "EVAdoption", "Tariff", "Scenario",
            "SandboxResult", "apply_scenario", "run_sandbox", "scenario_from_params", "load_after_for_rows",
            "day_profile_after", "PARAMETERS", "EV_PROFILES"]
 
 
-class PolicyError(ValueError):
+class PolicyError(GridsightError, ValueError):
     """A policy parameter that cannot be used; ``parameter`` names it (as in the API and CLI)."""
 
     def __init__(self, parameter: str, reason: str) -> None:

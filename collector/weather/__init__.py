@@ -4,7 +4,7 @@
     temps, note = temperature_or_reason(OpenMeteoProvider(), 52.5, 13.4, start, end)
 """
 
-from collector.weather.http import FetchError, JsonHttpClient
+from collector.weather.http import JsonHttpClient
 from collector.weather.providers import (
     CsvWeatherProvider,
     OpenMeteoProvider,
@@ -15,5 +15,5 @@ from collector.weather.providers import (
     temperature_or_reason,
 )
 
-__all__ = ["FetchError", "JsonHttpClient", "CsvWeatherProvider", "OpenMeteoProvider", "OpenWeatherMapProvider",
+__all__ = ["JsonHttpClient", "CsvWeatherProvider", "OpenMeteoProvider", "OpenWeatherMapProvider",
            "WeatherError", "WeatherProvider", "provider_from_name", "temperature_or_reason"]

@@ -19,18 +19,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["FetchError", "JsonHttpClient"]
+from gridsight.errors import FetchError
+
+__all__ = ["JsonHttpClient"]
 
 SECRET_PARAMS = frozenset({"appid", "apikey", "api_key", "key", "token"})
-
-
-class FetchError(RuntimeError):
-    """A request that did not produce usable JSON; ``status`` is the HTTP status or None."""
-
-    def __init__(self, url: str, message: str, status: int | None = None) -> None:
-        super().__init__(f"{url}: {message}")
-        self.url = url
-        self.status = status
 
 
 class JsonHttpClient:
@@ -73,19 +66,19 @@ class JsonHttpClient:
                 retriable = exc.code in (429, 500, 502, 503, 504)
                 if not retriable or attempt > self.max_retries:
                     what = "rate limited" if exc.code == 429 else f"HTTP {exc.code}"
-                    raise FetchError(public, f"{what}: {message}", exc.code) from None
+                    raise FetchError(f"{public}: {what}: {message}", url=public, status=exc.code) from None
                 self._sleep(min(wait if wait is not None else 2.0 ** attempt, self.max_wait_s))
                 continue
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 if attempt > self.max_retries:
                     reason = getattr(exc, "reason", exc)
-                    raise FetchError(public, f"unreachable: {reason}") from None
+                    raise FetchError(f"{public}: unreachable: {reason}", url=public) from None
                 self._sleep(min(2.0 ** attempt, self.max_wait_s))
                 continue
             try:
                 value = json.loads(body)
             except ValueError:
-                raise FetchError(public, "response is not JSON") from None
+                raise FetchError(f"{public}: response is not JSON", url=public) from None
             self._store(key, value)
             return value
 

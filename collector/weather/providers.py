@@ -16,14 +16,17 @@ from typing import Any, Callable, Protocol
 
 import pandas as pd
 
-from collector.weather.http import FetchError, JsonHttpClient
+from collector.weather.http import JsonHttpClient
+from gridsight.errors import FetchError, GridsightError
 
 __all__ = ["WeatherError", "WeatherProvider", "OpenWeatherMapProvider", "OpenMeteoProvider", "CsvWeatherProvider",
            "temperature_or_reason", "provider_from_name"]
 
 
-class WeatherError(RuntimeError):
+class WeatherError(GridsightError, RuntimeError):
     """Temperature could not be had from a provider; the message names the provider and the cause."""
+
+    exit_code = 1
 
 
 class WeatherProvider(Protocol):

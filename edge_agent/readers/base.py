@@ -18,11 +18,12 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading, WireError, reading_field_checks
+from gridsight.errors import GridsightError
 
 __all__ = ["ReaderError", "MeterReader", "checked_reading", "option", "reject_unknown"]
 
 
-class ReaderError(Exception):
+class ReaderError(GridsightError):
     """A meter could not be read right now: timeout, CRC error, garbage frame, unplugged."""
 
 
