@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -67,6 +68,10 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging(settings.log_level)
+    log = logging.getLogger("gridsight.agent")
+    if os.environ.get("GRIDSIGHT_DATA_DIR") and "GRIDSIGHT_AGENT_DATA_DIR" not in os.environ:
+        log.warning("GRIDSIGHT_DATA_DIR is the collector's setting and is ignored here; the agent's data dir is "
+                    "%s (set data_dir or GRIDSIGHT_AGENT_DATA_DIR)", settings.data_dir)
     agent = Agent(settings, transport=NullTransport() if args.no_publish else None)
     released = footprint.release_startup_memory()
     logging.getLogger("gridsight.agent").info("start-up memory released: %.1f MB heap, %.1f MB library pages",
@@ -78,8 +83,16 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"gridsight agent: {settings.gateway_id} running ({len(agent.slots)} readers, "
-          f"model {agent.model_version or 'none'}, outbox {settings.outbox_path})", file=sys.stderr)
+    now = agent.clock.now()
+    first_end = (int(now // settings.interval_s) + 1) * settings.interval_s
+    sealed_at = first_end + settings.grace_s
+    wall_wait = (sealed_at - now) / settings.clock.speed
+    log.info("gridsight agent %s running: %d readers, model %s, scorer %s, outbox %s; the first interval "
+             "(%s to %s) is sealed and sent at %s, in %.0f s", settings.gateway_id, len(agent.slots),
+             agent.model_version or "none", (getattr(agent.scoring.scorer, "kind", "onnxruntime") if agent.scoring.scorer else "none"), settings.outbox_path,
+             _utc(first_end - settings.interval_s), _utc(first_end), _utc(sealed_at), wall_wait,
+             extra={"fields": {"event": "started", "gateway_id": settings.gateway_id,
+                               "first_interval_sealed_at": _utc(sealed_at), "first_summary_in_s": round(wall_wait)}})
     try:
         agent.run(stop)
     except Exception as exc:  # a bug must not leave a half-alive agent: exit, let systemd restart it
@@ -87,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"stopped after an internal error ({type(exc).__name__}: {exc}); "
                        "a restart resumes from the outbox", code=1) from None
     return 0
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -171,4 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return body(args)
         except OutboxError as exc:
             raise CLIError(str(exc)) from None
+    if args.command == "run":
+        # the service's every line is JSON, its start-up refusal included (journald keeps stderr too)
+        from gridsight.errors import GridsightError
+        from gridsight.logs import json_line
+        try:
+            return guarded()
+        except GridsightError as exc:
+            print(json_line("error", f"gridsight agent run: {exc}", "gridsight.agent"), file=sys.stderr)
+            return exc.exit_code
     return run_cli(guarded, f"gridsight agent {args.command}")
