@@ -1,17 +1,17 @@
 """The raw archive: every accepted message, compressed, checksummed, in an object store.
 
-Layout: ``raw/dt=YYYY-MM-DD/gateway={id}/{first_seq}-{last_seq}-{sha8}.jsonl.gz`` where ``dt`` is
-the UTC receive date. Each object is gzip of JSON lines ``{"topic", "received_at", "payload"}``
-(the payload exactly as received, which is valid UTF-8 JSON because it passed the wire
-contract). The SHA-256 of the compressed bytes travels with the object (S3 metadata, or a
-``.sha256`` file beside it locally) and is checked on every read. Models live under
-``models/{name}/{version}/`` in the same store (written by model_export).
+The object format and layout are :mod:`gridsight.archive_format`'s: Parquet under Hive-style
+``raw/dt=YYYY-MM-DD/gateway={id}/`` partitions (every message, as received), with the same
+messages' raw readings flattened beside them under ``readings/dt=.../gateway=.../`` for DuckDB,
+Spark, Trino or Athena; objects from before Parquet (``.jsonl.gz``) stay readable. Models live
+under ``models/{name}/{version}/`` in the same store (written by model_export).
 
 The :class:`Archiver` drains ``archive_outbox`` (filled in the ingest transaction) group by
 group; an object is recorded in ``archive_objects`` and its messages leave the outbox in one
-transaction after the upload succeeded. While the store is down it backs off and retries;
+transaction after both uploads succeeded. While the store is down it backs off and retries;
 ingest is unaffected because the outbox holds the messages durably in PostgreSQL.
-:func:`rebuild` replays objects through the same batch writer, so it is idempotent.
+:func:`rebuild` replays ``raw/`` objects of either format through the same batch writer, so it
+is idempotent.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ __all__ = ["ObjectStore", "ArchiveError", "StoreUnavailable", "LocalDirStore", "
 log = logging.getLogger("gridsight.collector.archive")
 
 from gridsight.archive_format import (RAW_PREFIX, ArchiveError, ArchivedMessage, LocalDirStore,  # noqa: F401
-    ObjectStore, S3Store, StoreUnavailable, archive_key, decode_object, encode_object, key_date, key_gateway, open_store)
+    ObjectStore, S3Store, StoreUnavailable, archive_key, decode_object, encode_object, encode_readings, key_date,
+    key_gateway, open_store, readings_key)
 
 
 # --------------------------------------------------------------------------- archiver
@@ -109,10 +110,14 @@ class Archiver:
             if not rows:
                 return 0
             messages = [ArchivedMessage(r["topic"], r["received_at"], bytes(r["payload"])) for r in rows]
-            data, sha = await asyncio.get_running_loop().run_in_executor(None, encode_object, messages)
+            loop = asyncio.get_running_loop()
+            data, sha = await loop.run_in_executor(None, encode_object, messages)
+            readings = await loop.run_in_executor(None, encode_readings, messages)
             key = archive_key(day, gateway_id, rows[0]["seq"], rows[-1]["seq"], sha)
             try:
-                await asyncio.get_running_loop().run_in_executor(None, self.store.put, key, data, sha)
+                await loop.run_in_executor(None, self.store.put, key, data, sha)
+                if readings is not None:   # keys are content-derived: a retry after a failure here rewrites both
+                    await loop.run_in_executor(None, self.store.put, readings_key(key), *readings)
             except ArchiveError as exc:
                 self.failures += 1
                 self.last_error = str(exc)
