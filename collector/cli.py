@@ -13,7 +13,6 @@ import datetime as dt
 import importlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -109,13 +108,9 @@ def cmd_serve(args, settings) -> int:
         if args.workers > 1:
             from collector.api.workers import serve_workers
 
-            # separate API processes: each builds its app from the environment and listens on
+            # separate API processes: each builds its app from these settings and listens on
             # its own SO_REUSEPORT socket, so connections spread evenly over them
-            os.environ["DATABASE_URL"] = services.database_url
-            os.environ["GRIDSIGHT_DATA_DIR"] = str(settings.data_dir)
-            if args.config:
-                os.environ["GRIDSIGHT_COLLECTOR_CONFIG"] = str(args.config)
-            serve_workers(host, port, args.workers, stop)
+            serve_workers(host, port, args.workers, stop, settings, services.database_url)
         else:
             app = create_app(settings, database_url=services.database_url, metrics=metrics, worker=worker)
             uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from collector.settings import secret_from_env
+from collector.settings import CollectorSecrets, load_secrets
+from gridsight.settings import ConfigError
 from gridsight.errors import GridsightError
 
 __all__ = ["MasterKey", "MasterKeyError", "CustomerVault", "Customer", "CustomerNotFound", "MeterTaken",
@@ -57,8 +58,18 @@ class MasterKey:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "MasterKey":
-        env = os.environ if env is None else env
-        encoded = secret_from_env("GRIDSIGHT_MASTER_KEY", env, MasterKeyError)
+        """The key in ``GRIDSIGHT_MASTER_KEY[_FILE]`` of ``env`` (default: the process environment)."""
+        try:
+            keys = load_secrets(None if env is None else
+                                {k: v for k, v in env.items() if k.startswith("GRIDSIGHT_MASTER_KEY")})
+        except ConfigError as exc:
+            raise MasterKeyError(f"{exc.key}: {exc.reason}") from None
+        return cls.from_secrets(keys)
+
+    @classmethod
+    def from_secrets(cls, keys: CollectorSecrets) -> "MasterKey":
+        """The key of the collector's settings (``GRIDSIGHT_MASTER_KEY`` or ``GRIDSIGHT_MASTER_KEY_FILE``)."""
+        encoded = keys.master_key
         if encoded is None:
             raise MasterKeyError("set GRIDSIGHT_MASTER_KEY or GRIDSIGHT_MASTER_KEY_FILE to base64 of 32 random "
                                  "bytes (python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')")

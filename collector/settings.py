@@ -19,13 +19,40 @@ from urllib.parse import urlsplit
 from gridsight.mqtt import MqttSetupError, TlsFiles, check_tls_files, read_password
 from gridsight.settings import ConfigError, load_settings
 
-__all__ = ["CollectorSettings", "load_collector_settings", "ENV_PREFIX", "UNKNOWN_GATEWAY_POLICIES",
+__all__ = ["CollectorSettings", "CollectorSecrets", "load_collector_settings", "load_secrets", "ENV_PREFIX",
+           "MIN_JWT_SECRET_BYTES", "UNKNOWN_GATEWAY_POLICIES",
            "asyncpg_dsn", "sqlalchemy_url", "mqtt_endpoint"]
 
 ENV_PREFIX = "GRIDSIGHT_COLLECTOR_"
 # "register": a gateway seen for the first time is added to `gateways` (auto_registered=true).
 # "refuse": its messages are dead-lettered until an operator or enrollment registers it.
 UNKNOWN_GATEWAY_POLICIES = ("register", "refuse")
+# HS256 keys shorter than the hash output weaken every token (RFC 7518, section 3.2).
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _secret(variable: str) -> Any:
+    return field(default=None, repr=False, metadata={"env": variable, "env_only": True, "secret": True})
+
+
+@dataclass
+class CollectorSecrets:
+    """Every secret and provider key of the collector, each from its variable ``NAME`` or from the
+    file named by ``NAME_FILE`` (a mounted secret; it wins), never from a command line. Unset
+    values are None; ``repr`` never shows them."""
+
+    # signs API access tokens; unset: a random per-process secret (tokens end with the process)
+    jwt_secret: str | None = _secret("GRIDSIGHT_JWT_SECRET")
+    # base64 of 32 random bytes; wraps every customer's data key (unset: personal data disabled)
+    master_key: str | None = _secret("GRIDSIGHT_MASTER_KEY")
+    # the OpenWeatherMap provider's key (weather for forecasts)
+    openweathermap_api_key: str | None = _secret("OPENWEATHERMAP_API_KEY")
+    # the password 'gridsight accounts create-user' sets when no --password-file is given
+    new_password: str | None = _secret("GRIDSIGHT_NEW_PASSWORD")
+
+    def __post_init__(self) -> None:
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError("GRIDSIGHT_JWT_SECRET", f"must be at least {MIN_JWT_SECRET_BYTES} bytes")
 
 
 def _default_replica_id() -> str:
@@ -74,6 +101,9 @@ class CollectorSettings:
     api_max_page: int = 1000
     api_max_points: int = 2000
     clock_skew_warn_s: float = 120.0
+    # a Dask scheduler (tcp://host:8786) that fits forecasts; unset: local processes
+    dask_scheduler: str | None = field(default=None, metadata={"env": "GRIDSIGHT_DASK_SCHEDULER"})
+    secrets: CollectorSecrets = field(default_factory=CollectorSecrets)
 
     def __post_init__(self) -> None:
         if self.unknown_gateways not in UNKNOWN_GATEWAY_POLICIES:
@@ -144,6 +174,12 @@ def load_collector_settings(path: str | Path | None = None, *, env: Mapping[str,
     return load_settings(CollectorSettings, path, env_prefix=ENV_PREFIX, env=env, overrides=overrides)
 
 
+def load_secrets(env: Mapping[str, str] | None = None) -> CollectorSecrets:
+    """Only the secrets (from ``env``, default the process environment), for code that is handed
+    no :class:`CollectorSettings` (an app assembled by hand, a test)."""
+    return load_settings(CollectorSecrets, env_prefix=f"{ENV_PREFIX}SECRETS__", env=env)
+
+
 def asyncpg_dsn(url: str, key: str = "database_url") -> str:
     """The URL as asyncpg wants it (``postgresql://``), whatever SQLAlchemy driver suffix it had."""
     parts = urlsplit(url)
@@ -171,18 +207,3 @@ def mqtt_endpoint(url: str, key: str = "mqtt_url") -> tuple[str, int, bool]:
         raise ConfigError(key, f"no host in {url!r}")
     tls = parts.scheme == "mqtts"
     return parts.hostname, port or (8883 if tls else 1883), tls
-
-
-def secret_from_env(name: str, env: Mapping[str, str], error: type[Exception]) -> str | None:
-    """A secret from the file named by ``{name}_FILE`` (preferred) or from ``{name}``; None if neither.
-
-    Secrets come only from the environment or files; an unreadable file raises ``error``
-    naming the variable, so each caller keeps its own typed error."""
-    if env.get(f"{name}_FILE"):
-        try:
-            return Path(env[f"{name}_FILE"]).read_text().strip()
-        except OSError as exc:
-            raise error(f"{name}_FILE: cannot read ({exc.strerror})") from None
-    if env.get(name):
-        return env[name].strip()
-    return None

@@ -7,22 +7,38 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from gridsight.errors import ProvisionError
+from gridsight.settings import load_settings
 from gridsight.tls import cert_fingerprint
 
-__all__ = ["api_headers", "request_enrollment_token", "enroll_gateway"]
+__all__ = ["ApiCredentials", "api_headers", "request_enrollment_token", "enroll_gateway"]
 
 
-def api_headers(env: Mapping[str, str]) -> dict[str, str]:
-    """Credentials for the collector API from the environment, never from the command line."""
-    if env.get("GRIDSIGHT_API_KEY"):
-        return {"X-API-Key": env["GRIDSIGHT_API_KEY"]}
-    if env.get("GRIDSIGHT_API_TOKEN"):
-        return {"Authorization": f"Bearer {env['GRIDSIGHT_API_TOKEN']}"}
-    raise ProvisionError("set GRIDSIGHT_API_KEY (a technician API key) or GRIDSIGHT_API_TOKEN (a login token)")
+@dataclass
+class ApiCredentials:
+    """A technician's credentials for the collector API: ``GRIDSIGHT_API_KEY`` (an API key) or
+    ``GRIDSIGHT_API_TOKEN`` (a login token), each also as ``NAME_FILE``; never from argv."""
+
+    api_key: str | None = field(default=None, repr=False,
+                                metadata={"env": "GRIDSIGHT_API_KEY", "env_only": True, "secret": True})
+    api_token: str | None = field(default=None, repr=False,
+                                  metadata={"env": "GRIDSIGHT_API_TOKEN", "env_only": True, "secret": True})
+
+    def headers(self) -> dict[str, str]:
+        if self.api_key:
+            return {"X-API-Key": self.api_key}
+        if self.api_token:
+            return {"Authorization": f"Bearer {self.api_token}"}
+        raise ProvisionError("set GRIDSIGHT_API_KEY (a technician API key) or GRIDSIGHT_API_TOKEN (a login token)")
+
+
+def api_headers(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Request headers with the :class:`ApiCredentials` of ``env`` (default: the process environment)."""
+    return load_settings(ApiCredentials, env=env).headers()
 
 
 def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> dict:

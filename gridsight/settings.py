@@ -5,7 +5,9 @@ Every component (agent, collector, simulator) describes its settings as a datacl
 variables, explicit overrides (CLI flags). Nested dataclasses are TOML tables; in the
 environment they are ``PREFIX_TABLE__KEY``. A field may also name a conventional variable
 (``field(metadata={"env": "DATABASE_URL"})``), or only that variable and not its prefixed name
-(``"env_only": True``, for a name two roles would otherwise share). Unknown keys and bad values raise
+(``"env_only": True``, for a name two roles would otherwise share). A secret (``"secret": True``)
+may instead be given as the path of a file holding it, in ``NAME_FILE``, which wins over ``NAME``;
+either way surrounding whitespace is dropped. Unknown keys and bad values raise
 :class:`ConfigError` naming the key, so start-up fails with one line a person can act on.
 Standard library only: it runs on the gateway.
 """
@@ -153,10 +155,31 @@ def _env_values(cls: type, env: Mapping[str, str], prefix: str) -> dict:
                 out[f.name] = nested
             continue
         for candidate in (None if f.metadata.get("env_only") else name, f.metadata.get("env")):
-            if candidate and candidate in env:
+            if not candidate:
+                continue
+            if f.metadata.get("secret"):
+                secret = _secret_from(candidate, env)
+                if secret is not None:
+                    out[f.name] = _EnvStr(secret)
+                    break
+            elif candidate in env:
                 out[f.name] = _EnvStr(env[candidate])
                 break
     return out
+
+
+def _secret_from(name: str, env: Mapping[str, str]) -> str | None:
+    """The secret in the file named by ``{name}_FILE`` (preferred) or in ``{name}``; None if neither."""
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE", f"cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}_FILE", "not a text file") from None
+    value = env.get(name)
+    return value.strip() if value and value.strip() else None
 
 
 def load_settings(cls: type[T], path: str | Path | None = None, *, env_prefix: str = "GRIDSIGHT_",

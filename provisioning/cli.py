@@ -171,7 +171,7 @@ def _run(args) -> int:
         return 0
     if args.command == "enroll-token":
         from edge_agent.enrollment import api_headers, request_enrollment_token
-        issued = request_enrollment_token(args.api, args.gateway_id, args.ttl, api_headers(os.environ))
+        issued = request_enrollment_token(args.api, args.gateway_id, args.ttl, api_headers())
         if args.out:
             _write_secret(args.out, issued["token"])
             print(f"enrollment token for {args.gateway_id} written to {args.out}", file=sys.stderr)

@@ -87,13 +87,14 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
     # every route's require_roles(...) needs this; it also bounds request bodies
-    install_identity(app, url)
+    install_identity(app, url, secrets=settings.secrets)
     return app
 
 
 def app_from_environment() -> FastAPI:
-    """The app as uvicorn worker processes build it (``serve --workers N``): settings from the
-    environment and the TOML file named by ``GRIDSIGHT_COLLECTOR_CONFIG``."""
+    """The app from the environment and the TOML file named by ``GRIDSIGHT_COLLECTOR_CONFIG``,
+    for ``uvicorn --factory collector.api.app:app_from_environment`` (``serve --workers N``
+    hands its processes the settings directly)."""
     import os
 
     from collector.settings import load_collector_settings

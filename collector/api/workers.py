@@ -18,6 +18,10 @@ import signal
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collector.settings import CollectorSettings
 
 __all__ = ["serve_workers", "reuseport_socket"]
 
@@ -37,17 +41,20 @@ def reuseport_socket(host: str, port: int, listen: bool = True) -> socket.socket
     return sock
 
 
-def _worker(host: str, port: int) -> None:
+def _worker(host: str, port: int, settings: CollectorSettings, database_url: str) -> None:
     import uvicorn
 
+    from collector.api.app import create_app
+
     sock = reuseport_socket(host, port)
-    config = uvicorn.Config("collector.api.app:app_from_environment", factory=True, log_level="warning")
+    config = uvicorn.Config(create_app(settings, database_url=database_url), log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve_workers(host: str, port: int, workers: int, stop: threading.Event) -> None:
-    """Run ``workers`` API processes until ``stop`` is set (the app comes from the environment,
-    see :func:`collector.api.app.app_from_environment`)."""
+def serve_workers(host: str, port: int, workers: int, stop: threading.Event, settings: CollectorSettings,
+                  database_url: str) -> None:
+    """Run ``workers`` API processes until ``stop`` is set, each building its app from ``settings``
+    (handed over the process pipe, never through the environment) on ``database_url``."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise OSError("SO_REUSEPORT is not available on this platform: run one process per port")
     # the parent binds the port without listening (it must not be handed connections), so a
@@ -59,7 +66,7 @@ def serve_workers(host: str, port: int, workers: int, stop: threading.Event) -> 
         while not stop.is_set():
             for i, proc in enumerate(procs):
                 if proc is None or not proc.is_alive():
-                    procs[i] = ctx.Process(target=_worker, args=(host, port), name=f"gridsight-api-{i}", daemon=False)
+                    procs[i] = ctx.Process(target=_worker, args=(host, port, settings, database_url), name=f"gridsight-api-{i}", daemon=False)
                     procs[i].start()
             stop.wait(_RESTART_BACKOFF_S)
     finally:

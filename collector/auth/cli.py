@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -50,11 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _password(args) -> str:
+def _password(args, keys) -> str:
     if args.password_file:
         return args.password_file.read_text().strip()
-    if os.environ.get("GRIDSIGHT_NEW_PASSWORD"):
-        return os.environ["GRIDSIGHT_NEW_PASSWORD"]
+    if keys.new_password:
+        return keys.new_password
     if not sys.stdin.isatty():
         raise CLIError("no password: use --password-file or GRIDSIGHT_NEW_PASSWORD")
     first = getpass.getpass(f"password for {args.username}: ")
@@ -71,13 +70,13 @@ def _run(args) -> int:
     settings = load_collector_settings(overrides={"database_url": args.database_url})
     with open_services(settings, mqtt=False, migrate=True) as services:
         store = IdentityStore(engine_for(services.database_url))
-        return _command(args, store, IdentityError)
+        return _command(args, store, IdentityError, settings.secrets)
 
 
-def _command(args, store, IdentityError) -> int:
+def _command(args, store, IdentityError, keys) -> int:
     try:
         if args.command == "create-user":
-            user = store.create_user(args.username, _password(args), args.role, args.customer_id)
+            user = store.create_user(args.username, _password(args, keys), args.role, args.customer_id)
             print(f"created {user.role} {user.username}")
         elif args.command == "list-users":
             for u in store.list_users():
@@ -97,7 +96,7 @@ def _command(args, store, IdentityError) -> int:
         elif args.command == "rotate-master-key":
             from collector.pii import CustomerVault, MasterKey, MasterKeyError
             try:
-                vault = CustomerVault(store.engine, MasterKey.from_env())
+                vault = CustomerVault(store.engine, MasterKey.from_secrets(keys))
                 new_key = MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(args.new_key_file)})
                 count = vault.rotate_master_key(new_key)
             except MasterKeyError as exc:

@@ -1,9 +1,8 @@
-"""Put identity and access on a FastAPI app: secrets from the environment, stores, limits, routers."""
+"""Put identity and access on a FastAPI app: secrets from the settings, stores, limits."""
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from typing import Callable, Mapping
@@ -14,10 +13,11 @@ from collector.auth.dependencies import IdentityContext
 from collector.auth.limits import RequestLimits
 from collector.auth.store import IdentityStore, engine_for
 from collector.auth.tokens import MIN_SECRET_BYTES, TokenIssuer
-from collector.settings import secret_from_env
+from collector.settings import CollectorSecrets, load_secrets
+from gridsight.settings import ConfigError
 from gridsight.errors import GridsightError
 
-__all__ = ["install_identity", "token_secret_from_env", "IdentitySetupError"]
+__all__ = ["install_identity", "token_secret", "token_secret_from_env", "IdentitySetupError"]
 
 log = logging.getLogger("gridsight.auth")
 
@@ -26,24 +26,33 @@ class IdentitySetupError(GridsightError, ValueError):
     """A secret in the environment that cannot be used; names the variable."""
 
 
-def token_secret_from_env(env: Mapping[str, str] | None = None) -> str:
-    """``GRIDSIGHT_JWT_SECRET`` or the file named by ``GRIDSIGHT_JWT_SECRET_FILE``.
+def _secrets_from(env: Mapping[str, str] | None) -> CollectorSecrets:
+    try:
+        return load_secrets(env)
+    except ConfigError as exc:
+        raise IdentitySetupError(f"{exc.key}: {exc.reason}") from None
 
-    Without either, a random secret for this process only: fine for the embedded demo, but
+
+def token_secret(keys: CollectorSecrets) -> str:
+    """The token signing secret (``GRIDSIGHT_JWT_SECRET[_FILE]``, at least
+    :data:`MIN_SECRET_BYTES`, checked by the settings).
+
+    Without it, a random secret for this process only: fine for the embedded demo, but
     tokens then die with the process and replicas would not accept each other's tokens.
     """
-    env = os.environ if env is None else env
-    secret = secret_from_env("GRIDSIGHT_JWT_SECRET", env, IdentitySetupError)
-    if secret is None:
+    if keys.jwt_secret is None:
         log.warning("GRIDSIGHT_JWT_SECRET is not set: using a per-process secret (tokens end with this process)")
         return secrets.token_urlsafe(48)
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise IdentitySetupError(f"GRIDSIGHT_JWT_SECRET: must be at least {MIN_SECRET_BYTES} bytes")
-    return secret
+    return keys.jwt_secret
 
 
-def install_identity(app: FastAPI, database_url: str, *, env: Mapping[str, str] | None = None,
-                     token_ttl_s: int = 3600, max_body_bytes: int = 1024 * 1024, body_timeout_s: float = 10.0,
+def token_secret_from_env(env: Mapping[str, str] | None = None) -> str:
+    """:func:`token_secret` of the secrets in ``env`` (default: the process environment)."""
+    return token_secret(_secrets_from(env))
+
+
+def install_identity(app: FastAPI, database_url: str, *, secrets: CollectorSecrets | None = None,
+                     env: Mapping[str, str] | None = None, token_ttl_s: int = 3600, max_body_bytes: int = 1024 * 1024, body_timeout_s: float = 10.0,
                      now: Callable[[], float] = time.time) -> IdentityContext:
     """Attach authentication, the customer vault and request limits to ``app``.
 
@@ -53,17 +62,19 @@ def install_identity(app: FastAPI, database_url: str, *, env: Mapping[str, str] 
     Call before the app starts serving. The customer vault exists only when a master key is
     configured; without it the customer routes answer 503 and nothing personal can be stored.
     Calling it again on the same app only swaps the context (secrets, database, clock).
+    The secrets are ``secrets`` (the collector's settings), else those in ``env`` (default: the
+    process environment).
     """
     from collector.pii import CustomerVault, MasterKey, MasterKeyError
 
-    env = os.environ if env is None else env
+    keys = _secrets_from(env) if secrets is None else secrets
     engine = engine_for(database_url)
     store = IdentityStore(engine, now=now)
-    issuer = TokenIssuer(token_secret_from_env(env), ttl_s=token_ttl_s, now=now)
+    issuer = TokenIssuer(token_secret(keys), ttl_s=token_ttl_s, now=now)
     try:
-        vault = CustomerVault(engine, MasterKey.from_env(env), now=now)
+        vault = CustomerVault(engine, MasterKey.from_secrets(keys), now=now)
     except MasterKeyError as exc:
-        if env.get("GRIDSIGHT_MASTER_KEY") or env.get("GRIDSIGHT_MASTER_KEY_FILE"):
+        if keys.master_key:
             raise
         log.warning("personal data disabled: %s", exc)
         vault = None

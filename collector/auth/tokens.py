@@ -17,13 +17,14 @@ from typing import Callable
 import jwt
 
 from collector.auth.roles import ROLES, Principal
+from collector.settings import MIN_JWT_SECRET_BYTES
 from gridsight.errors import GridsightError
 
 __all__ = ["AuthError", "TokenIssuer", "new_api_key", "split_api_key", "secret_digest"]
 
 _ALGORITHM = "HS256"
 _ISSUER = "gridsight"
-MIN_SECRET_BYTES = 32
+MIN_SECRET_BYTES = MIN_JWT_SECRET_BYTES
 
 
 class AuthError(GridsightError):

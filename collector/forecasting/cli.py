@@ -68,10 +68,10 @@ def _timestamp(text: str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
 
 
-def _executor(args):
+def _executor(args, settings):
     from collector.forecasting.executor import open_executor
 
-    address = args.scheduler or os.environ.get("GRIDSIGHT_DASK_SCHEDULER")
+    address = args.scheduler or settings.dask_scheduler
     if address:
         _progress(f"fitting on the Dask cluster at {address}")
     return open_executor(address, args.workers)
@@ -85,14 +85,15 @@ def _options(args):
                            max_history_days=getattr(args, "max_history_days", None) or defaults.max_history_days)
 
 
-def _weather(args):
+def _weather(args, settings):
     if not args.weather:
         return None
     from collector.weather import provider_from_name
     from collector.weather.http import JsonHttpClient
 
     http = JsonHttpClient(cache_dir=args.weather_cache) if args.weather_cache else None
-    return provider_from_name(args.weather, csv_path=args.weather_csv, http=http)
+    return provider_from_name(args.weather, csv_path=args.weather_csv, http=http,
+                              api_key=settings.secrets.openweathermap_api_key)
 
 
 # ---------------------------------------------------------------------------- forecast
@@ -134,11 +135,11 @@ def _forecast_once(args, settings, kinds, series) -> int:
     from collector.forecasting.jobs import forecast_series_from_database
 
     started = time.perf_counter()
-    with _executor(args) as executor:
+    with _executor(args, settings) as executor:
         results = forecast_series_from_database(
             _database_url(settings), series, kinds=kinds, horizon_hours=args.horizon_hours,
             history_days=args.history_days, freq=args.freq, options=_options(args), executor=executor,
-            weather=_weather(args), save=not args.no_store, progress=_progress)
+            weather=_weather(args, settings), save=not args.no_store, progress=_progress)
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps({"series": [r.as_dict() for r in results], "failed": len(failed),
@@ -211,7 +212,7 @@ def cmd_backtest(args, settings) -> int:
         if series.empty:
             raise CLIError(f"no actual load for {name} in the last {args.history_days} days")
     _progress(f"backtesting {name}: {args.folds} day-ahead folds, {args.every_days} days apart")
-    with _executor(args) as executor:
+    with _executor(args, settings) as executor:
         report = backtest_day_ahead(series, folds=args.folds, every_days=args.every_days, end=args.end,
                                     options=_options(args), executor=executor, name=name, progress=_progress)
     print(json.dumps(report.as_dict()) if args.json else report.table())
@@ -280,7 +281,7 @@ def cmd_policy(args, settings) -> int:
 
 @_known_errors
 def cmd_weather(args, settings) -> int:
-    provider = _weather(args)
+    provider = _weather(args, settings)
     if provider is None:
         raise CLIError("--weather PROVIDER is required (openweathermap, open-meteo or csv)")
     temps = provider.hourly_temperature(args.lat, args.lon, args.start, args.end)

@@ -9,7 +9,6 @@ here is why", so a weather outage degrades a forecast instead of stopping it.
 from __future__ import annotations
 
 import math
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -65,7 +64,7 @@ def _hourly(points: dict[pd.Timestamp, float], start: pd.Timestamp, end: pd.Time
 class OpenWeatherMapProvider:
     """OpenWeatherMap: One Call 3.0 hourly forecast (48 h ahead) and the History API for the past.
 
-    The API key comes from ``OPENWEATHERMAP_API_KEY`` unless given. Requests are spaced to
+    The API key is the collector's ``OPENWEATHERMAP_API_KEY[_FILE]`` setting. Requests are spaced to
     stay within the free tier's 60 calls/minute; history is fetched a week per call (its limit).
     """
 
@@ -75,7 +74,7 @@ class OpenWeatherMapProvider:
                  base_url: str = "https://api.openweathermap.org",
                  history_url: str = "https://history.openweathermap.org",
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENWEATHERMAP_API_KEY", "")
+        self.api_key = api_key or ""
         self.http = http or JsonHttpClient(min_interval_s=1.0)
         self.base_url = base_url.rstrip("/")
         self.history_url = history_url.rstrip("/")
@@ -84,7 +83,7 @@ class OpenWeatherMapProvider:
     def hourly_temperature(self, lat: float, lon: float, start: datetime, end: datetime) -> pd.Series:
         _check_place(lat, lon)
         if not self.api_key:
-            raise WeatherError("openweathermap: no API key; set OPENWEATHERMAP_API_KEY")
+            raise WeatherError("openweathermap: no API key; set OPENWEATHERMAP_API_KEY or OPENWEATHERMAP_API_KEY_FILE")
         start, end = _utc(start), _utc(end)
         now = _utc(self._now())
         points: dict[pd.Timestamp, float] = {}
@@ -202,10 +201,11 @@ class CsvWeatherProvider:
 
 
 def provider_from_name(name: str, *, csv_path: str | Path | None = None,
-                       http: JsonHttpClient | None = None) -> WeatherProvider:
-    """The provider called ``name`` (openweathermap, open-meteo, csv) with default endpoints."""
+                       http: JsonHttpClient | None = None, api_key: str | None = None) -> WeatherProvider:
+    """The provider called ``name`` (openweathermap, open-meteo, csv) with default endpoints;
+    ``api_key`` is the provider's key where it needs one."""
     if name == "openweathermap":
-        return OpenWeatherMapProvider(http=http)
+        return OpenWeatherMapProvider(api_key, http=http)
     if name == "open-meteo":
         return OpenMeteoProvider(http=http)
     if name == "csv":
