@@ -408,7 +408,10 @@ class Agent:
                 "agent_version": AGENT_VERSION, "counters": counters,
                 "model_update": self.last_model_update,
                 "readers": [{"name": s.name, "failures": s.failures, "errors": s.errors, "readings": s.readings,
-                             "last_error": s.last_error, "last_ok": s.last_ok} for s in self.slots]}
+                             "last_error": s.last_error, "last_ok": s.last_ok,
+                             # protocol readers count frames, CRC failures, skipped bytes, retries
+                             **({"counters": s.reader.counters()} if hasattr(s.reader, "counters") else {})}
+                            for s in self.slots]}
 
     def status_payload(self, online: bool, seq: int) -> bytes:
         st = self.status()

@@ -45,12 +45,14 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
+from edge_agent.readers.cosem_cipher import (LUXEMBOURG_AUTH_KEY, decrypt_general_glo_cipher, frame_length,
+                                             parse_hex_key)
 from edge_agent.readers.obis import (DataLine, ObisCode, decode_identifier, electricity_fields, local_timestamp,
                                      parse_data_lines)
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading
 
-__all__ = ["DsmrP1Reader", "crc16_arc", "normalise_version", "decrypt_smarty_frame", "LUXEMBOURG_AUTH_KEY"]
+__all__ = ["DsmrP1Reader", "crc16_arc", "normalise_version", "LUXEMBOURG_AUTH_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,6 @@ _FRAME = re.compile(rb"/[^/]*?!([0-9A-Za-z]{0,4})[ \t]*\r?\n", re.DOTALL)
 _ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 _VERSIONS = {"5": "5", "5.0": "5", "5.0.2": "5", "4": "4", "4.0": "4", "4.2": "4", "4.2.2": "4",
              "3": "3", "3.0": "3", "2.2": "2.2", "2": "2.2"}
-# Luxmetering E-Meter P1 specification 1.1.3, 3.2.5: the authentication key every Smarty shares.
-LUXEMBOURG_AUTH_KEY = "00112233445566778899AABBCCDDEEFF"
 _ID_CODES = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "1-0:0.0.0", "0-0:96.1.255")
 # EN 13757-3 device types of M-Bus sub-meters
 _CHANNEL_TYPES = {3: "gas", 6: "water", 7: "water", 4: "heat", 12: "heat", 13: "heat"}
@@ -85,47 +85,6 @@ def normalise_version(value: Any) -> str:
     if text not in _VERSIONS:
         raise ConfigError("version", f"{value!r}: must be 5, 4, 3 or 2.2")
     return _VERSIONS[text]
-
-
-def _frame_length(buf: bytes) -> int | None:
-    """Total length of a general-global-cipher frame starting at buf[0] (0xDB), None if incomplete."""
-    if len(buf) < 2:
-        return None
-    pos = 2 + buf[1]  # tag, system-title length, system title
-    if len(buf) < pos + 1:
-        return None
-    first = buf[pos]
-    if first < 0x80:
-        return pos + 1 + first
-    width = first & 0x7F
-    if width > 3 or len(buf) < pos + 1 + width:
-        return pos + 1 if width > 3 else None
-    return pos + 1 + width + int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
-
-
-def decrypt_smarty_frame(frame: bytes, key: bytes, auth_key: bytes) -> bytes:
-    """The plaintext telegram of one general-global-cipher frame (0xDB ...), AES-128-GCM, 12-byte tag."""
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    title_len = frame[1]
-    system_title = frame[2:2 + title_len]
-    pos = 2 + title_len
-    width = frame[pos] & 0x7F if frame[pos] >= 0x80 else 0
-    pos += 1 + width
-    security, counter = frame[pos], frame[pos + 1:pos + 5]
-    body = frame[pos + 5:]
-    if len(body) < 13:
-        raise ReaderError("encrypted frame too short")
-    ciphertext, tag = body[:-12], body[-12:]
-    try:
-        decryptor = Cipher(algorithms.AES(key), modes.GCM(system_title + counter, tag, min_tag_length=12)).decryptor()
-        decryptor.authenticate_additional_data(bytes([security]) + auth_key)
-        return decryptor.update(ciphertext) + decryptor.finalize()
-    except InvalidTag:
-        raise ReaderError("encrypted frame does not authenticate: wrong decryption_key or authentication_key?") from None
-    except ValueError as exc:
-        raise ReaderError(f"encrypted frame cannot be decrypted ({exc})") from None
 
 
 class DsmrP1Reader:
@@ -170,8 +129,8 @@ class DsmrP1Reader:
         old = version in ("2.2", "3")
         baudrate = option(options, "baudrate", int, 9600 if old else 115200, check=lambda v: v > 0, why="must be positive")
         meter_id = option(options, "meter_id", str, None)
-        key = _hex_key(options, "decryption_key")
-        auth = _hex_key(options, "authentication_key")
+        key = parse_hex_key(option(options, "decryption_key", str, None), "decryption_key")
+        auth = parse_hex_key(option(options, "authentication_key", str, None), "authentication_key")
         zone_name = option(options, "timezone", str, "Europe/Amsterdam")
         try:
             zone = ZoneInfo(zone_name)
@@ -218,7 +177,7 @@ class DsmrP1Reader:
             start = min(starts)
             self._skip(buf[pos:start], errors)
             if start == cipher:
-                length = _frame_length(buf[start:])
+                length = frame_length(buf[start:])
                 if length is None or len(buf) < start + length:
                     pos = start
                     break
@@ -229,7 +188,7 @@ class DsmrP1Reader:
                     errors.append("encrypted frame: set the key (decryption_key, 32 hex digits from your grid operator)")
                     continue
                 try:
-                    plain = decrypt_smarty_frame(frame, self.key, self.auth_key)
+                    plain = decrypt_general_glo_cipher(frame, self.key, self.auth_key)
                 except ReaderError as exc:
                     self.bad_telegrams += 1
                     errors.append(str(exc))
@@ -460,13 +419,3 @@ class DsmrP1Reader:
             self.port.close()
         except Exception:
             pass
-
-
-def _hex_key(options: Mapping[str, Any], key: str) -> bytes | None:
-    text = option(options, key, str, None)
-    if text is None:
-        return None
-    clean = text.replace(" ", "").replace(":", "")
-    if not re.fullmatch(r"[0-9A-Fa-f]{32}", clean):
-        raise ConfigError(key, "must be 32 hex digits (a 16-byte AES key)")
-    return bytes.fromhex(clean)

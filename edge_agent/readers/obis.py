@@ -140,10 +140,11 @@ def local_timestamp(text: str, zone: ZoneInfo) -> float | None:
     return candidates[0].timestamp()
 
 
-def decode_identifier(raw: str) -> str:
-    """An equipment id as text: DSMR sends ASCII as hex (``4B38...`` -> ``K8...``); others send it plain."""
+def decode_identifier(raw: str, hex_ascii: bool = True) -> str:
+    """An equipment id as text: DSMR sends ASCII as hex (``4B38...`` -> ``K8...``); others send it plain
+    (``hex_ascii=False``: IEC 62056-21 serials such as ``71234567`` are digits, not hex)."""
     raw = raw.strip()
-    if raw and len(raw) % 2 == 0 and re.fullmatch(r"[0-9A-Fa-f]+", raw):
+    if hex_ascii and raw and len(raw) % 2 == 0 and re.fullmatch(r"[0-9A-Fa-f]+", raw):
         try:
             text = bytes.fromhex(raw).decode("ascii")
             if text.isprintable() and text.strip():
@@ -160,7 +161,9 @@ def _convert(code: str, value: float, unit: str | None, family: str, default_uni
         key = default_units[family]
     if key not in units:
         raise ReaderError(f"{code}: unit {unit!r} is not one of {', '.join(str(u) for u in units if u)}")
-    return value * units[key]
+    factor = units[key]
+    # registers carry at most 7 decimals: rounding to 9 removes binary dust (7345678.9 Wh -> 7345.6789 kWh)
+    return round(value * factor if factor >= 1 else value / round(1 / factor), 9)
 
 
 def electricity_fields(registers: dict[ObisCode, tuple[float, str | None]],

@@ -18,6 +18,10 @@ READER_TYPES: dict[str, str] = {
     "modbus_tcp": "edge_agent.readers.modbus:ModbusTcpReader",
     "modbus_rtu": "edge_agent.readers.modbus:ModbusRtuReader",
     "dsmr_p1": "edge_agent.readers.dsmr:DsmrP1Reader",
+    "sml": "edge_agent.readers.sml:SmlReader",
+    "iec62056_21": "edge_agent.readers.iec62056_21:Iec62056ModeCReader",
+    "mbus": "edge_agent.readers.mbus:MbusReader",
+    "dlms_push": "edge_agent.readers.dlms_push:DlmsPushReader",
     "replay": "edge_agent.readers.replay:ReplayReader",
     "sim": "firmware_sim.reader:SimulatedMeterReader",
 }
