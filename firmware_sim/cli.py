@@ -146,17 +146,14 @@ def cmd_score(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from firmware_sim.qa_report import MeterPanel, pick_meters, render_report
+    from firmware_sim.qa_report import render_report, report_context
     from firmware_sim.qa_score import missed_bars
     score, labels, store = _score(ns)
-    panels = []
     with store:
-        for meter_id, note in pick_meters(score, labels, ns.meters):
-            ts, kwh, flagged = store.meter_intervals(meter_id, score.span_start, score.span_end)
-            events = tuple(e for e in labels if e.meter_id == meter_id)
-            panels.append(MeterPanel(meter_id, ts, kwh, flagged, events, note))
+        context = report_context(store, score, labels, ns.manifest, ns.meters)
     missed = missed_bars(score, _bars(ns))
-    html = render_report(score, labels, panels, missed_bars=missed, command="gridsight sim report " + " ".join(ns.argv))
+    html = render_report(score, labels, missed_bars=missed, command="gridsight sim report " + " ".join(ns.argv),
+                         **context)
     Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
     Path(ns.out).write_text(html, encoding="utf-8")
     print(f"wrote {ns.out} ({len(html) // 1024} KiB): recall {score.overall.recall}, precision {score.overall.precision}")

@@ -80,7 +80,7 @@ def cmd_fleet(ns: argparse.Namespace) -> int:
             Path(ns.json).write_text(json.dumps({**score.as_dict(), "missed_bars": missed,
                                                  "faults": result.applied}, indent=2))
         if ns.report:
-            write_report(score, labels, result.database_url, ns.report, missed)
+            write_report(score, labels, result.database_url, ns.report, missed, result.manifest_path)
             print(f"fleet: QA report {ns.report}", file=sys.stderr)
         return 1 if missed else 0
     finally:
@@ -105,14 +105,11 @@ def score_run(labels_path, manifest_path, database_url):
     return score, labels
 
 
-def write_report(score, labels, database_url, out, missed) -> None:
-    from firmware_sim.qa_report import MeterPanel, pick_meters, render_report
+def write_report(score, labels, database_url, out, missed, manifest_path=None) -> None:
+    from firmware_sim.qa_report import render_report, report_context
     from firmware_sim.qa_store import open_store
 
-    panels = []
     with open_store(database_url) as store:
-        for meter_id, note in pick_meters(score, labels):
-            ts, kwh, flagged = store.meter_intervals(meter_id, score.span_start, score.span_end)
-            panels.append(MeterPanel(meter_id, ts, kwh, flagged, tuple(e for e in labels if e.meter_id == meter_id), note))
+        context = report_context(store, score, labels, manifest_path)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(render_report(score, labels, panels, missed_bars=missed), encoding="utf-8")
+    Path(out).write_text(render_report(score, labels, missed_bars=missed, **context), encoding="utf-8")

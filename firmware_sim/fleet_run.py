@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge_agent.clock import SimulatedClock
-from firmware_sim.fleet_model import Fleet, write_manifest
+from firmware_sim.fleet_model import Fleet, gateway_id_for, write_manifest
 from firmware_sim.history import write_readings_csv
 from firmware_sim.net_proxy import ProxyHub, TcpProxy
 from firmware_sim.scenario import FaultEvent, Scenario
@@ -415,6 +415,16 @@ class FleetRun:
                                lambda g=gws: [self.agents[i].use_model(self.rollout_path) for i in g])]
         return sorted(steps, key=lambda s: s[0])
 
+    def _fault_events(self) -> list[dict]:
+        """The scenario's delivery faults on the simulated clock, for the QA report's timeline."""
+        out = []
+        for e in self.faults:
+            start = self.scored_start + e.at_hours * H
+            out.append({"action": e.action, "start": start, "end": start + e.duration_hours * H,
+                        "gateways": [gateway_id_for(i) for i in self._targets(e)] if e.gateways is not None else None,
+                        "jump_s": e.jump_s if e.action == "clock_jump" else None})
+        return out
+
     def _announce_rollout(self, gateways: list[int] | None) -> None:
         import hashlib
 
@@ -481,6 +491,7 @@ class FleetRun:
             self.fleet.write_labels(self.work_dir / "labels.csv")
             write_manifest(self.work_dir / "run.json", self.fleet, self.scored_start, self.scored_end,
                            produced_since=self.sim_start, mode=self.mode, speed=r.speed, faults=self.applied,
+                           fault_events=self._fault_events(),
                            model=str(self.model_path), rollout_model=str(self.rollout_path or ""))
             return RunResult(self.work_dir, self.work_dir / "labels.csv", self.work_dir / "run.json",
                              self.database_url, self.applied, time.monotonic() - started,

@@ -77,6 +77,20 @@ class StoredRun:
         a = np.asarray(rows, dtype=object)
         return a[:, 0].astype(float), a[:, 1].astype(float), a[:, 2].astype(bool)
 
+    def meter_voltages(self, meter_id: str, start: float, end: float,
+                       bucket_s: int = 900) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Mean voltage per ``bucket_s`` of one meter: the single-phase value and each phase (NaN when not sent)."""
+        rows = self._rows(
+            "SELECT extract(epoch FROM date_bin(make_interval(secs => %s), ts, 'epoch'))::float8 AS t, "
+            "avg(voltage_v), avg(voltage_l1_v), avg(voltage_l2_v), avg(voltage_l3_v) FROM readings "
+            "WHERE meter_id = %s AND ts >= to_timestamp(%s) AND ts <= to_timestamp(%s) GROUP BY 1 ORDER BY 1",
+            (bucket_s, meter_id, start, end))
+        names = ("voltage_v", "voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
+        if not rows:
+            return np.zeros(0), {n: np.zeros(0) for n in names}
+        a = np.asarray([[np.nan if v is None else float(v) for v in r] for r in rows], dtype=float)
+        return a[:, 0], {n: a[:, i + 1] for i, n in enumerate(names)}
+
     def span(self) -> tuple[float, float] | None:
         rows = self._rows("SELECT extract(epoch FROM min(interval_start))::float8, "
                           "extract(epoch FROM max(interval_start))::float8 FROM interval_summaries", ())

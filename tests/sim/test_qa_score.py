@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -91,7 +92,10 @@ def stored_run(database_url, tmp_path):
     labels_path = tmp_path / "labels.csv"
     fleet.write_labels(labels_path)
     manifest = tmp_path / "run.json"
-    write_manifest(manifest, fleet, start, end)
+    write_manifest(manifest, fleet, start, end, fault_events=[
+        {"action": "broker_outage", "start": start + 6 * 3600, "end": start + 7 * 3600, "gateways": None},
+        {"action": "power_cycle", "start": start + 30 * 3600, "end": start + 30.5 * 3600, "gateways": ["gw-0001"]},
+        {"action": "model_rollout", "start": start + 48 * 3600, "end": start + 48 * 3600, "gateways": None}])
     produced = fleet.handed_over(start, end)
     missed_event = labels[0]
     with psycopg.connect(database_url) as conn:
@@ -158,6 +162,37 @@ def test_report_is_one_html_page_with_inline_plots_of_meters_events_and_flags(st
     assert html.count("<svg") >= 4                   # confusion, delays and meter panels
     assert "missed " in html and "<circle" in html   # a missed event's meter is shown, flags marked
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
+    # every injected delivery fault is on the timeline, beside the labelled events
+    timeline = html.split('class="timeline"', 1)[1].split("</svg>", 1)[0]
+    for row in ("broker outage (1)", "power cycle (1)", "model rollout (1)", "event: theft"):
+        assert row in timeline
+    assert "on gw-0001" in timeline
+    # per-region and per-gateway tables, and per-kind precision n/a (the run has a false alarm)
+    assert "data-by='region'" in html and "data-by='gateway'" in html and "<td>gw-0001</td>" in html
+    kinds = html.split("Scores by anomaly kind", 1)[1].split("</table>", 1)[0]
+    assert kinds.count("<td>n/a</td>") >= 4 and "apportion" not in html
+    # no axis label runs past the chart's edge: the last date is anchored inwards
+    assert not re.search(r'<text x="8[4-9]\d\.\d" y="[^"]+" text-anchor="middle">\d\d-\d\d<', html)
+
+
+def test_voltage_kinds_get_a_per_phase_voltage_trace_where_the_lost_phase_is_near_zero():
+    from firmware_sim.qa_report import MeterPanel, VoltageTrace, render_report
+
+    ts = T0 + 900 * np.arange(96)
+    lost = (ts >= T0 + 10 * H) & (ts < T0 + 14 * H)
+    volts = {"voltage_v": np.full(96, 231.0), "voltage_l1_v": np.where(lost, 0.4, 231.0),
+             "voltage_l2_v": np.full(96, 230.0), "voltage_l3_v": np.full(96, 229.0)}
+    event = AnomalyEvent("m1", T0 + 10 * H, T0 + 14 * H, "phase_loss")
+    panel = MeterPanel("m1", ts, np.full(96, 0.2), np.zeros(96, dtype=bool), (event,), "detected phase_loss",
+                       VoltageTrace(ts, volts))
+    score = score_detection([event], [FlaggedInterval("m1", T0 + 10 * H, T0 + 10.25 * H)], meters=1,
+                            span_start=T0, span_end=T0 + 24 * H)
+    html = render_report(score, [event], [panel])
+    assert "voltage per phase" in html
+    traces = re.findall(r'class="trace" data-name="([^"]+)" points="([^"]+)"', html)
+    assert {name for name, _ in traces} == {"single / L1 as sent", "L1", "L2", "L3"}
+    l1 = [float(p.split(",")[1]) for name, pts in traces if name == "L1" for p in pts.split()]
+    assert max(l1) - min(l1) > 100      # the lost phase drops to the bottom of the axis, the others stay up
 
 
 def test_score_names_the_problem_in_one_line_when_inputs_are_bad(tmp_path, database_url):
