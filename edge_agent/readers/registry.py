@@ -1,42 +1,88 @@
-"""Which module implements each ``[[readers]] type``; imported only when configured.
+"""Which class implements each ``[[readers]] type``: the ``gridsight.readers`` entry points.
 
-Adding a meter protocol is one new module plus one line here. Types are imported lazily,
-so a gateway without the simulator (or a serial library) fails only if it configures them.
+A reader registers itself in its distribution's metadata, so adding a meter protocol is one
+module plus one line in ``pyproject.toml``::
+
+    [project.entry-points."gridsight.readers"]
+    modbus_tcp = "edge_agent.readers.modbus:ModbusTcpReader"
+    mbus = "edge_agent.readers.mbus:MbusReader [mbus]"     # [extra]: what to install for it
+
+Another distribution can add readers the same way. Types are imported only when configured,
+so a gateway without a reader's libraries fails only if it configures that reader. Run from a
+source checkout whose installed metadata predates a new entry, the checkout's own
+``pyproject.toml`` is read too, so a reader added there is found without reinstalling.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Mapping
+import re
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
 
 from edge_agent.readers.base import MeterReader
 from gridsight.settings import ConfigError
 
-__all__ = ["READER_TYPES", "build_reader", "reader_class"]
+__all__ = ["ENTRY_POINT_GROUP", "ReaderEntry", "build_reader", "reader_class", "reader_types"]
 
-READER_TYPES: dict[str, str] = {
-    "modbus_tcp": "edge_agent.readers.modbus:ModbusTcpReader",
-    "modbus_rtu": "edge_agent.readers.modbus:ModbusRtuReader",
-    "dsmr_p1": "edge_agent.readers.dsmr:DsmrP1Reader",
-    "sml": "edge_agent.readers.sml:SmlReader",
-    "iec62056_21": "edge_agent.readers.iec62056_21:Iec62056ModeCReader",
-    "mbus": "edge_agent.readers.mbus:MbusReader",
-    "dlms_push": "edge_agent.readers.dlms_push:DlmsPushReader",
-    "replay": "edge_agent.readers.replay:ReplayReader",
-    "sim": "firmware_sim.reader:SimulatedMeterReader",
-}
+ENTRY_POINT_GROUP = "gridsight.readers"
+_CHECKOUT_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+_VALUE = re.compile(r"^\s*(?P<target>[\w.]+:[\w.]+)\s*(?:\[(?P<extras>[^\]]*)\])?\s*$")
+
+
+class ReaderEntry(NamedTuple):
+    """One registered reader type: ``module:Class`` and the extras that provide its libraries."""
+
+    target: str
+    extras: tuple[str, ...] = ()
+
+
+def _parse(value: str) -> ReaderEntry | None:
+    match = _VALUE.match(value)
+    if match is None:
+        return None
+    extras = tuple(e.strip() for e in (match.group("extras") or "").split(",") if e.strip())
+    return ReaderEntry(match.group("target"), extras)
+
+
+def _checkout_entries(pyproject: Path) -> dict[str, ReaderEntry]:
+    try:
+        with pyproject.open("rb") as fh:
+            project = tomllib.load(fh).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    if project.get("name") != "gridsight":
+        return {}
+    declared = project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
+    return {name: entry for name, value in declared.items() if (entry := _parse(str(value))) is not None}
+
+
+@functools.cache
+def reader_types() -> dict[str, ReaderEntry]:
+    """Every registered reader type: installed entry points, then this checkout's declarations."""
+    found: dict[str, ReaderEntry] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        entry = _parse(ep.value)
+        if entry is not None:
+            found[ep.name] = entry
+    found.update(_checkout_entries(_CHECKOUT_PYPROJECT))
+    return found
 
 
 def reader_class(type_name: str, key: str = "type") -> type:
     """The class registered for ``type_name``; ConfigError if unknown or not installed."""
-    target = READER_TYPES.get(type_name)
-    if target is None:
-        raise ConfigError(key, f"unknown reader type {type_name!r}; one of {', '.join(READER_TYPES)}")
-    module_name, _, attr = target.partition(":")
+    types = reader_types()
+    entry = types.get(type_name)
+    if entry is None:
+        raise ConfigError(key, f"unknown reader type {type_name!r}; one of {', '.join(types)}")
+    module_name, _, attr = entry.target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = " (install gridsight[sim])" if type_name == "sim" else ""
+        hint = "".join(f" (install gridsight[{extra}])" for extra in entry.extras)
         raise ConfigError(key, f"reader type {type_name!r} is not available: {exc}{hint}") from None
     return getattr(module, attr)
 
