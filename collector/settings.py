@@ -164,8 +164,12 @@ class CollectorSettings:
 
     @property
     def client_id(self) -> str:
-        """MQTT client id: fixed per replica so a restart resumes the same persistent session."""
-        return f"gridsight-collector-{self.replica_id}"
+        """MQTT client id: fixed per replica so a restart resumes the same persistent session.
+
+        With a broker account it is the account name, as a broker that binds client ids to
+        accounts (the shipped config's ``use_username_as_clientid``) would make it anyway; so
+        each replica needs its own account (``gridsight provision collector-account --replica N``)."""
+        return self.mqtt_username or f"gridsight-collector-{self.replica_id}"
 
 
 def load_collector_settings(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,

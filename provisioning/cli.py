@@ -35,9 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     _fleet_arg(p)
     p.add_argument("--host", action="append", required=True, help="broker host name or IP (repeatable)")
 
-    p = sub.add_parser("collector-account", help="create the broker account the collector reads with")
+    p = sub.add_parser("collector-account", help="create a broker account a collector replica reads with "
+                                                 "(one per replica: the broker binds client ids to accounts)")
     _fleet_arg(p)
-    p.add_argument("--username", default="collector")
+    p.add_argument("--username", default="collector", help="account name (default: collector)")
+    p.add_argument("--replica", help="replica name or number: the account becomes USERNAME-REPLICA "
+                                     "(e.g. --replica 1 gives collector-1)")
 
     p = sub.add_parser("gateway", help="create a gateway identity: key pair, certificate, broker account, ACL")
     _fleet_arg(p)
@@ -209,9 +212,11 @@ def _run(args) -> int:
               + "; reload the broker (systemctl reload mosquitto) to apply")
         return 0
     if args.command == "collector-account":
-        fleet.add_collector(args.username)
-        print(f"broker account {args.username}: password in {fleet.broker_dir / (args.username + '.password')}, "
-              f"certificate in {fleet.broker_dir / args.username}")
+        fleet.add_collector(args.username, args.replica)
+        account = f"{args.username}-{args.replica}" if args.replica else args.username
+        print(f"broker account {account}: password in {fleet.broker_dir / (account + '.password')}, "
+              f"certificate in {fleet.broker_dir / account}; set MQTT_USERNAME={account} for this replica "
+              f"(its MQTT client id is the account name)")
         return 0
     if args.command == "gateway":
         identity = fleet.create_gateway(args.gateway_id, args.broker)

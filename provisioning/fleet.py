@@ -95,9 +95,13 @@ class Fleet:
     def _refresh_acl(self) -> None:
         broker.write_acl(self.acl_file, self.gateway_ids(), self._collectors())
 
-    def add_collector(self, username: str = "collector") -> str:
+    def add_collector(self, username: str = "collector", replica: str | None = None) -> str:
         """A broker account (password + client certificate in ``broker/{username}/``) that reads
-        every gateway's topics; returns its new password."""
+        every gateway's topics; returns its new password. With ``replica`` the account is
+        ``{username}-{replica}``: the broker binds client ids to accounts, so every collector
+        replica (and every model publisher) needs an account of its own."""
+        if replica is not None:
+            username = f"{username}-{replica}"
         try:
             validate_gateway_id(username)
         except WireError:
