@@ -214,7 +214,8 @@ def end_to_end(dsn: str, broker: LocalMosquitto, work: Path, *, rate_guess: floa
     chunks_total = max(1, int(rate_guess * duration / READINGS_PER_CHUNK))
     per_gateway = max(1, chunks_total // gateways)
     env = {**os.environ, "DATABASE_URL": dsn, "MQTT_URL": broker.url, "GRIDSIGHT_COLLECTOR_ARCHIVE_INTERVAL_S": "1",
-           "GRIDSIGHT_COLLECTOR_BATCH_MAX_MESSAGES": "200", "GRIDSIGHT_COLLECTOR_BATCH_MAX_WAIT_S": "0.1"}
+           "GRIDSIGHT_COLLECTOR_BATCH_MAX_MESSAGES": "200", "GRIDSIGHT_COLLECTOR_BATCH_MAX_WAIT_S": "0.1",
+           "GRIDSIGHT_COLLECTOR_UNKNOWN_GATEWAYS": "register"}     # synthetic gateways nobody registered
     procs = []
     for i in range(replicas):
         renv = {**env, "GRIDSIGHT_DATA_DIR": str(work / f"collector-{i}"),

@@ -24,8 +24,9 @@ __all__ = ["CollectorSettings", "CollectorSecrets", "load_collector_settings", "
            "asyncpg_dsn", "sqlalchemy_url", "mqtt_endpoint"]
 
 ENV_PREFIX = "GRIDSIGHT_COLLECTOR_"
-# "register": a gateway seen for the first time is added to `gateways` (auto_registered=true).
-# "refuse": its messages are dead-lettered until an operator or enrollment registers it.
+# "refuse" (default): a gateway nobody registered (registry import, enrollment) has its messages
+# dead-lettered as unknown_gateway. "register": a gateway seen for the first time is added to
+# `gateways` (auto_registered=true); for the demo and the simulator, never for a real fleet.
 UNKNOWN_GATEWAY_POLICIES = ("register", "refuse")
 # HS256 keys shorter than the hash output weaken every token (RFC 7518, section 3.2).
 MIN_JWT_SECRET_BYTES = 32
@@ -81,7 +82,7 @@ class CollectorSettings:
     # Stable per replica: the broker keeps the persistent session (and unacked messages) under it.
     replica_id: str = field(default_factory=_default_replica_id)
     shared_group: str = "collectors"
-    unknown_gateways: str = "register"
+    unknown_gateways: str = "refuse"
     # Embedded broker port used only when mqtt_url is unset (the no-configuration default).
     embedded_mqtt_port: int = 1883
     batch_max_messages: int = 500

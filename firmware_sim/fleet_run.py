@@ -303,8 +303,10 @@ class FleetRun:
 
     def _collector_env(self) -> dict[str, str]:
         env = self.child_env()
+        # the simulated fleet is registered by the run's registry import; "register" also admits a
+        # gateway added mid-run (a real fleet keeps the default, "refuse")
         env.update(DATABASE_URL=self.database_url, MQTT_URL=f"mqtt://127.0.0.1:{self.broker_port}",
-                   GRIDSIGHT_DATA_DIR=str(self.work_dir / "collector"))
+                   GRIDSIGHT_DATA_DIR=str(self.work_dir / "collector"), GRIDSIGHT_COLLECTOR_UNKNOWN_GATEWAYS="register")
         if not self.keep_archive_settings:
             for k in ("S3_ENDPOINT_URL", "S3_BUCKET"):
                 env.pop(k, None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from gridsight.errors import GridsightError
 
 __all__ = ["Received", "DeadLetter", "BatchResult", "BatchWriter", "PreparedBatch", "TransientDatabaseError",
            "classify", "connect", "PG_EPOCH"]
+
+log = logging.getLogger("gridsight.collector.writer")
 
 PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z, PostgreSQL's timestamp origin
 QUARTER, HOUR, DAY = 900, 3600, 86400
@@ -203,7 +206,7 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::ti
 LEFT JOIN gateways g ON g.id = u.gw
 ORDER BY u.id
 ON CONFLICT (id) DO UPDATE SET
-    gateway_id = EXCLUDED.gateway_id,
+    gateway_id = COALESCE(m.gateway_id, EXCLUDED.gateway_id),   -- ingest never re-homes a meter
     last_seen_at = GREATEST(m.last_seen_at, EXCLUDED.last_seen_at),
     last_interval_start = GREATEST(m.last_interval_start, EXCLUDED.last_interval_start),
     last_reading_ts = GREATEST(m.last_reading_ts, EXCLUDED.last_reading_ts)
@@ -316,12 +319,14 @@ class BatchWriter:
     """Writes batches of received messages to PostgreSQL. One instance owns one connection.
 
     ``unknown_gateways``: "register" adds a first-seen gateway (auto_registered=true); "refuse"
-    dead-letters its messages. ``archive=False`` (rebuilds from the archive) skips the outbox.
+    dead-letters its messages. A message naming a meter the registry binds to another gateway is
+    dead-lettered as ``meter_not_owned``; a meter nobody owns yet is bound to the first gateway
+    that reports it, and only the registry moves it afterwards. ``archive=False`` (rebuilds from the archive) skips the outbox.
     :meth:`prepare` (decode, rows) and :meth:`store` (one transaction) are separate so the
     ingest worker can prepare the next batch on another thread while this one commits.
     """
 
-    def __init__(self, dsn: str, *, replica: str = "collector", unknown_gateways: str = "register",
+    def __init__(self, dsn: str, *, replica: str = "collector", unknown_gateways: str = "refuse",
                  archive: bool = True) -> None:
         self.dsn = dsn
         self.replica = replica
@@ -330,6 +335,7 @@ class BatchWriter:
         self._conn: asyncpg.Connection | None = None
         self._gateways: dict[str, str] = {}
         self._gateways_loaded_at = 0.0
+        self._owners: dict[str, str | None] = {}       # meter id -> gateway bound to it (None: nobody yet)
         self._models: set[str] = set()
         self._partitions: set[tuple[str, int]] = set()
 
@@ -377,8 +383,12 @@ class BatchWriter:
         """Store a prepared batch in one transaction. Raises TransientDatabaseError to retry."""
         try:
             conn = await self._connection()
-            return await self._store(conn, prepared.entries, list(prepared.dead), len(prepared.items),
-                                     prepared.duplicates)
+            try:
+                return await self._store(conn, prepared.entries, list(prepared.dead), len(prepared.items),
+                                         prepared.duplicates)
+            except BaseException:
+                self._owners.clear()       # meters this batch claimed were not stored
+                raise
         except TransientDatabaseError:
             await self._drop_connection()
             raise
@@ -413,11 +423,34 @@ class BatchWriter:
         now = time.monotonic()
         if now - self._gateways_loaded_at > _GATEWAY_CACHE_S:
             self._gateways.clear()
+            self._owners.clear()           # the registry may have re-homed meters since
             self._gateways_loaded_at = now
         missing = [g for g in ids if g not in self._gateways]
         if missing:
             for row in await conn.fetch("SELECT id, status FROM gateways WHERE id = ANY($1::text[])", missing):
                 self._gateways[row["id"]] = row["status"]
+
+    async def _meter_owners(self, conn: asyncpg.Connection, entries: list[_Entry]) -> dict[str, str | None]:
+        missing = sorted({m for e in entries for m in e.meters} - self._owners.keys())
+        if missing:
+            found = {r["id"]: r["gateway_id"] for r in
+                     await conn.fetch("SELECT id, gateway_id FROM meters WHERE id = ANY($1::text[])", missing)}
+            for meter_id in missing:
+                self._owners[meter_id] = found.get(meter_id)
+        return self._owners
+
+    def _foreign_meter(self, owners: dict[str, str | None], entry: _Entry) -> tuple[str, str] | None:
+        """``(meter, owner)`` of the first meter in ``entry`` bound to another gateway, else None.
+        Meters nobody owns are claimed (in this writer's view) by ``entry``'s gateway."""
+        gw = entry.msg.gateway_id
+        for meter_id in entry.meters:
+            owner = owners.get(meter_id)
+            if owner is not None and owner != gw:
+                return meter_id, owner
+        for meter_id in entry.meters:
+            if owners.get(meter_id) is None:
+                owners[meter_id] = gw
+        return None
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, entries: list[_Entry]) -> None:
         needed: set[tuple[str, int]] = set()
@@ -437,15 +470,25 @@ class BatchWriter:
         await self._known_gateways(conn, {e.msg.gateway_id for e in entries})
         register: set[str] = set()
         accepted: list[_Entry] = []
+        owners = await self._meter_owners(conn, entries)
         for entry in entries:
             item, msg = entry.item, entry.msg
             status = self._gateways.get(msg.gateway_id)
             if status is None and self.unknown_gateways == "refuse":
+                log.warning("dead letter unknown_gateway: gateway %s is not registered (enroll it or import it "
+                            "with the registry); %s seq %s refused", msg.gateway_id, type(msg).KIND, msg.seq)
                 dead.append(DeadLetter(item.topic, msg.gateway_id, "unknown_gateway", "gateway_id",
                                        bytes(item.payload), item.received_at))
             elif status == "disabled":
                 dead.append(DeadLetter(item.topic, msg.gateway_id, "disabled_gateway", "gateway_id",
                                        bytes(item.payload), item.received_at))
+            elif (foreign := self._foreign_meter(owners, entry)) is not None:
+                meter_id, owner = foreign
+                log.warning("dead letter meter_not_owned: gateway %s sent %s seq %s about meter %s, which the "
+                            "registry binds to gateway %s", msg.gateway_id, type(msg).KIND, msg.seq, meter_id, owner)
+                dead.append(DeadLetter(item.topic, msg.gateway_id, "meter_not_owned",
+                                       f"meter_id {meter_id} belongs to {owner}"[:200], bytes(item.payload),
+                                       item.received_at))
             else:
                 if status is None:
                     register.add(msg.gateway_id)

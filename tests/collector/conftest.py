@@ -38,7 +38,7 @@ def start_worker(tmp_path, mosquitto, collector_db) -> Iterator[Callable[..., Ru
         url = database_url or collector_db
         settings = CollectorSettings(database_url=url, mqtt_url=mosquitto.url, data_dir=tmp_path / replica_id,
                                      replica_id=replica_id, archive_interval_s=0.2, batch_max_wait_s=0.05,
-                                     **overrides)
+                                     **{"unknown_gateways": "register", **overrides})
         services = Services(url, mosquitto.url, store or LocalDirStore(tmp_path / "archive"))
         worker = RunningWorker(settings, services).start()
         running.append(worker)

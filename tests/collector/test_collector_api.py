@@ -40,7 +40,7 @@ def filled_db(collector_db) -> str:
         items.append(raw_chunk(gw, seq, per_meter=100, start=DAY0, step=60))
 
     async def load():
-        writer = BatchWriter(collector_db)
+        writer = BatchWriter(collector_db, unknown_gateways="register")
         await writer.write([Received(*message(m), time.time()) for m in items]
                            + [Received("gridsight/v1/gw-1/raw", b"nonsense", time.time())])
         await writer.close()

@@ -21,7 +21,7 @@ from collector_kit import flag, message, raw_chunk, scalar, sql, summary, wait_u
 
 def _store_messages(url: str, count: int) -> None:
     async def go():
-        writer = BatchWriter(url)
+        writer = BatchWriter(url, unknown_gateways="register")
         items = []
         for s in range(1, count + 1):
             msg = [raw_chunk, summary, flag][s % 3](f"gw-{s % 2}", s)
@@ -88,7 +88,7 @@ def test_archive_catches_up_after_the_s3_endpoint_comes_back(tmp_path, collector
 
 
 async def _write(url: str, msgs) -> None:
-    writer = BatchWriter(url)
+    writer = BatchWriter(url, unknown_gateways="register")
     await writer.write([Received(*message(m), time.time()) for m in msgs])
     await writer.close()
 

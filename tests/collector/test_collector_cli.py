@@ -60,7 +60,7 @@ def test_serve_ingests_answers_the_api_and_rebuild_restores_a_fresh_database(tmp
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "MQTT_URL": mosquitto.url,
            "GRIDSIGHT_DATA_DIR": str(tmp_path / "c"), "GRIDSIGHT_COLLECTOR_REPLICA_ID": "cli",
-           "GRIDSIGHT_COLLECTOR_ARCHIVE_INTERVAL_S": "0.2"}
+           "GRIDSIGHT_COLLECTOR_ARCHIVE_INTERVAL_S": "0.2", "GRIDSIGHT_COLLECTOR_UNKNOWN_GATEWAYS": "register"}
     migrated = run("migrate", env=env)
     assert migrated.returncode == 0 and "revision" in migrated.stdout
 

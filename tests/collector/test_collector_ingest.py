@@ -93,7 +93,8 @@ def test_two_replicas_on_one_shared_subscription_split_the_load_with_exact_total
 def _collector_process(tmp_path, database_url: str, mqtt_url: str) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url, "MQTT_URL": mqtt_url,
            "GRIDSIGHT_DATA_DIR": str(tmp_path / "collector"), "GRIDSIGHT_COLLECTOR_REPLICA_ID": "crashy",
-           "GRIDSIGHT_COLLECTOR_BATCH_MAX_WAIT_S": "0.05", "GRIDSIGHT_COLLECTOR_BATCH_MAX_MESSAGES": "20"}
+           "GRIDSIGHT_COLLECTOR_BATCH_MAX_WAIT_S": "0.05", "GRIDSIGHT_COLLECTOR_BATCH_MAX_MESSAGES": "20",
+           "GRIDSIGHT_COLLECTOR_UNKNOWN_GATEWAYS": "register"}
     return subprocess.Popen([sys.executable, "-m", "gridsight", "collector", "ingest"], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "collector.log", "ab"))
 

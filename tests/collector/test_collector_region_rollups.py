@@ -45,7 +45,7 @@ def _iso(ts: float) -> str:
 
 def _write(url: str, msgs) -> None:
     async def go():
-        writer = BatchWriter(url)
+        writer = BatchWriter(url, unknown_gateways="register")
         await writer.write([Received(*message(m), time.time()) for m in msgs])
         await writer.close()
     asyncio.run(go())

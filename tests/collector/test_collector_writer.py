@@ -21,7 +21,7 @@ def received(msg: wire.Message) -> Received:
 
 def write(url: str, items: list[Received], **kwargs):
     async def go():
-        writer = BatchWriter(url, **kwargs)
+        writer = BatchWriter(url, **{"unknown_gateways": "register", **kwargs})
         try:
             return await writer.write(items)
         finally:

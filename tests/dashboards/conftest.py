@@ -85,7 +85,7 @@ def seed_fleet(database_url: str, gateways: int = 8, meters_per_gateway: int = 3
                         "VALUES (%s, to_timestamp(%s), %s, 'test')", _carbon(end))
 
     async def ingest() -> None:
-        writer = BatchWriter(database_url, archive=False)
+        writer = BatchWriter(database_url, archive=False, unknown_gateways="register")
         try:
             for i in range(0, len(messages), 500):
                 await writer.write(messages[i:i + 500])

@@ -166,7 +166,7 @@ def test_anomaly_map_keeps_a_flag_without_summary_and_one_row_per_reflagged_inte
                 flag(4, t1, "spike", t1 + 901)]                                   # its summary never arrived
 
     async def ingest() -> None:
-        writer = BatchWriter(database_url, archive=False)
+        writer = BatchWriter(database_url, archive=False, unknown_gateways="register")
         await writer.write(messages)
         await writer.close()
 

@@ -37,7 +37,7 @@ def test_flagged_meters_of_a_registered_fleet_appear_on_the_anomaly_map_with_coo
     from collector.db.writer import BatchWriter
 
     async def ingest() -> None:
-        writer = BatchWriter(db, archive=False)
+        writer = BatchWriter(db, archive=False, unknown_gateways="register")
         try:
             await writer.write([_flag(gw, i + 1, meter, START + 900 * i) for i, (gw, meter) in enumerate(flagged)])
         finally:
