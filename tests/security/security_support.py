@@ -229,3 +229,9 @@ class MqttSession:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+
+
+def register_gateways(database_url: str, *gateway_ids: str) -> None:
+    """Gateways as enrollment registers them (``gateways`` rows), so the collector stores their data."""
+    for gateway_id in gateway_ids:
+        sql(database_url, "INSERT INTO gateways (id) VALUES (%s) ON CONFLICT (id) DO NOTHING", gateway_id)

@@ -9,13 +9,14 @@ import queue
 
 from collector_kit import message, summary
 from collector.settings import CollectorSettings
-from security_support import MqttSession, gateway_password, sql, start_collector, wait_until
+from security_support import MqttSession, gateway_password, register_gateways, sql, start_collector, wait_until
 
 
 def test_a_gateway_using_the_collectors_client_id_gets_no_session_and_no_message_is_lost(
         shipped_broker, database_url, tmp_path):
     fleet, _, port = shipped_broker
     collector = start_collector(fleet, port, database_url, tmp_path / "collector")
+    register_gateways(database_url, "gw-a", "gw-b")
     try:
         # the id the collector connects with, as an attacker can predict it from the host name
         settings = CollectorSettings(replica_id="r1", mqtt_username="collector-1")
