@@ -47,7 +47,7 @@ def test_archiver_writes_parquet_messages_and_flat_readings_under_hive_partition
     chunks = [raw_chunk("gw-1", s, per_meter=5) for s in range(1, 4)] + [summary("gw-1", 10)]
 
     async def go():
-        writer = BatchWriter(collector_db)
+        writer = BatchWriter(collector_db, unknown_gateways="register")
         await writer.write([Received(*message(m), time.time()) for m in chunks])
         await writer.close()
         archiver = Archiver(collector_db, store)

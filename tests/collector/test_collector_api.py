@@ -126,7 +126,7 @@ def test_anomaly_events_merge_flags_by_the_qa_rule_with_counts_per_region_and_me
     more.append(flag("gw-2", 1000, meter=3, interval_start=DAY0 + 50 * 900))
 
     async def load():
-        writer = BatchWriter(filled_db)
+        writer = BatchWriter(filled_db, unknown_gateways="register")
         await writer.write([Received(*message(m), time.time()) for m in more])
         await writer.close()
     asyncio.run(load())
