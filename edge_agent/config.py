@@ -187,6 +187,24 @@ class ClockSettings:
 
 
 @dataclass
+class LocalSettings:
+    """Optional integrations on the gateway (edge_agent/local); both off by default."""
+
+    ha_mqtt_url: str = ""               # Home Assistant's broker, e.g. mqtt://127.0.0.1:1883; empty: off
+    ha_discovery_prefix: str = "homeassistant"
+    ha_username: str = ""
+    ha_password_file: str = ""
+    metrics_port: int = 0               # Prometheus text on metrics_host:metrics_port/metrics; 0: off
+    metrics_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("local.metrics_port", f"{self.metrics_port} must be 0 (off) or 1..65535")
+        if self.ha_mqtt_url and not self.ha_mqtt_url.startswith(("mqtt://", "mqtts://")):
+            raise ConfigError("local.ha_mqtt_url", f"{self.ha_mqtt_url!r} must be mqtt://host[:port] or mqtts://...")
+
+
+@dataclass
 class AgentSettings:
     gateway_id: str = ""
     # Its own variable: a collector on the same machine keeps GRIDSIGHT_DATA_DIR for itself.
@@ -203,6 +221,7 @@ class AgentSettings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     clock: ClockSettings = field(default_factory=ClockSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
     readers: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

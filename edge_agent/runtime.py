@@ -142,6 +142,7 @@ class _Counters:
     duplicates: int = 0
     late: int = 0
     reader_errors: int = 0
+    local_errors: int = 0
     intervals: int = 0
     summaries: int = 0
     flags: int = 0
@@ -197,6 +198,9 @@ class Agent:
         self._health_checked = 0.0
         self._commands: queue.Queue = queue.Queue(maxsize=16)
         self._command_worker: threading.Thread | None = None
+        from edge_agent.local import build_local_integrations
+
+        self.local = build_local_integrations(settings, self.status)
 
     # ------------------------------------------------------------------ restore
 
@@ -320,6 +324,7 @@ class Agent:
         if seal is not None:
             self._last_seal = now
             self.counters.raw_chunks += len(seqs) - len(messages)
+        self._feed_local(intake.accepted, scored)
         self.counters.ticks += 1
         self.counters.readings += len(intake.accepted)
         self.counters.duplicates += intake.duplicates
@@ -328,6 +333,15 @@ class Agent:
         self.counters.summaries += sum(1 for s in scored if s.meters)
         self.counters.flags += sum(len(s.flags) for s in scored)
         return len(readings)
+
+    def _feed_local(self, readings: list[Reading], scored: list) -> None:
+        """Hand the cycle to the local integrations (Home Assistant, metrics); their faults stay theirs."""
+        for integration in self.local:
+            try:
+                integration.observe(readings, scored)
+            except Exception as exc:
+                self.counters.local_errors += 1
+                log.warning("local integration %s failed: %s", integration.name, exc)
 
     def _seal(self, seq: int, readings: list[Reading]) -> bytes:
         return encode(RawChunk(self.gateway_id, seq, self.model_version, self.clock.now(), tuple(readings)))
@@ -379,7 +393,7 @@ class Agent:
             "outbox_errors": self.counters.outbox_errors, "clock_jumps": self.window.clock_jumps,
             "model_updates": self.counters.model_updates,
             "model_update_failures": self.counters.model_update_failures,
-            "bad_commands": self.counters.bad_commands,
+            "bad_commands": self.counters.bad_commands, "local_errors": self.counters.local_errors,
             "outbox_bytes": self.outbox.used_bytes, "outbox_budget_bytes": self.outbox.budget_bytes,
             "unsealed_readings": depth["unsealed_readings"],
             **{f"queue_{k}": depth[k] for k in ("summary", "flag", "raw")},
@@ -474,6 +488,11 @@ class Agent:
                 slot.reader.close()
             except Exception as exc:
                 log.warning("closing reader %s: %s", slot.name, exc)
+        for integration in self.local:
+            try:
+                integration.close()
+            except Exception as exc:
+                log.warning("closing local integration %s: %s", integration.name, exc)
         self.outbox.close()
         self.notifier.close()
         log.info("agent %s stopped", self.gateway_id)

@@ -128,6 +128,7 @@ class IntervalWindow:
         self._open: dict[str, _MeterBuffer] = {}
         self._prev_energy: dict[str, float] = {}
         self._prev_export: dict[str, float] = {}
+        self._channel_last: dict[str, float] = {}  # newest capture time of each gas/water/heat channel
         self._high_water: dict[str, float] = {}  # last ts of each meter at its latest close
         self._last_start: dict[str, float] = {}  # start of each meter's latest summarised interval
         # Timestamps already summarised, per meter (bounded): a reading behind the high-water mark
@@ -143,7 +144,12 @@ class IntervalWindow:
         intake = Intake()
         for r in readings:
             if r.channel is not None:
-                # gas, water and heat sub-meters travel as raw readings; the model scores electricity
+                # gas, water and heat sub-meters travel as raw readings (the model scores electricity);
+                # their capture times only move forward, so anything not newer is a replay
+                if r.ts <= self._channel_last.get(r.meter_id, -math.inf):
+                    intake.duplicates += 1
+                    continue
+                self._channel_last[r.meter_id] = r.ts
                 intake.accepted.append(r)
                 continue
             if self.closed_until is None:
@@ -251,6 +257,7 @@ class IntervalWindow:
     def state(self) -> dict[str, Any]:
         return {"interval_s": self.interval_s, "closed_until": self.closed_until,
                 "prev_energy": dict(self._prev_energy), "prev_export": dict(self._prev_export),
+                "channel_last": dict(self._channel_last),
                 "high_water": dict(self._high_water),
                 "last_start": dict(self._last_start), "clock_jumps": self.clock_jumps}
 
@@ -266,12 +273,14 @@ class IntervalWindow:
             self.closed_until = state.get("closed_until")
             self._prev_energy = {str(k): float(v) for k, v in state.get("prev_energy", {}).items()}
             self._prev_export = {str(k): float(v) for k, v in state.get("prev_export", {}).items()}
+            self._channel_last = {str(k): float(v) for k, v in state.get("channel_last", {}).items()}
             self._high_water = {str(k): float(v) for k, v in state.get("high_water", {}).items()}
             self._last_start = {str(k): float(v) for k, v in state.get("last_start", {}).items()}
             self.clock_jumps = int(state.get("clock_jumps", 0))
         restored = 0
         for r in open_readings:
-            if r.channel is not None:
+            if r.channel is not None:  # journalled channel readings were sent raw: remember them only
+                self._channel_last[r.meter_id] = max(r.ts, self._channel_last.get(r.meter_id, -math.inf))
                 continue
             if self.closed_until is None:
                 self.closed_until = self._floor(r.ts)

@@ -260,7 +260,9 @@ class FleetRun:
                          "step_s": r.step_s, "anomalies": True, "anomaly_rate": f.anomaly_rate,
                          "fault_rate": f.fault_rate, "start": self.scored_start, "end": self.scored_end,
                          **({"kinds": list(f.kinds)} if f.kinds else {}), "since": self.sim_start,
-                         "state_path": str(gw_dir / "sim-meter-cursor.json"), "name": f"sim:gw{index}"}],
+                         "state_path": str(gw_dir / "sim-meter-cursor.json"), "name": f"sim:gw{index}",
+                         # meters as they are: PV export, tariff registers, per-phase values, gas
+                         "channels": True}],
         }
 
     def write_agent_config(self, index: int, model: Path | None, clock_offset: float) -> Path:

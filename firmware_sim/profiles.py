@@ -123,6 +123,7 @@ class DaySeries:
     current_a: np.ndarray
     power_factor: np.ndarray
     register_start: float     # import register at the start of the day, kWh
+    export_step_kwh: np.ndarray | None = None  # energy exported during each step (PV homes)
 
 
 class LoadProfile:
@@ -156,6 +157,11 @@ class LoadProfile:
         self.schedule_shift_h = float(3.0 * (u[6] - 0.5)) if p.phases == 1 else 0.0
         self._register_cache: dict[int, float] = {}
         self._block_totals = np.zeros(0)
+        # homes that do not heat electrically heat with gas: their meter relays a gas meter (DSMR 0-1:24.2.1)
+        self.has_gas = p.phases == 1 and not electric_heat
+        # dual-tariff registers: tariff 1 (low) on weekends and public holidays, tariff 2 on working days
+        self.dual_tariff = p.phases == 1
+        self._running: dict[str, tuple[np.ndarray, dict[int, float]]] = {}
 
     # ---------------------------------------------------------------- layer 1: daily energy
 
@@ -201,6 +207,53 @@ class LoadProfile:
             charging, _, quarters = self._ev_sessions(days)
             kwh = kwh + np.where(charging, _EV_CHARGER_W / 1000.0 * quarters / 4.0, 0.0)
         return kwh
+
+    def daily_export_kwh(self, days: np.ndarray) -> np.ndarray:
+        """Energy a PV home exports each local day, kWh (what its own use does not take; closed form)."""
+        days = np.asarray(days, dtype=np.int64)
+        if not self.pv_kwp:
+            return np.zeros(days.shape)
+        pv = self._pv_kwh(days)
+        return np.maximum(pv - np.minimum(_PV_SELF_USE * pv, 0.6 * self._load_kwh(days)), 0.0)
+
+    def daily_low_tariff_kwh(self, days: np.ndarray) -> np.ndarray:
+        """Import on tariff 1 (weekends and public holidays) each local day, kWh."""
+        days = np.asarray(days, dtype=np.int64)
+        low = (self.calendar.weekdays(days) >= 5) | self.calendar.holidays(days).astype(bool)
+        return np.where(low, self.daily_kwh(days), 0.0)
+
+    def daily_gas_m3(self, days: np.ndarray) -> np.ndarray:
+        """Gas a gas-heated home burns each local day, m3: hot water and cooking plus heating degree days."""
+        days = np.asarray(days, dtype=np.int64)
+        if not self.has_gas:
+            return np.zeros(days.shape)
+        starts = days * 86400.0 - self.calendar.standard_offset_h() * 3600.0
+        temp = self.weather.daily_mean(starts)
+        return self.size * (0.6 + 0.35 * np.maximum(0.0, _HEAT_BASE_C - temp))
+
+    def running_total(self, name: str, day: int) -> float:
+        """A register fed by ``daily_<name>`` at the start of local day ``day`` (block sums, like the import register)."""
+        daily = {"export": self.daily_export_kwh, "low_tariff": self.daily_low_tariff_kwh, "gas": self.daily_gas_m3}[name]
+        blocks, cache = self._running.setdefault(name, (np.zeros(0), {}))
+        if day in cache:
+            return cache[day]
+        if day < REGISTER_ORIGIN_DAY:
+            total = -float(daily(np.arange(day, REGISTER_ORIGIN_DAY)).sum())
+        else:
+            block = (day - REGISTER_ORIGIN_DAY) // _BLOCK_DAYS
+            if blocks.size < block + 1:
+                n = block + 1 + 8
+                days = np.arange(REGISTER_ORIGIN_DAY, REGISTER_ORIGIN_DAY + n * _BLOCK_DAYS)
+                blocks = np.concatenate([[0.0], np.cumsum(daily(days).reshape(n, _BLOCK_DAYS).sum(axis=1))])
+                self._running[name] = (blocks, cache)
+            first = REGISTER_ORIGIN_DAY + block * _BLOCK_DAYS
+            total = float(blocks[block]) + float(daily(np.arange(first, day)).sum())
+        offset = {"export": 0.0, "low_tariff": 0.4 * self.register_offset, "gas": 0.2 * self.register_offset}[name]
+        value = max(0.0, offset + total)
+        if len(cache) > 64:
+            cache.clear()
+        cache[day] = value
+        return value
 
     def register_at_day_start(self, day: int) -> float:
         """The healthy import register at the start of local day ``day``, kWh.
@@ -254,6 +307,7 @@ class LoadProfile:
             lo, hi = p.burst_w
             load_w = load_w + np.where(burst, lo + (hi - lo) * uniform(self.key ^ 0xB2, block), 0.0)
         net_w = load_w
+        sun = None
         if self.pv_kwp:
             sun = np.clip(np.cos(np.pi * (hours - 13.0) / 14.0), 0.0, None) ** 2
             pv_w = self.pv_kwp * 1000.0 * sun * float(self._cloudiness(np.array([day]))[0])
@@ -267,10 +321,19 @@ class LoadProfile:
         target = float(self.daily_kwh(np.array([day]), load_arr)[0])
         raw = import_w.sum() * self.step_s / _WH
         scale = target / raw if raw > 0 else 0.0
-        power = np.where(net_w > 0, net_w * scale, net_w)
+        export_w = np.maximum(-net_w, 0.0)
+        export_kwh = float(self.daily_export_kwh(np.array([day]))[0])
+        raw_export = export_w.sum() * self.step_s / _WH
+        # exported power scaled like imported power, so the export register meets its closed form
+        escale = export_kwh / raw_export if raw_export > 0 else 0.0
+        power = np.where(net_w > 0, net_w * scale, net_w * escale)
         step_kwh = np.maximum(power, 0.0) * self.step_s / _WH
+        export_step = np.maximum(-power, 0.0) * self.step_s / _WH if self.pv_kwp else None
+        if export_step is not None and raw_export <= 0 and export_kwh > 0 and sun is not None and sun.sum() > 0:
+            export_step = export_kwh * sun / sun.sum()  # a dull day: the little export spread over the daylight
         voltage, current, pf = self.electrics(ts, power)
-        return DaySeries(day, ts, power, step_kwh, voltage, current, pf, self.register_at_day_start(day))
+        return DaySeries(day, ts, power, step_kwh, voltage, current, pf, self.register_at_day_start(day),
+                         export_step)
 
     def electrics(self, ts: np.ndarray, power_w: np.ndarray, voltage_scale: np.ndarray | float = 1.0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,10 @@ with ``anomalies = true``), ``kinds`` and ``classes`` (lists restricting what is
 ``labels`` (path: this gateway's ground truth is written there as CSV), ``tz``
 ("America/New_York"), ``country`` ("US"), ``backfill_s`` (= step_s), ``name``,
 ``since`` (ISO-8601 or Unix seconds: the first poll hands over everything after it instead of
-``backfill_s``), ``state_path`` (file keeping the hand-over cursor across agent restarts).
+``backfill_s``), ``state_path`` (file keeping the hand-over cursor across agent restarts),
+``channels`` (false: with true the readings carry what a smart meter shows beyond the import
+register: export of PV homes, tariff registers, per-phase values of three-phase meters with
+one phase near 0 V during a phase loss, and gas-heated homes' gas meter as ``<meter>-gas``).
 
 With ``state_path`` the meters behave like meters with a load-profile log read by index:
 after a crash and restart, the agent gets every reading it has not asked for again. The
@@ -41,15 +44,16 @@ from firmware_sim.profiles import MeterClass
 __all__ = ["SimulatedMeterReader"]
 
 _KNOWN = {"seed", "gateway", "meters", "step_s", "anomalies", "anomaly_rate", "fault_rate", "start", "end",
-          "kinds", "classes", "labels", "tz", "country", "backfill_s", "name", "since", "state_path"}
+          "kinds", "classes", "labels", "tz", "country", "backfill_s", "name", "since", "state_path", "channels"}
 
 
 class SimulatedMeterReader:
     """The meters of one simulated gateway, read at clock time ``now``."""
 
     def __init__(self, meters: Sequence[SimulatedMeter], *, name: str = "sim", backfill_s: float | None = None,
-                 since: float | None = None, state_path: str | Path | None = None) -> None:
+                 since: float | None = None, state_path: str | Path | None = None, channels: bool = False) -> None:
         self.meters = list(meters)
+        self.channels = channels
         self.name = name
         self.step_s = self.meters[0].step_s if self.meters else 60
         self.backfill_s = float(self.step_s if backfill_s is None else backfill_s)
@@ -125,7 +129,7 @@ class SimulatedMeterReader:
             key = "tz" if "time zone" in str(exc) else "country" if "holidays" in str(exc) else "seed"
             raise ConfigError(key, str(exc)) from None
         reader = cls.for_gateway(fleet, gateway, name=name, backfill_s=backfill_s, since=since,
-                                 state_path=state_path)
+                                 state_path=state_path, channels=option(options, "channels", bool, False))
         if labels:
             try:
                 write_labels_csv([e for m in reader.meters for e in m.events], Path(labels))
@@ -143,7 +147,7 @@ class SimulatedMeterReader:
         self._last = self._uncommitted = now
         out: list[Reading] = []
         for meter in self.meters:
-            out.extend(meter.emitted(after, now).readings(meter.meter_id))
+            out.extend(meter.emitted(after, now, channels=self.channels).readings(meter.meter_id))
         return out
 
     def close(self) -> None:

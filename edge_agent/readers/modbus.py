@@ -4,7 +4,8 @@ A register map (``register_maps/<name>.toml`` or any TOML file via ``map_file``)
 function reads the meter (``input`` = 04 or ``holding`` = 03), the word order of multi-register
 values (``big``: high word first, as Eastron meters do; ``little``: low word first), and for
 each reading field (``energy_kwh`` required; ``power_w``, ``voltage_v``, ``current_a``,
-``power_factor`` optional) its 0-based ``address``, ``type`` (float32, float64, int16,
+``power_factor``, ``export_kwh``, ``import_t1_kwh``/``import_t2_kwh`` and the per-phase
+``voltage_l1_v`` .. ``power_l3_w`` optional) its 0-based ``address``, ``type`` (float32, float64, int16,
 uint16, int32, uint32, int64, uint64) and ``scale`` (multiplier to the field's unit, e.g.
 0.01 for a register in 10 Wh steps and kWh wanted). Fields are fetched in as few requests as
 possible (contiguous blocks of at most 120 registers).
@@ -42,10 +43,12 @@ from gridsight.wire import Reading
 __all__ = ["RegisterMap", "RegisterField", "ModbusTcpReader", "ModbusRtuReader", "load_register_map",
            "decode_value", "SHIPPED_MAPS"]
 
-SHIPPED_MAPS = ("sdm630", "sdm120")
+SHIPPED_MAPS = ("sdm630", "sdm120", "sdm72", "em24")
 _TYPES = {"float32": (">f", 2), "float64": (">d", 4), "int16": (">h", 1), "uint16": (">H", 1),
           "int32": (">i", 2), "uint32": (">I", 2), "int64": (">q", 4), "uint64": (">Q", 4)}
-_READING_FIELDS = ("energy_kwh", "power_w", "voltage_v", "current_a", "power_factor")
+_READING_FIELDS = ("energy_kwh", "power_w", "voltage_v", "current_a", "power_factor", "export_kwh",
+                   "import_t1_kwh", "import_t2_kwh", "voltage_l1_v", "voltage_l2_v", "voltage_l3_v",
+                   "current_l1_a", "current_l2_a", "current_l3_a", "power_l1_w", "power_l2_w", "power_l3_w")
 _MAX_BLOCK = 120
 
 
@@ -205,9 +208,11 @@ class _ModbusReader:
         for unit, meter_id in self.units:
             try:
                 values = self._read_unit(unit)
-                out.append(checked_reading(meter_id, now, values["energy_kwh"], values.get("power_w"),
-                                           values.get("voltage_v"), values.get("current_a"),
-                                           values.get("power_factor")))
+                if "voltage_v" not in values and "voltage_l1_v" in values:
+                    values["voltage_v"] = values["voltage_l1_v"]
+                if "current_a" not in values and "current_l1_a" in values:
+                    values["current_a"] = values["current_l1_a"]
+                out.append(checked_reading(meter_id, now, **values))
             except ReaderError as exc:
                 failures.append(f"{meter_id}: {exc}")
         if failures:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from firmware_sim.meter import SimulatedMeter
 
-__all__ = ["latest_values"]
+__all__ = ["latest_values", "meter_values"]
 
 
 def latest_values(meter: SimulatedMeter, now: float) -> dict[str, float] | None:
@@ -20,3 +20,27 @@ def latest_values(meter: SimulatedMeter, now: float) -> dict[str, float] | None:
         return None
     return {"ts": float(ts[-1]), "energy_kwh": float(reg[-1]), "power_w": float(power[-1]),
             "voltage_v": float(volt[-1]), "current_a": float(cur[-1]), "power_factor": float(pf[-1])}
+
+
+def meter_values(meter: SimulatedMeter, now: float) -> dict | None:
+    """:func:`latest_values` plus what the meter's display shows beyond them: export, tariff
+    registers, per-phase ``phases`` [(V, A, W)] (three-phase meters) and ``gas_m3``."""
+    import numpy as np
+
+    v = latest_values(meter, now)
+    if v is None:
+        return None
+    ts = np.array([v["ts"]])
+    extra = meter.channel_values(ts, np.array([v["energy_kwh"]]), np.array([v["power_w"]]),
+                                 np.array([v["voltage_v"]]), np.array([v["current_a"]]),
+                                 np.array([v["power_factor"]]))
+    for key, arr in extra.items():
+        v[key] = float(arr[0])
+    if meter.profile.params.phases == 3:
+        v["phases"] = [(v[f"voltage_l{k}_v"], v[f"current_l{k}_a"], v[f"power_l{k}_w"]) for k in (1, 2, 3)]
+        v["phases_vi"] = [(a, b) for a, b, _ in v["phases"]]
+    if meter.profile.has_gas:
+        gas = meter.gas_values(now - 300.0, now)
+        if gas is not None:
+            v["gas_ts"], v["gas_m3"] = float(gas[0][-1]), float(gas[1][-1])
+    return v

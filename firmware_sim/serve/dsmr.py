@@ -2,9 +2,11 @@
 
 A P1 port pushes a telegram every second (DSMR 5) at 115200 baud, 8N1. Here a thread writes
 one telegram per ``period_s`` of the given clock to the master side of a pty; the agent's
-DSMR reader opens the slave path (``DsmrP1Port.device``) like a USB P1 cable. The meter is
-single-tariff: the whole import register is on tariff 1 (1-0:1.8.1). Times are local Dutch
-time with the W/S (winter/summer) flag, as the standard says.
+DSMR reader opens the slave path (``DsmrP1Port.device``) like a USB P1 cable. The telegram
+carries what the simulated meter has (:func:`firmware_sim.serve.meter_values`): both tariff
+registers and the active tariff of dual-tariff homes (else all import on tariff 1), the export
+registers of PV homes, per-phase voltage, current and power of three-phase meters, and the gas
+meter of gas-heated homes on M-Bus channel 1. Times are local Dutch time with the W/S flag.
 
 Malformed telegrams on purpose: ``bad_crc_every`` (wrong checksum), ``truncate_every`` (cut
 off mid-line, as when a cable is pulled) and ``garbage_every`` (line noise between telegrams).
@@ -21,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.clock import Clock
 from firmware_sim.meter import SimulatedMeter
-from firmware_sim.serve import latest_values
+from firmware_sim.serve import meter_values
 
 __all__ = ["crc16_arc", "telegram", "DsmrP1Port"]
 
@@ -44,19 +46,22 @@ def _dsmr_time(ts: float) -> str:
 
 
 def telegram(meter_id: str, values: dict[str, float], *, corrupt_crc: bool = False) -> bytes:
-    """One DSMR 5.0 telegram for ``values`` (see :func:`firmware_sim.serve.latest_values`)."""
+    """One DSMR 5.0 telegram for ``values`` (see :func:`firmware_sim.serve.meter_values`)."""
     power_kw = values["power_w"] / 1000.0
     serial = meter_id.encode().hex().upper()
+    t1 = values.get("import_t1_kwh", values["energy_kwh"])
+    t2 = values.get("import_t2_kwh", 0.0)
+    export = values.get("export_kwh", 0.0)
     lines = [
         "/GSIM5\\2SIM630-1000", "",
         "1-3:0.2.8(50)",
         f"0-0:1.0.0({_dsmr_time(values['ts'])})",
         f"0-0:96.1.1({serial})",
-        f"1-0:1.8.1({values['energy_kwh']:010.3f}*kWh)",
-        "1-0:1.8.2(000000.000*kWh)",
-        "1-0:2.8.1(000000.000*kWh)",
+        f"1-0:1.8.1({t1:010.3f}*kWh)",
+        f"1-0:1.8.2({t2:010.3f}*kWh)",
+        f"1-0:2.8.1({export:010.3f}*kWh)",
         "1-0:2.8.2(000000.000*kWh)",
-        "0-0:96.14.0(0001)",
+        f"0-0:96.14.0({int(values.get('tariff', 1)):04d})",
         f"1-0:1.7.0({max(power_kw, 0.0):06.3f}*kW)",
         f"1-0:2.7.0({max(-power_kw, 0.0):06.3f}*kW)",
         "0-0:96.7.21(00001)",
@@ -64,11 +69,16 @@ def telegram(meter_id: str, values: dict[str, float], *, corrupt_crc: bool = Fal
         "1-0:32.32.0(00000)",
         "1-0:32.36.0(00000)",
         "0-0:96.13.0()",
-        f"1-0:32.7.0({values['voltage_v']:05.1f}*V)",
-        f"1-0:31.7.0({round(values['current_a']):03d}*A)",
-        f"1-0:21.7.0({max(power_kw, 0.0):06.3f}*kW)",
-        f"1-0:22.7.0({max(-power_kw, 0.0):06.3f}*kW)",
     ]
+    phases = values.get("phases") or [(values["voltage_v"], values["current_a"], values["power_w"])]
+    for n, (volt, amps, watts) in enumerate(phases):
+        v_code, i_code, p_code = (32 + 20 * n, 31 + 20 * n, 21 + 20 * n)
+        lines += [f"1-0:{v_code}.7.0({volt:05.1f}*V)", f"1-0:{i_code}.7.0({round(amps):03d}*A)",
+                  f"1-0:{p_code}.7.0({max(watts, 0.0) / 1000:06.3f}*kW)",
+                  f"1-0:{p_code + 1}.7.0({max(-watts, 0.0) / 1000:06.3f}*kW)"]
+    if values.get("gas_m3") is not None:
+        lines += ["0-1:24.1.0(003)", f"0-1:96.1.0({(meter_id + '-gas').encode().hex().upper()})",
+                  f"0-1:24.2.1({_dsmr_time(values['gas_ts'])})({values['gas_m3']:09.3f}*m3)"]
     body = ("\r\n".join(lines) + "\r\n!").encode("ascii")
     crc = crc16_arc(body) ^ (0x5A5A if corrupt_crc else 0)
     return body + f"{crc:04X}\r\n".encode("ascii")
@@ -92,7 +102,7 @@ class DsmrP1Port:
 
     def frame(self, n: int, now: float) -> bytes:
         """The bytes of the ``n``-th transmission (1-based) at clock time ``now``."""
-        values = latest_values(self.meter, now)
+        values = meter_values(self.meter, now)
         if values is None:
             return b""
         data = telegram(self.meter.meter_id, values, corrupt_crc=bool(self.bad_crc_every and n % self.bad_crc_every == 0))

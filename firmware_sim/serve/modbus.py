@@ -23,7 +23,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge_agent.clock import Clock
 from firmware_sim.meter import SimulatedMeter
-from firmware_sim.serve import latest_values
+from firmware_sim.serve import meter_values
 
 __all__ = ["SDM630_INPUT_REGISTERS", "ModbusMeterServer", "float_registers"]
 
@@ -65,18 +65,19 @@ class ModbusMeterServer:
         return 1 + [m.meter_id for m in self.meters].index(meter_id)
 
     def _values(self, meter: SimulatedMeter) -> dict[int, float]:
-        v = latest_values(meter, self.clock.now())
+        v = meter_values(meter, self.clock.now())
         if v is None:
             return {}
-        phases = meter.profile.params.phases
         out = {addr: 0.0 for addr in SDM630_INPUT_REGISTERS.values()}
         r = SDM630_INPUT_REGISTERS
-        for i in range(phases):
+        phases = v.get("phases") or [(v["voltage_v"], v["current_a"], v["power_w"])]
+        for i, (volt, amps, watts) in enumerate(phases):
             n = f"l{i + 1}"
-            out[r[f"voltage_{n}"]] = v["voltage_v"]
-            out[r[f"current_{n}"]] = v["current_a"]
-            out[r[f"power_{n}"]] = v["power_w"] / phases
+            out[r[f"voltage_{n}"]] = volt
+            out[r[f"current_{n}"]] = amps
+            out[r[f"power_{n}"]] = watts
             out[r[f"power_factor_{n}"]] = v["power_factor"]
+        out[r["export_kwh"]] = v.get("export_kwh", 0.0)
         out[r["total_power"]] = v["power_w"]
         out[r["total_power_factor"]] = v["power_factor"]
         out[r["frequency"]] = 50.0

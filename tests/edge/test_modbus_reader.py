@@ -167,3 +167,50 @@ def test_an_exception_response_for_an_illegal_register_address_is_a_reader_error
         reader_ok.close()
     finally:
         reader.close()
+
+
+def test_sdm630_map_reads_all_three_phases_and_export_so_a_lost_l2_shows():
+    regs = [0] * 80
+    values = {72: 1234.5, 74: 56.25, 52: 2200.0, 62: 0.95, 0: 231.0, 2: 1.4, 4: 229.0,
+              6: 5.1, 8: 0.0, 10: 4.9, 12: 1150.0, 14: 0.0, 16: 1050.0}
+    for address, value in values.items():
+        regs[address:address + 2] = float_registers(value)
+    server = ModbusServer({1: regs})
+    try:
+        reader = build_reader({"type": "modbus_tcp", "host": "127.0.0.1", "port": server.port,
+                               "map": "sdm630", "meter_id": "shop-1"})
+        (r,) = reader.read(NOW)
+        reader.close()
+    finally:
+        server.close()
+    assert (r.energy_kwh, r.export_kwh, r.power_w) == (1234.5, 56.25, 2200.0)
+    assert (r.voltage_l1_v, r.voltage_l2_v, r.voltage_l3_v) == (231.0, pytest.approx(1.4), 229.0)
+    assert (r.power_l2_w, r.voltage_v) == (0.0, 231.0)
+
+
+def test_carlo_gavazzi_em24_int32_low_word_first_with_scale_factors():
+    def int32_le(value: int) -> list[int]:
+        hi, lo = struct.unpack(">2H", struct.pack(">i", value))
+        return [lo, hi]
+
+    regs = [0] * 90
+    for address, raw in {52: 123456, 78: 789, 40: -15000, 0: 2305, 2: 2298, 4: 12, 12: 6520, 18: -7500}.items():
+        regs[address:address + 2] = int32_le(raw)
+    regs[49] = 970
+    server = ModbusServer({3: regs}, holding=True)
+    try:
+        reader = build_reader({"type": "modbus_tcp", "host": "127.0.0.1", "port": server.port,
+                               "map": "em24", "unit": 3, "meter_id": "em24-1"})
+        (r,) = reader.read(NOW)
+        reader.close()
+    finally:
+        server.close()
+    assert (r.energy_kwh, r.export_kwh, r.power_w) == (pytest.approx(12345.6), pytest.approx(78.9), -1500.0)
+    assert (r.voltage_l1_v, r.voltage_l3_v, r.current_l1_a, r.power_l1_w) == \
+        (pytest.approx(230.5), pytest.approx(1.2), pytest.approx(6.52), -750.0)
+    assert r.power_factor == pytest.approx(0.97)
+
+
+@pytest.mark.parametrize("name", ["sdm630", "sdm120", "sdm72", "em24"])
+def test_every_shipped_register_map_loads(name):
+    assert load_register_map(name).fields

@@ -278,3 +278,59 @@ def test_a_restarted_reader_resumes_where_the_agent_left_off_and_repeats_only_th
     assert len({key(r) for r in first} & {key(r) for r in again}) == 6 * 10
     restarted.close()
     assert SimulatedMeterReader.from_config(options).read(t + 1800) == []
+
+
+# ---------------------------------------------------------------- meter channels (layout 2)
+
+def _meter_of(meter_class, kinds=None, days=6, seed=3):
+    from firmware_sim.fleet_model import Fleet
+
+    start = 1_767_225_600.0
+    fleet = Fleet(seed, 1, 12, start=start, end=start + days * 86400, step_s=60,
+                  anomaly_rate=1.0 if kinds else 0.0, fault_rate=0.0, kinds=kinds, classes=[meter_class])
+    return fleet.gateway_meters(0), start
+
+
+def test_a_three_phase_meter_loses_one_phase_near_0_v_while_the_others_stay_normal():
+    meters, start = _meter_of("commercial", kinds=["phase_loss"])
+    meter = next(m for m in meters if any(e.kind == "phase_loss" for e in m.events))
+    e = next(e for e in meter.events if e.kind == "phase_loss")
+    inside = meter.emitted(e.start, e.start + 600, channels=True).readings(meter.meter_id)
+    before = meter.emitted(e.start - 3600, e.start - 3000, channels=True).readings(meter.meter_id)
+    phases = [(r.voltage_l1_v, r.voltage_l2_v, r.voltage_l3_v) for r in inside]
+    lost = int(e.start // 900) % 3
+    assert all(p[lost] < 5.0 for p in phases)
+    assert all(200.0 < v < 260.0 for p in phases for k, v in enumerate(p) if k != lost)
+    assert all(min(r.voltage_l1_v, r.voltage_l2_v, r.voltage_l3_v) > 200.0 for r in before)
+    assert all(getattr(r, f"power_l{lost + 1}_w") == 0.0 for r in inside)
+
+
+def test_pv_homes_export_register_only_grows_and_rises_while_power_is_negative():
+    meters, start = _meter_of("residential_pv", days=3)
+    meter = meters[0]
+    readings = meter.emitted(start, start + 2 * 86400, channels=True).readings(meter.meter_id)
+    elec = [r for r in readings if r.channel is None]
+    export = [r.export_kwh for r in elec]
+    assert all(b >= a for a, b in zip(export, export[1:])) and export[-1] > export[0]
+    rising = [b.export_kwh > a.export_kwh for a, b in zip(elec, elec[1:])]
+    exporting = [b.power_w < 0 for b in elec[1:]]
+    assert sum(r and x for r, x in zip(rising, exporting)) >= 0.9 * sum(rising)
+
+
+def test_tariff_registers_add_up_to_import_and_switch_to_tariff_1_at_the_weekend():
+    meters, start = _meter_of("residential", days=8)   # 2026-01-01 is a Thursday
+    meter = meters[0]
+    readings = [r for r in meter.emitted(start, start + 7 * 86400, channels=True).readings(meter.meter_id)
+                if r.channel is None]
+    assert all(abs(r.import_t1_kwh + r.import_t2_kwh - r.energy_kwh) < 2e-3 for r in readings)
+    assert {r.tariff for r in readings} == {1, 2}
+    for a, b in zip(readings, readings[1:]):
+        assert b.import_t1_kwh >= a.import_t1_kwh - 1e-6 and b.import_t2_kwh >= a.import_t2_kwh - 1e-6
+
+
+def test_gas_heated_homes_relay_a_growing_gas_meter_every_five_minutes():
+    meters, start = _meter_of("residential", days=2)
+    meter = next(m for m in meters if m.profile.has_gas)
+    gas = [r for r in meter.emitted(start, start + 3600, channels=True).readings(meter.meter_id) if r.channel]
+    assert [r.ts - start for r in gas] == [300.0 * k for k in range(1, 13)]
+    assert gas[0].meter_id == f"{meter.meter_id}-gas" and gas[-1].volume_m3 > gas[0].volume_m3
