@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 from gridsight.logs import setup_logging
 
 __all__ = ["main", "PLUGINS"]
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in PLUGINS:
         importlib.import_module(name).register(sub)
-    return parser
+    return explain_defaults(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

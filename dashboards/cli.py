@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 
 PROG = "gridsight dashboards"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -54,11 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="GRIDSIGHT_API_KEY",
                    help="environment variable holding an API key sent as X-API-Key (default GRIDSIGHT_API_KEY)")
     p.add_argument("--width", type=int, default=1240, help="window width in pixels (default 1240)")
-    return parser
+    return explain_defaults(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     return run_cli(lambda: _run(args), PROG)
 
 

@@ -24,12 +24,12 @@ from typing import Sequence
 
 from edge_agent.config import AgentSettings
 from gridsight.settings import ConfigError, load_settings
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridsight agent", description="The gateway agent: read meters, score "
                                 "intervals, keep a durable outbox, publish over MQTT.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -38,13 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the outbox depth and the last status of an agent")
     for sp in (run, check, status):
         sp.add_argument("--config", "-c", type=Path, help="agent TOML file (environment GRIDSIGHT_* overrides it)")
-        sp.add_argument("--gateway-id", help="override gateway_id")
-        sp.add_argument("--data-dir", type=Path, help="override data_dir (where outbox.sqlite lives)")
-    run.add_argument("--mqtt-url", help="override mqtt.url")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log_level")
+        sp.add_argument("--gateway-id", help="override gateway_id; default: the config file's value")
+        sp.add_argument("--data-dir", type=Path,
+            help="override data_dir (where outbox.sqlite lives); default: the config file's value")
+    run.add_argument("--mqtt-url", help="override mqtt.url; default: the config file's value")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+        help="override log_level; default: the config file's value")
     run.add_argument("--no-publish", action="store_true", help="keep everything in the outbox (no MQTT)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
-    return p
+    return explain_defaults(p)
 
 
 def _settings(args: argparse.Namespace, require_gateway: bool = True) -> AgentSettings:
@@ -175,7 +177,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help(sys.stderr)

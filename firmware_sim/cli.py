@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 
 __all__ = ["main"]
 
@@ -34,17 +34,17 @@ def _time(value: str) -> float:
 
 def _fleet_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
     p.add_argument("--seed", type=int, default=1, help="fleet seed (same seed, same data)")
-    p.add_argument("--gateways", type=int, default=2)
-    p.add_argument("--meters-per-gateway", type=int, default=4)
+    p.add_argument("--gateways", type=int, default=2, help="gateways in the fleet")
+    p.add_argument("--meters-per-gateway", type=int, default=4, help="meters behind each gateway")
     p.add_argument("--step-s", type=int, default=60, help="seconds between readings (must divide 900)")
     p.add_argument("--anomaly-rate", type=float, default=0.1, help="share of meters with a consumption anomaly")
     p.add_argument("--fault-rate", type=float, default=0.05, help="share of meters with a data fault")
     p.add_argument("--kinds", default=None, help="comma-separated kinds to inject (default: all)")
-    p.add_argument("--tz", default="America/New_York")
+    p.add_argument("--tz", default="America/New_York", help="the meters' local time zone (daily rhythm, DST)")
     p.add_argument("--country", default="US", help="country of the public holidays")
     if window:
         p.add_argument("--start", type=_time, required=True, help="ISO-8601 UTC start, e.g. 2026-01-05T00:00:00Z")
-        p.add_argument("--days", type=float, default=14.0)
+        p.add_argument("--days", type=float, default=14.0, help="days to simulate from --start")
 
 
 def _fleet(ns: argparse.Namespace):
@@ -170,7 +170,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-precision", type=float, default=0.8, help="bar; negative disables")
     p.add_argument("--min-completeness", type=float, default=1.0, help="bar; negative disables")
     p.add_argument("--max-duplicates", type=int, default=0, help="bar; negative disables")
-    p.add_argument("--max-false-alarms-per-meter-month", type=float, default=None)
+    p.add_argument("--max-false-alarms-per-meter-month", type=float, default=None,
+                   help="bar on false alarms per meter per month")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("labels", help="write only the ground-truth labels of a fleet")
     _fleet_args(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="labels CSV to write")
     p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser("score", help="score stored flags and readings against labels (exit 1 when a bar is missed)")
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write the QA report as one self-contained HTML page")
     _score_args(p)
-    p.add_argument("--out", default="qa-report.html")
+    p.add_argument("--out", default="qa-report.html", help="HTML file to write")
     p.add_argument("--meters", type=int, default=6, help="meters to plot")
     p.set_defaults(func=cmd_report)
 
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         serve_cli.add_parser(sub)
     except ImportError:
         pass
-    return parser
+    return explain_defaults(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 
 __all__ = ["main", "demo_scenario"]
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, default=Path(".gridsight/demo"),
                    help="where the run's database, broker, archive, labels and logs live; wiped at start "
                         "(default .gridsight/demo)")
-    return p
+    return explain_defaults(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

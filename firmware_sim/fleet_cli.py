@@ -17,22 +17,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Run a scenario (TOML) with simulated time; faults are applied on the "
                                    "simulated clock. Leaves labels.csv and run.json in --work-dir.")
     p.add_argument("--scenario", help="scenario TOML (see firmware_sim/scenario.py); defaults apply without it")
-    p.add_argument("--gateways", type=int, help="override fleet.gateways")
-    p.add_argument("--meters-per-gateway", type=int, help="override fleet.meters_per_gateway")
-    p.add_argument("--speed", type=float, help="override run.speed (simulated seconds per real second)")
-    p.add_argument("--hours", type=float, help="override run.hours")
-    p.add_argument("--mode", choices=["auto", "process", "inprocess"], help="override fleet.mode")
-    p.add_argument("--seed", type=int, help="override fleet.seed")
+    p.add_argument("--gateways", type=int, help="override fleet.gateways; default: the scenario's value")
+    p.add_argument("--meters-per-gateway", type=int,
+        help="override fleet.meters_per_gateway; default: the scenario's value")
+    p.add_argument("--speed", type=float,
+        help="override run.speed (simulated seconds per real second); default: the scenario's value")
+    p.add_argument("--hours", type=float, help="override run.hours; default: the scenario's value")
+    p.add_argument("--mode", choices=["auto", "process", "inprocess"],
+        help="override fleet.mode; default: the scenario's value")
+    p.add_argument("--seed", type=int, help="override fleet.seed; default: the scenario's value")
     p.add_argument("--work-dir", default=".gridsight/sim-fleet", help="where agents, logs, labels and run.json go")
     p.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one (kept after the run)")
     p.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of a local Mosquitto")
     p.add_argument("--no-score", action="store_true", help="do not score the run at the end")
     p.add_argument("--report", help="also write the QA report HTML here")
     p.add_argument("--json", help="write the score figures as JSON here")
-    p.add_argument("--min-recall", type=float, default=0.9)
-    p.add_argument("--min-precision", type=float, default=0.8)
-    p.add_argument("--min-completeness", type=float, default=1.0)
-    p.add_argument("--max-duplicates", type=int, default=0)
+    p.add_argument("--min-recall", type=float, default=0.9, help="bar; negative disables")
+    p.add_argument("--min-precision", type=float, default=0.8, help="bar; negative disables")
+    p.add_argument("--min-completeness", type=float, default=1.0, help="bar; negative disables")
+    p.add_argument("--max-duplicates", type=int, default=0, help="bar; negative disables")
     p.set_defaults(func=cmd_fleet)
 
 

@@ -35,7 +35,7 @@ from firmware_sim.net_proxy import ProxyHub, TcpProxy
 from firmware_sim.scenario import FaultEvent, Scenario
 from gridsight.errors import GridsightError
 
-__all__ = ["FleetRun", "RunResult", "FleetRunError", "ShiftableClock", "MeterSubset"]
+__all__ = ["FleetRun", "RunResult", "FleetRunError", "ShiftableClock", "MeterSubset", "run_progress"]
 
 H = 3600.0
 
@@ -344,33 +344,43 @@ class FleetRun:
 
     # ---------------------------------------------------------------- model
 
-    def _train(self, out: Path, seed_offset: int) -> Path:
-        from model_export.pipeline import train_and_export
-
+    def _training_history(self) -> Path:
+        """The clean history both models train on, written once (v1 and v2 differ by their random state)."""
+        history = self.work_dir / "train.csv"
+        if history.exists():
+            return history
         m = self.scenario.model
         specs = list(self.fleet.meter_specs())
         step = max(1, len(specs) // m.train_meters)
         chosen = {s.meter_id for s in specs[::step][: m.train_meters]}
         clean = Fleet(self.fleet.seed, self.fleet.gateways, self.fleet.meters_per_gateway, step_s=60,
                       anomaly_rate=0.0, fault_rate=0.0)
-        subset = MeterSubset(clean, chosen)
-        history = self.work_dir / f"train-{seed_offset}.csv"
         end = self.sim_start
-        write_readings_csv(subset, end - m.train_days * 86400, end, 60, history)
-        self.progress(f"fleet: training model on {len(chosen)} meters x {m.train_days:g} days of clean history")
-        train_and_export(history, out, version=f"sim-v{seed_offset + 1}", interval_s=self.scenario.run.interval_s,
+        self.progress(f"fleet: writing {len(chosen)} meters x {m.train_days:g} days of clean training history")
+        write_readings_csv(MeterSubset(clean, chosen), end - m.train_days * 86400, end, 60, history)
+        return history
+
+    def _train(self, out: Path, seed_offset: int, role: str) -> Path:
+        from model_export.pipeline import train_and_export
+
+        history = self._training_history()
+        version = f"sim-v{seed_offset + 1}"
+        self.progress(f"fleet: training {role} model {version} (random state {seed_offset}) -> {out.name}")
+        started = time.monotonic()
+        train_and_export(history, out, version=version, interval_s=self.scenario.run.interval_s,
                          random_state=seed_offset)
+        self.progress(f"fleet: {role} model {version} trained in {time.monotonic() - started:.0f} s")
         return out
 
     def _prepare_models(self) -> None:
         from edge_agent.scorer import Scorer
 
         m = self.scenario.model
-        self.model_path = Path(m.path).resolve() if m.path else self._train(self.work_dir / "model-v1.onnx", 0)
+        self.model_path = Path(m.path).resolve() if m.path else self._train(self.work_dir / "model-v1.onnx", 0, "first")
         rollout = next((e for e in self.faults if e.action == "model_rollout"), None)
         if rollout is not None:
             self.rollout_path = Path(rollout.model).resolve() if rollout.model else \
-                self._train(self.work_dir / "model-v2.onnx", 1)
+                self._train(self.work_dir / "model-v2.onnx", 1, "rollout")
             if self.mode == "process":
                 # agent processes take the new model over the air: signed, announced, verified
                 from model_export.signing import generate_keypair, sign_file
@@ -462,6 +472,7 @@ class FleetRun:
             r = self.scenario.run
             self.anchor = time.time() + 1.0
             self.clock = SimulatedClock(self.sim_start, r.speed, anchor=self.anchor)
+            self.anchor_monotonic = time.monotonic() + 1.0
             kind = _ProcessAgent if self.mode == "process" else _ThreadAgent
             self.agents = [kind(self, i) for i in range(self.scenario.fleet.gateways)]
             self.progress(f"fleet: {len(self.agents)} gateways x {self.scenario.fleet.meters_per_gateway} meters "
@@ -484,8 +495,9 @@ class FleetRun:
                 if time.monotonic() - last_report > 10:
                     last_report = time.monotonic()
                     dead = [a.index for a in self.agents if not a.alive]
-                    self.progress(f"fleet: simulated {(now - self.scored_start) / H:+.1f} h of {r.hours:g}, "
-                                  f"{self._stored_messages()} messages stored"
+                    done = run_progress(now, self.sim_start, self.scored_start, finish,
+                                        time.monotonic() - self.anchor_monotonic)
+                    self.progress(f"fleet: {done}, {self._stored_messages()} messages stored"
                                   + (f", down: {dead}" if dead else ""))
                 time.sleep(0.05)
             self.progress("fleet: run over; stopping agents and draining the collector")
@@ -537,6 +549,34 @@ class FleetRun:
         if self._pg is not None:
             self._pg.close()
             self._pg = None
+
+
+def run_progress(now: float, sim_start: float, scored_start: float, finish: float, real_elapsed_s: float) -> str:
+    """"warm-up 40% (29 of 72 h), run 25%, ETA 3 min 10 s": the phase's share, the whole run's
+    share and the time left at the pace so far, on the simulated clock."""
+    total = max(finish - sim_start, 1.0)
+    done = min(max(now - sim_start, 0.0), total)
+    share = done / total
+    if now < scored_start:
+        span = max(scored_start - sim_start, 1.0)
+        phase = f"warm-up {100 * (now - sim_start) / span:.0f}% ({(now - sim_start) / H:.1f} of {span / H:g} h)"
+    else:
+        span = max(finish - scored_start, 1.0)
+        phase = (f"scored {100 * min(now - scored_start, span) / span:.0f}% "
+                 f"({min(now - scored_start, span) / H:.1f} of {span / H:.1f} h)")
+    eta = real_elapsed_s * (1 - share) / share if share > 0 and real_elapsed_s > 0 else None
+    return f"{phase}, run {100 * share:.0f}%, ETA {_duration(eta)}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class MeterSubset(Fleet):

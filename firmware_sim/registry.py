@@ -78,8 +78,8 @@ def add_parser(sub) -> None:
                        description="Regions, feeders, sites (coordinates, urban/rural), gateways and meters of the "
                                    "fleet with this seed and size, for 'gridsight collector registry import'.")
     p.add_argument("--seed", type=int, default=1, help="fleet seed (same as the run's)")
-    p.add_argument("--gateways", type=int, default=2)
-    p.add_argument("--meters-per-gateway", type=int, default=4)
+    p.add_argument("--gateways", type=int, default=2, help="gateways in the fleet")
+    p.add_argument("--meters-per-gateway", type=int, default=4, help="meters behind each gateway")
     p.add_argument("--tz", default="America/New_York", help="sites' time zone")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.set_defaults(func=cmd_registry)

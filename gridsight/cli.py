@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from gridsight.errors import GridsightError
 
-__all__ = ["CLIError", "main", "positive_int", "run_cli", "version"]
+__all__ = ["CLIError", "main", "positive_int", "run_cli", "version", "explain_defaults", "PARSERS"]
 
 # role -> (module with main(argv) -> int, one-line help, extra that provides it)
 ROLES: dict[str, tuple[str, str, str]] = {
@@ -25,6 +25,53 @@ ROLES: dict[str, tuple[str, str, str]] = {
     "demo": ("firmware_sim.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
     "schema": ("gridsight.schema_cli", "export the wire contract as JSON Schema", "edge"),
 }
+
+
+# role -> "module:function" building that role's argparse parser (for --help and the test that
+# checks every option of every subcommand has help and shows its default)
+PARSERS: dict[str, str] = {
+    "agent": "edge_agent.cli:build_parser",
+    "provision": "provisioning.cli:build_parser",
+    "collector": "collector.cli:build_parser",
+    "model": "model_export.cli:build_parser",
+    "sim": "firmware_sim.cli:build_parser",
+    "dashboards": "dashboards.cli:build_parser",
+    "accounts": "collector.auth.cli:build_parser",
+    "demo": "firmware_sim.demo:build_parser",
+    "schema": "gridsight.schema_cli:build_parser",
+}
+
+
+class _ShowsDefaults:
+    """Mixed into a parser's help formatter: every option's help ends with its default, unless the
+    help already says it. Flags read "(default: off)", options without a value "(default: none)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.default is argparse.SUPPRESS or "default" in text.lower()
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        if action.required:
+            return f"{text} (required)" if text else "(required)"
+        if action.nargs == 0 and isinstance(action.default, bool):
+            shown = "on" if action.default else "off"
+        elif action.default is None or action.default == []:
+            shown = "none"
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def explain_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` and all its subcommands' parsers show every option's default in --help."""
+    base = parser.formatter_class
+    if not (isinstance(base, type) and issubclass(base, _ShowsDefaults)):
+        parser.formatter_class = type(f"ShowsDefaults{base.__name__}", (_ShowsDefaults, base), {})
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                explain_defaults(sub)
+    return parser
 
 
 class CLIError(GridsightError):

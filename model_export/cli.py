@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from gridsight.cli import CLIError, positive_int, run_cli
+from gridsight.cli import CLIError, positive_int, run_cli, explain_defaults
 
 __all__ = ["main"]
 
@@ -64,7 +64,7 @@ def _max_samples(text: str) -> int | float | str:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Train, export, verify, score, sign and publish "
                                                             "the Isolation Forest the gateways run.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-password-file", type=Path,
                    help="file holding the broker password (default: $MQTT_PASSWORD_FILE, then $MQTT_PASSWORD)")
     p.add_argument("--gateways", help="comma-separated canary gateway ids (default: the whole fleet)")
-    return parser
+    return explain_defaults(parser)
 
 
 def _train(ns: argparse.Namespace) -> int:
@@ -320,5 +320,5 @@ _COMMANDS = {"train": _train, "verify": _verify, "score": _score, "evaluate": _e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    ns = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     return run_cli(lambda: _COMMANDS[ns.command](ns), f"{PROG} {ns.command}")

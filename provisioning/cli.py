@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 
 __all__ = ["main"]
 
@@ -19,7 +19,7 @@ def _fleet_arg(p: argparse.ArgumentParser) -> None:
                    help="fleet workspace folder (default: $GRIDSIGHT_FLEET_DIR or ./fleet)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsight provision",
                                      description="Create gateway identities, broker accounts and flashable bundles; "
                                                  "check a gateway with 'doctor'.")
@@ -29,8 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="CA_COMMAND")
     p = ca_sub.add_parser("init", help="create the fleet CA (once per fleet)")
     _fleet_arg(p)
-    p.add_argument("--name", default="gridsight fleet CA")
-    p.add_argument("--days", type=int, default=3650)
+    p.add_argument("--name", default="gridsight fleet CA", help="the CA certificate's common name")
+    p.add_argument("--days", type=int, default=3650, help="days the CA certificate is valid")
     p = ca_sub.add_parser("server-cert", help="issue the broker's TLS certificate")
     _fleet_arg(p)
     p.add_argument("--host", action="append", required=True, help="broker host name or IP (repeatable)")
@@ -59,9 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--register-map", help="Modbus register map (sdm630, sdm120) for modbus types")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="reader option (repeatable), e.g. host=10.0.0.5, unit=3, port=/dev/ttyUSB0")
-    p.add_argument("--site")
-    p.add_argument("--lat", type=float)
-    p.add_argument("--lon", type=float)
+    p.add_argument("--site", help="site id the meter is at (the registry's site)")
+    p.add_argument("--lat", type=float, help="the site's latitude, degrees north")
+    p.add_argument("--lon", type=float, help="the site's longitude, degrees east")
 
     p = sub.add_parser("bundle", help="write the flashable bundle folder and tarball for a gateway")
     _fleet_arg(p)
@@ -75,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--enroll-token-file", type=Path, help="one-time enrollment token to include")
 
     p = sub.add_parser("doctor", help="on the gateway: check config, clock, broker, meters, model, outbox, disk")
-    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"))
-    p.add_argument("--broker-timeout", type=float, default=10.0)
+    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"), help="the agent's TOML file")
+    p.add_argument("--broker-timeout", type=float, default=10.0, help="seconds to wait for the broker")
 
     p = sub.add_parser("reseal", help="on the gateway: record a legitimate on-site edit (e.g. a new meter IP in "
                                       "agent.toml) in the bundle's MANIFEST.json, so doctor passes again")
@@ -107,9 +107,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("enroll", help="on the gateway: redeem the one-time token with the collector")
     p.add_argument("--api", required=True, help="collector API base URL")
-    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"))
+    p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"),
+                   help="the agent's TOML file to complete")
     p.add_argument("--token-file", type=Path, help="default: enroll.token beside the config")
-    return parser
+    return explain_defaults(parser)
 
 
 def _option_value(raw: str) -> Any:
@@ -251,7 +252,7 @@ def _run(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from provisioning.ca import ProvisionError
 
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
 
     def body() -> int:
         try:

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from gridsight.cli import CLIError, run_cli
+from gridsight.cli import CLIError, run_cli, explain_defaults
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsight accounts", description="Manage API accounts and service keys.")
     parser.add_argument("--database-url",
                         help="PostgreSQL URL (default: $DATABASE_URL, else the embedded PostgreSQL in the collector's "
@@ -31,22 +31,25 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-user", help="create an account (password from --password-file, "
                                            "$GRIDSIGHT_NEW_PASSWORD or the terminal)")
     p.add_argument("username")
-    p.add_argument("--role", required=True, choices=["admin", "technician", "analyst", "policymaker", "consumer"])
+    p.add_argument("--role", required=True, choices=["admin", "technician", "analyst", "policymaker", "consumer"],
+                   help="what the account may see and do (docs/security.md)")
     p.add_argument("--customer-id", help="for consumers: the customer whose meters they may see")
-    p.add_argument("--password-file", type=Path)
+    p.add_argument("--password-file", type=Path,
+                   help="read the password from this file (else asked on the terminal)")
     sub.add_parser("list-users", help="list accounts")
     p = sub.add_parser("delete-user", help="delete an account; its tokens stop working at once")
     p.add_argument("username")
     p = sub.add_parser("create-api-key", help="create a key for a service such as Tableau or TabPy; printed once")
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=["admin", "technician", "analyst", "policymaker"])
+    p.add_argument("--role", required=True, choices=["admin", "technician", "analyst", "policymaker"],
+                   help="the role the key acts with")
     sub.add_parser("list-api-keys", help="list API keys (never their secrets)")
     p = sub.add_parser("revoke-api-key", help="revoke an API key")
     p.add_argument("key_id")
     p = sub.add_parser("rotate-master-key", help="re-wrap every customer's data key under a new master key "
                                                  "(current key from GRIDSIGHT_MASTER_KEY[_FILE])")
     p.add_argument("--new-key-file", type=Path, required=True, help="file with base64 of 32 random bytes")
-    return parser
+    return explain_defaults(parser)
 
 
 def _password(args, keys) -> str:
@@ -115,7 +118,7 @@ def _command(args, store, IdentityError, keys) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
 
     def body() -> int:
         from sqlalchemy.exc import OperationalError, ProgrammingError

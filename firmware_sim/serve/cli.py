@@ -21,10 +21,10 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve simulated meters over Modbus TCP, DSMR P1, MQTT or CSV")
     p.add_argument("protocol", choices=["modbus", "dsmr", "mqtt", "csv"])
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="fleet seed (same seed, same data)")
     p.add_argument("--gateway", type=int, default=0, help="gateway index in the seeded fleet")
-    p.add_argument("--meters", type=int, default=3)
-    p.add_argument("--step-s", type=int, default=60)
+    p.add_argument("--meters", type=int, default=3, help="meters to serve")
+    p.add_argument("--step-s", type=int, default=60, help="seconds between readings")
     p.add_argument("--start", help="simulated start (ISO-8601 UTC; default now)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     p.add_argument("--port", type=int, default=5020, help="modbus: TCP port")

@@ -33,3 +33,22 @@ def test_an_empty_or_missing_work_dir_is_used_as_it_is(tmp_path):
     prepare_work_dir(tmp_path / "new" / "dir")
     prepare_work_dir(tmp_path / "new" / "dir")  # and again: now it is a previous run's
     assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_the_first_and_the_rollout_model_train_on_one_history_written_once(tmp_path):
+    from firmware_sim.fleet_run import FleetRun
+    from firmware_sim.scenario import load_scenario
+
+    scenario = load_scenario(None, {"fleet": {"gateways": 1, "meters_per_gateway": 2, "mode": "inprocess"},
+                                    "model": {"train_days": 2, "train_meters": 2},
+                                    "events": [{"action": "model_rollout", "at_hours": 1}]})
+    lines: list[str] = []
+    run = FleetRun(scenario, tmp_path / "work", progress=lines.append)
+    (tmp_path / "work").mkdir()
+    run._prepare_models()
+    csvs = sorted(p.name for p in (tmp_path / "work").glob("*.csv"))
+    assert csvs == ["train.csv"]
+    assert (tmp_path / "work" / "model-v1.onnx").read_bytes() != (tmp_path / "work" / "model-v2.onnx").read_bytes()
+    training = [line for line in lines if line.startswith("fleet: training")]
+    assert len(training) == 2 and training[0] != training[1]
+    assert "first model sim-v1" in training[0] and "rollout model sim-v2" in training[1]
