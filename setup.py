@@ -8,7 +8,8 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-DEPLOY_FILES = ("systemd/gridsight-agent.service", "systemd/agent.example.toml", "mosquitto/gridsight.conf")
+DEPLOY_FILES = ("systemd/gridsight-agent.service", "systemd/gridsight-collector.service", "systemd/agent.example.toml",
+                "mosquitto/gridsight.conf")
 
 
 class BuildPyWithDeployFiles(build_py):

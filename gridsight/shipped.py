@@ -14,6 +14,7 @@ __all__ = ["SHIPPED", "shipped_file"]
 # name -> path below deploy/ (and below gridsight/_deploy/ in a wheel)
 SHIPPED = {
     "gridsight-agent.service": "systemd/gridsight-agent.service",
+    "gridsight-collector.service": "systemd/gridsight-collector.service",
     "agent.example.toml": "systemd/agent.example.toml",
     "gridsight.conf": "mosquitto/gridsight.conf",
 }

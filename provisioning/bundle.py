@@ -11,6 +11,8 @@ Contents (installed as ``install_dir``, default ``/etc/gridsight``)::
     gridsight-agent.service    the systemd unit
     enroll.token               one-time enrollment token, when given
     MANIFEST.json              SHA-256 of every file, checked by 'gridsight provision doctor'
+    wheelhouse/                with --wheelhouse: the agent's wheels for the gateway's platform and
+                               install.py, for an offline install (see provisioning/wheelhouse.py)
 
 Secret files (config with the broker password, client key, token) are mode 0640 and, in the
 tarball, owned by root with group ``gridsight``: the agent's service user (see the systemd
@@ -91,7 +93,7 @@ def _copy(src: Path, dst: Path, secret: bool = False) -> None:
 def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | None = None,
                  model_public_key: Path | None = None, unit: Path | None = None,
                  install_dir: str = "/etc/gridsight", data_dir: str = "/var/lib/gridsight",
-                 enroll_token: str | None = None) -> tuple[Path, Path]:
+                 enroll_token: str | None = None, wheelhouse: Path | None = None) -> tuple[Path, Path]:
     """Write ``out_dir`` and ``out_dir``.tar.gz; returns both paths."""
     identity = fleet.load_gateway(gateway_id)
     gw_dir = fleet.gateway_dir(gateway_id)
@@ -100,8 +102,12 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
     if model is not None and model_public_key is None:
         raise ProvisionError("a model needs --model-public-key: the gateway must be able to verify it")
     unit = unit or find_systemd_unit()
+    if wheelhouse is not None and not (wheelhouse / "platform.json").is_file():
+        raise ProvisionError(f"{wheelhouse} is not a wheelhouse: make one with 'gridsight provision wheelhouse'")
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o750)
+    if wheelhouse is not None:
+        shutil.copytree(wheelhouse, out_dir / "wheelhouse")
     _copy(fleet.ca_dir / "ca.crt", out_dir / "ca.crt")
     _copy(gw_dir / "client.crt", out_dir / "client.crt")
     _copy(gw_dir / "client.key", out_dir / "client.key", secret=True)
@@ -132,10 +138,13 @@ def write_bundle(fleet: Fleet, gateway_id: str, out_dir: Path, *, model: Path | 
     (out_dir / "MANIFEST.json").write_text(json.dumps({"gateway_id": gateway_id, "files": manifest}, indent=2))
     tarball = out_dir.with_name(out_dir.name + ".tar.gz")
     with tarfile.open(tarball, "w:gz") as tar:
-        for path in sorted(out_dir.iterdir()):
-            info = tar.gettarinfo(str(path), arcname=f"{out_dir.name}/{path.name}")
+        for path in sorted(out_dir.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=f"{out_dir.name}/{path.relative_to(out_dir)}")
             info.uid = info.gid = 0
             info.uname, info.gname = "root", SERVICE_GROUP
+            if path.is_dir():
+                tar.addfile(info)
+                continue
             with path.open("rb") as fh:
                 tar.addfile(info, fh)
     os.chmod(tarball, 0o600)

@@ -73,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install-dir", default="/etc/gridsight", help="where the bundle lands on the gateway")
     p.add_argument("--data-dir", default="/var/lib/gridsight", help="the agent's data folder on the gateway")
     p.add_argument("--enroll-token-file", type=Path, help="one-time enrollment token to include")
+    p.add_argument("--wheelhouse", type=Path, help="a 'provision wheelhouse' folder to carry (offline install)")
+
+    p = sub.add_parser("wheelhouse", help="download the agent's wheels for a gateway platform (offline install "
+                                          "from the bundle)")
+    p.add_argument("--wheel", type=Path, required=True, help="the gridsight wheel (python -m build / pip wheel .)")
+    p.add_argument("--out", type=Path, required=True, help="new folder, e.g. BUNDLE/wheelhouse")
+    p.add_argument("--platform", default="manylinux2014_aarch64",
+                   help="pip platform tag of the gateway (default: %(default)s, a 64-bit Raspberry Pi OS)")
+    p.add_argument("--python-version", default=f"{sys.version_info[0]}.{sys.version_info[1]}",
+                   help="the gateway's Python (default: this one, %(default)s)")
+    p.add_argument("--extra", default="edge", help="which extra to install (default: %(default)s)")
+    p.add_argument("--glibc", default="2.36", help="the gateway's glibc, for manylinux_2_N wheels "
+                                                   "(default: %(default)s, Debian 12 / Raspberry Pi OS bookworm)")
 
     p = sub.add_parser("doctor", help="on the gateway: check config, clock, broker, meters, model, outbox, disk")
     p.add_argument("--config", type=Path, default=Path("/etc/gridsight/agent.toml"), help="the agent's TOML file")
@@ -160,6 +173,12 @@ def _run(args) -> int:
         failed = sum(not c.ok for c in checks)
         print(f"{len(checks) - failed} ok, {failed} failed", file=sys.stderr)
         return 1 if failed else 0
+    if args.command == "wheelhouse":
+        from provisioning.wheelhouse import build_wheelhouse
+        out = build_wheelhouse(args.wheel, args.out, args.platform, args.python_version, args.extra,
+                               progress=lambda m: print(m, file=sys.stderr), glibc=args.glibc)
+        print(f"wheelhouse for {args.platform} written to {out}; on the gateway: python3 {out.name}/install.py")
+        return 0
     if args.command == "reseal":
         from edge_agent.doctor import reseal_bundle
         changed = reseal_bundle(args.config, args.reason)
@@ -242,7 +261,8 @@ def _run(args) -> int:
         token = args.enroll_token_file.read_text().strip() if args.enroll_token_file else None
         folder, tarball = write_bundle(fleet, args.gateway_id, args.out, model=args.model,
                                        model_public_key=args.model_public_key, unit=args.unit,
-                                       install_dir=args.install_dir, data_dir=args.data_dir, enroll_token=token)
+                                       install_dir=args.install_dir, data_dir=args.data_dir, enroll_token=token,
+                                       wheelhouse=args.wheelhouse)
         print(f"bundle written: {folder} and {tarball}; copy it to {args.install_dir} on the gateway, "
               f"then run 'gridsight provision doctor --config {args.install_dir}/agent.toml'")
         return 0
