@@ -115,8 +115,7 @@ def _authorize(request: Request, security_scopes: SecurityScopes, token: str | N
             principal = ctx.store.authenticate_api_key(api_key)
         elif token:
             principal = ctx.issuer.verify(token)
-            if not ctx.store.user_active(principal.subject):
-                raise AuthError("account disabled or deleted")
+            ctx.store.check_current(principal)
         else:
             raise AuthError("authentication required: Bearer token or X-API-Key")
     except AuthError as exc:

@@ -22,3 +22,7 @@ class Principal:
     role: str
     customer_id: str | None = None
     via: str = "token"            # "token" (JWT) or "api_key"
+    # the account the credential belongs to and that account's generation when it was issued
+    # (None for an API key made with the accounts CLI, which belongs to no account)
+    account: str | None = None
+    generation: int | None = None

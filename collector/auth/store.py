@@ -177,13 +177,14 @@ class IdentityStore:
                              {"u": username, "h": hash_password(password), "r": role, "c": customer_id})
         except IntegrityError:
             raise IdentityError("username", "already exists") from None
+        self._forget(f"user:{username}")
         return User(username, role, customer_id, False)
 
     def authenticate(self, username: str, password: str) -> Principal:
         now = self._now()
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT password_hash, role, customer_id, disabled, failed_logins, locked_until "
-                                    "FROM users WHERE username = :u"), {"u": username}).first()
+            row = conn.execute(text("SELECT password_hash, role, customer_id, disabled, failed_logins, locked_until, "
+                                    "generation FROM users WHERE username = :u"), {"u": username}).first()
         if row is None:
             verify_password(password, _DUMMY_HASH)
             raise AuthError("wrong username or password")
@@ -202,7 +203,8 @@ class IdentityStore:
             with self.engine.begin() as conn:
                 conn.execute(text("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE username = :u"),
                              {"u": username})
-        return Principal(subject=username, role=row.role, customer_id=row.customer_id, via="token")
+        return Principal(subject=username, role=row.role, customer_id=row.customer_id, via="token",
+                         account=username, generation=row.generation)
 
     def list_users(self) -> list[User]:
         with self.engine.connect() as conn:
@@ -215,22 +217,44 @@ class IdentityStore:
         self._forget(f"user:{username}")
         return deleted
 
-    def user_active(self, username: str) -> bool:
-        """A token outlives nothing: a deleted or disabled account is refused (within ``check_ttl_s``)."""
-        def lookup() -> bool:
+    def account_generation(self, username: str) -> int | None:
+        """The account's current generation, None if it is deleted or disabled (remembered ``check_ttl_s``)."""
+        def lookup() -> int | None:
             with self.engine.connect() as conn:
-                row = conn.execute(text("SELECT disabled FROM users WHERE username = :u"), {"u": username}).first()
-            return row is not None and not row.disabled
-        return bool(self._remembered(f"user:{username}", lookup))
+                row = conn.execute(text("SELECT disabled, generation FROM users WHERE username = :u"),
+                                   {"u": username}).first()
+            return None if row is None or row.disabled else int(row.generation)
+        return self._remembered(f"user:{username}", lookup)
+
+    def user_active(self, username: str) -> bool:
+        """Whether the account exists and is not disabled (within ``check_ttl_s``)."""
+        return self.account_generation(username) is not None
+
+    def check_current(self, principal: Principal) -> None:
+        """Refuse a credential issued to an earlier generation of its account: the account was deleted,
+        re-created, disabled, or its role, customer or password changed since (within ``check_ttl_s``)."""
+        if principal.account is None:
+            return                       # an API key made with the accounts CLI belongs to no account
+        current = self.account_generation(principal.account)
+        if current is None:
+            raise AuthError("account disabled or deleted")
+        if current != principal.generation:
+            raise AuthError("the account changed since this credential was issued (role, customer, "
+                            "password, or deleted and re-created): log in again")
 
     # ------------------------------------------------------------------ API keys
-    def create_api_key(self, name: str, role: str) -> tuple[ApiKey, str]:
+    def create_api_key(self, name: str, role: str, created_by: Principal | None = None) -> tuple[ApiKey, str]:
+        """A key for a service. Made through the API (``created_by``), it belongs to the creator's
+        account at its current generation and ends with it; made with the CLI, to no account."""
         if role not in ROLES or role == CONSUMER:
             raise IdentityError("role", "API keys are for services: admin, technician, analyst or policymaker")
+        owner = created_by.account if created_by is not None else None
+        generation = created_by.generation if owner is not None else None
         key_id, full_key, digest = new_api_key()
         with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO api_keys (key_id, name, role, secret_sha256) VALUES (:k, :n, :r, :d)"),
-                         {"k": key_id, "n": name, "r": role, "d": digest})
+            conn.execute(text("INSERT INTO api_keys (key_id, name, role, secret_sha256, owner, owner_generation) "
+                              "VALUES (:k, :n, :r, :d, :o, :g)"),
+                         {"k": key_id, "n": name, "r": role, "d": digest, "o": owner, "g": generation})
         return ApiKey(key_id, name, role, False), full_key
 
     def authenticate_api_key(self, presented: str) -> Principal:
@@ -239,17 +263,19 @@ class IdentityStore:
 
         def lookup() -> Principal | AuthError:
             with self.engine.connect() as conn:
-                row = conn.execute(text("SELECT role, secret_sha256, revoked_at FROM api_keys WHERE key_id = :k"),
-                                   {"k": key_id}).first()
+                row = conn.execute(text("SELECT role, secret_sha256, revoked_at, owner, owner_generation "
+                                        "FROM api_keys WHERE key_id = :k"), {"k": key_id}).first()
             if row is None or not hmac.compare_digest(row.secret_sha256, digest):
                 return AuthError("unknown API key")
             if row.revoked_at is not None:
                 return AuthError("API key revoked")
-            return Principal(subject=f"key:{key_id}", role=row.role, via="api_key")
+            return Principal(subject=f"key:{key_id}", role=row.role, via="api_key", account=row.owner,
+                             generation=row.owner_generation)
 
         result = self._remembered(f"key:{key_id}:{digest}", lookup)
         if isinstance(result, AuthError):
             raise AuthError(str(result))
+        self.check_current(result)
         return result
 
     def list_api_keys(self) -> list[ApiKey]:

@@ -1,7 +1,9 @@
 """Signed, expiring access tokens (JWT, HS256) and API keys for machines.
 
-A JWT carries the subject, role and (for consumers) the customer id, so a request needs
-no database round trip to authorise; it expires after ``ttl_s``. API keys are for
+A JWT carries the subject, role, (for consumers) the customer id and the account's generation;
+it expires after ``ttl_s``, and it ends earlier when the account's generation moves on (deleted,
+re-created, disabled, role or customer changed): the store checks that, remembered for a few
+seconds, so most requests need no database round trip. API keys are for
 services (Tableau's service account, TabPy) that cannot do an interactive login: the
 key is ``gsk_<key_id>_<secret>``, only a SHA-256 of the high-entropy secret is stored,
 and a key can be revoked at once.
@@ -48,6 +50,8 @@ class TokenIssuer:
                   "exp": now + self.ttl_s, "jti": secrets.token_hex(8)}
         if principal.customer_id:
             claims["cid"] = principal.customer_id
+        if principal.generation is not None:
+            claims["gen"] = principal.generation
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
 
     def verify(self, token: str) -> Principal:
@@ -65,7 +69,11 @@ class TokenIssuer:
         role = claims.get("role")
         if role not in ROLES:
             raise AuthError("invalid token")
-        return Principal(subject=str(claims["sub"]), role=role, customer_id=claims.get("cid"), via="token")
+        generation = claims.get("gen")
+        if not isinstance(generation, int) or isinstance(generation, bool):
+            raise AuthError("token without an account generation: log in again")
+        return Principal(subject=str(claims["sub"]), role=role, customer_id=claims.get("cid"), via="token",
+                         account=str(claims["sub"]), generation=generation)
 
 
 def secret_digest(secret: str) -> str:

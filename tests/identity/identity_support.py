@@ -20,24 +20,26 @@ from collector.auth import install_identity
 from collector.pii import MasterKey
 
 REPO = Path(__file__).resolve().parents[2]
-MIGRATION = REPO / "collector/db/migrations/versions/0003_identity.py"
+MIGRATIONS = [REPO / "collector/db/migrations/versions/0003_identity.py",
+              REPO / "collector/db/migrations/versions/0007_trust_boundaries.py"]
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
 
-def _migration_module():
-    spec = importlib.util.spec_from_file_location("identity_migration", MIGRATION)
+def _migration_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"identity_migration_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def apply_identity_schema(database_url: str) -> None:
-    """Run migration 0003_identity's upgrade alone: its tables reference no other revision's."""
-    module = _migration_module()
+    """Run the identity migrations' upgrades alone (0003_identity, then 0007's account generations):
+    their tables reference no other revision's."""
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=pool.NullPool)
     with engine.begin() as conn:
         with Operations.context(MigrationContext.configure(conn)):
-            module.upgrade()
+            for path in MIGRATIONS:
+                _migration_module(path).upgrade()
     engine.dispose()
 
 

@@ -116,11 +116,13 @@ def delete_user(username: Annotated[str, Path(pattern=USERNAME_PATTERN)],
     return Response(status_code=204)
 
 
-@router.post("/api-keys", response_model=NewApiKey, status_code=201, dependencies=[require_roles(ADMIN)],
-             summary="Create an API key for a service (Tableau, TabPy)")
-def create_api_key(body: ApiKeyIn, ctx: Annotated[IdentityContext, Depends(identity)]) -> NewApiKey:
+@router.post("/api-keys", response_model=NewApiKey, status_code=201,
+             summary="Create an API key for a service (Tableau, TabPy); it ends when the creator's account "
+                     "is deleted, disabled or changes role")
+def create_api_key(body: ApiKeyIn, ctx: Annotated[IdentityContext, Depends(identity)],
+                   principal: Annotated[Principal, require_roles(ADMIN)]) -> NewApiKey:
     try:
-        key, full = ctx.store.create_api_key(body.name, body.role)
+        key, full = ctx.store.create_api_key(body.name, body.role, created_by=principal)
     except IdentityError as exc:
         raise unprocessable(exc) from None
     return NewApiKey(key_id=key.key_id, name=key.name, role=key.role, revoked=key.revoked, api_key=full)
