@@ -5,9 +5,17 @@ with it, the collector decodes with it, and `json_schemas()` exports the same ru
 other languages. It imports nothing beyond the standard library, so it runs on a gateway.
 
 Every upward message is a UTF-8 JSON object with the envelope fields
-``v`` (schema version), ``kind``, ``gateway_id``, ``seq`` (per-gateway sequence number,
-persisted across restarts), ``model_version`` (the model that scored it, or null) and
-``sent_at`` (Unix seconds, UTC). ``(gateway_id, seq)`` is the idempotency key.
+``v`` (schema version), ``kind``, ``gateway_id``, ``epoch`` (the id of the outbox that made
+it: random, born with the outbox, so a gateway whose data directory is wiped starts a new
+one), ``seq`` (sequence number within the epoch, persisted across restarts),
+``model_version`` (the model that scored it, or null) and ``sent_at`` (Unix seconds, UTC).
+``(gateway_id, epoch, seq)`` is the idempotency key; :func:`content_digest` is what tells a
+redelivery (same key, same content) from a conflict (same key, other content).
+
+Versions: schema version 2 added ``epoch`` (required in v2). Version 1 messages, which have
+no epoch, are still accepted and belong to the *legacy epoch* (``epoch`` is None);
+:func:`encode` writes v1 for a message without an epoch, so old bytes stay byte-identical.
+Downward commands keep their own version (:data:`COMMAND_VERSION`).
 Times are Unix epoch seconds in UTC throughout.
 
 Readings layout 2 (a compatible extension): a reading may also carry export energy, per-tariff
@@ -33,6 +41,8 @@ from gridsight.errors import GridsightError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ACCEPTED_VERSIONS",
+    "COMMAND_VERSION",
     "TOPIC_ROOT",
     "UPWARD_KINDS",
     "MAX_PAYLOAD_BYTES",
@@ -57,11 +67,14 @@ __all__ = [
     "encode",
     "decode",
     "decode_command",
+    "content_digest",
     "validate_gateway_id",
     "json_schemas",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2            # v2: the envelope carries the outbox epoch
+ACCEPTED_VERSIONS = (1, 2)    # v1 (no epoch) is the legacy epoch
+COMMAND_VERSION = 1           # downward commands are versioned apart from upward messages
 TOPIC_ROOT = "gridsight/v1"
 UPWARD_KINDS = ("summary", "flag", "raw", "status")
 # Mosquitto accepts up to 256 MB; a gateway message is never near that. Anything larger is
@@ -367,7 +380,10 @@ _ENVELOPE: dict[str, _Rule] = {
     "seq": _int(0, 2**63 - 1),
     "model_version": _str(_ID_RE, 64, nullable=True),
     "sent_at": _TS,
+    "epoch": _str(_ID_RE, 64),
 }
+# optional in the record (None = the legacy epoch of v1 messages); required on the wire in v2
+_ENVELOPE_OPTIONAL = ("epoch",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,10 +397,12 @@ class IntervalSummary:
     interval_start: float
     interval_s: int
     meters: tuple[MeterSummary, ...]
+    epoch: str | None = None
 
     KIND: ClassVar[str] = "summary"
     _RULES: ClassVar[dict] = {**_ENVELOPE, "interval_start": _TS, "interval_s": _int(1, 86_400),
                               "meters": _record(MeterSummary, MAX_METERS_PER_SUMMARY)}
+    _OPTIONAL: ClassVar[tuple] = _ENVELOPE_OPTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +421,7 @@ class AnomalyFlag:
     kwh: float
     features: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    epoch: str | None = None
 
     KIND: ClassVar[str] = "flag"
     _RULES: ClassVar[dict] = {**_ENVELOPE, "meter_id": _ID, "interval_start": _TS,
@@ -410,7 +429,7 @@ class AnomalyFlag:
                               "threshold": _num(-1e6, 1e6), "kwh": _num(-1e9, 1e9),
                               "features": _map(_num(-1e12, 1e12)),
                               "reason": _str(max_len=200, nullable=True)}
-    _OPTIONAL: ClassVar[tuple] = ("features", "reason")
+    _OPTIONAL: ClassVar[tuple] = ("features", "reason", *_ENVELOPE_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,9 +441,13 @@ class RawChunk:
     model_version: str | None
     sent_at: float
     readings: tuple[Reading, ...]
+    epoch: str | None = None
+    # SHA-256 of the chunk's plain bytes as received (set by decode; not a wire field)
+    chunk_sha256: str | None = field(default=None, compare=False, repr=False)
 
     KIND: ClassVar[str] = "raw"
     _RULES: ClassVar[dict] = {**_ENVELOPE}
+    _OPTIONAL: ClassVar[tuple] = _ENVELOPE_OPTIONAL
     _COLUMNS: ClassVar[tuple] = READING_V1_COLUMNS
 
 
@@ -443,6 +466,7 @@ class GatewayStatus:
     clock_offset_s: float | None = None
     agent_version: str | None = None
     counters: dict[str, float] = field(default_factory=dict)
+    epoch: str | None = None
 
     KIND: ClassVar[str] = "status"
     _RULES: ClassVar[dict] = {**_ENVELOPE, "online": _bool(), "uptime_s": _num(0, 1e10),
@@ -452,7 +476,7 @@ class GatewayStatus:
                               "agent_version": _str(max_len=64, nullable=True),
                               "counters": _map(_num(-1e15, 1e15), max_items=256)}
     _OPTIONAL: ClassVar[tuple] = ("uptime_s", "queue_depth", "clock_synced", "clock_offset_s",
-                                  "agent_version", "counters")
+                                  "agent_version", "counters", *_ENVELOPE_OPTIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,8 +673,10 @@ def _column_fast(rule: _Rule, values: list) -> list | None:
 def encode(msg: Message) -> bytes:
     """Serialise a message to its wire bytes (compact JSON, raw readings compressed)."""
     kind = type(msg).KIND
-    body: dict[str, Any] = {"v": SCHEMA_VERSION, "kind": kind}
+    body: dict[str, Any] = {"v": SCHEMA_VERSION if msg.epoch is not None else 1, "kind": kind}
     body.update({k: _plain(getattr(msg, k)) for k in type(msg)._RULES})
+    if msg.epoch is None:
+        del body["epoch"]      # the legacy epoch: a version-1 message, byte-identical to before
     if isinstance(msg, RawChunk):
         if not msg.readings or len(msg.readings) > MAX_RAW_READINGS:
             raise WireError("readings", f"a chunk holds 1 to {MAX_RAW_READINGS} readings")
@@ -683,8 +709,13 @@ def decode(topic: str, payload: bytes) -> Message:
     gateway_id, kind = parse_topic(topic)
     obj = _load_json(payload)
     version = obj.get("v")
-    if version != SCHEMA_VERSION:
-        raise WireError("v", f"unsupported schema version {str(version)[:20]}, expected {SCHEMA_VERSION}")
+    if type(version) is not int or version not in ACCEPTED_VERSIONS:
+        raise WireError("v", f"unsupported schema version {str(version)[:20]}, "
+                             f"expected one of {', '.join(map(str, ACCEPTED_VERSIONS))}")
+    if version == 1 and "epoch" in obj:
+        raise WireError("epoch", "not a field of schema version 1 (send v 2)")
+    if version >= 2 and "epoch" not in obj:
+        raise WireError("epoch", f"missing (required from schema version 2)")
     if obj.get("kind") != kind:
         raise WireError("kind", f"body says {str(obj.get('kind'))[:20]!r}, topic says {kind!r}")
     cls = _BY_KIND[kind]
@@ -692,7 +723,8 @@ def decode(topic: str, payload: bytes) -> Message:
     if cls is RawChunk:
         if "chunk" not in obj:
             raise WireError("chunk", "missing")
-        msg = _build(cls, body, extra={"readings": _decode_readings(obj["chunk"])})
+        msg = _build(cls, body, extra={"readings": _decode_readings(obj["chunk"]),
+                                       "chunk_sha256": obj["chunk"]["sha256"]})
     else:
         if "chunk" in obj:
             raise WireError("chunk", "unknown field")
@@ -703,7 +735,7 @@ def decode(topic: str, payload: bytes) -> Message:
 
 
 def encode_command(cmd: ModelAnnouncement) -> bytes:
-    body = {"v": SCHEMA_VERSION, "kind": cmd.KIND, **{k: _plain(getattr(cmd, k)) for k in cmd._RULES}}
+    body = {"v": COMMAND_VERSION, "kind": cmd.KIND, **{k: _plain(getattr(cmd, k)) for k in cmd._RULES}}
     body["gateways"] = list(cmd.gateways) if cmd.gateways is not None else None
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -711,7 +743,7 @@ def encode_command(cmd: ModelAnnouncement) -> bytes:
 def decode_command(payload: bytes) -> ModelAnnouncement:
     """Parse a downward model announcement."""
     obj = _load_json(payload)
-    if obj.get("v") != SCHEMA_VERSION or obj.get("kind") != ModelAnnouncement.KIND:
+    if obj.get("v") != COMMAND_VERSION or obj.get("kind") != ModelAnnouncement.KIND:
         raise WireError("kind", "not a version-1 model announcement")
     gateways = obj.get("gateways")
     if gateways is not None:
@@ -724,6 +756,23 @@ def decode_command(payload: bytes) -> ModelAnnouncement:
                              cmd.issued_at, gateways)
 
 
+def content_digest(msg: Message) -> bytes:
+    """SHA-256 of what a message says, to tell a redelivery from a conflict under one key.
+
+    Everything in the envelope and body counts except ``sent_at`` (a sender that re-encodes a
+    retry with a new send time is still sending the same message); a raw chunk counts by the
+    SHA-256 of its plain column bytes (the checksum it travels with, recomputed when the chunk
+    was built here rather than decoded).
+    """
+    cls = type(msg)
+    body = {k: _plain(getattr(msg, k)) for k in cls._RULES if k != "sent_at"}
+    body["kind"] = cls.KIND
+    if isinstance(msg, RawChunk):
+        body["chunk"] = msg.chunk_sha256 or _encode_readings(msg.readings)["sha256"]
+    canonical = json.dumps(body, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
 # --------------------------------------------------------------------------- JSON Schema
 
 
@@ -732,9 +781,16 @@ def json_schemas() -> dict[str, dict]:
     out = {}
     for kind, cls in _BY_KIND.items():
         schema = _object_schema(cls)
-        schema["properties"] = {"v": {"const": SCHEMA_VERSION}, "kind": {"const": kind},
+        schema["properties"] = {"v": {"enum": list(ACCEPTED_VERSIONS)}, "kind": {"const": kind},
                                 **schema["properties"]}
+        schema["properties"]["epoch"] = {**schema["properties"]["epoch"],
+                                         "description": "id of the outbox that made the message (v2); "
+                                                        "absent in v1 (the legacy epoch)"}
         schema["required"] = ["v", "kind", *schema["required"]]
+        # v2 requires the epoch; v1 (the legacy epoch) must not carry one
+        schema["if"] = {"properties": {"v": {"const": 1}}}
+        schema["then"] = {"not": {"required": ["epoch"]}}
+        schema["else"] = {"required": ["epoch"]}
         if cls is RawChunk:
             schema["properties"]["chunk"] = {
                 "type": "object", "required": ["codec", "count", "sha256", "data"],

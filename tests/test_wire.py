@@ -24,7 +24,7 @@ readings = st.builds(Reading, meter_id=ids, ts=times, energy_kwh=energy, power_w
                      voltage_v=st.none() | st.floats(0, 1000), current_a=st.none() | st.floats(-100, 100),
                      power_factor=st.none() | st.floats(-1, 1))
 envelope = dict(gateway_id=ids, seq=st.integers(0, 2**63 - 1),
-                model_version=st.none() | ids, sent_at=times)
+                model_version=st.none() | ids, sent_at=times, epoch=st.none() | ids)
 meter_summaries = st.builds(MeterSummary, meter_id=ids, kwh=st.floats(-1e6, 1e6), readings=st.integers(0, 10_000),
                             power_w_mean=maybe_power, power_w_max=maybe_power,
                             score=st.none() | st.floats(-1, 1), anomalous=st.none() | st.booleans())
@@ -99,7 +99,7 @@ def test_malformed_topics_are_refused(topic):
 
 def test_unknown_schema_version_is_refused():
     body = json.loads(encode(_summary()))
-    body["v"] = 2
+    body["v"] = 3
     with pytest.raises(WireError) as err:
         decode("gridsight/v1/gw-1/summary", json.dumps(body).encode())
     assert err.value.field == "v"
@@ -255,3 +255,36 @@ def test_summary_export_energy_is_omitted_when_unknown_and_round_trips_when_know
     assert "export_kwh" not in plain["meters"][0]
     s = IntervalSummary("gw-1", 7, None, 1.7e9, 1.7e9, 900, (MeterSummary("m-1", 0.25, 15, 1.0, 2.0, 0.1, False, 0.4),))
     assert decode(topic_for("gw-1", "summary"), encode(s)).meters[0].export_kwh == 0.4
+
+
+def test_a_message_with_an_epoch_is_version_2_and_one_without_is_the_unchanged_version_1():
+    legacy = _summary()
+    v1 = json.loads(encode(legacy))
+    assert v1["v"] == 1 and "epoch" not in v1
+    assert decode("gridsight/v1/gw-1/summary", encode(legacy)).epoch is None
+    current = IntervalSummary(**{**{k: getattr(legacy, k) for k in IntervalSummary._RULES}, "epoch": "a1b2c3d4e5f60718"})
+    v2 = json.loads(encode(current))
+    assert v2["v"] == 2 and v2["epoch"] == "a1b2c3d4e5f60718"
+    assert decode("gridsight/v1/gw-1/summary", encode(current)) == current
+
+
+def test_version_2_without_an_epoch_and_version_1_with_one_are_refused_naming_the_epoch():
+    body = json.loads(encode(_summary()))
+    for version, epoch in ((2, None), (1, "a1b2c3d4")):
+        bad = {**body, "v": version}
+        if epoch:
+            bad["epoch"] = epoch
+        with pytest.raises(WireError) as err:
+            decode("gridsight/v1/gw-1/summary", json.dumps(bad).encode())
+        assert err.value.field == "epoch"
+
+
+def test_content_digest_ignores_the_send_time_but_not_the_content():
+    import dataclasses
+    readings = (Reading("m-1", 1.7e9, 10.0, 500.0), Reading("m-1", 1.7e9 + 1, 10.1, 510.0))
+    chunk = RawChunk("gw-1", 7, None, 1.7e9 + 2, readings, epoch="e1")
+    resent = decode(topic_for("gw-1", "raw"), encode(dataclasses.replace(chunk, sent_at=1.7e9 + 99)))
+    assert wire.content_digest(resent) == wire.content_digest(chunk)
+    changed = dataclasses.replace(chunk, readings=(readings[0], Reading("m-1", 1.7e9 + 1, 10.2, 510.0)))
+    assert wire.content_digest(changed) != wire.content_digest(chunk)
+    assert wire.content_digest(dataclasses.replace(chunk, epoch="e2")) != wire.content_digest(chunk)
