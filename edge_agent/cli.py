@@ -130,14 +130,10 @@ def _status(args: argparse.Namespace) -> int:
     db_path = data_dir / "outbox.sqlite"
     if not db_path.exists():
         raise CLIError(f"no outbox at {db_path} (has the agent run with this data_dir?)")
+    from edge_agent.outbox import read_snapshot
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-        depth = dict(db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall())
-        size = db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0]
-        oldest = db.execute("SELECT MIN(created_at) FROM messages").fetchone()[0]
-        meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
-        staged = db.execute("SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?",
-                            (int(meta.get("chunked_upto", 0)),)).fetchone()[0]
+        snap = read_snapshot(db)
         db.close()
     except sqlite3.DatabaseError as exc:
         raise CLIError(f"cannot read {db_path}: {exc}") from None
@@ -148,19 +144,25 @@ def _status(args: argparse.Namespace) -> int:
             last = json.loads(status_file.read_text())
         except (OSError, ValueError):
             last = None
-    report = {"outbox": str(db_path), "queue": {k: depth.get(k, 0) for k in ("flag", "summary", "raw", "status")},
-              "queue_depth": sum(depth.values()), "queue_bytes": size, "unsealed_readings": staged,
+    depth, size, staged, oldest = snap["queue"], snap["queue_bytes"], snap["unsealed_readings"], snap["oldest_queued_at"]
+    report = {"outbox": str(db_path), "epoch": snap["epoch"],
+              "queue": {k: depth.get(k, 0) for k in ("flag", "summary", "raw", "status")},
+              "queue_depth": snap["queue_depth"], "queue_bytes": size, "unsealed_readings": staged,
               "oldest_queued_age_s": round(time.time() - oldest, 1) if oldest else None,
-              "next_seq": int(meta.get("next_seq", 1)),
-              "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")},
-              "last_status": last}
+              "next_seq": snap["next_seq"], "evicted": snap["evicted"], "last_status": last}
+    file_outbox = (last or {}).get("outbox") or {}
+    # status.json is rewritten within one poll cycle of any queue change while the agent runs;
+    # when it disagrees with the outbox, the agent is not running (or has just changed it)
+    report["status_file_agrees"] = (bool(file_outbox) and file_outbox.get("queue_depth") == snap["queue_depth"]
+                                    and file_outbox.get("next_seq") == snap["next_seq"]
+                                    and file_outbox.get("epoch") == snap["epoch"])
     if args.json:
         print(json.dumps(report, default=str))
         return 0
     print(f"outbox        {db_path}")
     print(f"queue depth   {report['queue_depth']} messages ({size} bytes): "
           + ", ".join(f"{k} {v}" for k, v in report["queue"].items()))
-    print(f"unsealed      {staged} readings; next seq {report['next_seq']}")
+    print(f"unsealed      {staged} readings; epoch {report['epoch']}, next seq {report['next_seq']}")
     if oldest:
         print(f"oldest queued {report['oldest_queued_age_s']} s ago")
     print("evicted       " + (", ".join(f"{k[8:]} {v}" for k, v in report["evicted"].items() if v) or "nothing"))
@@ -170,6 +172,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"last status   {age:.0f} s ago: uptime {last.get('uptime_s')} s, model {last.get('model_version')}, "
               f"mqtt {'connected' if c.get('mqtt_connected') else 'disconnected'}, readings {c.get('readings')}, "
               f"reader errors {c.get('reader_errors')}, rss {c.get('rss_mb')} MB")
+        if not report["status_file_agrees"]:
+            print(f"status.json   written {age:.0f} s ago says queue depth {file_outbox.get('queue_depth')}, "
+                  f"next seq {file_outbox.get('next_seq')}: the agent is not running, or changed the outbox "
+                  "since (it rewrites the file within one poll cycle)")
         for r in last.get("readers", []):
             state = f"FAILING ({r['failures']}x): {r['last_error']}" if r.get("failures") else "ok"
             print(f"  reader {r['name']}: {r['readings']} readings, {r['errors']} errors, {state}")

@@ -11,8 +11,15 @@ One SQLite file (WAL journal, ``synchronous=FULL`` by default) holds three thing
 * ``messages``: encoded wire messages with their per-gateway sequence number, waiting for
   the broker's PUBACK. ``seq`` is allocated here and persisted in the same transaction as
   the message, so it survives restarts and never repeats.
-* ``meta``: the next sequence number, eviction counters and the agent's small JSON state
-  (window watermark, feature history), written atomically with the messages they explain.
+* ``meta``: the outbox's epoch, the next sequence number, eviction counters and the agent's
+  small JSON state (window watermark, feature history), written atomically with the messages
+  they explain.
+
+The epoch is a random id made when the outbox file is created (or first opened by a version
+that knows epochs) and never changed. Every message carries it, and ``(gateway, epoch, seq)``
+is the collector's idempotency key: a gateway whose data directory is lost (SD-card swap,
+re-flash, reinstall) restarts at seq 1 in a *new* epoch, so its messages are new data to
+the collector rather than duplicates of what the old outbox sent.
 
 Writes are batched: the agent makes one transaction per poll cycle (:meth:`Outbox.append`),
 and PUBACKs are deleted in batches (:meth:`Outbox.ack`), which is what spares an SD card.
@@ -31,6 +38,7 @@ oldest first within each kind, at a rate the publisher limits.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import zlib
 import threading
@@ -42,7 +50,7 @@ from typing import Any, Callable, Iterable, Sequence
 from gridsight.wire import READING_EXTENSIONS, Reading
 from gridsight.errors import GridsightError
 
-__all__ = ["Outbox", "OutboxError", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
+__all__ = ["Outbox", "OutboxError", "new_epoch", "read_snapshot", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
 
 # Higher rank = more valuable: sent first from the backlog, evicted last.
 KIND_RANK: dict[str, int] = {"raw": 0, "summary": 1, "flag": 2, "status": 3}
@@ -139,7 +147,10 @@ class Outbox:
     # ------------------------------------------------------------------ state
 
     def _load(self) -> None:
+        # the epoch is born with the outbox; OR IGNORE keeps the first one if two processes race
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (new_epoch(),))
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self._epoch = meta["epoch"]
         max_seq = self._db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
         self._next_seq = max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
         self._chunked_upto = int(meta.get("chunked_upto", 0))
@@ -150,10 +161,27 @@ class Outbox:
         self._batch_bytes = self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM batches", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
         self._pruned_before: float | None = None
+        self._changes = 0
 
     @property
     def next_seq(self) -> int:
         return self._next_seq
+
+    @property
+    def epoch(self) -> str:
+        """This outbox's random id, carried by every message it makes (see the module docstring)."""
+        return self._epoch
+
+    @property
+    def changes(self) -> int:
+        """Counts committed changes of the queue or the sequence state (status-file freshness)."""
+        return self._changes
+
+    def snapshot(self) -> dict[str, Any]:
+        """Queue depth and sequence state as one consistent read (what status.json and
+        ``gridsight agent status`` both report)."""
+        with self._lock:
+            return read_snapshot(self._db, self._chunked_upto)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -254,6 +282,8 @@ class Outbox:
                 raise
             self._next_seq = next_seq
             self._chunked_upto = chunked_upto
+            if seqs or evicted_bytes:
+                self._changes += 1      # the queue changed (staged readings alone do not count)
             self._message_bytes += added_bytes
             self._batch_bytes += added_batch_bytes
             if prune_before is not None:
@@ -289,6 +319,7 @@ class Outbox:
             seq = self._next_seq
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (str(seq + 1),))
             self._next_seq = seq + 1
+            self._changes += 1
             return seq
 
     # ------------------------------------------------------------------ reading back
@@ -342,6 +373,8 @@ class Outbox:
                     raise OutboxError(f"outbox {self.path}: {exc}") from None
                 raise
             self._message_bytes -= freed
+            if count:
+                self._changes += 1
             return count
 
     def close(self) -> None:
@@ -351,6 +384,38 @@ class Outbox:
             except sqlite3.DatabaseError:
                 pass
             self._db.close()
+
+
+def new_epoch() -> str:
+    """A fresh outbox epoch: 64 random bits as 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def read_snapshot(db: sqlite3.Connection, chunked_upto: int | None = None) -> dict[str, Any]:
+    """Queue and sequence state of an outbox database, read in one transaction.
+
+    Used by the running agent (status.json) and by ``gridsight agent status`` (a read-only
+    connection), so both compute the same numbers the same way.
+    """
+    in_tx = db.in_transaction
+    if not in_tx:
+        db.execute("BEGIN")
+    try:
+        depth = {k: 0 for k in KIND_RANK}
+        depth.update(dict(db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall()))
+        size, oldest, max_seq = db.execute(
+            "SELECT COALESCE(SUM(size), 0), MIN(created_at), MAX(seq) FROM messages").fetchone()
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
+        upto = int(meta.get("chunked_upto", 0)) if chunked_upto is None else chunked_upto
+        staged = db.execute("SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?", (upto,)).fetchone()[0]
+    finally:
+        if not in_tx:
+            db.execute("COMMIT")
+    return {"epoch": meta.get("epoch"), "queue": depth, "queue_depth": sum(depth.values()),
+            "queue_bytes": size, "oldest_queued_at": oldest,
+            "next_seq": max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1),
+            "unsealed_readings": staged,
+            "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")}}
 
 
 def _now() -> float:

@@ -344,19 +344,21 @@ class Agent:
                 log.warning("local integration %s failed: %s", integration.name, exc)
 
     def _seal(self, seq: int, readings: list[Reading]) -> bytes:
-        return encode(RawChunk(self.gateway_id, seq, self.model_version, self.clock.now(), tuple(readings)))
+        return encode(RawChunk(self.gateway_id, seq, self.model_version, self.clock.now(), tuple(readings),
+                               epoch=self.outbox.epoch))
 
     def _interval_messages(self, s: ScoredInterval) -> list[NewMessage]:
         out = []
-        gw = self.gateway_id
+        gw, epoch = self.gateway_id, self.outbox.epoch
         if s.meters:
             out.append(NewMessage("summary", lambda seq, s=s: encode(IntervalSummary(
-                gw, seq, s.model_version, self.clock.now(), s.interval_start, s.interval_s, s.meters))))
+                gw, seq, s.model_version, self.clock.now(), s.interval_start, s.interval_s, s.meters,
+                epoch=epoch))))
         for f in s.flags:
             log.info("anomaly meter=%s interval=%s score=%.4f %s", f.meter_id, f.interval_start, f.score, f.reason or "")
             out.append(NewMessage("flag", lambda seq, f=f: encode(AnomalyFlag(
                 gw, seq, s.model_version, self.clock.now(), f.meter_id, f.interval_start, f.interval_s,
-                f.score, f.threshold, f.kwh, f.features, f.reason))))
+                f.score, f.threshold, f.kwh, f.features, f.reason, epoch=epoch))))
         return out
 
     # ------------------------------------------------------------------ status
@@ -381,7 +383,8 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """Everything the status message reports, as a plain dict (also written to status.json)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        depth = self.outbox.depth()
+        snap = self.outbox.snapshot()
+        depth = {**snap["queue"], "unsealed_readings": snap["unsealed_readings"]}
         pub = getattr(self.transport, "counters", None)
         health = self._clock_health()
         counters: dict[str, float] = {
@@ -417,7 +420,11 @@ class Agent:
             counters[f"reader.{key}.failing"] = int(slot.failures > 0)
         return {"gateway_id": self.gateway_id, "online": True, "model_version": self.model_version,
                 "uptime_s": round(time.monotonic() - self._started_mono, 3),
-                "queue_depth": sum(depth[k] for k in ("summary", "flag", "raw", "status")),
+                "queue_depth": snap["queue_depth"],
+                # the same numbers, read the same way, as `gridsight agent status` shows
+                "outbox": {"epoch": snap["epoch"], "next_seq": snap["next_seq"], "queue": snap["queue"],
+                           "queue_depth": snap["queue_depth"], "queue_bytes": snap["queue_bytes"],
+                           "unsealed_readings": snap["unsealed_readings"]},
                 "clock_synced": health.synced, "clock_offset_s": health.offset_s,
                 "agent_version": AGENT_VERSION, "counters": counters,
                 "model_update": self.last_model_update,
@@ -431,7 +438,8 @@ class Agent:
         st = self.status()
         return encode(GatewayStatus(self.gateway_id, seq, self.model_version, self.clock.now(), online,
                                     st["uptime_s"], st["queue_depth"], st["clock_synced"], st["clock_offset_s"],
-                                    AGENT_VERSION, {k: float(v) for k, v in st["counters"].items()}))
+                                    AGENT_VERSION, {k: float(v) for k, v in st["counters"].items()},
+                                    epoch=self.outbox.epoch))
 
     def write_status_file(self) -> None:
         """``data_dir/status.json`` for ``gridsight agent status`` (atomic replace)."""
@@ -457,14 +465,22 @@ class Agent:
         log.info("agent %s started: %d readers, model %s, outbox %s", self.gateway_id, len(self.slots),
                  self.model_version, self.outbox.path)
         last_status_file = 0.0
+        written_changes = -1
         try:
             while not stop_event.is_set():
                 started = self.clock.now()
                 self.tick()
                 self.notifier.watchdog()
-                if time.monotonic() - last_status_file >= min(self.settings.status_s, 10.0):
+                # status.json follows the outbox within one poll cycle: rewritten whenever the
+                # queue or the sequence state changed (appends, PUBACK deletions, the will's seq),
+                # and at least every 10 s for the counters. Writing it on a timer alone left it
+                # showing a queue the publisher had long drained.
+                changes = self.outbox.changes
+                if changes != written_changes or \
+                        time.monotonic() - last_status_file >= min(self.settings.status_s, 10.0):
                     self.write_status_file()
                     last_status_file = time.monotonic()
+                    written_changes = changes
                 remaining = self.settings.poll_s - (self.clock.now() - started)
                 wait = getattr(self.clock, "wait", None)
                 if wait is not None:
