@@ -27,6 +27,7 @@ PROG = "gridsight collector"
 PLUGINS: list[str] = [
     "collector.forecasting.cli",   # forecast, backtest, policy, weather, carbon
     "collector.registry_cli",      # registry import/export (grid topology)
+    "collector.dead_letters_cli",  # dead-letters list/replay
 ]
 
 

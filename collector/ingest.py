@@ -8,7 +8,8 @@ The guarantee, and how each part serves it:
   sent by the writer thread after the transaction holding its rows (and its archive outbox
   entry) has committed. While PostgreSQL is down the batch is retried with backoff and
   nothing is acked; the broker stops sending once ``receive_maximum`` messages are in flight.
-- Redelivery stores nothing twice: (gateway_id, seq) is claimed in `ingest_log` first.
+- Redelivery stores nothing twice: (gateway_id, epoch, seq) is claimed in `ingest_log` first;
+  the same key with other content is a ``seq_conflict`` dead letter, never a silent drop.
 - Replicas share the load through ``$share/{group}/gridsight/v1/+/{kind}``; nothing in one
   replica's memory is needed by another.
 - An ack is only sent on the connection that delivered the message (connection generation),
@@ -160,6 +161,12 @@ class IngestWorker:
             m.inc("gridsight_collector_duplicates_total", result.duplicates)
         for reason, n in result.dead_letters.items():
             m.inc("gridsight_collector_dead_letters_total", n, reason=reason)
+        if result.dead_letters.get("seq_conflict"):
+            m.inc("gridsight_collector_seq_conflicts_total", result.dead_letters["seq_conflict"])
+        for event in result.new_epochs:
+            m.inc("gridsight_collector_epochs_started_total")
+            m.set("gridsight_collector_last_new_epoch_timestamp_seconds",
+                  max(event["started_at"], m.value("gridsight_collector_last_new_epoch_timestamp_seconds")))
         for table, n in result.rows.items():
             m.inc("gridsight_collector_rows_written_total", n, table=table)
         m.set("gridsight_collector_database_up", 1)

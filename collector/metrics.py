@@ -19,7 +19,10 @@ LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.
 _HELP = {
     "gridsight_collector_messages_received_total": ("counter", "MQTT messages received, by kind (topic kind or 'invalid')"),
     "gridsight_collector_messages_stored_total": ("counter", "Messages newly stored, by kind"),
-    "gridsight_collector_duplicates_total": ("counter", "Messages whose (gateway_id, seq) was already stored; acked, nothing written"),
+    "gridsight_collector_duplicates_total": ("counter", "Messages whose (gateway_id, epoch, seq) was already stored with the same content; acked, nothing written"),
+    "gridsight_collector_seq_conflicts_total": ("counter", "Messages whose (gateway_id, epoch, seq) was stored with other content; dead-lettered as seq_conflict"),
+    "gridsight_collector_epochs_started_total": ("counter", "Gateways seen starting a new outbox epoch (a wiped or replaced data directory)"),
+    "gridsight_collector_last_new_epoch_timestamp_seconds": ("gauge", "When this replica last saw a gateway start a new outbox epoch (Unix seconds)"),
     "gridsight_collector_rows_written_total": ("counter", "Rows written to PostgreSQL, by table"),
     "gridsight_collector_dead_letters_total": ("counter", "Messages sent to the dead_letters table, by reason"),
     "gridsight_collector_acks_total": ("counter", "PUBACKs sent to the broker after commit"),

@@ -68,6 +68,9 @@ class Gateway(SQLModel, table=True):
     clock_offset_s: Optional[float] = None
     agent_version: Optional[str] = None
     skew_s: Optional[float] = None
+    epoch: Optional[str] = None             # current outbox epoch ('' = legacy, schema-1 messages)
+    epoch_started_at: Optional[datetime] = _ts()
+    epochs: int = 0
 
 
 class Meter(SQLModel, table=True):

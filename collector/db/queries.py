@@ -94,7 +94,8 @@ async def list_gateways(conn: asyncpg.Connection, *, limit: int, offset: int, re
         "CASE WHEN g.status = 'disabled' THEN 'disabled' WHEN g.last_seen_at IS NULL THEN 'never_seen' "
         "WHEN g.online IS FALSE THEN 'offline' WHEN g.last_seen_at < $1 THEN 'stale' ELSE 'online' END AS state, "
         "g.status, g.auto_registered, g.registered_at, g.last_seen_at, g.last_seq, g.model_version, g.online, "
-        "g.queue_depth, g.clock_synced, g.clock_offset_s, g.skew_s, g.agent_version "
+        "g.queue_depth, g.clock_synced, g.clock_offset_s, g.skew_s, g.agent_version, "
+        "NULLIF(g.epoch, '') AS epoch, g.epoch_started_at, g.epochs "
         "FROM gateways g LEFT JOIN sites s ON s.id = g.site_id) ")
     cond = " AND ".join(where)
     total = await conn.fetchval(f"{listed} SELECT count(*) FROM listed WHERE {cond}", *args)
@@ -112,6 +113,18 @@ async def get_gateway(conn: asyncpg.Connection, gateway_id: str) -> dict | None:
         return None
     out = _row(row)
     out["gateway_id"] = out.pop("id")
+    epochs = await conn.fetch(
+        "SELECT epoch, first_seq, last_seq, messages, first_received_at, last_received_at FROM gateway_epochs "
+        "WHERE gateway_id = $1 ORDER BY first_received_at DESC LIMIT 2", gateway_id)
+    if out.get("epoch") == "":
+        out["epoch"] = None        # the legacy epoch (schema-1 messages)
+    # the current outbox and the one before it: "started a new outbox at T; the previous ended at seq N"
+    out["outbox"] = {"epoch": out.get("epoch"), "started_at": out.get("epoch_started_at"),
+                     "epochs": out.get("epochs"),
+                     "previous": ({"epoch": epochs[1]["epoch"] or None, "first_seq": epochs[1]["first_seq"],
+                                   "last_seq": epochs[1]["last_seq"], "messages": epochs[1]["messages"],
+                                   "last_received_at": epochs[1]["last_received_at"].isoformat()}
+                                  if len(epochs) > 1 else None)}
     return out
 
 
@@ -389,6 +402,11 @@ async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None
         "(SELECT max(uploaded_at) FROM archive_objects) AS last_upload, "
         "(SELECT count(*) FROM archive_objects) AS objects")
     last = await conn.fetchval("SELECT max(received_at) FROM ingest_log WHERE received_at >= $1", hour_ago)
+    new_epochs = await recent_new_epochs(conn, since=now - timedelta(hours=24))
+    conflicts = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE received_at >= $1) AS last_hour, "
+        "count(*) FILTER (WHERE replayed_at IS NULL) AS unreplayed, max(received_at) AS last "
+        "FROM dead_letters WHERE reason = 'seq_conflict'", hour_ago)
     return {
         "window_s": 3600,
         "last_message_at": last.isoformat() if last else None,
@@ -399,7 +417,35 @@ async def ingestion_health(conn: asyncpg.Connection, now: datetime | None = None
                       "max": float(skew["max_s"]) if skew["max_s"] is not None else None},
         "gateways": dict(gw),
         "archive": _row(archive),
+        # gateways that started a new outbox (wiped data directory) in the last 24 h
+        "new_epochs": new_epochs,
+        "seq_conflicts": {"last_hour": conflicts["last_hour"], "unreplayed": conflicts["unreplayed"],
+                          "last_at": conflicts["last"].isoformat() if conflicts["last"] else None},
     }
+
+
+async def recent_new_epochs(conn: asyncpg.Connection, *, since: datetime, gateway_id: str | None = None,
+                            limit: int = 100) -> list[dict]:
+    """Epochs first heard since ``since`` of gateways that had an earlier one, newest first, each
+    with where the previous epoch ended: "gw-a started a new outbox at T; the previous one ended
+    at seq N"."""
+    rows = await conn.fetch(
+        "SELECT e.gateway_id, e.epoch, e.first_received_at, e.first_seq, e.last_seq, e.messages, "
+        "p.epoch AS previous_epoch, p.last_seq AS previous_last_seq, p.last_received_at AS previous_last_received_at "
+        "FROM gateway_epochs e "
+        "JOIN LATERAL (SELECT * FROM gateway_epochs p WHERE p.gateway_id = e.gateway_id "
+        "  AND p.first_received_at < e.first_received_at ORDER BY p.first_received_at DESC LIMIT 1) p ON TRUE "
+        "WHERE e.first_received_at >= $1 AND ($2::text IS NULL OR e.gateway_id = $2) "
+        "ORDER BY e.first_received_at DESC LIMIT $3", since, gateway_id, limit)
+    out = []
+    for r in rows:
+        started = r["first_received_at"]
+        out.append({"gateway_id": r["gateway_id"], "epoch": r["epoch"] or None, "started_at": started.isoformat(),
+                    "first_seq": r["first_seq"], "last_seq": r["last_seq"], "messages": r["messages"],
+                    "previous_epoch": r["previous_epoch"] or None, "previous_last_seq": r["previous_last_seq"],
+                    "message": f"{r['gateway_id']} started a new outbox at {started.isoformat()}; "
+                               f"the previous one ended at seq {r['previous_last_seq']}"})
+    return out
 
 
 async def dead_letters(conn: asyncpg.Connection, *, limit: int, offset: int, reason: str | None = None,
@@ -414,7 +460,7 @@ async def dead_letters(conn: asyncpg.Connection, *, limit: int, offset: int, rea
     base = f"FROM dead_letters WHERE {' AND '.join(where)}"
     total = await conn.fetchval(f"SELECT count(*) {base}", *args)
     rows = await conn.fetch(
-        "SELECT id, received_at, topic, gateway_id, reason, field, payload_bytes, replica, "
+        "SELECT id, received_at, topic, gateway_id, reason, field, payload_bytes, replica, replayed_at, replay_result, "
         f"encode(substring(payload FROM 1 FOR 200), 'escape') AS payload_preview {base} "
         f"ORDER BY id DESC LIMIT {int(limit)} OFFSET {int(offset)}", *args)
     return Page([_row(r) for r in rows], total, limit, offset)

@@ -1,9 +1,17 @@
-"""The batch writer: one transaction per batch of MQTT messages, exactly-once by (gateway_id, seq).
+"""The batch writer: one transaction per batch of MQTT messages, exactly-once by (gateway_id, epoch, seq).
 
 Why it looks like this:
 - The dedupe key goes in first (`INSERT INTO ingest_log ... ON CONFLICT DO NOTHING RETURNING`),
   so only messages new to the database contribute rows, and a redelivery after a crash stores
   nothing twice. Concurrent replicas inserting the same key serialise on the primary key.
+- The key is (gateway, outbox epoch, seq) and ingest_log keeps each message's content digest:
+  a key already stored with the same digest is a duplicate (acked, counted); with another
+  digest it is a conflict, dead-lettered as ``seq_conflict`` with its full payload and a log
+  line, never dropped. A gateway's first message in a new epoch (a wiped data directory) is
+  recorded in ``gateway_epochs`` and logged with where the previous epoch ended.
+- A replayed dead letter (``Received.replay_of``) whose key is taken by other content is
+  stored under its own replay key, epoch ``{epoch}~replay{dead letter id}``, so replaying it
+  twice is a duplicate and the message that holds the original key stays as it is.
 - Facts go in with COPY (asyncpg's binary protocol), the fastest way into PostgreSQL.
 - Rollups, meters and gateways are updated in the same transaction, last and in key order, so
   row locks shared between replicas are held briefly and deadlocks are rare (and retried).
@@ -56,6 +64,7 @@ class Received:
     mid: int = 0
     qos: int = 0
     generation: int = 0
+    replay_of: int | None = None    # the dead letter this message is replayed from
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,8 @@ class BatchResult:
     duplicates: int = 0
     dead_letters: Counter = field(default_factory=Counter)  # reason -> count
     rows: Counter = field(default_factory=Counter)          # table -> rows written
+    new_epochs: list[dict] = field(default_factory=list)    # gateways that started a new outbox
+    replayed_under: list[str] = field(default_factory=list) # replay keys used for taken keys
 
     def merge(self, other: "BatchResult") -> None:
         self.messages += other.messages
@@ -89,6 +100,8 @@ class BatchResult:
         self.duplicates += other.duplicates
         self.dead_letters.update(other.dead_letters)
         self.rows.update(other.rows)
+        self.new_epochs.extend(other.new_epochs)
+        self.replayed_under.extend(other.replayed_under)
 
 
 class TransientDatabaseError(GridsightError, RuntimeError):
@@ -212,8 +225,41 @@ ON CONFLICT (id) DO UPDATE SET
     last_reading_ts = GREATEST(m.last_reading_ts, EXCLUDED.last_reading_ts)
 """
 
+_EPOCHS_SQL = """
+INSERT INTO gateway_epochs AS e (gateway_id, epoch, first_seq, last_seq, messages, first_sent_at,
+                                 first_received_at, last_received_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[],
+                     $7::timestamptz[], $8::timestamptz[])
+ON CONFLICT (gateway_id, epoch) DO UPDATE SET
+    first_seq = LEAST(e.first_seq, EXCLUDED.first_seq), last_seq = GREATEST(e.last_seq, EXCLUDED.last_seq),
+    messages = e.messages + EXCLUDED.messages, first_sent_at = LEAST(e.first_sent_at, EXCLUDED.first_sent_at),
+    last_received_at = GREATEST(e.last_received_at, EXCLUDED.last_received_at)
+RETURNING gateway_id, epoch, (xmax = 0) AS inserted
+"""
+
+# A gateway's newly seen epoch becomes its current one unless it is older (by send time) than
+# the current one (a late backlog of an epoch never seen before must not hide the live one).
+_NEW_EPOCH_SQL = """
+WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[])
+           AS u(id, epoch, sent, received, n)),
+prev AS (SELECT g.id, g.epoch AS epoch, pe.last_seq, pe.first_sent_at, pe.last_received_at
+         FROM gateways g JOIN u ON u.id = g.id
+         LEFT JOIN gateway_epochs pe ON pe.gateway_id = g.id AND pe.epoch = g.epoch)
+UPDATE gateways g SET
+    epoch = CASE WHEN prev.first_sent_at IS NULL OR u.sent >= prev.first_sent_at THEN u.epoch ELSE g.epoch END,
+    epoch_started_at = CASE WHEN prev.first_sent_at IS NULL OR u.sent >= prev.first_sent_at
+                            THEN u.received ELSE g.epoch_started_at END,
+    epochs = g.epochs + u.n
+FROM u JOIN prev ON prev.id = u.id
+WHERE g.id = u.id
+RETURNING g.id, u.epoch, u.received, prev.epoch AS prev_epoch, prev.last_seq AS prev_last_seq,
+          prev.last_received_at AS prev_last_received, g.epoch = u.epoch AS current
+"""
+
 _GATEWAYS_SQL = """
-UPDATE gateways g SET last_seen_at = GREATEST(g.last_seen_at, u.seen), last_seq = GREATEST(g.last_seq, u.seq),
+UPDATE gateways g SET last_seen_at = GREATEST(g.last_seen_at, u.seen),
+    last_seq = COALESCE((SELECT e.last_seq FROM gateway_epochs e WHERE e.gateway_id = g.id AND e.epoch = g.epoch),
+                        GREATEST(g.last_seq, u.seq)),
     model_version = COALESCE(u.mv, g.model_version), skew_s = u.skew
 FROM (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::float8[])
       AS x(id, seen, seq, mv, skew) ORDER BY id) AS u
@@ -258,6 +304,8 @@ class _Entry:
 
     item: Received
     msg: wire.Message
+    digest: bytes = b""
+    epoch_key: str = ""          # '' = the legacy epoch; a replay key for a replayed conflict
     readings: list[tuple] = field(default_factory=list)
     extended: bool = False  # readings carry layout-2 values (tuples then have _READING_EXT_COLS)
     summaries: list[tuple] = field(default_factory=list)
@@ -277,7 +325,7 @@ class PreparedBatch:
 
 
 def _entry(item: Received, msg: wire.Message) -> _Entry:
-    entry = _Entry(item, msg)
+    entry = _Entry(item, msg, wire.content_digest(msg), msg.epoch or "")
     gw, seq, received = msg.gateway_id, msg.seq, item.received_at
     if isinstance(msg, wire.RawChunk):
         ext = wire.READING_EXTENSIONS
@@ -327,11 +375,13 @@ class BatchWriter:
     """
 
     def __init__(self, dsn: str, *, replica: str = "collector", unknown_gateways: str = "refuse",
-                 archive: bool = True) -> None:
+                 archive: bool = True, record_dead_letters: bool = True) -> None:
         self.dsn = dsn
         self.replica = replica
         self.unknown_gateways = unknown_gateways
         self.archive = archive
+        # False when replaying dead letters: a refusal is reported, not dead-lettered a second time
+        self.record_dead_letters = record_dead_letters
         self._conn: asyncpg.Connection | None = None
         self._gateways: dict[str, str] = {}
         self._gateways_loaded_at = 0.0
@@ -360,19 +410,24 @@ class BatchWriter:
         """Decode through the wire contract and compute every row; thread-safe, touches no database."""
         entries: list[_Entry] = []
         dead: list[DeadLetter] = []
-        seen: set[tuple[str, int]] = set()
+        seen: dict[tuple[str, str, int], bytes] = {}
         duplicates = 0
         for item in batch:
             out = classify(item)
             if isinstance(out, DeadLetter):
                 dead.append(out)
                 continue
-            key = (out.gateway_id, out.seq)
-            if key in seen:          # a redelivery next to the original: keep the first
-                duplicates += 1
+            entry = _entry(item, out)
+            key = (out.gateway_id, entry.epoch_key, out.seq)
+            first = seen.get(key)
+            if first is not None:    # the same key twice in one batch: keep the first
+                if first == entry.digest:
+                    duplicates += 1
+                else:
+                    dead.append(_conflict(entry, "an earlier message of the same batch"))
                 continue
-            seen.add(key)
-            entries.append(_entry(item, out))
+            seen[key] = entry.digest
+            entries.append(entry)
         return PreparedBatch(list(batch), entries, dead, duplicates)
 
     async def write(self, batch: Sequence[Received]) -> BatchResult:
@@ -499,11 +554,24 @@ class BatchWriter:
             if register:
                 await conn.execute("INSERT INTO gateways (id, auto_registered) SELECT unnest($1::text[]), true "
                                    "ON CONFLICT (id) DO NOTHING", sorted(register))
-            fresh = await self._claim_keys(conn, accepted)
-            new = [e for e in accepted if (e.msg.gateway_id, e.msg.seq) in fresh]
-            result.duplicates += len(accepted) - len(new)
+            new, conflicts, duplicates = await self._claim_keys(conn, accepted)
+            replays = [e for e in conflicts if e.item.replay_of is not None]
+            if replays:
+                # a replayed dead letter whose key holds other content: its own replay key
+                for entry in replays:
+                    entry.epoch_key = f"{entry.msg.epoch or ''}~replay{entry.item.replay_of}"
+                    result.replayed_under.append(entry.epoch_key)
+                more_new, conflicts2, more_dups = await self._claim_keys(conn, replays)
+                new += more_new
+                duplicates += more_dups
+                conflicts = [e for e in conflicts if e.item.replay_of is None] + conflicts2
+            for entry in conflicts:
+                dead.append(_conflict(entry, "the message stored under this key"))
+            result.duplicates += duplicates
             await self._store_facts(conn, new, result)
-            if dead:
+            if dead and not self.record_dead_letters:
+                result.dead_letters.update(d.reason for d in dead)
+            elif dead:
                 await conn.copy_records_to_table(
                     "dead_letters", columns=_DEAD_COLS,
                     records=[(d.received_at, d.topic, d.gateway_id, d.reason, d.field, d.payload,
@@ -514,24 +582,47 @@ class BatchWriter:
             self._gateways[gateway_id] = "active"
         return result
 
-    async def _claim_keys(self, conn: asyncpg.Connection, accepted: list[_Entry]) -> set[tuple[str, int]]:
+    async def _claim_keys(self, conn: asyncpg.Connection, accepted: list[_Entry]
+                          ) -> tuple[list[_Entry], list[_Entry], int]:
+        """Claim each entry's key in ingest_log: (new entries, conflicting entries, duplicates)."""
         if not accepted:
-            return set()
-        cols: list[list] = [[], [], [], [], [], []]
-        for entry in sorted(accepted, key=lambda e: (e.msg.gateway_id, e.msg.seq)):
+            return [], [], 0
+        cols: list[list] = [[] for _ in range(8)]
+        for entry in sorted(accepted, key=lambda e: (e.msg.gateway_id, e.epoch_key, e.msg.seq)):
             msg = entry.msg
             cols[0].append(msg.gateway_id)
-            cols[1].append(msg.seq)
-            cols[2].append(type(msg).KIND)
-            cols[3].append(msg.sent_at)
-            cols[4].append(entry.item.received_at)
-            cols[5].append(_rows_of(msg))
+            cols[1].append(entry.epoch_key)
+            cols[2].append(msg.seq)
+            cols[3].append(type(msg).KIND)
+            cols[4].append(msg.sent_at)
+            cols[5].append(entry.item.received_at)
+            cols[6].append(_rows_of(msg))
+            cols[7].append(entry.digest)
         rows = await conn.fetch(
-            "INSERT INTO ingest_log (gateway_id, seq, kind, sent_at, received_at, rows, replica) "
-            "SELECT u.*, $7 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], "
-            "$5::timestamptz[], $6::int[]) AS u ON CONFLICT (gateway_id, seq) DO NOTHING "
-            "RETURNING gateway_id, seq", *cols, self.replica)
-        return {(r[0], r[1]) for r in rows}
+            "INSERT INTO ingest_log (gateway_id, epoch, seq, kind, sent_at, received_at, rows, digest, replica) "
+            "SELECT u.*, $9 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[], "
+            "$6::timestamptz[], $7::int[], $8::bytea[]) AS u ON CONFLICT (gateway_id, epoch, seq) DO NOTHING "
+            "RETURNING gateway_id, epoch, seq", *cols, self.replica)
+        fresh = {(r[0], r[1], r[2]) for r in rows}
+        new = [e for e in accepted if (e.msg.gateway_id, e.epoch_key, e.msg.seq) in fresh]
+        taken = [e for e in accepted if (e.msg.gateway_id, e.epoch_key, e.msg.seq) not in fresh]
+        if not taken:
+            return new, [], 0
+        stored = {(r[0], r[1], r[2]): r[3] for r in await conn.fetch(
+            "SELECT l.gateway_id, l.epoch, l.seq, l.digest FROM ingest_log l "
+            "JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS u(g, e, s) "
+            "ON l.gateway_id = u.g AND l.epoch = u.e AND l.seq = u.s",
+            [e.msg.gateway_id for e in taken], [e.epoch_key for e in taken], [e.msg.seq for e in taken])}
+        conflicts = []
+        duplicates = 0
+        for entry in taken:
+            digest = stored.get((entry.msg.gateway_id, entry.epoch_key, entry.msg.seq))
+            # no digest: a key stored before digests were kept (migration 0006); trusted as before
+            if digest is None or bytes(digest) == entry.digest:
+                duplicates += 1
+            else:
+                conflicts.append(entry)
+        return new, conflicts, duplicates
 
     async def _store_facts(self, conn: asyncpg.Connection, new: list[_Entry], result: BatchResult) -> None:
         readings: list[tuple] = []
@@ -545,6 +636,7 @@ class BatchWriter:
         daily: dict[tuple[str, int], _Rollup] = defaultdict(_Rollup)
         meters: dict[str, list] = {}        # id -> [gateway, seen, last_interval, last_reading]
         gateways: dict[str, list] = {}      # id -> [seen, seq, model_version, skew]
+        epochs: dict[tuple[str, str], list] = {}  # (id, epoch) -> [first, last seq, n, first sent, first, last recv]
         models: set[str] = set()
 
         for entry in new:
@@ -572,6 +664,13 @@ class BatchWriter:
                     statuses[gw] = msg
             for meter_id, (interval, reading) in entry.meters.items():
                 _touch(meters, meter_id, gw, received, interval, reading)
+            if entry.item.replay_of is None or "~" not in entry.epoch_key:
+                e = epochs.get((gw, entry.epoch_key))
+                if e is None:
+                    epochs[(gw, entry.epoch_key)] = [seq, seq, 1, msg.sent_at, received, received]
+                else:
+                    e[0], e[1], e[2] = min(e[0], seq), max(e[1], seq), e[2] + 1
+                    e[3], e[4], e[5] = min(e[3], msg.sent_at), min(e[4], received), max(e[5], received)
             g = gateways.get(gw)
             if g is None:
                 gateways[gw] = [received, seq, msg.model_version, received - msg.sent_at]
@@ -615,11 +714,47 @@ class BatchWriter:
             await conn.execute(_STATUS_SQL, ids, [x.sent_at for x in s], [x.online for x in s],
                                [x.uptime_s for x in s], [x.queue_depth for x in s], [x.clock_synced for x in s],
                                [x.clock_offset_s for x in s], [x.agent_version for x in s])
+        if epochs:
+            await self._store_epochs(conn, epochs, result)
         if gateways:
             ids = sorted(gateways)
             await conn.execute(_GATEWAYS_SQL, ids, [gateways[i][0] for i in ids], [gateways[i][1] for i in ids],
                                [gateways[i][2] for i in ids], [gateways[i][3] for i in ids])
         self._models.update(models)
+
+    @staticmethod
+    async def _store_epochs(conn: asyncpg.Connection, epochs: dict[tuple[str, str], list], result: BatchResult) -> None:
+        """Record each (gateway, epoch) seen; a gateway's first message in a new epoch is an event."""
+        keys = sorted(epochs)
+        rows = await conn.fetch(_EPOCHS_SQL, *([k[i] for k in keys] for i in range(2)),
+                                *([epochs[k][i] for k in keys] for i in range(6)))
+        newest: dict[str, list] = {}          # gateway -> [epoch, first sent, first received, new epochs]
+        for gw, epoch, inserted in rows:
+            if not inserted:
+                continue
+            e = epochs[(gw, epoch)]
+            n = newest.get(gw)
+            if n is None:
+                newest[gw] = [epoch, e[3], e[4], 1]
+            else:
+                n[3] += 1
+                if e[3] > n[1]:
+                    n[0], n[1], n[2] = epoch, e[3], e[4]
+        if not newest:
+            return
+        ids = sorted(newest)
+        changed = await conn.fetch(_NEW_EPOCH_SQL, ids, [newest[g][0] for g in ids], [newest[g][1] for g in ids],
+                                   [newest[g][2] for g in ids], [newest[g][3] for g in ids])
+        for row in changed:
+            if row["prev_epoch"] is None:
+                continue                    # a gateway's first epoch: nothing ended
+            event = {"gateway_id": row["id"], "epoch": row["epoch"], "started_at": row["received"],
+                     "previous_epoch": row["prev_epoch"], "previous_last_seq": row["prev_last_seq"],
+                     "current": row["current"]}
+            result.new_epochs.append(event)
+            log.warning("gateway %s started a new outbox (epoch %s) at %s; the previous one (epoch %s) ended at "
+                        "seq %s", row["id"], row["epoch"] or "legacy", _iso(row["received"]),
+                        row["prev_epoch"] or "legacy", row["prev_last_seq"])
 
     @staticmethod
     async def _store_rollups(conn: asyncpg.Connection, quarterly: dict, hourly: dict, daily: dict,
@@ -656,6 +791,18 @@ class BatchWriter:
         result.rows["region_rollups"] += len(cols[0])
 
 
+def _conflict(entry: _Entry, holder: str) -> DeadLetter:
+    """A message whose key is taken by other content: dead-lettered whole, and logged."""
+    msg, item = entry.msg, entry.item
+    epoch = msg.epoch if msg.epoch is not None else "legacy"
+    log.warning("seq_conflict: gateway %s epoch %s seq %d (%s) differs from %s; dead-lettered with its payload "
+                "(replay it with: gridsight collector dead-letters replay --reason seq_conflict --gateway %s)",
+                msg.gateway_id, epoch, msg.seq, type(msg).KIND, holder, msg.gateway_id)
+    return DeadLetter(item.topic, msg.gateway_id, "seq_conflict",
+                      f"seq: epoch {epoch} seq {msg.seq} is stored with other content",
+                      bytes(item.payload), item.received_at)
+
+
 def _touch(meters: dict, meter_id: str, gw: str, seen: float, interval: float | None, reading: float | None) -> None:
     m = meters.get(meter_id)
     if m is None:
@@ -682,6 +829,10 @@ def _rows_of(msg: wire.Message) -> int:
     if isinstance(msg, wire.IntervalSummary):
         return len(msg.meters)
     return 1
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _month(ts: float) -> int:
