@@ -154,6 +154,11 @@ class Outbox:
         max_seq = self._db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
         self._next_seq = max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
         self._chunked_upto = int(meta.get("chunked_upto", 0))
+        # Batch ids must grow past chunked_upto forever. SQLite reuses rowids once a table is
+        # empty (every sealed batch pruned), and a reused id <= chunked_upto looked sealed:
+        # its readings were never put in a chunk and were pruned unsent.
+        max_batch = self._db.execute("SELECT MAX(id) FROM batches").fetchone()[0] or 0
+        self._next_batch_id = max(max_batch, self._chunked_upto) + 1
         self.counters: dict[str, int] = {k: int(meta.get(k, 0)) for k in _COUNTERS}
         self._state: dict[str, Any] = json.loads(meta.get("state", "{}"))
         self._message_bytes = self._db.execute(
@@ -217,6 +222,7 @@ class Outbox:
         with self._lock:
             seqs: list[int] = []
             next_seq = self._next_seq
+            next_batch_id = self._next_batch_id
             chunked_upto = self._chunked_upto
             added_bytes = 0
             added_batch_bytes = 0
@@ -228,8 +234,9 @@ class Outbox:
                 for i in range(0, len(readings), BATCH_MAX_READINGS):
                     part = readings[i:i + BATCH_MAX_READINGS]
                     data = _pack(part)
-                    db.execute("INSERT INTO batches (max_ts, count, data) VALUES (?, ?, ?)",
-                               (max(r.ts for r in part), len(part), data))
+                    db.execute("INSERT INTO batches (id, max_ts, count, data) VALUES (?, ?, ?, ?)",
+                               (next_batch_id, max(r.ts for r in part), len(part), data))
+                    next_batch_id += 1
                     added_batch_bytes += len(data) + ROW_OVERHEAD_BYTES
                 for msg in messages:
                     payload = msg.build(next_seq)
@@ -281,6 +288,7 @@ class Outbox:
                     raise OutboxError(f"outbox {self.path}: {exc}") from None
                 raise
             self._next_seq = next_seq
+            self._next_batch_id = next_batch_id
             self._chunked_upto = chunked_upto
             if seqs or evicted_bytes:
                 self._changes += 1      # the queue changed (staged readings alone do not count)

@@ -110,6 +110,28 @@ def test_readings_are_sealed_into_chunks_and_pruned_only_after_their_interval_cl
     assert box.open_readings(0)[0].ts == T0 + 600
 
 
+@pytest.mark.parametrize("reopen", [False, True])
+def test_readings_staged_after_every_batch_was_pruned_are_still_sealed_and_sent(tmp_path, reopen):
+    # a meter silent for a whole interval empties the batch table; SQLite then reused row ids
+    # at or below the sealed watermark, and the next readings were pruned without being sent
+    seal = lambda seq, rs: json.dumps({"seq": seq, "ts": [r.ts for r in rs]}).encode()
+    box = Outbox(tmp_path / "o.sqlite")
+    for i in range(5):
+        box.append(readings=[Reading("m1", T0 + i * 60, 1.0 + i)])
+    box.append(seal=seal, prune_before=T0 + 900)
+    box.ack([m.seq for m in box.pending(10, live_from_seq=1, backlog_limit=10)])
+    if reopen:
+        box.close()
+        box = Outbox(tmp_path / "o.sqlite")
+    later = [Reading("m1", T0 + 1800 + i * 60, 10.0 + i) for i in range(3)]
+    for r in later:
+        box.append(readings=[r], prune_before=T0 + 1800)
+    assert box.depth()["unsealed_readings"] == 3
+    box.append(seal=seal, prune_before=T0 + 2700)
+    (chunk,) = box.pending(10, live_from_seq=1, backlog_limit=10)
+    assert json.loads(chunk.payload)["ts"] == [r.ts for r in later]
+
+
 def test_a_file_that_is_not_an_outbox_gives_a_clear_error(tmp_path):
     bad = tmp_path / "o.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
