@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import sys
 
@@ -16,6 +17,13 @@ from gridsight.cli import CLIError
 __all__ = ["register"]
 
 PROG = "gridsight collector"
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _database_url(settings) -> str:
@@ -86,8 +94,6 @@ def cmd_replay(args, settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from collector.cli import _date
-
     p = sub.add_parser("dead-letters", help="list refused messages, or replay chosen ones once the cause is fixed",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     dl = p.add_subparsers(dest="dl_command", metavar="ACTION")
