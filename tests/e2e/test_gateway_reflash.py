@@ -145,6 +145,7 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 @pytest.fixture
 def ingest(tmp_path, mosquitto, database_url):
     migrate(database_url)
+    fetch(database_url, lambda c: c.execute("INSERT INTO gateways (id) VALUES ('gw-flash')"))  # provisioned
     settings = CollectorSettings(database_url=database_url, mqtt_url=mosquitto.url, data_dir=tmp_path / "collector",
                                  replica_id="r1", archive_interval_s=0.2, batch_max_wait_s=0.05)
     worker = IngestWorker(settings, services=Services(database_url, mosquitto.url,
