@@ -617,7 +617,7 @@ class BatchWriter:
         duplicates = 0
         for entry in taken:
             digest = stored.get((entry.msg.gateway_id, entry.epoch_key, entry.msg.seq))
-            # no digest: a key stored before digests were kept (migration 0007); trusted as before
+            # no digest: a key stored before digests were kept (migration 0008); trusted as before
             if digest is None or bytes(digest) == entry.digest:
                 duplicates += 1
             else:

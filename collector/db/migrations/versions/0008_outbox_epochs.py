@@ -1,7 +1,7 @@
 """Outbox epochs and content digests: the idempotency key becomes (gateway, epoch, seq).
 
-Revision ID: 0007_outbox_epochs
-Revises: 0006_meter_channels
+Revision ID: 0008_outbox_epochs
+Revises: 0007_trust_boundaries
 
 A gateway that loses its data directory (SD-card swap, re-flash, reinstall) restarts its
 sequence numbers at 1. Keyed on (gateway_id, seq) alone, everything it sent next was acked
@@ -21,8 +21,8 @@ outbox); version-1 messages belong to the legacy epoch, stored as ''.
 
 from alembic import op
 
-revision = "0007_outbox_epochs"
-down_revision = "0006_meter_channels"
+revision = "0008_outbox_epochs"
+down_revision = "0007_trust_boundaries"
 branch_labels = None
 depends_on = None
 
