@@ -2,12 +2,13 @@
 
 Each customer gets a random 256-bit data key; their name, address and contact are sealed
 with AES-GCM under that key (the customer id and field name as associated data, so a
-ciphertext cannot be moved to another customer or field). The data key itself is stored
-only wrapped (AES-GCM) by the master key, which comes from the environment
-(``GRIDSIGHT_MASTER_KEY``, base64 of 32 bytes, or ``GRIDSIGHT_MASTER_KEY_FILE``) and never
-touches the database. Erasure destroys the wrapped data key and unlinks the meters:
-readings and aggregates stay, but nothing connects them to a person any more, and old
-backups of the ciphertext become unreadable.
+ciphertext cannot be moved to another customer or field). The data key is kept only wrapped
+(AES-GCM) by the master key, which comes from the environment (``GRIDSIGHT_MASTER_KEY``,
+base64 of 32 bytes, or ``GRIDSIGHT_MASTER_KEY_FILE``), and only in the key store
+(:mod:`collector.keystore`), never in PostgreSQL: a key in a table would survive erasure in
+dead tuples, the WAL and backups. Erasure destroys the key in the key store first, then nulls
+the ciphertexts and unlinks the meters: readings and aggregates stay, but nothing connects
+them to a person any more, and every copy of the ciphertext (backups included) is unreadable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
+
+from collector.keystore import KeyMissing, KeyStore
 
 from collector.settings import CollectorSecrets, load_secrets
 from gridsight.settings import ConfigError
@@ -115,9 +118,11 @@ def _open(key: bytes, customer_id: str, field: str, sealed: bytes) -> str:
 class CustomerVault:
     """Customers and their meters: create, read (decrypting), export, erase."""
 
-    def __init__(self, engine: Engine, master_key: MasterKey, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, master_key: MasterKey, key_store: KeyStore,
+                 now: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.master_key = master_key
+        self.key_store = key_store
         self._now = now
 
     def create(self, name: str, address: str, contact: str, meters: tuple[str, ...] = ()) -> Customer:
@@ -125,13 +130,47 @@ class CustomerVault:
         data_key = AESGCM.generate_key(bit_length=256)
         values = {"name": name, "address": address, "contact": contact}
         params: dict[str, Any] = {f"{f}_enc": _seal(data_key, customer_id, f, values[f]) for f in PERSONAL_FIELDS}
-        params.update(cid=customer_id, wk=self.master_key.wrap(data_key, customer_id))
-        with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO customers (customer_id, wrapped_key, name_enc, address_enc, contact_enc) "
-                              "VALUES (:cid, :wk, :name_enc, :address_enc, :contact_enc)"), params)
-            for meter_id in meters:
-                self._link(conn, customer_id, meter_id)
+        params.update(cid=customer_id)
+        self.key_store.put(customer_id, self.master_key.wrap(data_key, customer_id))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("INSERT INTO customers (customer_id, name_enc, address_enc, contact_enc) "
+                                  "VALUES (:cid, :name_enc, :address_enc, :contact_enc)"), params)
+                for meter_id in meters:
+                    self._link(conn, customer_id, meter_id)
+        except BaseException:
+            self.key_store.destroy(customer_id)
+            raise
         return Customer(customer_id, name, address, contact, tuple(sorted(meters)))
+
+    def _data_key(self, customer_id: str, legacy_wrapped: bytes | None = None) -> bytes:
+        try:
+            wrapped = self.key_store.get(customer_id)
+        except KeyMissing:
+            if legacy_wrapped is None:
+                raise CustomerNotFound(customer_id) from None
+            wrapped = legacy_wrapped          # written before the key store (see adopt_database_keys)
+        return self.master_key.unwrap(wrapped, customer_id)
+
+    def adopt_database_keys(self) -> int:
+        """Move data keys still wrapped in the ``customers`` table (written before the key store)
+        into the key store and null them in the table; returns how many moved. Idempotent.
+
+        Copies of those keys stay in the database's WAL and backups, wrapped under the current
+        master key: rotate the master key afterwards and destroy the old one, so they can never
+        be unwrapped (docs/security.md)."""
+        moved = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(text("SELECT customer_id, wrapped_key FROM customers WHERE wrapped_key IS NOT NULL "
+                                     "FOR UPDATE")).all()
+            for row in rows:
+                wrapped = bytes(row.wrapped_key)
+                self.master_key.unwrap(wrapped, row.customer_id)        # refuse to move a key we cannot open
+                self.key_store.put(row.customer_id, wrapped)
+                conn.execute(text("UPDATE customers SET wrapped_key = NULL WHERE customer_id = :c"),
+                             {"c": row.customer_id})
+                moved += 1
+        return moved
 
     def _link(self, conn, customer_id: str, meter_id: str) -> None:
         owner = conn.execute(text("SELECT customer_id FROM customer_meters WHERE meter_id = :m"),
@@ -163,7 +202,7 @@ class CustomerVault:
             meters = tuple(r.meter_id for r in conn.execute(
                 text("SELECT meter_id FROM customer_meters WHERE customer_id = :c ORDER BY meter_id"),
                 {"c": customer_id}))
-        data_key = self.master_key.unwrap(bytes(row.wrapped_key), customer_id)
+        data_key = self._data_key(customer_id, bytes(row.wrapped_key) if row.wrapped_key is not None else None)
         fields = {f: _open(data_key, customer_id, f, bytes(getattr(row, f"{f}_enc"))) for f in PERSONAL_FIELDS}
         return Customer(customer_id, meters=meters, **fields)
 
@@ -201,7 +240,13 @@ class CustomerVault:
         return out
 
     def erase(self, customer_id: str) -> None:
-        """GDPR erasure: destroy the data key and ciphertexts, unlink meters, disable their logins."""
+        """GDPR erasure: destroy the data key in the key store (crypto-shredding: every copy of the
+        ciphertext, in the WAL and backups too, becomes unreadable), then null the ciphertexts,
+        unlink meters and remove their logins. A failure after the key is gone leaves a customer
+        that cannot be read; erasing again completes it."""
+        with self.engine.connect() as conn:
+            self._require_live(conn, customer_id)
+        self.key_store.destroy(customer_id)
         with self.engine.begin() as conn:
             self._require_live(conn, customer_id)
             conn.execute(text("DELETE FROM customer_meters WHERE customer_id = :c"), {"c": customer_id})
@@ -210,21 +255,24 @@ class CustomerVault:
                               "contact_enc = NULL, erased_at = now() WHERE customer_id = :c"), {"c": customer_id})
 
     def rotate_master_key(self, new_key: MasterKey) -> int:
-        """Re-wrap every live customer's data key under ``new_key`` in one transaction.
+        """Re-wrap every live customer's data key under ``new_key`` in the key store.
 
-        The personal ciphertexts are untouched (their data keys do not change), so rotation is
-        quick and atomic: either every wrapped key is under the new master key or none is.
-        Returns the number of customers re-wrapped; afterwards this vault uses ``new_key``.
+        The personal ciphertexts are untouched (their data keys do not change). Every key is
+        unwrapped first, so a wrong current key changes nothing; each file is then replaced
+        atomically, so a crash mid-way leaves keys under the old or the new master key, and
+        running the rotation again with both keys completes it. Returns the number re-wrapped;
+        afterwards this vault uses ``new_key``.
         """
-        with self.engine.begin() as conn:
-            rows = conn.execute(text("SELECT customer_id, wrapped_key FROM customers WHERE wrapped_key IS NOT NULL "
-                                     "FOR UPDATE")).all()
-            for row in rows:
-                data_key = self.master_key.unwrap(bytes(row.wrapped_key), row.customer_id)
-                conn.execute(text("UPDATE customers SET wrapped_key = :w WHERE customer_id = :c"),
-                             {"w": new_key.wrap(data_key, row.customer_id), "c": row.customer_id})
+        self.adopt_database_keys()
+        with self.engine.connect() as conn:
+            live = {r.customer_id for r in conn.execute(text("SELECT customer_id FROM customers "
+                                                             "WHERE erased_at IS NULL"))}
+        ids = [c for c in self.key_store.customer_ids() if c in live]
+        rewrapped = {c: new_key.wrap(self.master_key.unwrap(self.key_store.get(c), c), c) for c in ids}
+        for customer_id, wrapped in rewrapped.items():       # every key opened before any is replaced
+            self.key_store.put(customer_id, wrapped)
         self.master_key = new_key
-        return len(rows)
+        return len(ids)
 
     def owner_of(self, meter_id: str) -> str | None:
         with self.engine.connect() as conn:

@@ -79,6 +79,9 @@ class CollectorSettings:
     s3_bucket: str | None = field(default=None, metadata={"env": "S3_BUCKET"})
     # GRIDSIGHT_COLLECTOR_DATA_DIR; GRIDSIGHT_DATA_DIR is still read (older deployments), the agent ignores it
     data_dir: Path = field(default=Path(".gridsight/collector"), metadata={"env": "GRIDSIGHT_DATA_DIR"})
+    # customers' wrapped data keys, one file each, destroyed on erasure (default: data_dir/keys);
+    # outside PostgreSQL so erasure is not undone by dead tuples, the WAL or database backups
+    key_store_dir: Path | None = None
     # Stable per replica: the broker keeps the persistent session (and unacked messages) under it.
     replica_id: str = field(default_factory=_default_replica_id)
     shared_group: str = "collectors"
@@ -162,6 +165,10 @@ class CollectorSettings:
     def tls_files(self) -> TlsFiles:
         return TlsFiles(*(str(p) if p is not None else None
                           for p in (self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)))
+
+    @property
+    def key_store_path(self) -> Path:
+        return self.key_store_dir or self.data_dir / "keys"
 
     @property
     def client_id(self) -> str:

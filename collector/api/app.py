@@ -87,7 +87,7 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
     # every route's require_roles(...) needs this; it also bounds request bodies
-    install_identity(app, url, secrets=settings.secrets)
+    install_identity(app, url, secrets=settings.secrets, key_store_dir=settings.key_store_path)
     return app
 
 

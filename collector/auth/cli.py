@@ -73,10 +73,10 @@ def _run(args) -> int:
     settings = load_collector_settings(overrides={"database_url": args.database_url})
     with open_services(settings, mqtt=False, migrate=True) as services:
         store = IdentityStore(engine_for(services.database_url))
-        return _command(args, store, IdentityError, settings.secrets)
+        return _command(args, store, IdentityError, settings.secrets, settings.key_store_path)
 
 
-def _command(args, store, IdentityError, keys) -> int:
+def _command(args, store, IdentityError, keys, key_store_dir) -> int:
     try:
         if args.command == "create-user":
             user = store.create_user(args.username, _password(args, keys), args.role, args.customer_id)
@@ -99,7 +99,8 @@ def _command(args, store, IdentityError, keys) -> int:
         elif args.command == "rotate-master-key":
             from collector.pii import CustomerVault, MasterKey, MasterKeyError
             try:
-                vault = CustomerVault(store.engine, MasterKey.from_secrets(keys))
+                from collector.keystore import FileKeyStore
+                vault = CustomerVault(store.engine, MasterKey.from_secrets(keys), FileKeyStore(key_store_dir))
                 new_key = MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(args.new_key_file)})
                 count = vault.rotate_master_key(new_key)
             except MasterKeyError as exc:

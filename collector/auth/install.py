@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Callable, Mapping
 
 from fastapi import FastAPI
@@ -52,6 +53,7 @@ def token_secret_from_env(env: Mapping[str, str] | None = None) -> str:
 
 
 def install_identity(app: FastAPI, database_url: str, *, secrets: CollectorSecrets | None = None,
+                     key_store_dir: str | Path | None = None,
                      env: Mapping[str, str] | None = None, token_ttl_s: int = 3600, max_body_bytes: int = 1024 * 1024, body_timeout_s: float = 10.0,
                      now: Callable[[], float] = time.time) -> IdentityContext:
     """Attach authentication, the customer vault and request limits to ``app``.
@@ -63,7 +65,9 @@ def install_identity(app: FastAPI, database_url: str, *, secrets: CollectorSecre
     configured; without it the customer routes answer 503 and nothing personal can be stored.
     Calling it again on the same app only swaps the context (secrets, database, clock).
     The secrets are ``secrets`` (the collector's settings), else those in ``env`` (default: the
-    process environment).
+    process environment). Customers' data keys live in the key store folder ``key_store_dir``
+    (default: the collector settings' ``data_dir/keys``); data keys an older version kept in the
+    database are moved there now.
     """
     from collector.pii import CustomerVault, MasterKey, MasterKeyError
 
@@ -72,12 +76,20 @@ def install_identity(app: FastAPI, database_url: str, *, secrets: CollectorSecre
     store = IdentityStore(engine, now=now)
     issuer = TokenIssuer(token_secret(keys), ttl_s=token_ttl_s, now=now)
     try:
-        vault = CustomerVault(engine, MasterKey.from_secrets(keys), now=now)
+        master_key = MasterKey.from_secrets(keys)
     except MasterKeyError as exc:
         if keys.master_key:
             raise
         log.warning("personal data disabled: %s", exc)
         vault = None
+    else:
+        from collector.keystore import FileKeyStore
+        from collector.settings import CollectorSettings
+
+        settings = getattr(app.state, "settings", None) or CollectorSettings()
+        folder = Path(key_store_dir) if key_store_dir is not None else settings.key_store_path
+        vault = CustomerVault(engine, master_key, FileKeyStore(folder), now=now)
+        _adopt_database_keys(vault)
     ctx = IdentityContext(store=store, issuer=issuer, vault=vault)
     previous = getattr(app.state, "identity", None)
     app.state.identity = ctx
@@ -87,3 +99,16 @@ def install_identity(app: FastAPI, database_url: str, *, secrets: CollectorSecre
         return ctx
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
     return ctx
+
+
+def _adopt_database_keys(vault) -> None:
+    from sqlalchemy.exc import ProgrammingError
+
+    try:
+        moved = vault.adopt_database_keys()
+    except ProgrammingError:
+        return                    # the identity tables are not there yet (migrated later)
+    if moved:
+        log.warning("moved %d customer data keys from the database into the key store %s; rotate the master "
+                    "key now (gridsight accounts rotate-master-key) and destroy the old one, or copies of "
+                    "those keys in the WAL and backups stay usable", moved, getattr(vault.key_store, "folder", ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,7 +79,8 @@ class Api:
 def build_app(database_url: str, clock: StepClock, master_key: str | None = None, **limits) -> tuple[FastAPI, object]:
     app = FastAPI(title="gridsight identity test app")
     env = {"GRIDSIGHT_JWT_SECRET": JWT_SECRET, "GRIDSIGHT_MASTER_KEY": master_key or MasterKey.generate()}
-    ctx = install_identity(app, database_url, env=env, token_ttl_s=900, now=clock, **limits)
+    ctx = install_identity(app, database_url, env=env, token_ttl_s=900, now=clock,
+                           key_store_dir=tempfile.mkdtemp(prefix="gridsight-test-keys-"), **limits)
     for module in (auth_routes, customer_routes, enrollment_routes):
         app.include_router(module.router)
     return app, ctx

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from collector.keystore import KeyMissing
 from collector.pii import CustomerVault, MasterKey, MasterKeyError
 
 
@@ -59,8 +60,7 @@ def test_erasure_destroys_the_key_unlinks_meters_and_keeps_aggregates(api):
     with api.ctx.store.engine.begin() as conn:
         conn.execute(text("CREATE TABLE readings_daily (meter_id text, bucket timestamptz, kwh float8)"))
         conn.execute(text("INSERT INTO readings_daily VALUES (:own, '2026-11-01', 7.5)"), {"own": api.own_meter})
-        before = conn.execute(text("SELECT wrapped_key, name_enc FROM customers WHERE customer_id = :c"),
-                              {"c": api.customer_id}).one()
+    before_key = api.ctx.vault.key_store.get(api.customer_id)
     assert api.client.delete(f"/customers/{api.customer_id}", headers=api.headers["admin"]).status_code == 204
 
     with api.ctx.store.engine.connect() as conn:
@@ -73,12 +73,15 @@ def test_erasure_destroys_the_key_unlinks_meters_and_keeps_aggregates(api):
     assert links == 0 and kwh == 7.5
     assert api.client.get(f"/customers/{api.customer_id}", headers=api.headers["admin"]).status_code == 404
     assert api.client.get("/customers/me", headers=api.headers["consumer"]).status_code == 401
-    # nothing left in the table can unwrap the old ciphertext: the wrapped data key is gone
-    assert bytes(before.wrapped_key) not in _raw_customer_bytes(api)
+    # the wrapped data key is gone from the key store and was never in the table
+    with pytest.raises(KeyMissing):
+        api.ctx.vault.key_store.get(api.customer_id)
+    assert before_key not in _raw_customer_bytes(api)
 
 
 def test_a_wrong_master_key_cannot_open_personal_data(api):
-    other = CustomerVault(api.ctx.store.engine, MasterKey.from_env({"GRIDSIGHT_MASTER_KEY": MasterKey.generate()}))
+    other = CustomerVault(api.ctx.store.engine, MasterKey.from_env({"GRIDSIGHT_MASTER_KEY": MasterKey.generate()}),
+                          api.ctx.vault.key_store)
     with pytest.raises(MasterKeyError):
         other.get(api.customer_id)
 
@@ -125,16 +128,18 @@ def test_rotating_the_master_key_keeps_every_customer_readable_only_under_the_ne
     new_key_file = tmp_path / "new.key"
     new_key_file.write_text(MasterKey.generate())
     old_key = api.ctx.vault.master_key
-    env = {**os.environ, "GRIDSIGHT_MASTER_KEY_FILE": str(tmp_path / "old.key")}
+    env = {**os.environ, "GRIDSIGHT_MASTER_KEY_FILE": str(tmp_path / "old.key"),
+           "GRIDSIGHT_COLLECTOR_KEY_STORE_DIR": str(api.ctx.vault.key_store.folder)}
     (tmp_path / "old.key").write_text(_key_b64(api))
     result = subprocess.run([sys.executable, "-m", "gridsight", "accounts", "--database-url", _url(api),
                              "rotate-master-key", "--new-key-file", str(new_key_file)],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0 and "re-wrapped 2" in result.stdout, result.stderr
-    rotated = CustomerVault(api.ctx.store.engine, MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(new_key_file)}))
+    rotated = CustomerVault(api.ctx.store.engine, MasterKey.from_env({"GRIDSIGHT_MASTER_KEY_FILE": str(new_key_file)}),
+                            api.ctx.vault.key_store)
     assert rotated.get(api.customer_id).name == "Ada Lovelace"
     with pytest.raises(MasterKeyError):
-        CustomerVault(api.ctx.store.engine, old_key).get(api.customer_id)
+        CustomerVault(api.ctx.store.engine, old_key, api.ctx.vault.key_store).get(api.customer_id)
 
 
 def _url(api) -> str:
@@ -143,3 +148,27 @@ def _url(api) -> str:
 
 def _key_b64(api) -> str:
     return api.master_key_b64
+
+
+def test_rotation_rewraps_the_key_store_so_only_the_new_master_key_opens_it(api):
+    old_key, new_key = api.ctx.vault.master_key, MasterKey.from_env({"GRIDSIGHT_MASTER_KEY": MasterKey.generate()})
+    before = api.ctx.vault.key_store.get(api.customer_id)
+    assert api.ctx.vault.rotate_master_key(new_key) == 2
+    assert api.ctx.vault.key_store.get(api.customer_id) != before
+    assert CustomerVault(api.ctx.store.engine, new_key, api.ctx.vault.key_store).get(api.customer_id).name == \
+        "Ada Lovelace"
+    with pytest.raises(MasterKeyError):
+        CustomerVault(api.ctx.store.engine, old_key, api.ctx.vault.key_store).get(api.customer_id)
+
+
+def test_data_keys_an_older_version_kept_in_the_database_move_to_the_key_store(api):
+    wrapped = api.ctx.vault.key_store.get(api.customer_id)
+    with api.ctx.store.engine.begin() as conn:       # as written before the key store existed
+        conn.execute(text("UPDATE customers SET wrapped_key = :w WHERE customer_id = :c"),
+                     {"w": wrapped, "c": api.customer_id})
+    api.ctx.vault.key_store.destroy(api.customer_id)
+    assert api.ctx.vault.get(api.customer_id).name == "Ada Lovelace"
+    assert api.ctx.vault.adopt_database_keys() == 1
+    with api.ctx.store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM customers WHERE wrapped_key IS NOT NULL")).scalar() == 0
+    assert api.ctx.vault.get(api.customer_id).name == "Ada Lovelace"
