@@ -25,7 +25,7 @@ def test_gateway_messages_are_stored_acked_and_archived(start_worker, publisher,
     assert scalar(collector_db, "SELECT count(*) FROM anomaly_flags") == 1
     wait_until(lambda: scalar(collector_db, "SELECT count(*) FROM archive_outbox") == 0, what="archive drained")
     assert scalar(collector_db, "SELECT sum(messages) FROM archive_objects") == 3
-    assert list(archive_dir.glob("raw/dt=*/gateway=gw-1/*.jsonl.gz"))
+    assert list(archive_dir.glob("raw/dt=*/gateway=gw-1/*.parquet"))
 
 
 def test_a_flood_of_malformed_messages_is_dead_lettered_and_good_traffic_is_unaffected(
