@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.footprint import memory_breakdown  # noqa: E402
 from edge_agent.outbox import Outbox  # noqa: E402
 from gridsight.wire import Reading  # noqa: E402
-from gridsight.local_services import LocalMosquitto  # noqa: E402
+from gridsight.local_services import LocalMosquitto, free_port  # noqa: E402
 
 T0 = 1_767_225_600.0
 METERS = 200
@@ -145,7 +146,9 @@ def write_recording(path: Path, sim_seconds: float) -> None:
             fh.write("".join(lines))
 
 
-def run_agent(work: Path, speed: float, sim_seconds: float, max_samples: int | None) -> dict:
+def run_agent(work: Path, speed: float, sim_seconds: float, max_samples: int | None, local: bool = False) -> dict:
+    """One agent run; with ``local`` also the Home Assistant discovery (to the same local broker)
+    and the localhost metrics page, scraped every 5 s as Prometheus would."""
     broker = LocalMosquitto(work / "mqtt").start()
     collector = _Subscriber(broker.port)  # stands in for the collector's subscription
     recording = work / "meters.csv"
@@ -156,6 +159,8 @@ def run_agent(work: Path, speed: float, sim_seconds: float, max_samples: int | N
     nodes = train_in_subprocess(model, max_samples)
     model_rss = model_load_rss_mb(model)
     log(f"model: {model.stat().st_size / 1e6:.2f} MB file, {model_rss} MB resident once loaded")
+    metrics_port = free_port()
+    scrapes = 0
     config = work / "agent.toml"
     config.write_text(f"""
 gateway_id = "gw-bench"
@@ -175,7 +180,10 @@ speed = {speed}
 [[readers]]
 type = "replay"
 path = "{recording}"
-""")
+""" + (f"""[local]
+ha_mqtt_url = "{broker.url}"
+metrics_port = {metrics_port}
+""" if local else ""))
     cmd = [sys.executable, "-m", "gridsight.cli", "agent", "run", "--config", str(config)]
     # the environment the systemd unit gives the agent
     env = precompiled_environment(work)
@@ -192,6 +200,13 @@ path = "{recording}"
             rss, cpu, written, memory = proc_sample(proc.pid)
             elapsed = time.monotonic() - started
             samples.append((elapsed, rss, cpu, written, memory))
+            if local and elapsed >= scrapes * 5.0:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+                        resp.read()
+                    scrapes += 1
+                except OSError:
+                    pass
             if elapsed >= next_report:
                 log(f"  {elapsed:5.0f}/{real_seconds:.0f} s real ({elapsed * speed / 60:5.1f} sim min): "
                     f"rss {rss:5.1f} MB (anon {memory['anon']:5.1f}, file {memory['file']:5.1f}, "
@@ -214,6 +229,7 @@ path = "{recording}"
     status = json.loads((work / "data" / "status.json").read_text())
     log(f"subscriber received {collector.received} messages")
     return {"samples": samples, "status": status, "model_rss_mb": model_rss, "received": collector.received,
+            "metrics_scrapes": scrapes,
             "model_file_mb": round(model.stat().st_size / 1e6, 2), "model_nodes": nodes,
             "stages": stage_breakdown(model, env)}
 
@@ -377,17 +393,34 @@ def main() -> int:
     parser.add_argument("--sim-minutes", type=float, default=None, help="simulated run length (default 40; quick 20)")
     parser.add_argument("--max-samples", type=int, default=None,
                         help="IsolationForest max_samples of the loaded model (default: model_export's default)")
+    parser.add_argument("--local-integrations", action="store_true",
+                        help="also run the agent with Home Assistant discovery and the metrics page on, "
+                             "and report their cost side by side (default: off)")
     args = parser.parse_args()
     speed = args.speed or (20.0 if args.quick else 10.0)
     sim_minutes = args.sim_minutes or (20.0 if args.quick else 40.0)
     command = "python bench/agent_footprint.py" + (" --quick" if args.quick else "") + \
         (f" --speed {args.speed}" if args.speed else "") + (f" --sim-minutes {args.sim_minutes}" if args.sim_minutes else "") + \
-        (f" --max-samples {args.max_samples}" if args.max_samples else "")
+        (f" --max-samples {args.max_samples}" if args.max_samples else "") + \
+        (" --local-integrations" if args.local_integrations else "")
     print(f"reproduce: {command}")
     with tempfile.TemporaryDirectory(prefix="gridsight-bench-") as tmp:
         work = Path(tmp)
         log(f"agent: {METERS} meters x 1 reading/s, {sim_minutes:.0f} simulated minutes at {speed:.0f}x ...")
         agent = summarise_agent(run_agent(work, speed, sim_minutes * 60, args.max_samples), speed)
+        local_cost = None
+        if args.local_integrations:
+            log("the same run with Home Assistant discovery and the metrics page on ...")
+            on_dir = work / "local-on"
+            on_dir.mkdir()
+            on_run = run_agent(on_dir, speed, sim_minutes * 60, args.max_samples, local=True)
+            on = summarise_agent(on_run, speed)
+            local_cost = {"rss_steady_mb_off": agent["rss_steady_mb"], "rss_steady_mb_on": on["rss_steady_mb"],
+                          "rss_cost_mb": round(on["rss_steady_mb"] - agent["rss_steady_mb"], 1),
+                          "cpu_ms_per_1000_readings_off": agent["cpu_ms_per_1000_readings"],
+                          "cpu_ms_per_1000_readings_on": on["cpu_ms_per_1000_readings"],
+                          "metrics_scrapes": on_run["metrics_scrapes"],
+                          "local_errors": int(on_run["status"]["counters"].get("local_errors", 0))}
         n = min(200_000, max(20_000, agent["readings_total"] // 4))
         log(f"outbox write path: {n} readings, batched vs one commit per reading ...")
         batched = outbox_write_path(work, n, batched=True)
@@ -413,7 +446,14 @@ def main() -> int:
           f"{batched['bytes_written_per_1000_readings']} B; one commit per reading "
           f"{per_reading['cpu_ms_per_1000_readings']} ms CPU, {per_reading['bytes_written_per_1000_readings']} B "
           f"({ratios['per_reading_commit_vs_batched_cpu']}x CPU, {ratios['per_reading_commit_vs_batched_bytes']}x bytes)")
+    if local_cost is not None:
+        print(f"local integrations (Home Assistant discovery + metrics page scraped every 5 s): RSS steady "
+              f"{local_cost['rss_steady_mb_off']} -> {local_cost['rss_steady_mb_on']} MB "
+              f"({local_cost['rss_cost_mb']:+} MB), CPU {local_cost['cpu_ms_per_1000_readings_off']} -> "
+              f"{local_cost['cpu_ms_per_1000_readings_on']} ms per 1000 readings, "
+              f"{local_cost['metrics_scrapes']} scrapes, {local_cost['local_errors']} integration errors")
     figures = {"bench": "agent_footprint", "meters": METERS, "speed": speed, "sim_minutes": sim_minutes,
+               **({"local_integrations": local_cost} if local_cost is not None else {}),
                **agent, "outbox_batched": batched, "outbox_one_commit_per_reading": per_reading, **ratios,
                "targets": {"rss_mb_max": 80, "pi3_cpu_share_max": 0.10},
                "rss_target_met": agent["rss_steady_mb"] <= 80, "command": command}

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from gridsight.wire import READING_EXTENSIONS, Reading
+from gridsight.wire import READING_EXTENSIONS, Reading, reading_extensions_used
 from gridsight.errors import GridsightError
 
 __all__ = ["Outbox", "OutboxError", "new_epoch", "read_snapshot", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
@@ -78,10 +78,9 @@ def _pack(readings: Sequence[Reading]) -> bytes:
     columns: list = [[getattr(r, c) for r in readings] for c in _COLUMNS]
     # layout-2 values (export, phases, channels) ride as an eighth element, only when present,
     # so batches written before the extension and plain meters' batches look the same
-    extra = {c: [getattr(r, c) for r in readings] for c in READING_EXTENSIONS}
-    extra = {c: v for c, v in extra.items() if any(x is not None for x in v)}
-    if extra:
-        columns.append(extra)
+    if reading_extensions_used(readings):
+        extra = {c: [getattr(r, c) for r in readings] for c in READING_EXTENSIONS}
+        columns.append({c: v for c, v in extra.items() if any(x is not None for x in v)})
     return zlib.compress(json.dumps(columns, separators=(",", ":")).encode(), 1)
 
 

@@ -55,14 +55,20 @@ class ClosedInterval:
     stats: tuple[IntervalStats, ...]  # one per meter with readings, sorted by meter id
 
 
-def _lowest_phase(r: Reading) -> float:
-    """A three-phase reading's lowest phase voltage (NaN for a single-phase or voltage-less meter)."""
+def _lowest_phase(r: Reading) -> float | None:
+    """A three-phase reading's lowest phase voltage (None for a single-phase or voltage-less meter)."""
+    if r.voltage_l2_v is None and r.voltage_l3_v is None:
+        return None
     phases = [v for v in (r.voltage_l1_v, r.voltage_l2_v, r.voltage_l3_v) if v is not None]
-    return min(phases) if len(phases) > 1 else math.nan
+    return min(phases) if len(phases) > 1 else None
 
 
 class _MeterBuffer:
-    """One meter's open readings as packed arrays: 48 bytes a reading, not a Python object each."""
+    """One meter's open readings as packed arrays: 32 bytes a reading, not a Python object each.
+
+    ``low_phase`` (lowest phase voltage) and ``export`` (export register) exist only for meters
+    that give them, so a plain meter's buffer stays at four columns.
+    """
 
     __slots__ = ("ts", "energy", "power", "voltage", "low_phase", "export")
 
@@ -71,8 +77,15 @@ class _MeterBuffer:
         self.energy = array("d")
         self.power = array("d")
         self.voltage = array("d")
-        self.low_phase = array("d")  # lowest phase voltage (three-phase meters), NaN otherwise
-        self.export = array("d")     # export register (meters that have one), NaN otherwise
+        self.low_phase: array | None = None
+        self.export: array | None = None
+
+    def _column(self, name: str) -> array:
+        col = getattr(self, name)
+        if col is None:
+            col = array("d", [math.nan]) * (len(self.ts) - 1)
+            setattr(self, name, col)
+        return col
 
     def add(self, r: Reading) -> bool:
         """Buffer ``r``; False if a reading with the same timestamp is already here."""
@@ -83,29 +96,36 @@ class _MeterBuffer:
         self.energy.append(r.energy_kwh)
         self.power.append(math.nan if r.power_w is None else r.power_w)
         self.voltage.append(math.nan if r.voltage_v is None else r.voltage_v)
-        self.low_phase.append(_lowest_phase(r))
-        self.export.append(math.nan if r.export_kwh is None else r.export_kwh)
+        low = _lowest_phase(r)
+        if low is not None or self.low_phase is not None:
+            self._column("low_phase").append(math.nan if low is None else low)
+        if r.export_kwh is not None or self.export is not None:
+            self._column("export").append(math.nan if r.export_kwh is None else r.export_kwh)
         return True
 
     def earliest(self) -> float:
         return min(self.ts)
 
     def take_before(self, end: float) -> tuple[np.ndarray, ...] | None:
-        """Remove and return (ts, energy, power, voltage, low_phase, export) of readings before ``end``, by time."""
+        """Remove and return (ts, energy, power, voltage, low_phase, export) of readings before ``end``,
+        by time; low_phase and export are None for a meter without them."""
         ts = np.frombuffer(self.ts, dtype=np.float64) if self.ts else np.empty(0)
         if not ts.size:
             return None
         inside = ts < end
         if not inside.any():
             return None
-        columns = [np.frombuffer(c, dtype=np.float64)
-                   for c in (self.energy, self.power, self.voltage, self.low_phase, self.export)]
+        names = ("energy", "power", "voltage", "low_phase", "export")
+        columns = [None if getattr(self, n) is None else np.frombuffer(getattr(self, n), dtype=np.float64)
+                   for n in names]
         order = np.argsort(ts[inside], kind="stable")
-        taken = (ts[inside][order].copy(), *(c[inside][order].copy() for c in columns))
+        taken = (ts[inside][order].copy(), *(None if c is None else c[inside][order].copy() for c in columns))
         keep = ~inside
-        rest = [ts[keep].tolist()] + [c[keep].tolist() for c in columns]
+        rest = [ts[keep].tolist()] + [None if c is None else c[keep].tolist() for c in columns]
         del ts, columns  # release the buffer views before the arrays are replaced
-        self.ts, self.energy, self.power, self.voltage, self.low_phase, self.export = (array("d", c) for c in rest)
+        self.ts = array("d", rest[0])
+        for n, c in zip(names, rest[1:]):
+            setattr(self, n, None if c is None else array("d", c))
         return taken
 
     def __len__(self) -> int:
@@ -223,17 +243,18 @@ class IntervalWindow:
         return closed
 
     def _reduce(self, meter_id: str, start: float, ts: np.ndarray, energy: np.ndarray,
-                power: np.ndarray, voltage: np.ndarray, low_phase: np.ndarray, export: np.ndarray) -> IntervalStats:
+                power: np.ndarray, voltage: np.ndarray, low_phase: np.ndarray | None,
+                export: np.ndarray | None) -> IntervalStats:
         # Across a gap (meter silent, reader down) the register step belongs to many intervals,
         # not this one: start afresh like training does, instead of reporting one huge interval.
         last_start = self._last_start.get(meter_id)
         contiguous = last_start is None or start - last_start <= self.interval_s
         prev = self._prev_energy.get(meter_id) if contiguous else None
-        has_export = not np.isnan(export).all()
+        has_export = export is not None and not np.isnan(export).all()
         stats = interval_stats(meter_id, start, self.interval_s, ts, energy,
                                None if np.isnan(power).all() else power, prev,
                                voltage_v=None if np.isnan(voltage).all() else voltage,
-                               phase_voltage_min_v=None if np.isnan(low_phase).all() else low_phase,
+                               phase_voltage_min_v=None if low_phase is None or np.isnan(low_phase).all() else low_phase,
                                export_kwh=export if has_export else None,
                                prev_export_kwh=self._prev_export.get(meter_id) if contiguous else None)
         self._prev_energy[meter_id] = float(energy[-1])

@@ -32,10 +32,11 @@ import base64
 import hashlib
 import json
 import math
+import operator
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, Callable, ClassVar, Iterable, Union
 
 from gridsight.errors import GridsightError
 
@@ -50,6 +51,7 @@ __all__ = [
     "WireError",
     "Reading",
     "READING_EXTENSIONS",
+    "reading_extensions_used",
     "CHANNELS",
     "MeterSummary",
     "IntervalSummary",
@@ -344,6 +346,13 @@ class Reading:
 
 READING_V1_COLUMNS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor")
 READING_EXTENSIONS = tuple(k for k in Reading._RULES if k not in READING_V1_COLUMNS)
+_EXTENSION_VALUES = operator.attrgetter(*READING_EXTENSIONS)
+_NO_EXTENSIONS = (None,) * len(READING_EXTENSIONS)
+
+
+def reading_extensions_used(readings: Iterable[Reading]) -> bool:
+    """Whether any reading has a layout-2 value (checked at C speed: plain meters pay ~nothing)."""
+    return bool(set(map(_EXTENSION_VALUES, readings)) - {_NO_EXTENSIONS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,8 +566,10 @@ def subscription_topics(shared_group: str | None = None) -> list[str]:
 
 def _encode_readings(readings: tuple[Reading, ...]) -> dict:
     columns = {c: [getattr(r, c) for r in readings] for c in RawChunk._COLUMNS}
-    extra = {c: [getattr(r, c) for r in readings] for c in READING_EXTENSIONS}
-    extra = {c: v for c, v in extra.items() if any(x is not None for x in v)}
+    extra: dict[str, list] = {}
+    if reading_extensions_used(readings):
+        extra = {c: [getattr(r, c) for r in readings] for c in READING_EXTENSIONS}
+        extra = {c: v for c, v in extra.items() if any(x is not None for x in v)}
     columns.update(extra)
     plain = json.dumps(columns, separators=(",", ":")).encode()
     out = {"codec": "zlib", "count": len(readings),

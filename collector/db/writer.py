@@ -329,7 +329,7 @@ def _entry(item: Received, msg: wire.Message) -> _Entry:
     gw, seq, received = msg.gateway_id, msg.seq, item.received_at
     if isinstance(msg, wire.RawChunk):
         ext = wire.READING_EXTENSIONS
-        entry.extended = any(getattr(r, c) is not None for r in msg.readings for c in ext)
+        entry.extended = wire.reading_extensions_used(msg.readings)
         if entry.extended:
             entry.readings = [(r.meter_id, r.ts, r.energy_kwh, r.power_w, r.voltage_v, r.current_a, r.power_factor,
                                gw, seq, *(getattr(r, c) for c in ext)) for r in msg.readings]
