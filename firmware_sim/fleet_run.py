@@ -555,7 +555,8 @@ def run_progress(now: float, sim_start: float, scored_start: float, finish: floa
     """"warm-up 40% (29 of 72 h), run 25%, ETA 3 min 10 s": the phase's share, the whole run's
     share and the time left at the pace so far, on the simulated clock."""
     total = max(finish - sim_start, 1.0)
-    done = min(max(now - sim_start, 0.0), total)
+    now = max(now, sim_start)                 # the clock starts a moment after the first report
+    done = min(now - sim_start, total)
     share = done / total
     if now < scored_start:
         span = max(scored_start - sim_start, 1.0)

@@ -230,7 +230,7 @@ def missed_bars(score: QaScore, bars: Bars) -> list[str]:
 def print_score(score: QaScore, missed: list[str]) -> None:
     """The score as the CLI prints it: a table per kind, then the totals and PASS or FAIL."""
     o = score.overall
-    pct = lambda v: "   -  " if v is None else f"{100 * v:5.1f}%"
+    pct = lambda v: "  n/a " if v is None else f"{100 * v:5.1f}%"
     hrs = lambda v: "   -  " if v is None else f"{v / 3600:5.1f}h"
     print(f"{'kind':<18}{'events':>7}{'found':>7}{'recall':>9}{'precis':>9}{'F1':>9}{'delay':>9}")
     for k, ks in sorted(score.kinds.items()):

@@ -34,7 +34,9 @@ def main(argv: list[str]) -> int:
     if done.returncode != 0:
         print(f"demo_output: gridsight demo exited {done.returncode}; {DOC} left unchanged", file=sys.stderr)
         return done.returncode
-    DOC.write_text(replace_block(DOC.read_text(), done.stdout))
+    # the docs show paths relative to the checkout, as `make demo` run from it prints them
+    output = done.stdout.lstrip("\n").replace(str(DOC.parent.parent) + "/", "")
+    DOC.write_text(replace_block(DOC.read_text(), output))
     print(f"demo_output: {DOC} updated ({len(done.stdout.splitlines())} lines)", file=sys.stderr)
     return 0
 

@@ -91,3 +91,9 @@ def test_the_demo_output_in_the_docs_is_a_block_the_script_rewrites():
     assert fresh.replace("gridsight demo: a new run\nPASS\n", "") == doc.replace(block.strip("`\n") + "\n", "")
     with pytest.raises(ValueError):
         module.replace_block("no block here", "x")
+
+
+def test_progress_before_the_clock_starts_reads_zero_not_negative():
+    from firmware_sim.fleet_run import run_progress
+
+    assert run_progress(-6840.0, 0.0, 172800.0, 432000.0, 0.5).startswith("warm-up 0% (0.0 of 48 h), run 0%")
