@@ -76,6 +76,10 @@ def _select(view: View) -> str:
 
 def _csv_to_parquet(view: View, spool: Path, parquet: Path) -> int:
     schema = pa.schema([(c.name, _ARROW[c.datatype]) for c in view.columns])
+    if spool.stat().st_size == 0:     # an empty view: Arrow's CSV reader refuses an empty file
+        pq.write_table(schema.empty_table(), parquet, compression="snappy")
+        spool.unlink()
+        return 0
     reader = pacsv.open_csv(
         spool,
         read_options=pacsv.ReadOptions(column_names=[c.name for c in view.columns], block_size=8 << 20),

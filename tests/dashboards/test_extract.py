@@ -45,8 +45,11 @@ def test_extract_holds_every_view_with_the_same_row_counts_and_sums_as_postgresq
             sql = ("SELECT count(*), " + ", ".join(f'CAST(sum("{m}") AS DOUBLE PRECISION)' for m in measures)
                    + f' FROM "{HYPER_SCHEMA}"."{view.name}"')
             got = conn.execute_list_query(sql)[0]
-            assert got[0] == expected[0] > 0, view.name
-            assert got[1:] == pytest.approx(list(expected[1:]), rel=1e-9, nan_ok=True), view.name
+            assert got[0] == expected[0], view.name
+            # the fixture has summaries, not raw readings: the views of raw readings are empty
+            assert expected[0] > 0 or view.name in ("phase_voltage", "meter_channels"), view.name
+            if expected[0]:
+                assert got[1:] == pytest.approx(list(expected[1:]), rel=1e-9, nan_ok=True), view.name
 
 
 def test_extract_keeps_times_flags_and_nulls_as_postgresql_has_them(extract_file, fleet_url):
@@ -148,3 +151,13 @@ def test_workbooks_rendered_onto_the_extract_find_every_field_they_use_in_it(ext
                     assert field_name.strip("[]") in columns[name], (path.name, field_name)
                     checked += 1
     assert checked > 30
+
+
+def test_an_empty_view_is_extracted_as_an_empty_table_not_an_error(fleet_url, tmp_path):
+    from dashboards.catalog import view
+    from dashboards.extract import write_extract
+
+    with psycopg.connect(fleet_url) as conn:
+        assert conn.execute("SELECT count(*) FROM tableau.phase_voltage").fetchone()[0] == 0  # no raw readings
+    done = write_extract(fleet_url, tmp_path / "empty.hyper", [view("phase_voltage")])
+    assert [(d.view, d.rows) for d in done] == [("phase_voltage", 0)]
