@@ -29,14 +29,17 @@ class Retained:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{time.monotonic_ns()}")
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        assert subscribed.wait(30), "test subscriber did not subscribe"
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:
             self.seen[msg.topic] = msg.payload.decode()
 
-    def wait(self, predicate, timeout: float = 10.0) -> bool:
+    def wait(self, predicate, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
@@ -69,10 +72,13 @@ def test_home_assistant_gets_a_device_per_meter_its_sensors_and_an_anomaly_with_
         ha.observe([_three_phase(), Reading("shop-1-gas", NOW, None, channel="gas", volume_m3=981.4)],
                    [_scored(True)])
         assert seen.wait(lambda s: "gridsight/local/gw-7/shop-1/anomaly_attributes" in s
-                         and "homeassistant/sensor/gw-7/shop-1-gas_volume_m3/config" in s)
+                         and "homeassistant/sensor/gw-7/shop-1-gas_volume_m3/config" in s
+                         and "gridsight/local/gw-7/shop-1/state" in s)
     finally:
         ha.close()
-        time.sleep(0.2)
+    try:
+        assert seen.wait(lambda s: s.get("gridsight/local/gw-7/availability") == "offline")  # its last word
+    finally:
         seen.close()
     export = json.loads(seen.seen["homeassistant/sensor/gw-7/shop-1_export_kwh/config"])
     assert (export["device_class"], export["state_class"], export["unit_of_measurement"]) == \
@@ -86,7 +92,6 @@ def test_home_assistant_gets_a_device_per_meter_its_sensors_and_an_anomaly_with_
     assert seen.seen["gridsight/local/gw-7/shop-1/anomaly"] == "ON"
     assert json.loads(seen.seen["gridsight/local/gw-7/shop-1/anomaly_attributes"])["reason"].endswith("(sag)")
     assert json.loads(seen.seen["gridsight/local/gw-7/shop-1/state"])["voltage_l2_v"] == 1.2
-    assert seen.seen["gridsight/local/gw-7/availability"] == "offline"   # closed: the last word
 
 
 def test_metrics_page_serves_agent_counters_and_per_phase_values_on_localhost_only():
