@@ -1,22 +1,20 @@
 """Alembic environment for gridsight's PostgreSQL schema.
 
 `collector.db.migrate(url)` passes the URL in ``config.attributes["url"]`` (never through the
-ini parser, which would mangle ``%`` in passwords). Migrations are written by hand in SQL where
-PostgreSQL features matter (partitioning); ``target_metadata`` lets `alembic revision
---autogenerate` compare the SQLModel dimension models against the database.
+ini parser, which would mangle ``%`` in passwords). Migrations are written by hand (SQL where
+PostgreSQL features matter: partitioning, views); there are no ORM models to autogenerate from,
+so the migrations and collector/db/SCHEMA.md are the one description of the schema.
 """
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
-from sqlmodel import SQLModel
 
-import collector.db.models  # noqa: F401  (registers the dimension tables on SQLModel.metadata)
 from collector.settings import sqlalchemy_url
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = None
 
 
 def _url() -> str:
