@@ -202,7 +202,7 @@ def asyncpg_dsn(url: str, key: str = "database_url") -> str:
 
 
 def sqlalchemy_url(url: str) -> str:
-    """The URL for SQLAlchemy/SQLModel/Alembic, on the psycopg 3 driver."""
+    """The URL for SQLAlchemy/Alembic, on the psycopg 3 driver."""
     return "postgresql+psycopg" + asyncpg_dsn(url)[len("postgresql"):]
 
 

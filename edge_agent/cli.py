@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edge_agent.config import AgentSettings
-from gridsight.settings import ConfigError, load_settings
+from gridsight.settings import load_settings
 from gridsight.cli import CLIError, run_cli, explain_defaults
 
 __all__ = ["main"]

@@ -134,13 +134,19 @@ class MqttSettings:
     def tls_files(self) -> TlsFiles:
         return TlsFiles(self.ca_file or None, self.cert_file or None, self.key_file or None)
 
+    def _url_match(self) -> re.Match[str]:
+        match = _URL_RE.match(self.url)
+        if match is None:   # __post_init__ refused such a URL already
+            raise ConfigError("mqtt.url", f"expected mqtt://host[:port] or mqtts://host[:port], got {self.url!r}")
+        return match
+
     @property
     def host(self) -> str:
-        return _URL_RE.match(self.url).group(2)
+        return self._url_match().group(2)
 
     @property
     def port(self) -> int:
-        port = _URL_RE.match(self.url).group(3)
+        port = self._url_match().group(3)
         return int(port) if port else (8883 if self.tls else 1883)
 
 

@@ -374,7 +374,7 @@ class FeatureBuilder:
             return None
         expected = 0.0
         for hod, how in zip(hods, hows):
-            ref = self._expected(h, hod, how)
+            ref = self._expected(h, hod, how)  # type: ignore[arg-type]  # hour indices, whole numbers
             if ref is None:
                 return None
             expected += ref

@@ -54,7 +54,7 @@ def limit_thread_pools() -> list[str]:
 def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.mallopt, libc.malloc_trim, libc.madvise  # glibc on Linux: all three or nothing
+        libc.mallopt, libc.malloc_trim, libc.madvise  # noqa: B018  (glibc on Linux: all three or nothing)
     except (OSError, AttributeError):
         return None
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]

@@ -57,7 +57,7 @@ def load_public_key(source: str | Path | bytes) -> Ed25519PublicKey:
         pem = source if isinstance(source, bytes) else Path(source).read_bytes()
         key = serialization.load_pem_public_key(pem)
     except FileNotFoundError:
-        raise SignatureError(f"public key {source} does not exist") from None
+        raise SignatureError(f"public key {source!s} does not exist") from None
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise SignatureError(f"public key is not a PEM public key ({exc})") from None
     if not isinstance(key, Ed25519PublicKey):
@@ -244,7 +244,7 @@ class ModelUpdater:
 
     def _rollback_to_initial(self, pointer: dict) -> tuple[bool, str]:
         try:
-            scorer = Scorer.load(self._initial)
+            scorer = Scorer.load(self._initial)  # type: ignore[arg-type]  # rollback happens only with an initial model
         except ModelError as exc:
             return False, f"initial model unusable, kept {self._describe()}: {exc}"
         (self.models_dir / _POINTER).unlink(missing_ok=True)

@@ -253,7 +253,7 @@ class Outbox:
                     rows = db.execute("SELECT id, count, data FROM batches WHERE id > ? ORDER BY id",
                                       (chunked_upto,)).fetchall()
                     chunk: list[Reading] = []
-                    for index, (batch_id, count, data) in enumerate(rows):
+                    for index, (batch_id, _count, data) in enumerate(rows):
                         chunk.extend(_unpack(data))
                         if len(chunk) >= seal_max or index == len(rows) - 1:
                             payload = seal(next_seq, chunk)

@@ -103,7 +103,7 @@ class MqttPublisher:
         self._failures = 0
         self._next_attempt = 0.0
         self._live_from_seq = 0
-        self._inflight: dict[int, tuple[int, float, float]] = {}  # mid -> (seq, created_at, sent)
+        self._inflight: dict[int, tuple[int, float, float, bool]] = {}  # mid -> (seq, created_at, sent, retained)
         self._acked: list[int] = []
         self._acked_set: set[int] = set()
         self._last_ack_flush = time.monotonic()
@@ -273,7 +273,7 @@ class MqttPublisher:
         log.info("mqtt connected to %s:%s (MQTT %s)", self.settings.host, self.settings.port,
                  self.counters.protocol)
         for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+            client.subscribe(topic, qos=1)  # type: ignore[union-attr]  # the connected client
         if self.on_connected is not None:
             self.on_connected()
 
@@ -351,7 +351,8 @@ class MqttPublisher:
             log.error("cannot read the outbox: %s", exc)
             return
         for msg in pending:
-            info = self._client.publish(self._topics[msg.kind], msg.payload, qos=1, retain=msg.retain)
+            info = self._client.publish(  # type: ignore[union-attr]  # only called while connected
+                self._topics[msg.kind], msg.payload, qos=1, retain=msg.retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break
             self._inflight[info.mid] = (msg.seq, msg.created_at, now, msg.retain)

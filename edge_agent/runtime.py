@@ -24,7 +24,7 @@ import random
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -182,7 +182,7 @@ class Agent:
                                        synchronous=settings.outbox.synchronous.upper())
         self.counters = _Counters()
         self._restore()
-        self.transport: Transport = transport if transport is not None else MqttPublisher(
+        self.transport: Transport = transport if transport is not None else MqttPublisher(  # type: ignore[assignment]
             self.outbox, self.gateway_id, settings.mqtt, status_payload=self.status_payload,
             on_connected=self._status_now, rng=self.rng,
             subscriptions=(command_topic(self.gateway_id, "model"), fleet_command_topic("model"))
@@ -351,12 +351,12 @@ class Agent:
         out = []
         gw, epoch = self.gateway_id, self.outbox.epoch
         if s.meters:
-            out.append(NewMessage("summary", lambda seq, s=s: encode(IntervalSummary(
+            out.append(NewMessage("summary", lambda seq, s=s: encode(IntervalSummary(  # type: ignore[misc]
                 gw, seq, s.model_version, self.clock.now(), s.interval_start, s.interval_s, s.meters,
                 epoch=epoch))))
         for f in s.flags:
             log.info("anomaly meter=%s interval=%s score=%.4f %s", f.meter_id, f.interval_start, f.score, f.reason or "")
-            out.append(NewMessage("flag", lambda seq, f=f: encode(AnomalyFlag(
+            out.append(NewMessage("flag", lambda seq, f=f: encode(AnomalyFlag(  # type: ignore[misc]
                 gw, seq, s.model_version, self.clock.now(), f.meter_id, f.interval_start, f.interval_s,
                 f.score, f.threshold, f.kwh, f.features, f.reason, epoch=epoch))))
         return out

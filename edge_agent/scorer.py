@@ -54,7 +54,8 @@ def _parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
         raise ModelError(f"{source}: threshold or interval_s out of range")
     if not isinstance(selftest, dict) or "X" not in selftest or "scores" not in selftest:
         raise ModelError(f"{source}: {META_PREFIX}selftest must hold X and scores")
-    meta.update(feature_names=tuple(names), threshold=threshold, interval_s=interval_s, selftest=selftest)
+    meta.update(feature_names=tuple(names), threshold=threshold, interval_s=interval_s,  # type: ignore[call-overload]
+                selftest=selftest)
     return meta
 
 

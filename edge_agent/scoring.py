@@ -99,6 +99,7 @@ class IntervalScoring:
                                        _finite(s.power_w_max), score, is_anomalous, _finite(s.export_kwh)))
             if is_anomalous:
                 named = {n: float(v) for n, v in zip(builder.feature_names, rows[i].tolist()) if math.isfinite(v)}
+                assert scorer is not None and score is not None  # is_anomalous comes from the scorer
                 flags.append(FlagDraft(s.meter_id, closed.interval_start, closed.interval_s, score,
                                        float(scorer.threshold), float(s.kwh), named,
                                        (scorer.explain(rows[i]) or "")[:200] or None))

@@ -93,7 +93,7 @@ class _MeterBuffer:
         if ts and r.ts <= ts[-1] and r.ts in ts:  # only out-of-order readings pay for the scan
             return False
         ts.append(r.ts)
-        self.energy.append(r.energy_kwh)
+        self.energy.append(r.energy_kwh)  # type: ignore[arg-type]  # a channel reading without energy never reaches the window
         self.power.append(math.nan if r.power_w is None else r.power_w)
         self.voltage.append(math.nan if r.voltage_v is None else r.voltage_v)
         low = _lowest_phase(r)

@@ -9,7 +9,7 @@ Standard library only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, cast
 
 __all__ = ["MERGE_GAP_S", "FlaggedInterval", "FlagRun", "merge_flags"]
 
@@ -62,6 +62,6 @@ def merge_flags(flags: Iterable[FlaggedInterval], merge_gap_s: float = MERGE_GAP
 
 def _run(meter: str, run: list[FlaggedInterval], end: float) -> FlagRun:
     scored = [f for f in run if f.score is not None]
-    strongest = min(scored, key=lambda f: f.score) if scored else None
+    strongest = min(scored, key=lambda f: cast(float, f.score)) if scored else None
     return FlagRun(meter, run[0].start, end, len(run),
                    strongest.score if strongest else None, strongest.reason if strongest else None)

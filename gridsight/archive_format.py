@@ -30,10 +30,9 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, cast, runtime_checkable
 
 from gridsight.errors import GridsightError
 
@@ -134,7 +133,7 @@ class S3Store:
     """Objects in an S3 bucket through boto3; any S3-compatible endpoint (AWS, MinIO, moto)."""
 
     def __init__(self, endpoint_url: str | None, bucket: str, *, region: str | None = None,
-                 client: object | None = None) -> None:
+                 client: Any = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -282,7 +281,7 @@ def encode_readings(messages: list[ArchivedMessage]) -> tuple[bytes, str] | None
             chunk = wire.decode(m.topic, m.payload)
         except wire.WireError:
             continue
-        rows.extend((chunk.seq, m.received_at, r) for r in chunk.readings)
+        rows.extend((chunk.seq, m.received_at, r) for r in cast(wire.RawChunk, chunk).readings)
     if not rows:
         return None
     pa, _ = _pyarrow()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from gridsight.errors import GridsightError
 
@@ -64,7 +64,7 @@ class _ShowsDefaults:
 
 def explain_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Make ``parser`` and all its subcommands' parsers show every option's default in --help."""
-    base = parser.formatter_class
+    base: Any = parser.formatter_class
     if not (isinstance(base, type) and issubclass(base, _ShowsDefaults)):
         parser.formatter_class = type(f"ShowsDefaults{base.__name__}", (_ShowsDefaults, base), {})
     for action in parser._actions:

@@ -120,7 +120,7 @@ class EmbeddedPostgres:
             ensure_folder_permissions(self.bin, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
             ensure_folder_permissions(self.bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
             for path in [self.data_dir, *self.data_dir.rglob("*")]:
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+                os.chown(path, entry.pw_uid, entry.pw_gid)  # type: ignore[union-attr]  # the user exists now
         if not (self.data_dir / "PG_VERSION").exists():
             done = subprocess.run([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                                    "--auth=trust", "--encoding=UTF8", "--no-instructions"],

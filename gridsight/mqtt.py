@@ -106,7 +106,7 @@ def check_tls_files(tls: TlsFiles) -> ssl.SSLContext:
             raise MqttSetupError(f"CA file {tls.ca_file} is not a PEM certificate ({_reason(exc)})") from None
     if tls.cert_file:
         for label, path in (("client certificate", tls.cert_file), ("client key", tls.key_file)):
-            if not Path(path).is_file():
+            if not path or not Path(path).is_file():
                 raise MqttSetupError(f"{label} {path} does not exist")
         try:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file))

@@ -96,23 +96,24 @@ def _coerce(key: str, tp: Any, value: Any, from_env: bool) -> Any:
             raise ConfigError(key, f"expected a table, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
+        if isinstance(value, typing.cast(type, tp)):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a table, got {value!r}")
-        return _build(tp, value, key)
+        return _build(typing.cast(type, tp), value, key)
     raise ConfigError(key, f"unsupported setting type {tp!r}")
 
 
 def _build(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = dataclasses.fields(typing.cast(Any, cls))
+    names = {f.name for f in fields if f.init}
     for key in values:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else key
             raise ConfigError(where, "unknown key")
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in fields:
         if not f.init or f.name not in values:
             continue
         where = f"{prefix}.{f.name}" if prefix else f.name
@@ -150,7 +151,7 @@ def _env_values(cls: type, env: Mapping[str, str], prefix: str) -> dict:
         tp = hints[f.name]
         name = f"{prefix}{f.name.upper()}"
         if dataclasses.is_dataclass(tp):
-            nested = _env_values(tp, env, f"{name}__")
+            nested = _env_values(typing.cast(type, tp), env, f"{name}__")
             if nested:
                 out[f.name] = nested
             continue

@@ -36,7 +36,7 @@ import operator
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Union
+from typing import Any, Callable, ClassVar, Iterable, Union, cast
 
 from gridsight.errors import GridsightError
 
@@ -227,7 +227,7 @@ _TS = _num(_TS_MIN, _TS_MAX)
 _KWH = _num(0.0, 1e12)
 
 
-def _build(cls: type, obj: Any, where: str = "", extra: dict | None = None) -> Any:
+def _build(cls: Any, obj: Any, where: str = "", extra: dict | None = None) -> Any:
     """Build a record of ``cls`` from a decoded JSON object, checking every field."""
     prefix = f"{where}." if where else ""
     if not isinstance(obj, dict):
@@ -246,7 +246,7 @@ def _build(cls: type, obj: Any, where: str = "", extra: dict | None = None) -> A
     return cls(**values, **(extra or {}))
 
 
-def _object_schema(cls: type) -> dict:
+def _object_schema(cls: Any) -> dict:
     required = [k for k in cls._RULES if k not in getattr(cls, "_OPTIONAL", ())]
     return {"type": "object", "additionalProperties": False,
             "required": required,
@@ -620,18 +620,18 @@ def _decode_readings(obj: Any) -> tuple[Reading, ...]:
     fast = [_column_fast(Reading._RULES[c], columns[c]) for c in names]
     if all(col is not None for col in fast):
         if names == list(RawChunk._COLUMNS):
-            rows = tuple(map(Reading, *fast))
+            rows = tuple(map(Reading, *cast(list[list], fast)))
         else:
             rows = tuple(Reading(**dict(zip(names, values))) for values in zip(*fast))
         if None in columns["energy_kwh"]:
             for i, r in enumerate(rows):
                 r.check_channel(f"readings[{i}]")
         return rows
-    rows = []
+    checked: list[Reading] = []
     for i in range(count):
         row = {c: columns[c][i] for c in names}
-        rows.append(_build(Reading, row, f"readings[{i}]").check_channel(f"readings[{i}]"))
-    return tuple(rows)
+        checked.append(_build(Reading, row, f"readings[{i}]").check_channel(f"readings[{i}]"))
+    return tuple(checked)
 
 
 def _column_fast(rule: _Rule, values: list) -> list | None:
@@ -726,7 +726,7 @@ def decode(topic: str, payload: bytes) -> Message:
     if version == 1 and "epoch" in obj:
         raise WireError("epoch", "not a field of schema version 1 (send v 2)")
     if version >= 2 and "epoch" not in obj:
-        raise WireError("epoch", f"missing (required from schema version 2)")
+        raise WireError("epoch", "missing (required from schema version 2)")
     if obj.get("kind") != kind:
         raise WireError("kind", f"body says {str(obj.get('kind'))[:20]!r}, topic says {kind!r}")
     cls = _BY_KIND[kind]

@@ -52,11 +52,11 @@ def render(gateway_id: str, counters: dict[str, float], meters: dict[str, dict])
             per_phase = field.endswith("_l1_v") or field.endswith("_l1_a") or field.endswith("_l1_w")
             for phase in ((1, 2, 3) if per_phase else (None,)):
                 key = field.replace("_l1_", f"_l{phase}_") if phase else field
-                value = values.get(key)
-                if value is None:
+                latest = values.get(key)
+                if latest is None:
                     continue
                 extra = f',phase="L{phase}"' if phase else ""
-                series.setdefault(name, []).append(f"{name}{{{label}{extra}}} {float(value)!r}")
+                series.setdefault(name, []).append(f"{name}{{{label}{extra}}} {float(latest)!r}")
                 helps[name] = (kind, text)
         for key, name, text in (("score", "gridsight_meter_anomaly_score", "last interval's score (lower = more anomalous)"),
                                 ("anomalous", "gridsight_meter_anomalous", "1 if the last interval was flagged")):

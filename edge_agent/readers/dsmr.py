@@ -257,8 +257,8 @@ class DsmrP1Reader:
         if self._first_poll is None:
             self._first_poll = now
         if self._deferred:
-            errors, self._deferred = self._deferred, []
-            raise ReaderError(f"{self.name}: " + "; ".join(errors)[:400])
+            deferred, self._deferred = self._deferred, []
+            raise ReaderError(f"{self.name}: " + "; ".join(deferred)[:400])
         self._drain_port()
         errors: list[str] = []
         frames = self._frames(errors)
@@ -309,7 +309,7 @@ class DsmrP1Reader:
     # ------------------------------------------------------------------ telegram -> readings
 
     def _readings(self, lines: list[DataLine], ts: float, crc_checked: bool) -> list[Reading]:
-        by_code = {}
+        by_code: dict[Any, Any] = {}
         for line in lines:
             by_code.setdefault(str(line.code), line)
         meter_id = self.meter_id or self._identifier(by_code)

@@ -158,7 +158,7 @@ class Iec62056ModeCReader:
 
     def _reading(self, ident: str, data: bytes, now: float) -> Reading:
         lines = parse_data_lines(data.decode("ascii", errors="replace"))
-        registers = {}
+        registers: dict[Any, Any] = {}
         serial_no = None
         for line in lines:
             code = str(line.code)

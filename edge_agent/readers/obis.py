@@ -155,7 +155,8 @@ def decode_identifier(raw: str, hex_ascii: bool = True) -> str:
 
 
 def _convert(code: str, value: float, unit: str | None, family: str, default_units: dict[str, str]) -> float:
-    units = ENERGY_UNITS if family == "energy" else POWER_UNITS if family == "power" else _PLAIN_UNITS[family]
+    units: dict[str | None, float] = (ENERGY_UNITS if family == "energy" else POWER_UNITS if family == "power"  # type: ignore[assignment]
+                                      else _PLAIN_UNITS[family])
     key = unit.lower() if unit else None
     if key is None and family in default_units:
         key = default_units[family]

@@ -94,7 +94,7 @@ def build_reader(options: Mapping[str, Any], where: str = "readers[0]") -> Meter
     type_name = options.get("type")
     if not isinstance(type_name, str):
         raise ConfigError(f"{where}.type", "missing" if type_name is None else f"expected a string, got {type_name!r}")
-    cls = reader_class(type_name, f"{where}.type")
+    cls: Any = reader_class(type_name, f"{where}.type")
     rest = {k: v for k, v in options.items() if k != "type"}
     try:
         return cls.from_config(rest)

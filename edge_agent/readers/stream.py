@@ -82,8 +82,8 @@ class PushStreamReader:
         if self._first_poll is None:
             self._first_poll = now
         if self._deferred:
-            errors, self._deferred = self._deferred, []
-            raise ReaderError(f"{self.name}: " + "; ".join(errors)[:400])
+            deferred, self._deferred = self._deferred, []
+            raise ReaderError(f"{self.name}: " + "; ".join(deferred)[:400])
         self._drain()
         errors: list[str] = []
         out, self._buffer = self.frames(self._buffer, now, errors)
