@@ -66,7 +66,7 @@ def explain_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     """Make ``parser`` and all its subcommands' parsers show every option's default in --help."""
     base: Any = parser.formatter_class
     if not (isinstance(base, type) and issubclass(base, _ShowsDefaults)):
-        parser.formatter_class = type(f"ShowsDefaults{base.__name__}", (_ShowsDefaults, base), {})
+        parser.formatter_class = type(f"ShowsDefaults{base.__name__}", (_ShowsDefaults, base), {})  # type: ignore[assignment]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
