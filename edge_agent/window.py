@@ -126,7 +126,7 @@ class _MeterBuffer:
         self.ts = array("d", rest[0])
         for n, c in zip(names, rest[1:]):
             setattr(self, n, None if c is None else array("d", c))
-        return taken
+        return taken  # type: ignore[return-value]  # energy is always there; the optional columns may be None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -259,7 +259,7 @@ class IntervalWindow:
                                prev_export_kwh=self._prev_export.get(meter_id) if contiguous else None)
         self._prev_energy[meter_id] = float(energy[-1])
         if has_export:
-            self._prev_export[meter_id] = float(export[np.isfinite(export)][-1])
+            self._prev_export[meter_id] = float(export[np.isfinite(export)][-1])  # type: ignore[index,arg-type]
         self._last_start[meter_id] = start
         self._high_water[meter_id] = max(float(ts[-1]), self._high_water.get(meter_id, -math.inf))
         self._remember(meter_id, ts)
