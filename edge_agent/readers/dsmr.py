@@ -33,7 +33,8 @@ raised as :class:`ReaderError` on the poll after the good telegrams were handed 
 Options: ``port`` (required: /dev/ttyUSB0 or a pyserial URL such as socket://host:2001),
 ``version`` (5, 4, 3 or 2.2, number or string; sets serial defaults 115200 8N1 or 9600 7E1),
 ``baudrate``, ``meter_id``, ``decryption_key``, ``authentication_key``, ``timezone``
-("Europe/Amsterdam"), ``timestamps`` ("meter"), ``period_s``, ``max_power_kw`` (1000),
+("Europe/Amsterdam"), ``timestamps`` ("meter"), ``max_skew_s`` (86400: a meter time further
+off the gateway clock is not used; 0: always used), ``period_s``, ``max_power_kw`` (1000),
 ``stale_s`` (30), ``name``.
 """
 
@@ -93,7 +94,7 @@ class DsmrP1Reader:
     def __init__(self, serial_port: Any, *, meter_id: str | None, version: str = "5", stale_s: float = 30.0,
                  name: str = "dsmr_p1", key: bytes | None = None, auth_key: bytes | None = None,
                  zone: ZoneInfo | None = None, meter_time: bool = True, period_s: float | None = None,
-                 max_power_kw: float = 1000.0) -> None:
+                 max_power_kw: float = 1000.0, max_skew_s: float = 86400.0) -> None:
         self.port = serial_port
         self.meter_id = meter_id
         self.version = version
@@ -116,6 +117,9 @@ class DsmrP1Reader:
         self.bad_telegrams = 0
         self.skipped_bytes = 0
         self.left_out_values = 0
+        self.meter_clock_off = 0
+        self.max_skew_s = max_skew_s
+        self._meter_clock_ok = True
         self._frames_seen = 0
 
     @classmethod
@@ -123,7 +127,8 @@ class DsmrP1Reader:
         import serial
 
         reject_unknown(options, {"port", "meter_id", "baudrate", "version", "stale_s", "name", "decryption_key",
-                                 "authentication_key", "timezone", "timestamps", "period_s", "max_power_kw"})
+                                 "authentication_key", "timezone", "timestamps", "period_s", "max_power_kw",
+                                 "max_skew_s"})
         port = option(options, "port", str)
         version = normalise_version(options.get("version", "5"))
         old = version in ("2.2", "3")
@@ -147,6 +152,8 @@ class DsmrP1Reader:
                    meter_time=stamps == "meter",
                    period_s=option(options, "period_s", float, None, check=lambda v: 0 < v <= 3600, why="must be 0..3600 s"),
                    max_power_kw=option(options, "max_power_kw", float, 1000.0, check=lambda v: v > 0, why="must be positive"),
+                   max_skew_s=option(options, "max_skew_s", float, 86400.0, check=lambda v: v >= 0,
+                                     why="must be >= 0 (0: always trust the meter's clock)"),
                    stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
                    name=option(options, "name", str, f"dsmr_p1:{port}"))
 
@@ -270,9 +277,10 @@ class DsmrP1Reader:
             except ReaderError as exc:
                 self.bad_telegrams += 1
                 errors.append(f"unreadable telegram ({exc})")
-        untimed = sum(1 for lines, _ in parsed if self._own_time(lines) is None)
-        for lines, checked in parsed:
-            own = self._own_time(lines)
+        times = [self._own_time(lines, now) for lines, _ in parsed]
+        untimed = sum(1 for t in times if t is None)
+        for (lines, checked), own in zip(parsed, times):
+            self._meter_clock_ok = own is not None
             if own is None:
                 untimed -= 1
                 ts = now - untimed * self.period_s
@@ -298,12 +306,23 @@ class DsmrP1Reader:
             self._deferred = errors
         return out
 
-    def _own_time(self, lines: list[DataLine]) -> float | None:
+    def _own_time(self, lines: list[DataLine], now: float) -> float | None:
+        """The telegram's 0-0:1.0.0 time, unless absent, unwanted or off the agent's clock by more
+        than ``max_skew_s`` (a meter whose clock was reset): then None, and the agent's clock is used."""
         if not self.meter_time:
             return None
         for line in lines:
             if str(line.code) == "0-0:1.0.0" and line.groups:
-                return local_timestamp(line.groups[0], self.zone)
+                own = local_timestamp(line.groups[0], self.zone)
+                if own is not None and self.max_skew_s and abs(own - now) > self.max_skew_s:
+                    self.meter_clock_off += 1
+                    if "clock" not in self._noted:
+                        self._noted.add("clock")
+                        log.warning("%s: the meter's clock is %.0f s off the gateway's (more than max_skew_s "
+                                    "%g): using the gateway clock, counted in meter_clock_off",
+                                    self.name, own - now, self.max_skew_s)
+                    return None
+                return own
         return None
 
     # ------------------------------------------------------------------ telegram -> readings
@@ -396,7 +415,7 @@ class DsmrP1Reader:
             ident_line = codes.get("96.1.0") or codes.get("96.1.1")
             ident = _ID_SAFE.sub("", decode_identifier(ident_line.groups[0]))[:64] if ident_line and ident_line.groups else ""
             cid = ident if ident.strip("0") else f"{meter_id}-{channel}" + (str(n) if n > 1 else "")
-            stamp = captured if captured is not None else ts
+            stamp = captured if captured is not None and self._meter_clock_ok else ts
             if self._channel_seen.get(cid) == (stamp, value):
                 continue
             self._channel_seen[cid] = (stamp, value)
@@ -412,7 +431,8 @@ class DsmrP1Reader:
 
     def counters(self) -> dict[str, float]:
         return {"telegrams": self.telegrams, "bad_telegrams": self.bad_telegrams,
-                "skipped_bytes": self.skipped_bytes, "left_out_values": self.left_out_values}
+                "skipped_bytes": self.skipped_bytes, "left_out_values": self.left_out_values,
+                "meter_clock_off": self.meter_clock_off}
 
     def close(self) -> None:
         try:

@@ -124,8 +124,9 @@ import p1_telegrams as fx  # noqa: E402
 
 
 def read_all(p1_line, data: bytes, want: int, **options) -> tuple[list, list[str]]:
+    """Read the suite's telegrams (2009-2023) trusting their clocks (max_skew_s = 0) unless told otherwise."""
     master, path = p1_line
-    reader = build_reader({"type": "dsmr_p1", "port": path, **options})
+    reader = build_reader({"type": "dsmr_p1", "port": path, "max_skew_s": 0, **options})
     errors: list[str] = []
     try:
         os.write(master, data)
@@ -287,3 +288,10 @@ def test_telegrams_arriving_in_one_poll_keep_their_own_times_and_none_is_a_dupli
     assert [r.ts - NOW for r in readings] == [0.0, 1.0, 2.0, 3.0, 4.0]
     intake = IntervalWindow(900).accept(readings)
     assert len(intake.accepted) == 5 and intake.duplicates == 0
+
+
+def test_a_meter_clock_far_off_the_gateway_clock_is_not_used(p1_line):
+    readings, errors = read_all(p1_line, fx.TELEGRAM_V4_2.encode(), 2, version=4, max_skew_s=86400)
+    elec, gas = readings
+    assert errors == []
+    assert elec.ts == NOW and gas.ts == NOW   # the 2016 meter time is years off: the gateway's clock instead
