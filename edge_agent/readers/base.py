@@ -80,22 +80,32 @@ def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None
     could make a whole batch undeliverable. ``extensions`` are the layout-2 fields
     (``export_kwh``, ``voltage_l2_v``, ``channel``, ...; see :data:`gridsight.wire.READING_EXTENSIONS`).
     """
-    row = {"meter_id": meter_id, "ts": ts, "energy_kwh": energy_kwh, "power_w": power_w,
-           "voltage_v": voltage_v, "current_a": current_a, "power_factor": power_factor}
-    checks = reading_field_checks()
-    unknown = set(extensions) - set(checks)
-    if unknown:
-        raise TypeError(f"checked_reading: unknown field {sorted(unknown)[0]}")
-    row.update(extensions)
-    values = {}
-    for key, value in row.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ReaderError(f"{key}: {value} is not a finite number")
-        try:
-            values[key] = checks[key](key, value)
-        except WireError as exc:
-            raise ReaderError(str(exc)) from None
+    checks = _CHECKS
+    values = []
+    for key, value in (("meter_id", meter_id), ("ts", ts), ("energy_kwh", energy_kwh), ("power_w", power_w),
+                       ("voltage_v", voltage_v), ("current_a", current_a), ("power_factor", power_factor)):
+        values.append(_checked(checks, key, value))
     try:
-        return Reading(**values).check_channel()
+        if not extensions:  # the common case: positional, and only energy can break the channel rule
+            if energy_kwh is None:
+                raise WireError("energy_kwh", "missing")
+            return Reading(*values)
+        for key in extensions:
+            if key not in checks:
+                raise TypeError(f"checked_reading: unknown field {key}")
+        more = {key: _checked(checks, key, value) for key, value in extensions.items()}
+        return Reading(*values, **more).check_channel()
+    except WireError as exc:
+        raise ReaderError(str(exc)) from None
+
+
+_CHECKS = reading_field_checks()  # built once: checked_reading runs for every reading
+
+
+def _checked(checks: dict, key: str, value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ReaderError(f"{key}: {value} is not a finite number")
+    try:
+        return checks[key](key, value)
     except WireError as exc:
         raise ReaderError(str(exc)) from None
