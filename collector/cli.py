@@ -196,9 +196,11 @@ def cmd_maintain(args, settings) -> int:
 
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
-            return await conn.fetch("SELECT * FROM gridsight_maintain_partitions($1, $2, $3, $4)",
+            rows = await conn.fetch("SELECT * FROM gridsight_maintain_partitions($1, $2, $3, $4)",
                                     settings.partition_months_ahead, settings.retention_days,
                                     settings.dedupe_days, settings.dead_letter_days)
+            await conn.execute("SELECT gridsight_refresh_tableau_rollups()")   # the Tableau rollups (0009)
+            return rows
         finally:
             await conn.close()
 

@@ -229,6 +229,7 @@ class IngestWorker:
         s = self.settings
         await conn.execute("SELECT count(*) FROM gridsight_maintain_partitions($1, $2, $3, $4)",
                            s.partition_months_ahead, s.retention_days, s.dedupe_days, s.dead_letter_days)
+        await conn.execute("SELECT gridsight_refresh_tableau_rollups()")   # migration 0009
 
     def _archive_thread(self, services: Services, stop: threading.Event) -> threading.Thread:
         archiver = Archiver(services.database_url, services.store,

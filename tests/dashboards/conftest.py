@@ -160,6 +160,8 @@ def fleet_db(postgres_server) -> tuple[str, dict]:
     url = postgres_server.dsn(name)
     migrate(url)
     info = seed_fleet(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT gridsight_refresh_tableau_rollups()")   # as the collector's maintenance does
     yield url, info
     with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -57,13 +57,15 @@ ORDER BY interval_start DESC LIMIT 1
 
 # A weekday x hour pattern needs whole weeks: the heatmap covers at least HEATMAP_DAYS.
 HEATMAP_DAYS = 28
+# Live from the hourly rollup rather than tableau.regional_hourly, which is materialised and
+# refreshed by maintenance (migration 0009): the page shows the newest hour at once.
 _CELLS = """
-SELECT EXTRACT(ISODOW FROM hour_start AT TIME ZONE 'UTC')::int AS day_of_week,
-       EXTRACT(HOUR FROM hour_start AT TIME ZONE 'UTC')::int AS hour_of_day,
-       sum(kwh) / sum(meters) AS kwh_per_meter_hour
-FROM tableau.regional_hourly
-WHERE hour_start >= $1::timestamptz - make_interval(days => $2) AND ($3::text IS NULL OR region = $3)
-GROUP BY 1, 2 HAVING sum(meters) > 0
+SELECT EXTRACT(ISODOW FROM h.bucket AT TIME ZONE 'UTC')::int AS day_of_week,
+       EXTRACT(HOUR FROM h.bucket AT TIME ZONE 'UTC')::int AS hour_of_day,
+       avg(h.kwh) AS kwh_per_meter_hour
+FROM readings_hourly h JOIN tableau.meter_places p ON p.meter_id = h.meter_id
+WHERE h.bucket >= $1::timestamptz - make_interval(days => $2) AND ($3::text IS NULL OR p.region = $3)
+GROUP BY 1, 2
 ORDER BY 1, 2
 """
 
