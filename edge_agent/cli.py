@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     wall_wait = (sealed_at - now) / settings.clock.speed
     log.info("gridsight agent %s running: %d readers, model %s, scorer %s, outbox %s; the first interval "
              "(%s to %s) is sealed and sent at %s, in %.0f s", settings.gateway_id, len(agent.slots),
-             agent.model_version or "none", (getattr(agent.scoring.scorer, "kind", "onnxruntime") if agent.scoring.scorer else "none"), settings.outbox_path,
+             agent.model_version or "none", (agent.scoring.scorer.kind if agent.scoring.scorer else "none"), settings.outbox_path,
              _utc(first_end - settings.interval_s), _utc(first_end), _utc(sealed_at), wall_wait,
              extra={"fields": {"event": "started", "gateway_id": settings.gateway_id,
                                "first_interval_sealed_at": _utc(sealed_at), "first_summary_in_s": round(wall_wait)}})
@@ -169,7 +169,8 @@ def _status(args: argparse.Namespace) -> int:
     if last:
         c = last.get("counters", {})
         age = time.time() - last.get("written_at", 0)
-        print(f"last status   {age:.0f} s ago: uptime {last.get('uptime_s')} s, model {last.get('model_version')}, "
+        print(f"last status   {age:.0f} s ago: uptime {last.get('uptime_s')} s, model {last.get('model_version')} "
+              f"(scorer {last.get('scorer') or 'none'}), "
               f"mqtt {'connected' if c.get('mqtt_connected') else 'disconnected'}, readings {c.get('readings')}, "
               f"reader errors {c.get('reader_errors')}, rss {c.get('rss_mb')} MB")
         if not report["status_file_agrees"]:

@@ -418,7 +418,10 @@ class Agent:
             key = slot.name.replace(" ", "_")[:40]
             counters[f"reader.{key}.errors"] = slot.errors
             counters[f"reader.{key}.failing"] = int(slot.failures > 0)
+        scorer = self.scoring.scorer
+        counters["scorer_numpy"] = int(scorer is not None and scorer.kind == "numpy")
         return {"gateway_id": self.gateway_id, "online": True, "model_version": self.model_version,
+                "scorer": scorer.kind if scorer is not None else None,
                 "uptime_s": round(time.monotonic() - self._started_mono, 3),
                 "queue_depth": snap["queue_depth"],
                 # the same numbers, read the same way, as `gridsight agent status` shows

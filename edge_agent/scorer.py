@@ -4,13 +4,20 @@ The model file is self-describing: its ``metadata_props`` carry the feature name
 the interval length, the decision threshold, name/version and a self-test vector. Loading a
 file runs the self-test, so a model that loads is a model that scores as it did when it was
 exported; anything else is a :class:`ModelError` saying why, and the caller keeps the model
-it had. onnxruntime and numpy only: this module runs on the gateway.
+it had. numpy, and onnxruntime when installed: this module runs on the gateway.
+
+Two evaluators compute the same scores from the same signed file: onnxruntime, and a numpy
+evaluator of the file's tree ensemble (:mod:`edge_agent.onnx_trees`) for gateways without
+onnxruntime (no armv7l wheels, or ~20 MB less memory). ``GRIDSIGHT_SCORER`` chooses: ``auto``
+(default: onnxruntime when it can be imported, else numpy), ``numpy`` or ``onnxruntime``.
+``Scorer.kind`` says which one runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,7 +26,7 @@ import numpy as np
 from edge_agent.features import FEATURE_DESCRIPTIONS
 from gridsight.errors import GridsightError
 
-__all__ = ["ModelError", "Scorer", "select_scorer", "describe_features", "META_PREFIX", "MAX_MODEL_BYTES",
+__all__ = ["ModelError", "Scorer", "scorer_kind", "SCORER_KINDS", "select_scorer", "describe_features", "META_PREFIX", "MAX_MODEL_BYTES",
            "SELFTEST_TOLERANCE"]
 
 META_PREFIX = "gridsight."
@@ -31,6 +38,57 @@ _REQUIRED = ("feature_names", "threshold", "interval_s", "version", "name", "sel
 
 class ModelError(GridsightError):
     """A model file that cannot be used: unreadable, tampered, incompatible. The message says why."""
+
+
+SCORER_KINDS = ("auto", "numpy", "onnxruntime")
+
+
+def scorer_kind(env: dict[str, str] | None = None) -> str:
+    """The evaluator to use: ``GRIDSIGHT_SCORER`` (auto | numpy | onnxruntime); auto picks onnxruntime
+    when it can be imported, else numpy."""
+    wanted = (os.environ if env is None else env).get("GRIDSIGHT_SCORER", "auto").strip().lower() or "auto"
+    if wanted not in SCORER_KINDS:
+        raise ModelError(f"GRIDSIGHT_SCORER={wanted!r}: expected auto, numpy or onnxruntime")
+    if wanted != "auto":
+        return wanted
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "onnxruntime"
+
+
+class _OnnxRuntime:
+    """onnxruntime's session behind the evaluator interface: ``run(X)`` and ``n_features``."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, session: Any, source: str) -> None:
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise ModelError(f"{source}: expected one input and a score output")
+        shape = inputs[0].shape
+        if len(shape) != 2:
+            raise ModelError(f"{source}: input shape {shape} is not (rows, features)")
+        self.n_features = shape[1] if isinstance(shape[1], int) else None
+        self._session = session
+        self._input = inputs[0].name
+
+    def run(self, X: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: X})[0]
+
+
+class _NumpyTrees:
+    """:class:`edge_agent.onnx_trees.TreeEnsembleModel` behind the same interface."""
+
+    kind = "numpy"
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.n_features = model.n_features
+
+    def run(self, X: np.ndarray) -> np.ndarray:
+        return self._model.run(X)
 
 
 def _parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
@@ -62,9 +120,9 @@ def _parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
 class Scorer:
     """A loaded, self-tested model: ``score(X)`` gives decision scores and anomaly labels."""
 
-    def __init__(self, session: Any, metadata: dict[str, Any], source: str) -> None:
-        self._session = session
-        self._input = session.get_inputs()[0].name
+    def __init__(self, evaluator: Any, metadata: dict[str, Any], source: str) -> None:
+        self._evaluator = evaluator
+        self.kind: str = evaluator.kind          # "onnxruntime" or "numpy"
         self.metadata = metadata
         self.source = source
         self.name: str = metadata["name"]
@@ -75,7 +133,7 @@ class Scorer:
         self.meter_class: str | None = metadata.get("meter_class") or None
 
     @classmethod
-    def load(cls, path: str | Path) -> "Scorer":
+    def load(cls, path: str | Path, kind: str | None = None) -> "Scorer":
         """Load a model file, check its metadata and run its self-test; :class:`ModelError` if unusable."""
         p = Path(path)
         try:
@@ -85,15 +143,31 @@ class Scorer:
             data = p.read_bytes()
         except OSError as exc:
             raise ModelError(f"{p}: cannot read model file ({exc.strerror or exc})") from None
-        return cls.from_bytes(data, str(p))
+        return cls.from_bytes(data, str(p), kind)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Scorer":
-        """Load a model from its bytes in a fresh onnxruntime session (used by over-the-air updates)."""
-        import onnxruntime as ort
-
+    def from_bytes(cls, data: bytes, source: str = "<bytes>", kind: str | None = None) -> "Scorer":
+        """Load a model from its bytes (used by over-the-air updates) with the evaluator ``kind``
+        (default: :func:`scorer_kind`), check its metadata and run its self-test."""
         if len(data) > MAX_MODEL_BYTES:
             raise ModelError(f"{source}: larger than any gridsight model")
+        kind = kind or scorer_kind()
+        if kind == "numpy":
+            from edge_agent.onnx_trees import TreeEnsembleModel, UnsupportedModel
+            try:
+                model = TreeEnsembleModel.parse(data)
+            except UnsupportedModel as exc:
+                raise ModelError(f"{source}: the numpy scorer cannot evaluate this file ({exc}); "
+                                 "install onnxruntime or use a model from 'gridsight model train'") from None
+            scorer = cls(_NumpyTrees(model), _parse_metadata(model.metadata, source), source)
+            scorer._check_io()
+            scorer._self_test()
+            return scorer
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError("GRIDSIGHT_SCORER=onnxruntime but onnxruntime is not installed: "
+                             "pip install 'gridsight[edge-onnx]' or use GRIDSIGHT_SCORER=numpy") from None
         options = ort.SessionOptions()
         # A gateway scores a handful of rows per interval: one thread, no thread-pool spin-up.
         options.intra_op_num_threads = 1
@@ -113,18 +187,15 @@ class Scorer:
         if getattr(session, "_model_bytes", None) is not None:
             session._model_bytes = None
         props = dict(session.get_modelmeta().custom_metadata_map)
-        scorer = cls(session, _parse_metadata(props, source), source)
+        scorer = cls(_OnnxRuntime(session, source), _parse_metadata(props, source), source)
         scorer._check_io()
         scorer._self_test()
         return scorer
 
     def _check_io(self) -> None:
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or not outputs:
-            raise ModelError(f"{self.source}: expected one input and a score output")
-        shape = inputs[0].shape
-        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.feature_names)):
-            raise ModelError(f"{self.source}: input shape {shape} does not match "
+        width = self._evaluator.n_features
+        if width is not None and width != len(self.feature_names):
+            raise ModelError(f"{self.source}: input width {width} does not match "
                              f"{len(self.feature_names)} feature names")
 
     def _self_test(self) -> None:
@@ -153,7 +224,7 @@ class Scorer:
             raise ValueError("feature rows must be finite")
         if X.shape[0] == 0:
             return np.empty(0, dtype=np.float64), np.empty(0, dtype=bool)
-        out = self._session.run(None, {self._input: X})[0]
+        out = self._evaluator.run(X)
         scores = np.asarray(out, dtype=np.float64).reshape(-1)
         return scores, scores < self.threshold
 

@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="score a readings CSV through the edge feature and scoring code",
                        description="Score every meter-interval of a readings CSV with exactly the gateway's "
-                                   "feature and scoring code; write one CSV row per meter-interval.")
+                                   "feature and scoring code; write one CSV row per meter-interval. "
+                                   "GRIDSIGHT_SCORER=numpy|onnxruntime|auto picks the evaluator as on a gateway "
+                                   "(default auto: onnxruntime when installed).")
     s.add_argument("--model", required=True, type=Path, help="model .onnx file")
     s.add_argument("--readings", required=True, type=Path, help="readings file (CSV, or Parquet by its .parquet suffix)")
     s.add_argument("--out", required=True, type=Path, help="output CSV (meter_id,interval_start,...,score,anomalous)")
@@ -238,6 +240,7 @@ def _score(ns: argparse.Namespace) -> int:
 
     try:
         scorer = Scorer.load(ns.model)
+        _progress(f"scoring with {scorer.name} {scorer.version} on the {scorer.kind} scorer")
         rows = score_readings(scorer, ns.readings, progress=_progress)
     except (ModelError, ReadingsError) as exc:
         raise CLIError(str(exc)) from None

@@ -188,7 +188,11 @@ class _Broker:
         self.client.on_publish = lambda c, u, mid, reason_code, properties=None: acks.__setitem__(mid, reason_code)
         for topic in topics:
             info = self.client.publish(topic, payload, qos=1, retain=True)
-            info.wait_for_publish(self.timeout_s)
+            try:
+                info.wait_for_publish(self.timeout_s)
+            except (RuntimeError, ValueError):    # paho: the connection is gone
+                raise PublishError(f"the broker closed the connection before acknowledging the announcement on "
+                                   f"{topic} (another client logged in with this account?)") from None
             rc = acks.get(info.mid)
             if not info.is_published() or rc is None:
                 raise PublishError(f"the broker did not acknowledge the announcement on {topic}")

@@ -31,6 +31,7 @@ umask 027
 : "${BUNDLES:=/srv/gridsight/bundles}"
 : "${GATEWAY_PLATFORM:=manylinux2014_aarch64}"        # 64-bit Raspberry Pi OS; see docs/agent.md
 : "${GATEWAY_PYTHON:=3.11}"
+: "${GATEWAY_EXTRA:=edge}"                # edge: numpy scorer; edge-onnx: onnxruntime too, where it has wheels
 : "${GATEWAY_ETC:=/etc/gridsight}"        # on the gateway
 : "${GATEWAY_DATA:=/var/lib/gridsight}"
 : "${GATEWAY_VENV:=/opt/gridsight}"
@@ -47,6 +48,9 @@ fleet)        # workstation: fleet CA, the broker's certificate, the collector's
   "$gs" provision ca init --fleet "$FLEET"
   "$gs" provision ca server-cert --fleet "$FLEET" --host "$BROKER_HOST"
   "$gs" provision collector-account --fleet "$FLEET" --username collector
+  # publishing models gets an account of its own: the broker binds client ids to accounts, so a
+  # publish logged in as 'collector' would take over the running collector's session
+  "$gs" provision collector-account --fleet "$FLEET" --username model-publisher
   ;;
 broker)       # broker host (Mosquitto 2 installed): the shipped config and the fleet's files
   "$gs" provision deploy-files --out "$FLEET/deploy"
@@ -107,7 +111,7 @@ gateway)      # workstation: identity, meters, enrollment token, offline wheelho
   GRIDSIGHT_API_KEY=$(cat "$TECHNICIAN_KEY_FILE") "$gs" provision enroll-token "$id" \
       --api "http://$API_HOST:$API_PORT" --out "$BUNDLES/$id.token"
   "$gs" provision wheelhouse --wheel "$WHEEL" --out "$BUNDLES/$id-wheelhouse" \
-      --platform "$GATEWAY_PLATFORM" --python-version "$GATEWAY_PYTHON"
+      --platform "$GATEWAY_PLATFORM" --python-version "$GATEWAY_PYTHON" --extra "$GATEWAY_EXTRA"
   first=$(ls "$KEYS"/model-*.onnx | head -n 1)
   "$gs" provision bundle "$id" --fleet "$FLEET" --out "$BUNDLES/$id" --install-dir "$GATEWAY_ETC" \
       --data-dir "$GATEWAY_DATA" --model "$first" --model-public-key "$KEYS/signing.pub.pem" \
@@ -127,9 +131,9 @@ publish)      # workstation: upload, register and announce a signed model over m
   version=$2
   "$gs" model publish "$KEYS/model-$version.onnx" --public-key "$KEYS/signing.pub.pem" \
       --s3-bucket "$S3_BUCKET" ${S3_ENDPOINT_URL:+--s3-endpoint-url "$S3_ENDPOINT_URL"} --database-url "$DATABASE_URL" --mqtt-url "mqtts://$BROKER_HOST:$BROKER_PORT" \
-      --ca-file "$FLEET/ca/ca.crt" --cert-file "$FLEET/broker/collector/client.crt" \
-      --key-file "$FLEET/broker/collector/client.key" --mqtt-username collector \
-      --mqtt-password-file "$FLEET/broker/collector.password"
+      --ca-file "$FLEET/ca/ca.crt" --cert-file "$FLEET/broker/model-publisher/client.crt" \
+      --key-file "$FLEET/broker/model-publisher/client.key" --mqtt-username model-publisher \
+      --mqtt-password-file "$FLEET/broker/model-publisher.password"
   ;;
 *)
   echo "usage: production.sh fleet|broker|collector|model V|gateway ID|install-gateway TARBALL|publish V" >&2

@@ -182,6 +182,7 @@ def test_the_documented_production_setup_ingests_and_rolls_a_model_out_to_two_ga
     env, tmp_path, clock_start, endpoint, bucket = sandbox
     logs = tmp_path / "services"
     gateways = ("gw-north", "gw-south")
+    extras = {"gw-north": "edge", "gw-south": "edge-onnx"}     # numpy scorer / onnxruntime
 
     _step(env, "fleet")
     _step(env, "broker")
@@ -190,7 +191,7 @@ def test_the_documented_production_setup_ingests_and_rolls_a_model_out_to_two_ga
     _step(env, "model", "v1")
     for gw in gateways:
         recording = _meter_recording(tmp_path / f"{gw}.csv", f"{gw}-m1", clock_start, 6)
-        _step(env, "gateway", gw, extra_env={**_gateway_env(tmp_path, gw),
+        _step(env, "gateway", gw, extra_env={**_gateway_env(tmp_path, gw), "GATEWAY_EXTRA": extras[gw],
                                             "METER_ARGS": f"--type replay --option path={recording}"})
     for gw in gateways:
         out = _step(env, "install-gateway", str(tmp_path / "bundles" / f"{gw}.tar.gz"),
@@ -200,6 +201,9 @@ def test_the_documented_production_setup_ingests_and_rolls_a_model_out_to_two_ga
         assert subprocess.run([str(venv / "bin" / "python"), "-c", "import gridsight, sys; "
                                "sys.exit(0 if 'site-packages' in gridsight.__file__ else 1)"],
                               env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path).returncode == 0, "not installed from the wheel"
+        has_onnxruntime = subprocess.run([str(venv / "bin" / "python"), "-c", "import onnxruntime"],
+                                         capture_output=True, cwd=tmp_path).returncode == 0
+        assert has_onnxruntime == (extras[gw] == "edge-onnx")
 
     db = env["DATABASE_URL"]
     _wait(lambda: {r[0] for r in _sql(db, "SELECT DISTINCT gateway_id FROM interval_summaries "
@@ -211,6 +215,8 @@ def test_the_documented_production_setup_ingests_and_rolls_a_model_out_to_two_ga
     for gw in gateways:
         _wait(lambda gw=gw: (_status(tmp_path, gw).get("last_status") or {}).get("model_version") == "v2",
               300, f"{gw} to run model v2", logs)
+    assert _status(tmp_path, "gw-north")["last_status"]["scorer"] == "numpy"
+    assert _status(tmp_path, "gw-south")["last_status"]["scorer"] == "onnxruntime"
 
     meters = {f"{gw}-m1" for gw in gateways}
     readings = dict(_sql(db, "SELECT meter_id, count(*) FROM readings GROUP BY meter_id"))

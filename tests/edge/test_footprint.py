@@ -20,7 +20,7 @@ NOT_ON_A_GATEWAY = ("fastapi", "starlette", "pydantic", "sqlmodel", "sqlalchemy"
                     "prophet", "pandas", "sklearn", "scipy", "onnx", "skl2onnx", "collector", "model_export",
                     "firmware_sim", "dashboards")
 # Protocol libraries are imported only by the readers that need them.
-READER_LIBRARIES = ("pymodbus", "serial", "dsmr_parser")
+READER_LIBRARIES = ("pymodbus", "serial", "dlms_cosem")
 
 
 def test_agent_start_up_imports_no_cloud_training_or_unconfigured_reader_packages(tmp_path, model_path):
