@@ -1,8 +1,8 @@
-"""Demand forecasting: Prophet (statsmodels ETS for short histories), backtests, parallel fits.
+"""Demand forecasting: a model chosen per series by its own backtest, backtests, parallel fits.
 
     from collector.forecasting import forecast_load, backtest_day_ahead, open_executor
-    fc = forecast_load(hourly_kwh, horizon=48)          # fc.frame: yhat, yhat_lower, yhat_upper
-    report = backtest_day_ahead(hourly_kwh, folds=10)   # MAPE, sMAPE, peak error vs naive baselines
+    fc = forecast_load(hourly_kwh, horizon=48)   # fc.frame: yhat, yhat_lower, yhat_upper; fc.selection: why
+    report = backtest_day_ahead(hourly_kwh)      # 28 daily origins: MAPE per weekday vs naive baselines
 
 Database jobs (read actuals from readings_hourly, store into forecasts) are in
 :mod:`collector.forecasting.store` and :mod:`collector.forecasting.jobs`.

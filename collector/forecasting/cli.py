@@ -34,8 +34,8 @@ def _known_errors(func: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(func)
     def wrapper(args, settings) -> int:
         from collector.carbon import CarbonError, CarbonIntensityError
-        from collector.forecasting.forecast import ForecastError
         from collector.forecasting.series import SeriesError
+        from collector.forecasting.types import ForecastError
         from collector.forecasting.store import UnknownSeries
         from collector.policy import PolicyError
         from collector.weather import WeatherError
@@ -78,7 +78,7 @@ def _executor(args, settings):
 
 
 def _options(args):
-    from collector.forecasting.forecast import ForecastOptions
+    from collector.forecasting.types import ForecastOptions
 
     defaults = ForecastOptions()
     return ForecastOptions(country=None if args.country in ("", "none") else args.country, model=args.model,
@@ -153,6 +153,8 @@ def _forecast_once(args, settings, kinds, series) -> int:
                 status = (f"{r.model} {r.points} steps, peak {peak['yhat']:.1f} kWh at {peak['ts']}, "
                           f"run {r.run_id or '(not stored)'}")
             print(f"{r.kind}:{r.key}  {status}", flush=True)
+            if r.forecast is not None and r.forecast.selection:
+                print(f"    chosen: {r.forecast.selection['reason']}", flush=True)
             for note in r.notes:
                 print(f"    note: {note}", flush=True)
     if not results:
@@ -187,7 +189,9 @@ def _csv_series(path: str, ts_column: str | None, value_column: str | None) -> p
 @_known_errors
 def cmd_backtest(args, settings) -> int:
     from collector.forecasting.backtest import backtest_day_ahead
+    from collector.weather.providers import temperature_or_reason
 
+    place: tuple[float, float] | None = (args.lat, args.lon) if args.lat is not None and args.lon is not None else None
     if args.csv:
         series = _csv_series(args.csv, args.ts_column, args.value_column)
         name = os.path.basename(args.csv)
@@ -199,22 +203,36 @@ def cmd_backtest(args, settings) -> int:
         end = pd.Timestamp.now(tz="UTC").floor("h")
         start = end - pd.Timedelta(days=args.history_days)
 
-        async def load() -> pd.Series:
+        async def load() -> tuple[pd.Series, tuple[float, float] | None]:
             import asyncpg
 
             conn = await asyncpg.connect(asyncpg_dsn(_database_url(settings)))
             try:
-                return await store.actual_load(conn, kind, key, start.to_pydatetime(), end.to_pydatetime(), args.freq)
+                return (await store.actual_load(conn, kind, key, start.to_pydatetime(), end.to_pydatetime(), args.freq),
+                        await store.series_location(conn, kind, key))
             finally:
                 await conn.close()
-        series = asyncio.run(load())
+        series, located = asyncio.run(load())
+        place = place or located
         name = f"{kind}:{key}"
         if series.empty:
             raise CLIError(f"no actual load for {name} in the last {args.history_days} days")
-    _progress(f"backtesting {name}: {args.folds} day-ahead folds, {args.every_days} days apart")
+    temperature = None
+    provider = _weather(args, settings)
+    if provider is not None:
+        if place is None and provider.name == "csv":
+            place = (0.0, 0.0)                  # a CSV of one place needs no coordinates
+        index = pd.DatetimeIndex(pd.to_datetime(series.index, utc=True))
+        temperature, note = temperature_or_reason(provider, place[0] if place else None, place[1] if place else None,
+                                                  index.min(), index.max() + pd.Timedelta(days=2))
+        if note:
+            _progress(note.replace("forecast made", "backtest made"))
+    folds = args.folds or 7 * args.weeks
+    _progress(f"backtesting {name}: {folds} day-ahead folds, {args.every_days} day(s) apart, model {args.model}")
     with _executor(args, settings) as executor:
-        report = backtest_day_ahead(series, folds=args.folds, every_days=args.every_days, end=args.end,
-                                    options=_options(args), executor=executor, name=name, progress=_progress)
+        report = backtest_day_ahead(series, folds=folds, every_days=args.every_days, end=args.end,
+                                    options=_options(args), executor=executor, name=name,
+                                    temperature=temperature, progress=_progress)
     print(json.dumps(report.as_dict()) if args.json else report.table())
     return 0
 
@@ -230,7 +248,7 @@ def _param_value(text: str) -> Any:
 
 @_known_errors
 def cmd_policy(args, settings) -> int:
-    from collector.policy import PARAMETERS, run_sandbox
+    from collector.policy import PARAMETERS, run_sandbox, sandbox_with_stored_intensity
 
     if args.list_parameters:
         for name, meaning in PARAMETERS.items():
@@ -255,21 +273,27 @@ def cmd_policy(args, settings) -> int:
         from collector.forecasting import store
         from collector.settings import asyncpg_dsn
 
-        async def fetch() -> pd.DataFrame:
+        async def fetch() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             import asyncpg
 
             conn = await asyncpg.connect(asyncpg_dsn(_database_url(settings)))
             try:
-                return await store.regional_load(conn, args.start.to_pydatetime(), args.end.to_pydatetime(),
-                                                 args.region or None)
+                start, end = args.start.to_pydatetime(), args.end.to_pydatetime()
+                return (await store.regional_load(conn, start, end, args.region or None),
+                        await store.carbon_intensities(conn, start, end), await store.region_policies(conn))
             finally:
                 await conn.close()
-        load = asyncio.run(fetch())
+        load, intensities, regions = asyncio.run(fetch())
         if load.empty:
             raise CLIError(f"no regional load between {args.start} and {args.end}")
-    result = run_sandbox(load, params)
+    if args.csv:
+        result, notes = run_sandbox(load, params), []
+    else:   # the computation of POST /policy/sandbox: identical figures for identical data
+        result, notes = sandbox_with_stored_intensity(load, params, intensities, regions)
+    for note in notes:
+        _progress(f"note: {note}")
     if args.json:
-        print(json.dumps({"parameters": params, **result.as_dict()}, default=float))
+        print(json.dumps({"parameters": params, "notes": notes, **result.as_dict()}, default=float))
     else:
         cols = ["region", "peak_kw_before", "peak_kw_after", "energy_kwh_before", "energy_kwh_after",
                 "cost_before", "cost_after", "co2_kg_before", "co2_kg_after"]
@@ -349,8 +373,8 @@ def cmd_carbon(args, settings) -> int:
         conn = await asyncpg.connect(asyncpg_dsn(_database_url(settings)))
         try:
             consumption = await store.consumption_by(conn, args.start.to_pydatetime(), args.end.to_pydatetime())
-            intensity = await store.stored_carbon_intensity(conn, args.area, args.start.to_pydatetime(),
-                                                            args.end.to_pydatetime())
+            # each region at its own stored intensity, else the system's: as the API, TabPy and Tableau
+            intensity = await store.carbon_intensities(conn, args.start.to_pydatetime(), args.end.to_pydatetime())
             return consumption, intensity
         finally:
             await conn.close()
@@ -372,10 +396,17 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default GRIDSIGHT_DASK_SCHEDULER, "
                                        "else a local process pool")
     p.add_argument("--workers", type=positive_int, help="local process pool size (default: CPU count)")
-    p.add_argument("--country", default="US", help="ISO country code for public holidays ('none' for no holidays)")
-    p.add_argument("--model", choices=("auto", "prophet", "ets"), default="auto",
-                   help="auto: Prophet with 14+ days of history, else exponential smoothing")
-    p.add_argument("--freq", choices=("h", "15min"), default="h", help="hourly or 15-minute steps")
+    from collector.forecasting.types import MODELS
+
+    p.add_argument("--country", default="US", help="ISO country code for public holidays ('none' for no holidays; "
+                                                  "default US)")
+    p.add_argument("--model", choices=MODELS, default="auto",
+                   help="auto (default): per series, the candidate (Prophet, Holt-Winters with a weekly season, "
+                        "last week scaled to yesterday's level, last week, or their inverse-error ensemble) with "
+                        "the lowest day-ahead error over the last 7 days; ets is the short-history fallback")
+    p.add_argument("--freq", choices=("h", "30min", "15min"), default="h",
+                   help="database series: hourly, half-hourly or 15-minute steps (default h); a CSV's own "
+                        "interval is inferred")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
@@ -401,16 +432,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("backtest", help="rolling-origin day-ahead backtest vs naive baselines",
-                       description="Day-ahead forecasts from successive midnights, scored by MAPE, sMAPE and "
-                                   "peak error next to 'same hour yesterday' and 'same hour last week'.")
+                       description="Day-ahead forecasts from every midnight of the last --weeks weeks (every "
+                                   "weekday alike), scored by MAPE, sMAPE and peak error next to 'same hour "
+                                   "yesterday', 'same hour last week' and each candidate model, with a table per "
+                                   "weekday and the coverage of the prediction interval.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--csv", help="CSV of timestamps and load (first two columns unless named)")
     src.add_argument("--kind", choices=("feeder", "region", "system"), help="a series from the database")
     p.add_argument("--key", help="feeder or region id for --kind")
     p.add_argument("--ts-column", help="timestamp column of --csv")
     p.add_argument("--value-column", help="load column of --csv")
-    p.add_argument("--folds", type=positive_int, default=10, help="forecast origins (default 10)")
-    p.add_argument("--every-days", type=positive_int, default=7, help="days between origins (default 7)")
+    p.add_argument("--weeks", type=positive_int, default=4,
+                   help="daily origins over this many weeks (default 4: 28 origins, each weekday 4 times)")
+    p.add_argument("--folds", type=positive_int, help="forecast origins (default 7 x --weeks)")
+    p.add_argument("--every-days", type=positive_int, default=1, help="days between origins (default 1)")
+    p.add_argument("--weather", choices=("openweathermap", "open-meteo", "csv"),
+                   help="temperature regressor for Prophet, as in 'collector forecast' (default: none)")
+    p.add_argument("--weather-csv", help="CSV for --weather csv (ts, temperature_c)")
+    p.add_argument("--weather-cache", help="directory caching provider responses")
+    p.add_argument("--lat", type=float, help="latitude for the weather provider (default: the series' sites)")
+    p.add_argument("--lon", type=float, help="longitude for the weather provider")
     p.add_argument("--end", type=_timestamp, help="last origin (default: the last full day)")
     p.add_argument("--history-days", type=positive_int, default=400, help="database history to load (default 400)")
     p.add_argument("--max-history-days", type=positive_int,
@@ -451,7 +492,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where carbon intensity comes from")
     p.add_argument("--csv", help="intensity CSV for --provider csv (hour_start, intensity_g_per_kwh)")
     p.add_argument("--region-id", type=int, help="National Grid ESO region 1..17 (default national)")
-    p.add_argument("--area", default="system", help="store/read as this area: 'system' or a region id")
+    p.add_argument("--area", default="system", help="fetch: store as this area, 'system' or a region id (default "
+                                                    "system); emissions charge each region its own stored "
+                                                    "intensity, else the system's")
     p.add_argument("--by", choices=("meter", "feeder", "region"), default="region", help="emissions grouping")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_carbon)

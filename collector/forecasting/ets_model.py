@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from collector.forecasting.forecast import Forecast, ForecastError, ForecastOptions
+from collector.forecasting.types import Forecast, ForecastError, ForecastOptions
 from collector.forecasting.series import steps_per_day
 
 __all__ = ["fit_predict_ets", "MODEL_VERSION"]

@@ -16,7 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from collector.forecasting.forecast import Forecast, ForecastError, ForecastOptions, forecast_load
+from collector.forecasting.forecast import forecast_load
+from collector.forecasting.types import Forecast, ForecastError, ForecastOptions
 
 __all__ = ["ForecastJob", "ForecastOutcome", "open_executor", "run_forecast_jobs"]
 

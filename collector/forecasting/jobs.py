@@ -16,7 +16,7 @@ import asyncpg
 import pandas as pd
 
 from collector.forecasting.executor import ForecastJob, ForecastOutcome, run_forecast_jobs
-from collector.forecasting.forecast import ForecastError, ForecastOptions
+from collector.forecasting.types import ForecastError, ForecastOptions
 from collector.forecasting.series import SUPPORTED_FREQS
 from collector.forecasting import store
 from collector.settings import asyncpg_dsn
@@ -45,7 +45,7 @@ class ForecastRunResult:
     def as_dict(self) -> dict:
         return {"series_kind": self.kind, "series_key": self.key, "run_id": self.run_id, "model": self.model,
                 "points": self.points, "peak": self.forecast.peak() if self.forecast is not None else None,
-                "notes": self.notes, "error": self.error}
+                "selection": getattr(self.forecast, "selection", None), "notes": self.notes, "error": self.error}
 
 
 async def prepare_jobs(conn: asyncpg.Connection, series: Sequence[SeriesRef], *, now: pd.Timestamp,

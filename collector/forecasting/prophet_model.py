@@ -16,10 +16,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from collector.forecasting.forecast import Forecast, ForecastError, ForecastOptions
+from collector.forecasting.types import Forecast, ForecastError, ForecastOptions
 from collector.forecasting.series import steps_per_day
 
-__all__ = ["fit_predict_prophet", "MODEL_VERSION"]
+__all__ = ["fit_predict_prophet", "fit_prophet", "predict_prophet", "MODEL_VERSION"]
 
 # Bump when the model's shape changes, so stored forecasts say which recipe made them.
 RECIPE = "gs1"
@@ -101,34 +101,48 @@ def _with_temperature(frame: pd.DataFrame, temperature: np.ndarray) -> pd.DataFr
     return frame
 
 
-def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: ForecastOptions,
-                        temperature: pd.Series | None = None) -> Forecast:
-    """Fit on ``history`` and predict ``horizon`` steps; ``temperature`` spans both when given."""
+def fit_prophet(history: pd.Series, freq: str, options: ForecastOptions,
+                temperature: pd.Series | None = None):
+    """Fit on ``history``; ``temperature`` (when given) is indexed by UTC step and covers it."""
     per_day = steps_per_day(freq)
     days = len(history) / per_day
-    started = time.perf_counter()
     model = _build(days, options, temperature is not None)
     train = _calendar(history.index, days)
     train["y"] = history.to_numpy()
     if temperature is not None:
-        train = _with_temperature(train, temperature.to_numpy()[: len(history)])
+        train = _with_temperature(train, temperature.reindex(history.index).to_numpy())
     with _QuietProphet():
         model.fit(train)
-    fitted_at = time.perf_counter()
-    # Predict the last day of history too: its errors feed the residual correction.
+    model.gridsight_days = days
+    return model
+
+
+def predict_prophet(model, history: pd.Series, horizon: int, freq: str, options: ForecastOptions,
+                    temperature: pd.Series | None = None, with_interval: bool = True) -> pd.DataFrame:
+    """``horizon`` steps after ``history`` from a fitted model (which may have been fitted on an
+    earlier part of it): the newest errors of the model feed the residual correction.
+    ``temperature`` is indexed like the history's grid extended by the horizon. Without
+    ``with_interval`` the bounds equal yhat and Prophet's trajectory sampling (most of the
+    predict time) is skipped."""
+    per_day = steps_per_day(freq)
+    days = getattr(model, "gridsight_days", len(history) / per_day)
+    # Predict the last days of history too: their errors feed the residual correction.
     tail = min(len(history), 7 * per_day)
     future_index = pd.date_range(history.index[-1], periods=horizon + 1, freq=freq, tz="UTC")[1:]
     grid = history.index[-tail:].append(future_index)
     future = _calendar(grid, days)
     if temperature is not None:
-        future = _with_temperature(future, temperature.to_numpy()[len(history) - tail:])
-    with _QuietProphet():
-        predicted = model.predict(future)
-    fit_seconds = fitted_at - started
-    predict_seconds = time.perf_counter() - fitted_at
+        future = _with_temperature(future, temperature.reindex(grid).to_numpy())
+    samples = model.uncertainty_samples
+    model.uncertainty_samples = samples if with_interval else 0
+    try:
+        with _QuietProphet():
+            predicted = model.predict(future)
+    finally:
+        model.uncertainty_samples = samples
     yhat = predicted["yhat"].to_numpy()
-    lower = predicted["yhat_lower"].to_numpy()
-    upper = predicted["yhat_upper"].to_numpy()
+    lower = predicted["yhat_lower"].to_numpy() if with_interval else yhat
+    upper = predicted["yhat_upper"].to_numpy() if with_interval else yhat
     correction = np.zeros(horizon)
     if options.residual_correction:
         residuals = history.to_numpy()[-tail:] - yhat[:tail]
@@ -139,9 +153,19 @@ def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: Fo
         "yhat_upper": upper[tail:] + correction,
     }, index=future_index)
     frame.index.name = "ts"
+    return frame
+
+
+def fit_predict_prophet(history: pd.Series, horizon: int, freq: str, options: ForecastOptions,
+                        temperature: pd.Series | None = None) -> Forecast:
+    """Fit on ``history`` and predict ``horizon`` steps; ``temperature`` spans both when given."""
+    started = time.perf_counter()
+    model = fit_prophet(history, freq, options, temperature)
+    fitted_at = time.perf_counter()
+    frame = predict_prophet(model, history, horizon, freq, options, temperature)
     return Forecast(frame=frame, model="prophet", model_version=MODEL_VERSION, freq=freq,
-                    interval_width=options.interval_width, fit_seconds=fit_seconds,
-                    used_temperature=temperature is not None, predict_seconds=predict_seconds)
+                    interval_width=options.interval_width, fit_seconds=fitted_at - started,
+                    used_temperature=temperature is not None, predict_seconds=time.perf_counter() - fitted_at)
 
 
 def _residual_path(residuals: np.ndarray, horizon: int, per_day: int) -> np.ndarray:

@@ -16,8 +16,9 @@ from gridsight.errors import GridsightError
 
 __all__ = ["SeriesError", "SUPPORTED_FREQS", "as_load_series", "steps_per_day", "freq_of"]
 
-#: pandas offset alias -> seconds. Meters report 15-minute intervals; rollups are hourly.
-SUPPORTED_FREQS: dict[str, int] = {"h": 3600, "15min": 900}
+#: pandas offset alias -> seconds. Meters report 15-minute intervals; rollups are hourly; UK and much
+#: of the EU settle in half-hours.
+SUPPORTED_FREQS: dict[str, int] = {"h": 3600, "30min": 1800, "15min": 900}
 
 
 class SeriesError(GridsightError, ValueError):
@@ -33,7 +34,7 @@ def freq_of(index: pd.DatetimeIndex) -> str:
     for alias, seconds in SUPPORTED_FREQS.items():
         if seconds == step:
             return alias
-    raise SeriesError(f"interval of {step} s is not supported; use hourly or 15-minute data")
+    raise SeriesError(f"interval of {step} s is not supported; use hourly, 30-minute or 15-minute data")
 
 
 def steps_per_day(freq: str) -> int:

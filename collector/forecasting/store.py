@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 import pandas as pd
 
-from collector.forecasting.forecast import Forecast
+from collector.forecasting.types import Forecast
 from collector.forecasting.series import SUPPORTED_FREQS
 from gridsight.errors import GridsightError
 
 __all__ = ["SERIES_KINDS", "SYSTEM_KEY", "actual_load", "series_keys", "series_location", "store_forecast",
            "stored_forecast", "store_weather", "stored_weather", "store_carbon_intensity", "stored_carbon_intensity",
-           "regional_load", "consumption_by", "stored_forecast_load", "UnknownSeries"]
+           "regional_load", "consumption_by", "carbon_intensities", "region_policies", "stored_forecast_load", "UnknownSeries"]
 
 SERIES_KINDS = ("feeder", "region", "system")
 SYSTEM_KEY = "all"
@@ -69,7 +69,14 @@ async def actual_load(conn: asyncpg.Connection, kind: str, key: str, start: date
         raise UnknownSeries(f"freq must be one of {sorted(SUPPORTED_FREQS)}, got {freq!r}")
     args: list[Any] = [start, end] + ([key] if kind != "system" else [])
     where = _series_filter(kind, key, 3)
-    if freq == "h":
+    if freq == "30min":
+        # half-hours from the meters' quarter-hour summaries (the settlement period of GB and much of the EU)
+        sql = f"""SELECT date_bin('30 minutes', s.interval_start, '2000-01-03T00:00:00Z') AS ts, sum(s.kwh) AS kwh
+                  FROM interval_summaries s JOIN meters m ON m.id = s.meter_id
+                  LEFT JOIN sites st ON st.id = m.site_id LEFT JOIN feeders fd ON fd.id = st.feeder_id
+                  WHERE s.interval_start >= $1 AND s.interval_start < $2 AND s.interval_s = 900 AND {where}
+                  GROUP BY 1 ORDER BY 1"""
+    elif freq == "h":
         sql = f"""SELECT h.bucket AS ts, sum(h.kwh) AS kwh FROM readings_hourly h
                   JOIN meters m ON m.id = h.meter_id
                   LEFT JOIN sites st ON st.id = m.site_id LEFT JOIN feeders fd ON fd.id = st.feeder_id
@@ -109,8 +116,18 @@ async def series_location(conn: asyncpg.Connection, kind: str, key: str) -> tupl
 
 
 async def store_forecast(conn: asyncpg.Connection, kind: str, key: str, forecast: Forecast) -> uuid.UUID:
-    """Insert one run of ``forecast``; returns its ``run_id``. Horizon counts steps from 1."""
+    """Insert one run of ``forecast`` (its steps, and the run with the model chosen and why);
+    returns its ``run_id``. Horizon counts steps from 1."""
+    import json
+
     run_id = uuid.uuid4()
+    selection = forecast.selection
+    await conn.execute(
+        """INSERT INTO forecast_runs (run_id, series_kind, series_key, model, model_version, chosen_because, selection)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+        run_id, kind, key, forecast.model, forecast.model_version,
+        selection["reason"] if selection else f"{forecast.model} was named by the caller or is the short-history fallback",
+        json.dumps(selection) if selection else None)
     frame = forecast.frame
     interval_s = SUPPORTED_FREQS[forecast.freq]
     notes = "; ".join(forecast.notes) or None
@@ -137,10 +154,13 @@ async def stored_forecast(conn: asyncpg.Connection, kind: str, key: str, start: 
     points = await conn.fetch(
         """SELECT ts, horizon, yhat, yhat_lower, yhat_upper FROM forecasts
            WHERE run_id = $1 AND ts >= $2 AND ts < $3 ORDER BY ts""", run["run_id"], start, end)
+    why = await conn.fetchrow("SELECT chosen_because, selection FROM forecast_runs WHERE run_id = $1", run["run_id"])
     return {"series_kind": kind, "series_key": key, "run_id": str(run["run_id"]), "model": run["model"],
             "model_version": run["model_version"], "interval_s": run["interval_s"],
             "interval_width": run["interval_width"], "used_temperature": run["used_temperature"],
             "notes": run["notes"].split("; ") if run["notes"] else [], "created_at": run["created_at"].isoformat(),
+            "chosen_because": why["chosen_because"] if why else None,
+            "selection": _json(why["selection"]) if why else None,
             "points": [{"ts": p["ts"].isoformat(), "horizon": p["horizon"], "yhat": p["yhat"],
                         "yhat_lower": p["yhat_lower"], "yhat_upper": p["yhat_upper"]} for p in points]}
 
@@ -191,6 +211,27 @@ async def stored_carbon_intensity(conn: asyncpg.Connection, area: str, start: da
     return pd.Series([r["intensity_g_per_kwh"] for r in rows], index=index, dtype="float64")
 
 
+async def carbon_intensities(conn: asyncpg.Connection, start: datetime, end: datetime) -> pd.DataFrame:
+    """Every stored area's intensity per hour in ``[start, end)``: ``area, hour_start, intensity_g_per_kwh``.
+
+    With :func:`collector.carbon.intensity_by_region` this charges each region its own figure,
+    else the system's: the rule of ``tableau.regional_hourly``.
+    """
+    rows = await conn.fetch("SELECT area, hour_start, intensity_g_per_kwh FROM carbon_intensity "
+                            "WHERE hour_start >= $1 AND hour_start < $2 ORDER BY area, hour_start", start, end)
+    return pd.DataFrame({"area": [r["area"] for r in rows],
+                         "hour_start": pd.to_datetime([r["hour_start"] for r in rows], utc=True),
+                         "intensity_g_per_kwh": [float(r["intensity_g_per_kwh"]) for r in rows]})
+
+
+async def region_policies(conn: asyncpg.Connection) -> dict:
+    """Each region's local time zone and own time-of-use windows (``regions`` table), for the sandbox."""
+    from collector.policy import RegionPolicy
+
+    rows = await conn.fetch("SELECT id, timezone, tou_peak_hours, tou_offpeak_hours FROM regions")
+    return {r["id"]: RegionPolicy(r["timezone"] or "UTC", r["tou_peak_hours"], r["tou_offpeak_hours"]) for r in rows}
+
+
 async def regional_load(conn: asyncpg.Connection, start: datetime, end: datetime,
                         regions: list[str] | None = None) -> pd.DataFrame:
     """``region, ts, kwh`` per UTC hour: the policy sandbox's input from actuals."""
@@ -218,6 +259,12 @@ async def consumption_by(conn: asyncpg.Connection, start: datetime, end: datetim
                          "region": [r["region"] for r in rows],
                          "ts": pd.to_datetime([r["ts"] for r in rows], utc=True),
                          "kwh": [float(r["kwh"]) for r in rows]})
+
+
+def _json(value: Any) -> Any:
+    import json
+
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def stored_forecast_load(run: dict) -> pd.DataFrame:

@@ -76,7 +76,8 @@ def synthetic_load(days: int, *, freq: str = "h", start: str = "2026-01-05", see
     """Feeder-like load in kWh per step: daily double peak, weekend dip, noise, optional
     cooling response to temperature."""
     rng = np.random.default_rng(seed)
-    index = pd.date_range(start, periods=days * (24 if freq == "h" else 96), freq=freq, tz="UTC")
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    index = pd.date_range(start, periods=days * int(pd.Timedelta(days=1) / step), freq=freq, tz="UTC")
     hour = index.hour + index.minute / 60
     daily = 1.0 + 0.35 * np.exp(-((hour - 8) ** 2) / 4) + 0.6 * np.exp(-((hour - 19) ** 2) / 5)
     weekly = np.where(index.day_of_week >= 5, 0.85, 1.0)
@@ -85,7 +86,7 @@ def synthetic_load(days: int, *, freq: str = "h", start: str = "2026-01-05", see
         t = temperature.reindex(index, method="nearest").to_numpy()
         load = load + 6.0 * np.clip(t - 20.0, 0, None)
     load = load * (1 + rng.normal(0, 0.02, len(index)))
-    step_h = 1.0 if freq == "h" else 0.25
+    step_h = step / pd.Timedelta(hours=1)
     return pd.Series(load * step_h, index=index, name="kwh")
 
 

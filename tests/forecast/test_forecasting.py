@@ -22,7 +22,7 @@ from .conftest import synthetic_load
 def test_weeks_of_hourly_history_get_a_prophet_forecast_with_prediction_intervals():
     truth = synthetic_load(23)
     history, future = truth.iloc[:-48], truth.iloc[-48:]
-    fc = forecast_load(history, 48)
+    fc = forecast_load(history, 48, options=ForecastOptions(model="prophet"))
     assert fc.model == "prophet" and fc.model_version.startswith("prophet-")
     assert list(fc.frame.index) == list(future.index)
     assert (fc.frame.yhat_lower <= fc.frame.yhat).all() and (fc.frame.yhat <= fc.frame.yhat_upper).all()
@@ -58,7 +58,7 @@ def test_temperature_covering_history_and_horizon_is_used_and_improves_the_forec
     temperature = hot_spell_temperature(22)
     truth = synthetic_load(22, temperature=temperature)
     history, future = truth.iloc[:-24], truth.iloc[-24:]
-    options = ForecastOptions(residual_correction=False)
+    options = ForecastOptions(model="prophet", residual_correction=False)
     with_t = forecast_load(history, 24, temperature=temperature, options=options)
     without = forecast_load(history, 24, options=options)
     assert with_t.used_temperature and not without.used_temperature
@@ -68,7 +68,7 @@ def test_temperature_covering_history_and_horizon_is_used_and_improves_the_forec
 def test_temperature_that_stops_before_the_horizon_is_dropped_with_a_note():
     temperature = hot_spell_temperature(20)
     truth = synthetic_load(22)
-    fc = forecast_load(truth.iloc[:-24], 24, temperature=temperature)
+    fc = forecast_load(truth.iloc[:-24], 24, temperature=temperature, options=ForecastOptions(model="prophet"))
     assert not fc.used_temperature
     assert fc.notes and fc.notes[0].startswith("forecast made without temperature: temperature covers")
 

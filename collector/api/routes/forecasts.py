@@ -13,7 +13,8 @@ from collector.api.deps import ID_PATTERN, Connection, Range, param_error
 from collector.auth import require_roles
 from collector.forecasting import store
 from collector.forecasting.executor import run_forecast_jobs
-from collector.forecasting.forecast import ForecastOptions
+from collector.forecasting.series import SUPPORTED_FREQS
+from collector.forecasting.types import ForecastOptions
 from collector.forecasting.jobs import SeriesRef, prepare_jobs
 
 router = APIRouter(tags=["forecasts"], dependencies=[require_roles("admin", "analyst", "policymaker")])
@@ -38,15 +39,17 @@ class ForecastRequest(BaseModel):
     series_key: str = Field(store.SYSTEM_KEY, pattern=ID_PATTERN, description="feeder or region id; 'all' for system")
     horizon_hours: int = Field(48, ge=1, le=744, description="how far ahead")
     history_days: int = Field(120, ge=2, le=1500, description="history of actuals to fit on")
-    freq: Literal["h", "15min"] = "h"
-    model: Literal["auto", "prophet", "ets"] = "auto"
+    freq: Literal["h", "30min", "15min"] = "h"
+    model: Literal["auto", "prophet", "holt_winters", "scaled_naive", "seasonal_naive", "ensemble", "ets"] = "auto"
     country: str | None = Field("US", pattern=r"^[A-Z]{2}$", description="public holidays of this country")
     store: bool = Field(False, description="also store the run in the forecasts table")
 
 
-@router.post("/forecasts/run", summary="Forecast one series now (Prophet, or ETS for short histories)",
-             description="Fits on the series' recent actuals and returns the forecast with its prediction "
-                         "interval and notes (fallback model used, no temperature). Takes seconds.")
+@router.post("/forecasts/run", summary="Forecast one series now with the model its own backtest chooses",
+             description="Backtests the candidates on the series' last two weeks, forecasts with the best "
+                         "(Prophet, Holt-Winters, scaled or plain seasonal naive, or their ensemble; ETS for "
+                         "short histories) and returns the forecast with its calibrated prediction interval, "
+                         "the choice and why, and notes. Takes seconds to a minute.")
 async def run_forecast(conn: Connection, body: ForecastRequest) -> dict:
     options = ForecastOptions(country=body.country, model=body.model)
     try:
@@ -66,7 +69,8 @@ async def run_forecast(conn: Connection, body: ForecastRequest) -> dict:
         run_id = str(await store.store_forecast(conn, body.series_kind, body.series_key, forecast))
     return {"series_kind": body.series_kind, "series_key": body.series_key, "run_id": run_id,
             "model": forecast.model, "model_version": forecast.model_version,
-            "interval_s": 3600 if forecast.freq == "h" else 900, "interval_width": forecast.interval_width,
+            "interval_s": SUPPORTED_FREQS[forecast.freq], "interval_width": forecast.interval_width,
+            "selection": forecast.selection,
             "used_temperature": forecast.used_temperature, "notes": list(forecast.notes),
             "fit_seconds": round(forecast.fit_seconds, 3), "peak": forecast.peak(),
             "points": [{"ts": ts.isoformat(), "horizon": i + 1, "yhat": row.yhat, "yhat_lower": row.yhat_lower,

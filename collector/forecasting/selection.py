@@ -1,0 +1,231 @@
+"""Choosing a model per series by its own recent day-ahead backtest, and calibrating its interval.
+
+At a forecast origin every candidate (Prophet, Holt-Winters, the scaled and plain seasonal
+naive) is run day-ahead from each of the previous ``2 * window`` days, as if the forecast had
+been made then, and scored against what was then measured. The inverse-error ensemble is
+scored the same way, each of its days weighted by the errors of the week before that day. The
+model with the lowest error over the last ``window`` days is chosen; the record says which,
+with every candidate's error, so a planner can see why.
+
+The prediction interval comes from the chosen model's own day-ahead errors over those days
+(split-conformal on relative errors), so an 80% interval covers about 80% of what follows,
+whatever the model's own error assumptions. Nothing is negative: load is not.
+
+Prophet is slow to fit, so within a run of consecutive origins it is refitted fortnightly and only
+re-predicted (with its recent-error correction) at the origins between; the weekly models are
+refitted at every origin.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from collector.forecasting import baselines
+from collector.forecasting.calendar import holiday_dates
+from collector.forecasting.series import steps_per_day
+from collector.forecasting.types import ForecastError, ForecastOptions
+
+__all__ = ["CandidatePaths", "Choice", "candidate_paths", "choose", "interval_from_residuals",
+           "WINDOW_DAYS", "ENSEMBLE_MEMBERS", "PROPHET_REFIT_DAYS", "MIN_PROPHET_DAYS"]
+
+#: Days of errors a choice (and an ensemble's weights) rests on: every weekday once.
+WINDOW_DAYS = 7
+#: The ensemble combines this many of the best candidates of the week, weighted by 1 / MAPE**2.
+ENSEMBLE_MEMBERS = 4
+ENSEMBLE_POWER = 2.0
+#: A single model is chosen over the ensemble only when its week's MAPE is this much lower: a
+#: combination is the safer bet when the difference is within a week's noise (the M4
+#: competition's finding; Makridakis et al., Int. J. Forecasting 36(1), 2020). Tuned with the
+#: members and power on the training part of the benchmark series (docs/benchmarks.md).
+SINGLE_MODEL_MARGIN = 0.10
+#: Prophet's refit cadence inside a run of consecutive origins: a forecast's two weeks of
+#: selection backtest cost two Prophet fits (the slow part), not fifteen.
+PROPHET_REFIT_DAYS = 14
+#: Below this much history Prophet cannot separate weekly from daily shape.
+MIN_PROPHET_DAYS = 14
+
+_WEEKLY = {"holt_winters": baselines.holt_winters, "scaled_naive": baselines.scaled_naive,
+           "seasonal_naive": baselines.seasonal_naive}
+
+
+@dataclass
+class CandidatePaths:
+    """Each candidate's forecast from each origin (None where it could not be made)."""
+
+    origins: list[pd.Timestamp]
+    forecasts: dict[str, list[np.ndarray | None]]
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+    used_temperature: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def candidate_paths(series: pd.Series, origins: Sequence[pd.Timestamp], horizons: Sequence[int],
+                    options: ForecastOptions, temperature: pd.Series | None = None,
+                    models: Sequence[str] | None = None) -> CandidatePaths:
+    """Forecast ``horizons[i]`` steps from ``origins[i]`` with every candidate, seeing only the past.
+
+    ``series`` is a regular UTC load series; ``temperature`` (Prophet only) is on its grid
+    extended by the longest horizon.
+    """
+    freq = series.index.freqstr
+    per_day = steps_per_day(freq)
+    models = list(models or options.candidates)
+    holidays = holiday_dates(options.country, series.index[0], origins[-1] + pd.Timedelta(days=40))
+    out = CandidatePaths(list(origins), {m: [] for m in models}, {m: 0.0 for m in models},
+                         used_temperature=temperature is not None and "prophet" in models)
+    prophet_fit, prophet_fitted_at = None, None
+    for origin, horizon in zip(origins, horizons):
+        history = series[series.index < origin].iloc[-options.max_history_days * per_day:]
+        days = len(history) / per_day
+        for model in models:
+            started = time.perf_counter()
+            try:
+                if model == "prophet":
+                    if days < MIN_PROPHET_DAYS:
+                        raise ForecastError("short history")
+                    from collector.forecasting.prophet_model import fit_prophet, predict_prophet
+
+                    if prophet_fit is None or origin - prophet_fitted_at >= pd.Timedelta(days=PROPHET_REFIT_DAYS):
+                        prophet_fit = fit_prophet(history, freq, options, temperature)
+                        prophet_fitted_at = origin
+                    frame = predict_prophet(prophet_fit, history, horizon, freq, options, temperature,
+                                            with_interval=False)
+                    path = frame["yhat"].to_numpy()
+                else:
+                    path = _WEEKLY[model](history.to_numpy(), history.index, horizon, per_day, holidays)
+                out.forecasts[model].append(np.clip(path, 0.0, None))
+            except (ForecastError, ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
+                out.forecasts[model].append(None)
+                if not isinstance(exc, ForecastError):
+                    note = f"{model} failed at {origin:%Y-%m-%d}: {type(exc).__name__}"
+                    if note not in out.notes:
+                        out.notes.append(note)
+            out.fit_seconds[model] += time.perf_counter() - started
+    return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The model chosen at one origin, and why."""
+
+    model: str
+    forecast: np.ndarray
+    window_mape: dict[str, float]
+    weights: dict[str, float] | None
+    residuals: np.ndarray            # relative day-ahead errors (actual / forecast - 1) of the chosen model
+    window_days: int
+
+    def reason(self) -> str:
+        ranked = sorted(self.window_mape.items(), key=lambda kv: kv[1])
+        lead = ("lowest day-ahead MAPE over the last" if ranked[0][0] == self.model else
+                f"ensemble within {SINGLE_MODEL_MARGIN:.0%} of the best single model's day-ahead MAPE over the last")
+        text = f"{lead} {self.window_days} days: " + ", ".join(f"{m} {v:.2f}%" for m, v in ranked)
+        if self.weights:
+            text += "; ensemble weights " + ", ".join(f"{m} {w:.2f}" for m, w in self.weights.items())
+        return text
+
+    def as_dict(self) -> dict:
+        return {"chosen": self.model, "reason": self.reason(), "window_days": self.window_days,
+                "window_mape": {m: round(v, 4) for m, v in self.window_mape.items()},
+                "weights": {m: round(w, 4) for m, w in self.weights.items()} if self.weights else None}
+
+
+def _day_mape(forecast: np.ndarray | None, actual: np.ndarray) -> float:
+    if forecast is None or np.isnan(actual).any():
+        return math.nan
+    n = min(len(forecast), len(actual))
+    a, f = actual[:n], forecast[:n]
+    mask = a != 0
+    return float(np.mean(np.abs(f[mask] - a[mask]) / np.abs(a[mask])) * 100) if mask.any() else math.nan
+
+
+def _ensemble(forecasts: dict[str, np.ndarray | None], errors: dict[str, float]) -> tuple[np.ndarray | None, dict]:
+    usable = sorted((e, m) for m, e in errors.items() if np.isfinite(e) and forecasts.get(m) is not None)
+    usable = usable[:ENSEMBLE_MEMBERS]
+    if len(usable) < 2:
+        return None, {}
+    raw = {m: 1.0 / max(e, 1e-6) ** ENSEMBLE_POWER for e, m in usable}
+    total = sum(raw.values())
+    weights = {m: w / total for m, w in raw.items()}
+    n = min(len(forecasts[m]) for m in weights)
+    return sum(w * forecasts[m][:n] for m, w in weights.items()), weights
+
+
+def choose(paths: CandidatePaths, actuals: Sequence[np.ndarray], at: int, window: int = WINDOW_DAYS,
+           calibration_days: int = 2 * WINDOW_DAYS) -> Choice:
+    """The choice at origin index ``at`` from the errors of the origins before it.
+
+    ``actuals[i]`` is the day after ``origins[i]`` (NaN where not yet measured); only origins
+    whose whole day lies before ``origins[at]`` count.
+    """
+    origin = paths.origins[at]
+    models = list(paths.forecasts)
+    per_day = len(actuals[0])
+    # Day-ahead errors of every candidate at every origin that is fully known at `origin`.
+    known = [i for i in range(at) if paths.origins[i] + pd.Timedelta(days=1) <= origin][-2 * window:]
+    errors = {m: {i: _day_mape(paths.forecasts[m][i], actuals[i]) for i in known} for m in models}
+    ens_forecast: dict[int, np.ndarray] = {}
+    at_weights: dict[str, float] | None = None
+    for i in known + [at]:
+        before = [j for j in known if paths.origins[j] + pd.Timedelta(days=1) <= paths.origins[i]][-window:]
+        if len(before) < 3:
+            continue
+        week = {m: float(np.nanmean([errors[m][j] for j in before])) if any(np.isfinite(errors[m][j]) for j in before)
+                else math.nan for m in models}
+        forecast, weights = _ensemble({m: paths.forecasts[m][i] for m in models}, week)
+        if forecast is not None:
+            ens_forecast[i] = forecast
+            if i == at:
+                at_weights = weights
+    errors["ensemble"] = {i: _day_mape(ens_forecast.get(i), actuals[i]) for i in known}
+    recent = known[-window:]
+    window_mape = {}
+    for m, errs in errors.items():
+        values = [errs[i] for i in recent if np.isfinite(errs[i])]
+        current = ens_forecast.get(at) if m == "ensemble" else paths.forecasts[m][at]
+        if len(values) >= min(3, len(recent)) and len(values) == len(recent) and current is not None:
+            window_mape[m] = float(np.mean(values))
+    if not window_mape:
+        raise ForecastError(f"no candidate model has a backtest before {origin:%Y-%m-%d %H:%M}")
+    best = min(window_mape, key=window_mape.get)
+    if best != "ensemble" and "ensemble" in window_mape \
+            and window_mape[best] > window_mape["ensemble"] * (1 - SINGLE_MODEL_MARGIN):
+        best = "ensemble"
+    forecast = ens_forecast[at] if best == "ensemble" else paths.forecasts[best][at]
+    residuals = []
+    for i in known[-calibration_days:]:
+        past = ens_forecast.get(i) if best == "ensemble" else paths.forecasts[best][i]
+        if past is None or np.isnan(actuals[i]).any():
+            continue
+        n = min(len(past), per_day)
+        ok = past[:n] > 0
+        residuals.append(actuals[i][:n][ok] / past[:n][ok] - 1.0)
+    return Choice(best, forecast, window_mape, at_weights if best == "ensemble" else None,
+                  np.concatenate(residuals) if residuals else np.array([]), len(recent))
+
+
+def interval_from_residuals(yhat: np.ndarray, residuals: np.ndarray, width: float,
+                            per_day: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split-conformal interval on relative errors, widening with the square root of the lead day.
+
+    The quantiles use the finite-sample level ceil((n + 1) q) / n so a short window does not
+    under-cover. Bounds are never negative.
+    """
+    if len(residuals) < 10:
+        raise ForecastError("too few past errors to calibrate an interval")
+    n = len(residuals)
+    lo_q = max(0.0, math.floor((n + 1) * (1 - width) / 2) / n)
+    hi_q = min(1.0, math.ceil((n + 1) * (1 + width) / 2) / n)
+    lo, hi = np.quantile(residuals, [lo_q, hi_q])
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    lead_day = np.arange(len(yhat)) // per_day + 1
+    scale = np.sqrt(lead_day)
+    lower = np.clip(yhat * (1 + lo * scale), 0.0, None)
+    upper = np.clip(yhat * (1 + hi * scale), 0.0, None)
+    return np.minimum(lower, yhat), np.maximum(upper, yhat)
