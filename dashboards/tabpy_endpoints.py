@@ -8,13 +8,22 @@ calls the code gridsight already trusts, so Tableau and the rest of the system n
   agent's own feature builder and scorer (``edge_agent.features`` / ``edge_agent.scorer``);
 * ``load_forecast`` forecasts the rows of a series that have no measurement yet with the
   collector's forecaster (Prophet, or its fallback on short histories);
-* ``policy_sandbox`` applies the sandbox sliders with ``collector.policy``.
+* ``policy_sandbox`` applies the sandbox sliders with ``collector.policy``;
+* ``carbon_co2_kg`` turns kWh and g CO2/kWh into kg CO2 with ``collector.carbon.co2_kg``, the
+  factor of the API, the CLI and the ``tableau.carbon_by_region`` view.
 
-A Tableau calculation calls them as, for example::
+A Tableau calculation calls them with the script :func:`tableau_script` writes, for example::
 
-    SCRIPT_REAL("return tabpy.query('policy_sandbox', _arg1, _arg2, _arg3, _arg4, _arg5, _arg6, _arg7)['response']",
-                ATTR([hour_of_day]), SUM([avg_kwh]), SUM([meters]), [tou_shift_pct], [dr_cap_pct],
-                [efficiency_pct], [ev_adoption_pct])
+    SCRIPT_REAL("r = tabpy.query('policy_sandbox', _arg1, _arg2, _arg3, _arg4, _arg5, _arg6, _arg7)
+    if 'response' not in r:
+        raise RuntimeError(...the endpoint's error...)
+    return r['response']", ATTR([hour_of_day]), SUM([avg_kwh]), SUM([meters]), [tou_shift_pct], ...)
+
+An endpoint that refuses its input (a slider out of range) makes TabPy's ``/query`` answer 500
+with the reason; TabPy's own ``['response']`` idiom would turn that into a ``KeyError`` that
+``/evaluate`` reports as a 404 "endpoint did not respond". The script above raises the reason
+instead, so ``/evaluate`` answers with TabPy's error response carrying the message, and
+Tableau shows it.
 
 The TabPy server must run in an environment with gridsight installed (``pip install
 'gridsight[tableau]'``): deployed endpoints import it there.
@@ -33,7 +42,7 @@ from typing import Any, Callable, Sequence
 from gridsight.errors import GridsightError
 
 __all__ = ["TabPyError", "Endpoint", "ENDPOINTS", "anomaly_score_endpoint", "load_forecast", "policy_sandbox",
-           "deploy"]
+           "carbon_co2_kg", "tableau_script", "deploy"]
 
 
 class TabPyError(GridsightError, RuntimeError):
@@ -56,7 +65,23 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
                               "_arg2 kWh (null in the future); measured rows are returned as they are"),
     Endpoint("policy_sandbox", "Hourly load after the sandbox policies: _arg1 hour of day, _arg2 kWh, "
                                "_arg3 meters, _arg4..7 time-of-use shift, demand-response cap, efficiency and EV adoption in percent"),
+    Endpoint("carbon_co2_kg", "kg CO2 per row: _arg1 kWh, _arg2 carbon intensity in g CO2/kWh (the region's own, "
+                              "else the system's, as tableau.regional_hourly gives it)"),
 )}
+
+
+def tableau_script(endpoint: str, arguments: int) -> str:
+    """The Python a Tableau ``SCRIPT_REAL`` sends to call ``endpoint`` with ``_arg1.._argN``.
+
+    When the endpoint fails, it raises the endpoint's own message, which ``/evaluate`` returns
+    as TabPy's error response (instead of the 404 of ``tabpy.query(...)['response']``).
+    """
+    names = ", ".join(f"_arg{i}" for i in range(1, arguments + 1))
+    return (f"r = tabpy.query('{endpoint}', {names})\n"
+            "if 'response' not in r:\n"
+            "    i = r.get('info')\n"
+            "    raise RuntimeError(str((i.get('error') if isinstance(i, dict) else i) or r.get('message')))\n"
+            "return r['response']")
 
 
 def _epoch(value: Any) -> float:
@@ -167,6 +192,22 @@ def policy_sandbox(hour_of_day, kwh, meters, tou_shift_pct, dr_cap_pct, efficien
                              efficiency_pct=efficiency_pct, ev_adoption_pct=ev_adoption_pct)
 
 
+# ---------------------------------------------------------------------------- carbon
+
+
+def carbon_co2_kg(kwh: Sequence[Any], intensity_g_per_kwh: Sequence[Any]) -> list[float | None]:
+    """kg CO2 row for row (None where either is missing), by the factor every gridsight report uses."""
+    from collector.carbon import co2_kg
+
+    if len(kwh) != len(intensity_g_per_kwh):
+        raise ValueError("kWh and intensity need one value per row")
+    out: list[float | None] = []
+    for energy, intensity in zip(kwh, intensity_g_per_kwh):
+        e, g = _number(energy), _number(intensity)
+        out.append(None if e is None or g is None else float(co2_kg(e, g)))
+    return out
+
+
 # ---------------------------------------------------------------------------- deployment
 
 
@@ -197,6 +238,8 @@ def deploy(tabpy_url: str, names: Sequence[str], model_path: Path | None = None,
                 raise TabPyError(f"--model {model_path}: {exc}") from None
         elif name == "load_forecast":
             funcs[name] = load_forecast
+        elif name == "carbon_co2_kg":
+            funcs[name] = carbon_co2_kg
         else:
             funcs[name] = policy_sandbox
     try:

@@ -15,6 +15,7 @@ from lxml import etree
 
 from . import catalog
 from .catalog import View
+from .tabpy_endpoints import tableau_script
 from .tableau_xml import (DEFAULT_CONNECTION, SOURCE_BUILD, TABLEAU_VERSION, USER_NS, Connection,
                           datasource_element, datasource_name, instance_name, stable_uuid)
 
@@ -115,9 +116,9 @@ _POLICY_PARAMETERS = (
 )
 _P = "[" + PARAMETERS_DATASOURCE + "]"
 # The sliders go to collector.policy through TabPy, along hour_of_day (each hour once per call).
+# The script raises the endpoint's own error, so Tableau shows TabPy's message, not a 404.
 _POLICY_FORMULA = (
-    "SCRIPT_REAL(\"return tabpy.query('policy_sandbox', _arg1, _arg2, _arg3, _arg4, _arg5, _arg6, _arg7)"
-    "['response']\", ATTR([hour_of_day]), SUM([avg_kwh]), SUM([meters]), "
+    f"SCRIPT_REAL(\"{tableau_script('policy_sandbox', 7)}\", ATTR([hour_of_day]), SUM([avg_kwh]), SUM([meters]), "
     f"{_P}.[tou_shift_pct], {_P}.[dr_cap_pct], {_P}.[efficiency_pct], {_P}.[ev_adoption_pct])"
 )
 _EFFICIENCY_FORMULA = f"SUM([avg_kwh]) * (1 - {_P}.[efficiency_pct] / 100)"

@@ -3,9 +3,20 @@
     from collector.carbon import NationalGridESOProvider, emissions_by, co2_avoided
     hourly = NationalGridESOProvider().hourly_intensity(start, end)      # hour_start, intensity_g_per_kwh
     per_region = emissions_by(consumption, hourly.set_index("hour_start")["intensity_g_per_kwh"], ["region"])
+    # each region at its own stored intensity, else the system's (as every report does):
+    per_region = emissions_by(consumption, intensities_frame, ["region"])   # area, hour_start, intensity_g_per_kwh
 """
 
-from collector.carbon.accounting import AvoidedEmissions, CarbonError, co2_avoided, emissions_by, hourly_intensity_for
+from collector.carbon.accounting import (
+    SYSTEM_AREA,
+    AvoidedEmissions,
+    CarbonError,
+    co2_avoided,
+    co2_kg,
+    emissions_by,
+    hourly_intensity_for,
+    intensity_by_region,
+)
 from collector.carbon.intensity import (
     CarbonIntensityError,
     CarbonIntensityProvider,
@@ -13,5 +24,6 @@ from collector.carbon.intensity import (
     NationalGridESOProvider,
 )
 
-__all__ = ["AvoidedEmissions", "CarbonError", "co2_avoided", "emissions_by", "hourly_intensity_for",
+__all__ = ["AvoidedEmissions", "CarbonError", "co2_avoided", "co2_kg", "emissions_by", "hourly_intensity_for",
+           "intensity_by_region", "SYSTEM_AREA",
            "CarbonIntensityError", "CarbonIntensityProvider", "CsvCarbonIntensity", "NationalGridESOProvider"]

@@ -12,6 +12,7 @@ from collector.policy.sandbox import (
     EVAdoption,
     Efficiency,
     PolicyError,
+    RegionPolicy,
     SandboxResult,
     Scenario,
     Tariff,
@@ -20,10 +21,12 @@ from collector.policy.sandbox import (
     day_profile_after,
     load_after_for_rows,
     run_sandbox,
+    sandbox_with_stored_intensity,
     scenario_from_params,
     PARAMETERS,
 )
 
-__all__ = ["DemandResponse", "EVAdoption", "Efficiency", "PolicyError", "SandboxResult", "Scenario", "Tariff",
+__all__ = ["DemandResponse", "EVAdoption", "Efficiency", "PolicyError", "RegionPolicy", "SandboxResult", "Scenario",
+           "Tariff", "sandbox_with_stored_intensity",
            "TimeOfUseShift", "apply_scenario", "day_profile_after", "load_after_for_rows", "run_sandbox", "scenario_from_params",
            "PARAMETERS"]

@@ -4,26 +4,34 @@ Input load is a frame of ``region, ts, kwh`` (energy per interval, hourly or 15-
 or forecast). Policies apply in a fixed, stated order because they interact: efficiency cuts
 the base load, EVs add charging load, the time-of-use tariff then moves part of the peak-hour
 load to off-peak hours of the same day, and demand response finally clips what is still above
-its threshold (clipped energy is shed, not recovered). Hours are hours of day in UTC.
+its threshold (clipped energy is shed, not recovered). Hours of day (time-of-use windows, the
+tariff's peak hours, EV charging profiles) are hours of each region's local day: a region's
+time zone and its own time-of-use windows come from :class:`RegionPolicy` (the ``regions``
+table, or the ``region_tou`` parameter); regions without them use ``tou_timezone`` and the
+``tou_peak_hours`` / ``tou_offpeak_hours`` parameters.
 
 Cost is the cost to serve at ``Tariff.price_by_hour`` (currency per kWh), the same tariff
 before and after, so a cost change is caused by the load change alone. CO2 uses the grid's
-carbon intensity (g/kWh), a constant or an hourly series.
+carbon intensity (g/kWh): a constant, an hourly series, or per area (each region's own figure
+where stored, else the system's, by :func:`collector.carbon.intensity_by_region` -- the rule
+every carbon figure of gridsight uses).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from collector.carbon.accounting import co2_kg
 from gridsight.errors import GridsightError
 
 __all__ = ["PolicyError", "TimeOfUseShift", "DemandResponse", "Efficiency", "EVAdoption", "Tariff", "Scenario",
-           "SandboxResult", "apply_scenario", "run_sandbox", "scenario_from_params", "load_after_for_rows",
-           "day_profile_after", "PARAMETERS", "EV_PROFILES"]
+           "SandboxResult", "RegionPolicy", "apply_scenario", "run_sandbox", "scenario_from_params",
+           "load_after_for_rows", "day_profile_after", "sandbox_with_stored_intensity", "PARAMETERS", "EV_PROFILES"]
 
 
 class PolicyError(GridsightError, ValueError):
@@ -67,6 +75,28 @@ class TimeOfUseShift:
         object.__setattr__(self, "offpeak_hours", _hours("tou_offpeak_hours", self.offpeak_hours))
         if set(self.peak_hours) & set(self.offpeak_hours):
             raise PolicyError("tou_offpeak_hours", "overlaps tou_peak_hours")
+
+
+@dataclass(frozen=True)
+class RegionPolicy:
+    """A region's local time zone (IANA name) and, optionally, its own time-of-use windows."""
+
+    timezone: str = "UTC"
+    peak_hours: tuple[int, ...] | None = None
+    offpeak_hours: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(str(self.timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PolicyError("tou_timezone", f"unknown time zone {self.timezone!r}; use an IANA name "
+                                              "such as 'America/New_York'") from None
+        if self.peak_hours is not None:
+            object.__setattr__(self, "peak_hours", _parse_hours("tou_peak_hours", self.peak_hours))
+        if self.offpeak_hours is not None:
+            object.__setattr__(self, "offpeak_hours", _parse_hours("tou_offpeak_hours", self.offpeak_hours))
 
 
 @dataclass(frozen=True)
@@ -159,7 +189,9 @@ class Scenario:
     efficiency: Efficiency | None = None
     ev: EVAdoption | None = None
     tariff: Tariff = field(default_factory=lambda: Tariff.peak_offpeak(0.30, 0.12))
-    carbon_g_per_kwh: float = 400.0
+    carbon_g_per_kwh: float | pd.Series | pd.DataFrame = 400.0
+    timezone: str = "UTC"                                  # regions without their own RegionPolicy
+    regions: Mapping[str, RegionPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,8 +232,7 @@ def _validated_load(load: pd.DataFrame) -> tuple[pd.DataFrame, float]:
 def apply_scenario(load: pd.DataFrame, scenario: Scenario) -> SandboxResult:
     """Apply ``scenario`` to ``load`` (region, ts, kwh) and summarise before and after per region."""
     frame, step_h = _validated_load(load)
-    hour = frame["ts"].dt.hour.to_numpy()
-    day = frame["ts"].dt.floor("D")
+    hour, day = _local_hours(frame, scenario)
     before = frame["kwh"].to_numpy()
     after = before.copy()
     if scenario.efficiency is not None:
@@ -211,10 +242,10 @@ def apply_scenario(load: pd.DataFrame, scenario: Scenario) -> SandboxResult:
         daily = scenario.ev.vehicles * scenario.ev.kwh_per_vehicle_day
         after += daily * profile[hour] * step_h   # profile is per hour; a 15-min step gets a quarter
     if scenario.tou is not None and scenario.tou.share > 0:
-        after = _shift_time_of_use(frame["region"].to_numpy(), day, hour, after, scenario.tou)
+        after = _shift_time_of_use(frame["region"].to_numpy(), day, hour, after, scenario.tou, scenario.regions)
     if scenario.demand_response is not None:
         after = _clip_demand(frame["region"].to_numpy(), after, step_h, scenario.demand_response)
-    intensity = scenario.carbon_g_per_kwh
+    g_per_kwh = _intensity_at(scenario.carbon_g_per_kwh, frame["region"], frame["ts"])
     price = np.asarray(scenario.tariff.price_by_hour)[hour]
     detail = pd.DataFrame({"region": frame["region"], "ts": frame["ts"], "kwh_before": before, "kwh_after": after})
     rows = []
@@ -225,14 +256,33 @@ def apply_scenario(load: pd.DataFrame, scenario: Scenario) -> SandboxResult:
             row[f"peak_kw_{label}"] = float(kwh.max() / step_h)
             row[f"energy_kwh_{label}"] = float(kwh.sum())
             row[f"cost_{label}"] = float((kwh * price[idx]).sum())
-            row[f"co2_kg_{label}"] = float((kwh * _intensity_at(intensity, frame["ts"].iloc[idx])).sum() / 1000.0)
+            row[f"co2_kg_{label}"] = float(co2_kg(kwh, g_per_kwh[idx]).sum())
         for metric in ("peak_kw", "energy_kwh", "cost", "co2_kg"):
             row[f"{metric}_change"] = row[f"{metric}_after"] - row[f"{metric}_before"]
         rows.append(row)
     return SandboxResult(summary=pd.DataFrame(rows), load=detail)
 
 
-def _intensity_at(intensity: float | pd.Series, ts: pd.Series) -> np.ndarray:
+def _local_hours(frame: pd.DataFrame, scenario: Scenario) -> tuple[np.ndarray, pd.Series]:
+    """Hour of the local day and local date of each row, in its region's time zone."""
+    hour = np.empty(len(frame), dtype=int)
+    day = pd.Series(pd.NaT, index=frame.index, dtype="object")
+    for region, part in frame.groupby("region", sort=False):
+        zone = scenario.regions[region].timezone if region in scenario.regions else scenario.timezone
+        local = part["ts"].dt.tz_convert(zone)
+        hour[part.index.to_numpy()] = local.dt.hour.to_numpy()
+        day.loc[part.index] = local.dt.strftime("%Y-%m-%d").to_numpy()
+    return hour, day
+
+
+def _intensity_at(intensity: float | pd.Series | pd.DataFrame, region: pd.Series, ts: pd.Series) -> np.ndarray:
+    if isinstance(intensity, pd.DataFrame):
+        from collector.carbon import CarbonError, intensity_by_region
+
+        try:
+            return intensity_by_region(region, ts, intensity)
+        except CarbonError as exc:
+            raise PolicyError("carbon_g_per_kwh", str(exc)) from None
     if isinstance(intensity, pd.Series):
         hourly = intensity.copy()
         hourly.index = pd.to_datetime(hourly.index, utc=True)
@@ -242,10 +292,18 @@ def _intensity_at(intensity: float | pd.Series, ts: pd.Series) -> np.ndarray:
 
 
 def _shift_time_of_use(region: np.ndarray, day: pd.Series, hour: np.ndarray, kwh: np.ndarray,
-                       tou: TimeOfUseShift) -> np.ndarray:
+                       tou: TimeOfUseShift, regions: Mapping[str, RegionPolicy]) -> np.ndarray:
     out = kwh.copy()
     peak = np.isin(hour, tou.peak_hours)
     offpeak = np.isin(hour, tou.offpeak_hours)
+    for name, policy in regions.items():      # a region's own windows, in its local hours
+        mine = region == name
+        if policy.peak_hours is not None:
+            peak[mine] = np.isin(hour[mine], policy.peak_hours)
+        if policy.offpeak_hours is not None:
+            offpeak[mine] = np.isin(hour[mine], policy.offpeak_hours)
+        if (peak & offpeak & mine).any():
+            raise PolicyError("region_tou", f"region {name!r}: off-peak hours overlap peak hours")
     groups = pd.DataFrame({"region": region, "day": day}).groupby(["region", "day"]).indices
     for idx in groups.values():
         p, o = idx[peak[idx]], idx[offpeak[idx]]
@@ -272,8 +330,10 @@ def _clip_demand(region: np.ndarray, kwh: np.ndarray, step_h: float, dr: DemandR
 #: Flat parameters accepted by the API, CLI, Tableau sliders and TabPy, with their meaning.
 PARAMETERS: dict[str, str] = {
     "tou_share": "share (0..1) of peak-hour load moved to off-peak hours by a time-of-use tariff",
-    "tou_peak_hours": "peak hours of day, UTC (list or '17-20'); default 17-20",
-    "tou_offpeak_hours": "off-peak hours of day, UTC; default 0-5",
+    "tou_peak_hours": "peak hours of the local day (list or '17-20'); default 17-20",
+    "tou_offpeak_hours": "off-peak hours of the local day; default 0-5",
+    "tou_timezone": "IANA time zone of regions without their own (regions.timezone); default UTC",
+    "region_tou": "per region: {region: {timezone, peak, offpeak}}, overriding the regions table and defaults",
     "dr_threshold_kw": "demand response: clip each region's load above this many kW",
     "dr_threshold_share_of_peak": "demand response: clip above this share (0..1) of each region's own peak",
     "efficiency_pct": "efficiency programme: percent (0..100) cut from every interval",
@@ -282,7 +342,7 @@ PARAMETERS: dict[str, str] = {
     "ev_profile": f"charging profile: {', '.join(EV_PROFILES)} (default evening)",
     "price_peak": "cost to serve in peak hours, per kWh (default 0.30)",
     "price_offpeak": "cost to serve outside peak hours, per kWh (default 0.12)",
-    "price_peak_hours": "hours priced at price_peak, UTC (default 17-20)",
+    "price_peak_hours": "hours of the local day priced at price_peak (default 17-20)",
     "carbon_g_per_kwh": "grid carbon intensity, g CO2 per kWh (default 400) when no hourly series is given",
 }
 
@@ -359,18 +419,68 @@ def scenario_from_params(params: Mapping[str, Any]) -> Scenario:
     carbon = _number("carbon_g_per_kwh", p.get("carbon_g_per_kwh", 400.0))
     if carbon < 0:
         raise PolicyError("carbon_g_per_kwh", f"must be >= 0, got {carbon:g}")
-    return Scenario(tou=tou, demand_response=dr, efficiency=efficiency, ev=ev, tariff=tariff, carbon_g_per_kwh=carbon)
+    timezone = str(p.get("tou_timezone", "UTC"))
+    RegionPolicy(timezone)   # refuse an unknown zone here, naming the parameter
+    regions = _region_tou(p.get("region_tou"))
+    return Scenario(tou=tou, demand_response=dr, efficiency=efficiency, ev=ev, tariff=tariff, carbon_g_per_kwh=carbon,
+                    timezone=timezone, regions=regions)
+
+
+def _region_tou(value: Any) -> dict[str, RegionPolicy]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise PolicyError("region_tou", "expected a JSON object of region -> {timezone, peak, offpeak}") from None
+    if not isinstance(value, Mapping):
+        raise PolicyError("region_tou", "expected an object of region -> {timezone, peak, offpeak}")
+    out = {}
+    for region, spec in value.items():
+        if not isinstance(spec, Mapping) or set(spec) - {"timezone", "peak", "offpeak"}:
+            raise PolicyError("region_tou", f"region {region!r}: expected {{timezone, peak, offpeak}}, got {spec!r}")
+        out[str(region)] = RegionPolicy(str(spec.get("timezone", "UTC")), spec.get("peak"), spec.get("offpeak"))
+    return out
 
 
 def run_sandbox(load: pd.DataFrame, params: Mapping[str, Any],
-                carbon_intensity: pd.Series | None = None) -> SandboxResult:
-    """Validate flat ``params`` and apply them; an hourly ``carbon_intensity`` (g/kWh) overrides the constant."""
+                carbon_intensity: pd.Series | pd.DataFrame | None = None,
+                regions: Mapping[str, RegionPolicy] | None = None) -> SandboxResult:
+    """Validate flat ``params`` and apply them.
+
+    ``carbon_intensity`` (g/kWh: hourly, or per area as ``area, hour_start, intensity_g_per_kwh``)
+    overrides the constant; ``regions`` (time zone and windows per region, e.g. from the regions
+    table) apply where the ``region_tou`` parameter does not name the region.
+    """
     scenario = scenario_from_params(params)
-    if carbon_intensity is not None and len(carbon_intensity):
-        scenario = Scenario(tou=scenario.tou, demand_response=scenario.demand_response,
-                            efficiency=scenario.efficiency, ev=scenario.ev, tariff=scenario.tariff,
-                            carbon_g_per_kwh=carbon_intensity)  # type: ignore[arg-type]
+    merged = {**(regions or {}), **scenario.regions}
+    carbon = carbon_intensity if carbon_intensity is not None and len(carbon_intensity) else scenario.carbon_g_per_kwh
+    scenario = dataclasses.replace(scenario, carbon_g_per_kwh=carbon, regions=merged)
     return apply_scenario(load, scenario)
+
+
+def sandbox_with_stored_intensity(load: pd.DataFrame, params: Mapping[str, Any], intensities: pd.DataFrame,
+                                  regions: Mapping[str, RegionPolicy] | None = None) -> tuple[SandboxResult, list[str]]:
+    """The sandbox as the API and the CLI run it on stored data: CO2 at each region's own stored
+    intensity, else the system's, when that covers every hour of the load; else at
+    ``carbon_g_per_kwh`` (saying so). Returns the result and its notes."""
+    from collector.carbon import CarbonError, intensity_by_region
+
+    notes: list[str] = []
+    carbon = None
+    if len(intensities):
+        try:
+            frame = load.assign(ts=pd.to_datetime(load["ts"], utc=True))
+            intensity_by_region(frame["region"].astype(str), frame["ts"], intensities)
+            carbon = intensities
+        except CarbonError as exc:
+            notes.append(f"CO2 from carbon_g_per_kwh: {exc}")
+    else:
+        notes.append("CO2 from carbon_g_per_kwh: no carbon intensity stored for these hours")
+    return run_sandbox(load, params, carbon_intensity=carbon, regions=regions), notes
 
 
 def load_after_for_rows(regions: Sequence[str], ts: Sequence[Any], kwh: Sequence[float],

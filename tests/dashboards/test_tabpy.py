@@ -87,9 +87,10 @@ def _deploy(url: str, *extra: str, password: str = PASSWORD) -> subprocess.Compl
 
 
 def _evaluate(url: str, endpoint: str, *args, auth=(USER, PASSWORD)) -> httpx.Response:
-    """POST /evaluate as Tableau does for SCRIPT_REAL("return tabpy.query(...)['response']", ...)."""
-    names = ", ".join(f"_arg{i}" for i in range(1, len(args) + 1))
-    body = {"script": f"return tabpy.query('{endpoint}', {names})['response']",
+    """POST /evaluate as the shipped workbooks' SCRIPT_REAL calculations do (dashboards.tabpy_endpoints.tableau_script)."""
+    from dashboards.tabpy_endpoints import tableau_script
+
+    body = {"script": tableau_script(endpoint, len(args)),
             "data": {f"_arg{i}": list(a) for i, a in enumerate(args, start=1)}}
     return httpx.post(f"{url}/evaluate", content=json.dumps(body), auth=auth, timeout=120,
                       headers={"Content-Type": "application/json"})
@@ -99,7 +100,7 @@ def _evaluate(url: str, endpoint: str, *args, auth=(USER, PASSWORD)) -> httpx.Re
 def deployed(tabpy, model_file) -> str:
     done = _deploy(tabpy, "--model", str(model_file))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["anomaly_score", "load_forecast", "policy_sandbox"]
+    assert done.stdout.split() == ["anomaly_score", "load_forecast", "policy_sandbox", "carbon_co2_kg"]
     return tabpy
 
 
@@ -143,10 +144,21 @@ def test_policy_sandbox_endpoint_applies_the_sliders_like_collector_policy(deplo
     assert shifted.json() == pytest.approx(day_profile_after(hours, load, meters, 20, 90, 5, 10))
 
 
-def test_policy_sandbox_endpoint_refuses_a_bad_slider_and_the_server_log_names_it(deployed, tabpy_work):
+def test_policy_sandbox_endpoint_refuses_a_bad_slider_with_its_message_in_tabpys_error_response(deployed, tabpy_work):
     answer = _evaluate(deployed, "policy_sandbox", [0, 1], [1.0, 2.0], [5, 5], [0, 0], [100, 100], [150, 150], [0, 0])
-    assert answer.status_code >= 400  # TabPy hides the reason from Tableau; its log has it
+    assert answer.status_code == 500, answer.text          # TabPy's error response, not 404 "did not respond"
+    assert answer.json()["message"] == "Error processing script"
+    assert "efficiency_pct: must be between 0 and 100, got 150" in answer.json()["info"]
     assert "efficiency_pct: must be between 0 and 100, got 150" in (tabpy_work / "tabpy.log").read_text()
+
+
+def test_carbon_endpoint_uses_the_factor_of_every_other_carbon_figure(deployed):
+    from collector.carbon import co2_kg
+
+    answer = _evaluate(deployed, "carbon_co2_kg", [10.0, 2.5, 0.0], [400.0, 100.0, 250.0])
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == pytest.approx([float(co2_kg(10.0, 400.0)), float(co2_kg(2.5, 100.0)), 0.0])
+    assert answer.json() == pytest.approx([4.0, 0.25, 0.0])
 
 
 def test_load_forecast_endpoint_fills_the_future_rows_and_keeps_the_measured_ones(deployed):

@@ -134,7 +134,7 @@ def test_policy_sandbox_route_reports_each_region_before_and_after(api):
     north = regions["north"]
     assert north["energy_kwh_after"] == pytest.approx(0.9 * north["energy_kwh_before"])
     assert north["co2_kg_before"] == pytest.approx(north["energy_kwh_before"] * 0.2)
-    assert r.json()["notes"] == ["CO2 from carbon_g_per_kwh: stored carbon intensity does not cover every hour"]
+    assert r.json()["notes"] == ["CO2 from carbon_g_per_kwh: no carbon intensity stored for these hours"]
 
 
 def test_policy_sandbox_route_names_a_bad_parameter(api):
@@ -175,7 +175,7 @@ def test_carbon_emissions_route_by_region_and_meter_access(api, grid_db):
     assert len(intensity["hours"]) == 24
     missing = api.get("/carbon/emissions", params={"start": (NOW - pd.Timedelta(days=3)).isoformat(),
                                                    "end": NOW.isoformat()}, headers=api.keys["analyst"])
-    assert missing.status_code == 422 and "no carbon intensity for hour" in missing.json()["detail"][0]["msg"]
+    assert missing.status_code == 422 and "no carbon intensity for region" in missing.json()["detail"][0]["msg"]
 
 
 def test_forecast_policy_and_carbon_routes_refuse_technicians_and_anonymous_callers(api):
@@ -197,7 +197,8 @@ def test_forecast_job_uses_and_stores_temperature_when_the_provider_answers(grid
     weather = OpenMeteoProvider(http=JsonHttpClient(sleep=lambda s: None, timeout_s=5),
                                 forecast_url=fake_api.base_url, archive_url=fake_api.base_url)
     [result] = forecast_series_from_database(grid_db, [SeriesRef("region", "north")], horizon_hours=24,
-                                             history_days=DAYS, now=NOW, weather=weather)
+                                             history_days=DAYS, now=NOW, weather=weather,
+                                             options=ForecastOptions(model="prophet"))
     assert result.error is None and result.model == "prophet"
     assert result.forecast.used_temperature and result.notes == []
     count = run(grid_db, lambda conn: conn.fetchval(
@@ -221,3 +222,130 @@ def test_policy_sandbox_answers_404_for_a_region_the_registry_does_not_hold(api)
     r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
     assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["body", "regions"]
     assert "atlantis" in r.json()["detail"][0]["msg"]
+
+
+# ----------------------------------------------------------------------------- one figure everywhere
+
+def _store_intensities(grid_db, hours):
+    system = pd.DataFrame({"hour_start": hours, "intensity_g_per_kwh": 400.0, "is_forecast": False})
+    north = pd.DataFrame({"hour_start": hours, "intensity_g_per_kwh": 100.0, "is_forecast": False})
+
+    async def go(conn):
+        await store.store_carbon_intensity(conn, "system", system, "test")
+        await store.store_carbon_intensity(conn, "north", north, "test")
+    run(grid_db, go)
+
+
+def test_api_cli_tabpy_and_tableau_charge_each_region_its_own_intensity_else_the_systems(api, grid_db):
+    from dashboards.tabpy_endpoints import carbon_co2_kg
+
+    from .test_cli import gridsight
+
+    hours = pd.date_range(NOW - pd.Timedelta(days=1), NOW, freq="h", inclusive="left")
+    _store_intensities(grid_db, hours)
+    span = {"start": hours[0].isoformat(), "end": NOW.isoformat()}
+    r = api.get("/carbon/emissions", params={**span, "by": "region"}, headers=api.keys["policymaker"])
+    assert r.status_code == 200, r.text
+    by_api = {row["region"]: row["co2_kg"] for row in r.json()["rows"]}
+    cli = gridsight("carbon", "emissions", "--by", "region", "--json", "--start", span["start"], "--end", span["end"],
+                    database_url=grid_db)
+    assert cli.returncode == 0, cli.stderr
+    by_cli = {row["region"]: row["co2_kg"] for row in __import__("json").loads(cli.stdout)["rows"]}
+
+    async def views(conn):
+        tableau = await conn.fetch("SELECT region, sum(co2_kg) AS co2 FROM tableau.carbon_by_region "
+                                   "WHERE hour_start >= $1 AND hour_start < $2 GROUP BY 1", hours[0], NOW)
+        rows = await conn.fetch("SELECT region, kwh, intensity_g_per_kwh FROM tableau.regional_hourly "
+                                "WHERE hour_start >= $1 AND hour_start < $2", hours[0], NOW)
+        return {t["region"]: t["co2"] for t in tableau}, rows
+    by_tableau, rows = run(grid_db, views)
+    per_row = carbon_co2_kg([r["kwh"] for r in rows], [r["intensity_g_per_kwh"] for r in rows])   # as TabPy runs it
+    by_tabpy: dict[str, float] = {}
+    for row, co2 in zip(rows, per_row):
+        by_tabpy[row["region"]] = by_tabpy.get(row["region"], 0.0) + co2
+    kwh = {row["region"]: row["kwh"] for row in r.json()["rows"]}
+    assert by_api["north"] == pytest.approx(kwh["north"] * 0.1)          # north's own 100 g/kWh
+    assert by_api["south"] == pytest.approx(kwh["south"] * 0.4)          # south has none: the system's 400
+    for other in (by_cli, by_tableau, by_tabpy):
+        assert set(other) == set(by_api)
+        for region, co2 in by_api.items():
+            assert other[region] == pytest.approx(co2, rel=1e-9)
+
+
+def test_policy_sandbox_gives_identical_figures_in_the_cli_and_the_api(api, grid_db):
+    from .test_cli import gridsight
+
+    hours = pd.date_range(NOW - pd.Timedelta(days=2), NOW, freq="h", inclusive="left")
+    _store_intensities(grid_db, hours)
+    params = {"efficiency_pct": 5, "tou_share": 0.2, "ev_vehicles": 30}
+    body = {"start": hours[0].isoformat(), "end": NOW.isoformat(), "params": params}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 200, r.text
+    assert r.json()["notes"] == []
+    sets = [a for k, v in params.items() for a in ("--set", f"{k}={v}")]
+    cli = gridsight("policy", *sets, "--start", body["start"], "--end", body["end"], "--json", database_url=grid_db)
+    assert cli.returncode == 0, cli.stderr
+    api_rows = {row["region"]: row for row in r.json()["regions"]}
+    cli_rows = {row["region"]: row for row in __import__("json").loads(cli.stdout)["regions"]}
+    assert set(api_rows) == set(cli_rows) == {"north", "south"}
+    for region, row in api_rows.items():
+        for metric, value in row.items():
+            if metric != "region":
+                assert cli_rows[region][metric] == pytest.approx(value, rel=1e-12), (region, metric)
+    north = api_rows["north"]
+    assert north["co2_kg_before"] == pytest.approx(north["energy_kwh_before"] * 0.1)   # north's own intensity
+
+
+def test_time_of_use_windows_are_in_each_regions_local_time(api, grid_db):
+    async def configure(conn):
+        await conn.execute("UPDATE regions SET timezone = 'America/New_York', tou_peak_hours = '17-20', "
+                           "tou_offpeak_hours = '1-4' WHERE id = 'north'")
+    run(grid_db, configure)
+    body = {"start": (NOW - pd.Timedelta(days=3)).floor("D").isoformat(), "end": NOW.floor("D").isoformat(),
+            "params": {"tou_share": 0.5}, "regions": ["north"]}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 200, r.text
+
+    async def load(conn):
+        return await store.regional_load(conn, pd.Timestamp(body["start"]).to_pydatetime(),
+                                         pd.Timestamp(body["end"]).to_pydatetime(), ["north"])
+    frame = run(grid_db, load)
+    from collector.policy import RegionPolicy, run_sandbox
+
+    result = run_sandbox(frame, {"tou_share": 0.5}, regions={"north": RegionPolicy("America/New_York", "17-20", "1-4")})
+    detail = result.load.assign(local_hour=result.load["ts"].dt.tz_convert("America/New_York").dt.hour)
+    moved = detail[detail.kwh_after < detail.kwh_before - 1e-9]["local_hour"].unique()
+    gained = detail[detail.kwh_after > detail.kwh_before + 1e-9]["local_hour"].unique()
+    assert set(moved) <= {17, 18, 19, 20} and set(moved)
+    assert set(gained) <= {1, 2, 3, 4} and set(gained)
+    assert r.json()["regions"][0]["peak_kw_after"] == pytest.approx(result.summary.iloc[0]["peak_kw_after"])
+
+
+def test_a_stored_forecast_says_which_model_was_chosen_and_why(api):
+    r = api.post("/forecasts/run", json={"series_kind": "region", "series_key": "north", "horizon_hours": 24,
+                                         "history_days": DAYS, "store": True}, headers=api.keys["analyst"])
+    assert r.status_code == 200, r.text
+    made = r.json()
+    assert made["selection"]["chosen"] == made["model"]
+    stored = api.get("/forecasts", params={"series_kind": "region", "series_key": "north", "start": NOW.isoformat(),
+                                           "end": (NOW + pd.Timedelta(days=1)).isoformat()},
+                     headers=api.keys["analyst"]).json()
+    assert stored["model"] == made["model"]
+    assert stored["selection"]["window_mape"] == made["selection"]["window_mape"]
+    assert stored["chosen_because"] == made["selection"]["reason"] and "MAPE over the last 7 days" in stored["chosen_because"]
+    assert all(p["yhat_lower"] >= 0 for p in stored["points"])
+
+
+def test_half_hourly_forecasts_are_stored_with_their_interval(grid_db):
+    from collector.forecasting import forecast_load
+
+    from .conftest import synthetic_load
+
+    fc = forecast_load(synthetic_load(20, freq="30min"), 48,
+                       options=ForecastOptions(candidates=("holt_winters", "scaled_naive", "seasonal_naive")))
+
+    async def go(conn):
+        run_id = await store.store_forecast(conn, "system", "all", fc)
+        return run_id, await store.stored_forecast(conn, "system", "all", fc.frame.index[0], fc.frame.index[-1] + pd.Timedelta(hours=1))
+    run_id, stored = run(grid_db, go)
+    assert stored["run_id"] == str(run_id) and stored["interval_s"] == 1800 and len(stored["points"]) == 48

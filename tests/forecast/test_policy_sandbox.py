@@ -179,3 +179,21 @@ def test_tableau_day_profile_refuses_a_slider_out_of_range():
     with pytest.raises(PolicyError) as info:
         day_profile_after(list(range(24)), [1.0] * 24, [10] * 24, dr_cap_pct=[140] * 24)
     assert info.value.parameter == "dr_cap_pct"
+
+
+def test_time_of_use_windows_follow_the_regions_local_clock_not_utc():
+    from collector.policy import run_sandbox
+
+    ts = pd.date_range("2026-01-12", periods=72, freq="h", tz="UTC")
+    load = pd.DataFrame({"region": "east-coast", "ts": ts, "kwh": 10.0})
+    params = {"tou_share": 0.5, "tou_timezone": "America/New_York"}
+    result = run_sandbox(load, params).load
+    local = result["ts"].dt.tz_convert("America/New_York").dt.hour
+    assert set(local[result.kwh_after < 10.0 - 1e-9]) == {17, 18, 19, 20}     # 22:00-01:00 UTC in January
+    assert set(local[result.kwh_after > 10.0 + 1e-9]) == {0, 1, 2, 3, 4, 5}
+    own = run_sandbox(load, {"tou_share": 0.5, "region_tou": '{"east-coast": {"timezone": "America/New_York", '
+                                                              '"peak": "16-18", "offpeak": "2-3"}}'}).load
+    local = own["ts"].dt.tz_convert("America/New_York").dt.hour
+    assert set(local[own.kwh_after < 10.0 - 1e-9]) == {16, 17, 18}
+    with pytest.raises(PolicyError, match="tou_timezone: unknown time zone 'Mars/Olympus'"):
+        run_sandbox(load, {"tou_share": 0.5, "tou_timezone": "Mars/Olympus"})

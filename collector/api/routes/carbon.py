@@ -32,8 +32,9 @@ async def intensity(conn: Connection, span: Range, principal: Readers,
 
 
 @router.get("/carbon/emissions", summary="kWh and kg CO2 per region, feeder or meter in a time range",
-            description="Each hour's consumption times that hour's carbon intensity. Policymakers see regions "
-                        "and feeders only.")
+            description="Each hour's consumption times that hour's carbon intensity: the region's own where "
+                        "stored, else the system's (the rule of the CLI, TabPy and tableau.carbon_by_region). "
+                        "Policymakers see regions and feeders only.")
 async def emissions(conn: Connection, span: Range, principal: Readers,
                     by: Literal["region", "feeder", "meter"] = "region") -> dict:
     if by == "meter" and principal.role == POLICYMAKER:
@@ -41,7 +42,7 @@ async def emissions(conn: Connection, span: Range, principal: Readers,
     consumption = await store.consumption_by(conn, span.start, span.end)
     if consumption.empty:
         return {"by": by, "rows": []}
-    intensity = await store.stored_carbon_intensity(conn, "system", span.start, span.end)
+    intensity = await store.carbon_intensities(conn, span.start, span.end)
     column = {"meter": "meter_id", "feeder": "feeder_id", "region": "region"}[by]
     try:
         result = emissions_by(consumption, intensity, [column])

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from collector.api.deps import ID_PATTERN, Connection, MAX_RANGE, param_error
 from collector.auth import require_roles
 from collector.forecasting import store
-from collector.policy import PARAMETERS, PolicyError, run_sandbox
+from collector.policy import PARAMETERS, PolicyError, sandbox_with_stored_intensity
 
 router = APIRouter(tags=["policy"], dependencies=[require_roles("admin", "analyst", "policymaker")])
 
@@ -37,8 +37,10 @@ def _utc(value: datetime) -> datetime:
 
 @router.post("/policy/sandbox", summary="Peak, energy, cost and CO2 per region before and after policies",
              description="Applies the policies (order: efficiency, EV charging, time-of-use shift, demand-response "
-                         "clipping) to hourly regional load. CO2 uses the stored system carbon intensity when it "
-                         "covers every hour, else carbon_g_per_kwh.")
+                         "clipping) to hourly regional load, in each region's local time (regions.timezone and "
+                         "its own time-of-use windows). CO2 uses each region's own stored carbon intensity, else "
+                         "the system's, when that covers every hour, else carbon_g_per_kwh: the same computation "
+                         "as 'gridsight collector policy'.")
 async def sandbox(conn: Connection, body: SandboxRequest) -> dict:
     import pandas as pd
 
@@ -68,16 +70,10 @@ async def sandbox(conn: Connection, body: SandboxRequest) -> dict:
     if load.empty:
         raise param_error("start", f"no {body.source} regional load between {start.isoformat()} and {end.isoformat()}",
                           status=404, where="body")
-    notes = []
-    intensity = await store.stored_carbon_intensity(conn, "system", start, end)
-    hours = pd.DatetimeIndex(load["ts"]).floor("h").unique()
-    if len(intensity) and hours.isin(intensity.index).all():
-        carbon = intensity
-    else:
-        carbon = None
-        notes.append("CO2 from carbon_g_per_kwh: stored carbon intensity does not cover every hour")
+    intensities = await store.carbon_intensities(conn, start, end)
+    regions = await store.region_policies(conn)
     try:
-        result = run_sandbox(load, body.params, carbon_intensity=carbon)
+        result, notes = sandbox_with_stored_intensity(load, body.params, intensities, regions)
     except PolicyError as exc:
         raise param_error(exc.parameter, exc.reason, where="body") from None
     return {"source": body.source, "start": start.isoformat(), "end": end.isoformat(), "parameters": body.params,
