@@ -47,7 +47,7 @@ def test_prophet_day_ahead_forecast_beats_both_baselines_on_a_noisy_feeder():
     for _ in range(27):                            # weather: daily level shifts that persist for days
         level.append(0.7 * level[-1] + rng.normal(0, 0.04))
     series = synthetic_load(28, seed=6) * (1 + np.repeat(level, 24))
-    report = backtest_day_ahead(series, folds=4, every_days=2)
+    report = backtest_day_ahead(series, folds=4, every_days=2, options=ForecastOptions(model="prophet"))
     assert report.models_used == {"prophet": 4}
     assert report.beats_baselines
 
