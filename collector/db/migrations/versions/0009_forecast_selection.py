@@ -1,7 +1,7 @@
 """Forecast runs say which model was chosen and why; half-hourly forecasts; regions' local time.
 
-Revision ID: 0006_forecast_selection
-Revises: 0005_region_rollups
+Revision ID: 0009_forecast_selection
+Revises: 0008_outbox_epochs
 
 ``forecast_runs`` holds one row per run (the ``run_id`` of its steps in ``forecasts``): the
 model chosen, the reason in words, and the selection record (every candidate's day-ahead
@@ -20,8 +20,8 @@ sandbox defaults) set a region's own time-of-use windows.
 
 from alembic import op
 
-revision = "0006_forecast_selection"
-down_revision = "0005_region_rollups"
+revision = "0009_forecast_selection"
+down_revision = "0008_outbox_epochs"
 branch_labels = None
 depends_on = None
 
