@@ -2,6 +2,10 @@
 
     gridsight sim serve modbus --port 5020 --meters 3            # SDM630 map, unit ids 1..3
     gridsight sim serve dsmr                                     # prints the pty device to read
+    gridsight sim serve sml --classes commercial                 # three-phase eHZ on a pty
+    gridsight sim serve iec62056_21                              # mode C readouts on a pty
+    gridsight sim serve mbus --meters 2                          # M-Bus addresses 1, 2 on a pty
+    gridsight sim serve dlms                                     # HAN port DataNotifications on a pty
     gridsight sim serve mqtt --mqtt-url mqtt://127.0.0.1:1883
     gridsight sim serve csv --out feed.csv --hours 24            # writes and exits
 """
@@ -19,8 +23,11 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve simulated meters over Modbus TCP, DSMR P1, MQTT or CSV")
-    p.add_argument("protocol", choices=["modbus", "dsmr", "mqtt", "csv"])
+    p = sub.add_parser("serve", help="serve simulated meters over Modbus TCP, DSMR P1, SML, IEC 62056-21, "
+                                     "M-Bus, DLMS/COSEM push, MQTT or CSV")
+    p.add_argument("protocol", choices=["modbus", "dsmr", "sml", "iec62056_21", "mbus", "dlms", "mqtt", "csv"])
+    p.add_argument("--classes", default="", help="meter classes to draw from, comma-separated "
+                                                 "(e.g. commercial for three-phase meters; default: any)")
     p.add_argument("--seed", type=int, default=1, help="fleet seed (same seed, same data)")
     p.add_argument("--gateway", type=int, default=0, help="gateway index in the seeded fleet")
     p.add_argument("--meters", type=int, default=3, help="meters to serve")
@@ -54,8 +61,9 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     try:
         start = parse_time(ns.start) if ns.start else time.time()
+        classes = [c.strip() for c in ns.classes.split(",") if c.strip()] or None
         meters = Fleet(ns.seed, ns.gateway + 1, ns.meters, step_s=ns.step_s, anomaly_rate=0.0,
-                       fault_rate=0.0).gateway_meters(ns.gateway)
+                       fault_rate=0.0, classes=classes).gateway_meters(ns.gateway)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     clock = SimulatedClock(start, ns.speed)
@@ -90,6 +98,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         finally:
             port.stop()
         return 0
+    if ns.protocol in ("sml", "iec62056_21", "mbus", "dlms"):
+        port = _pty_meters(ns.protocol, meters, clock)
+        print(f"{ns.protocol} meters {', '.join(m.meter_id for m in meters)} on {port.device}", flush=True)
+        try:
+            _wait_for_signal()
+        finally:
+            port.stop()
+        return 0
     from firmware_sim.fleet_cli import mqtt_port_from_url
     from firmware_sim.serve.mqtt_meter import MqttMeter
     host = ns.mqtt_url.split("://", 1)[-1].split(":", 1)[0]
@@ -105,3 +121,27 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     finally:
         meter.stop()
     return 0
+
+
+def _pty_meters(protocol: str, meters: list, clock):
+    """A started pty serving ``meters`` (the first one, for the single-meter protocols)."""
+    from firmware_sim.serve import meter_values
+    from firmware_sim.serve.pty_port import PtyPushPort, PtyResponder
+
+    first = meters[0]
+    if protocol == "sml":
+        from firmware_sim.serve.sml import sml_file
+        server_id = bytes.fromhex("0a01") + first.meter_id.encode()[:8]
+        return PtyPushPort(lambda n, now: (lambda v: sml_file(server_id, v, n) if v else b"")(meter_values(first, now)),
+                           clock, period_s=2.0).start()
+    if protocol == "dlms":
+        from firmware_sim.serve.dlms import data_notification, push_frame
+        return PtyPushPort(lambda n, now: (lambda v: push_frame(data_notification(first.meter_id, v, n)) if v else b"")(
+            meter_values(first, now)), clock, period_s=2.5).start()
+    if protocol == "iec62056_21":
+        from firmware_sim.serve.iec62056_21 import ModeCMeter
+        return PtyResponder(ModeCMeter(first.meter_id, lambda: meter_values(first, clock.now()))).start()
+    from firmware_sim.serve.mbus import MbusBus
+    units = {i + 1: (10_000_000 + i, "electricity", (lambda m: lambda: meter_values(m, clock.now()))(m))
+             for i, m in enumerate(meters)}
+    return PtyResponder(MbusBus(units)).start()

@@ -182,3 +182,28 @@ def test_dlms_push_encrypted_austrian_frames_need_the_key():
         finally:
             reader.close()
     assert (r.meter_id, r.energy_kwh) == ("AT0001", 12345.679)
+
+
+@pytest.mark.parametrize("protocol, options", [
+    ("sml", {"type": "sml"}), ("dlms", {"type": "dlms_push"}),
+    ("iec62056_21", {"type": "iec62056_21"}),
+    ("mbus", {"type": "mbus", "units": [{"address": 1, "meter_id": "m1"}]}),
+])
+def test_sim_serve_meters_of_a_seeded_fleet_are_read_by_the_agents_readers(protocol, options):
+    from edge_agent.clock import SimulatedClock
+    from firmware_sim.fleet_model import Fleet
+    from firmware_sim.serve.cli import _pty_meters
+
+    meters = Fleet(5, 1, 1, step_s=60, anomaly_rate=0.0, fault_rate=0.0, classes=["commercial"]).gateway_meters(0)
+    port = _pty_meters(protocol, meters, SimulatedClock(NOW, 1.0))
+    try:
+        reader = build_reader({**options, "port": port.device})
+        try:
+            readings = poll(reader, 1, [], timeout=15)
+        finally:
+            reader.close()
+    finally:
+        port.stop()
+    r = readings[0]
+    volts = r.voltage_v if protocol == "mbus" else r.voltage_l3_v   # M-Bus records carry one voltage
+    assert r.energy_kwh > 0 and volts is not None and volts > 200
