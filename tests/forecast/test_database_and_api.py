@@ -253,6 +253,7 @@ def test_api_cli_tabpy_and_tableau_charge_each_region_its_own_intensity_else_the
     by_cli = {row["region"]: row["co2_kg"] for row in __import__("json").loads(cli.stdout)["rows"]}
 
     async def views(conn):
+        await conn.execute("SELECT gridsight_refresh_tableau_rollups()")   # as collector maintenance does
         tableau = await conn.fetch("SELECT region, sum(co2_kg) AS co2 FROM tableau.carbon_by_region "
                                    "WHERE hour_start >= $1 AND hour_start < $2 GROUP BY 1", hours[0], NOW)
         rows = await conn.fetch("SELECT region, kwh, intensity_g_per_kwh FROM tableau.regional_hourly "

@@ -1,16 +1,17 @@
 """Forecast runs say which model was chosen and why; half-hourly forecasts; regions' local time.
 
-Revision ID: 0009_forecast_selection
-Revises: 0008_outbox_epochs
+Revision ID: 0010_forecast_selection
+Revises: 0009_tableau_rollups
 
 ``forecast_runs`` holds one row per run (the ``run_id`` of its steps in ``forecasts``): the
 model chosen, the reason in words, and the selection record (every candidate's day-ahead
 MAPE over the days before the run, the ensemble's weights) as JSON. ``forecasts.interval_s``
-admits half-hourly steps (1800 s), the settlement period in Great Britain and much of the EU.
+admits half-hourly steps (1800 s), the settlement period in Great Britain and much of the EU;
+``tableau.forecast_vs_actual`` sums a half-hour's two quarter-hour summaries beside them.
 
 ``tableau.meter_places`` places a meter in its site's region, else its site's feeder's region
 (as the collector's API and CLI do), so every carbon and policy figure counts a region's
-meters alike.
+meters alike; the materialised rollups behind the views are refreshed with it.
 
 ``regions.timezone`` (an IANA name, default UTC) is the region's local time: time-of-use
 windows and the policy sandbox's hour of day are read in it. ``regions.tou_peak_hours`` and
@@ -20,8 +21,67 @@ sandbox defaults) set a region's own time-of-use windows.
 
 from alembic import op
 
-revision = "0009_forecast_selection"
-down_revision = "0008_outbox_epochs"
+_FORECAST_VS_ACTUAL = r"""
+WITH latest AS (
+    SELECT DISTINCT ON (series_kind, series_key, interval_s, ts)
+           series_kind, series_key, interval_s, ts, yhat, yhat_lower, yhat_upper, model, model_version, created_at
+    FROM forecasts
+    ORDER BY series_kind, series_key, interval_s, ts, created_at DESC, id DESC)
+SELECT l.series_kind AS scope, l.series_key AS scope_id, l.ts AS period_start,
+       l.yhat AS forecast_kwh, l.yhat_lower AS lower_kwh, l.yhat_upper AS upper_kwh,
+       a.kwh AS actual_kwh, l.model || ' ' || l.model_version AS model_version, l.created_at AS issued_at
+FROM latest l
+LEFT JOIN LATERAL (
+    SELECT sum(x.kwh) AS kwh FROM (
+        SELECT r.kwh, r.region, NULL::text AS feeder FROM mv_regional_hourly r
+        WHERE l.interval_s = 3600 AND l.series_kind IN ('system', 'region') AND r.hour_start = l.ts
+        UNION ALL
+        SELECT h.kwh, p.region, p.feeder FROM readings_hourly h
+        JOIN tableau.meter_places p ON p.meter_id = h.meter_id
+        WHERE l.interval_s = 3600 AND l.series_kind = 'feeder' AND h.bucket = l.ts
+        UNION ALL
+        SELECT s.kwh, p.region, p.feeder FROM interval_summaries s
+        JOIN tableau.meter_places p ON p.meter_id = s.meter_id
+        WHERE l.interval_s = 900 AND s.interval_start = l.ts
+        UNION ALL
+        SELECT s.kwh, p.region, p.feeder FROM interval_summaries s
+        JOIN tableau.meter_places p ON p.meter_id = s.meter_id
+        WHERE l.interval_s = 1800 AND s.interval_s = 900
+          AND s.interval_start >= l.ts AND s.interval_start < l.ts + interval '30 minutes') x
+    WHERE l.series_kind = 'system'
+       OR (l.series_kind = 'region' AND x.region = l.series_key)
+       OR (l.series_kind = 'feeder' AND x.feeder = l.series_key)) a ON true;
+"""
+
+_FORECAST_VS_ACTUAL_BEFORE = r"""
+WITH latest AS (
+    SELECT DISTINCT ON (series_kind, series_key, interval_s, ts)
+           series_kind, series_key, interval_s, ts, yhat, yhat_lower, yhat_upper, model, model_version, created_at
+    FROM forecasts
+    ORDER BY series_kind, series_key, interval_s, ts, created_at DESC, id DESC)
+SELECT l.series_kind AS scope, l.series_key AS scope_id, l.ts AS period_start,
+       l.yhat AS forecast_kwh, l.yhat_lower AS lower_kwh, l.yhat_upper AS upper_kwh,
+       a.kwh AS actual_kwh, l.model || ' ' || l.model_version AS model_version, l.created_at AS issued_at
+FROM latest l
+LEFT JOIN LATERAL (
+    SELECT sum(x.kwh) AS kwh FROM (
+        SELECT r.kwh, r.region, NULL::text AS feeder FROM mv_regional_hourly r
+        WHERE l.interval_s = 3600 AND l.series_kind IN ('system', 'region') AND r.hour_start = l.ts
+        UNION ALL
+        SELECT h.kwh, p.region, p.feeder FROM readings_hourly h
+        JOIN tableau.meter_places p ON p.meter_id = h.meter_id
+        WHERE l.interval_s = 3600 AND l.series_kind = 'feeder' AND h.bucket = l.ts
+        UNION ALL
+        SELECT s.kwh, p.region, p.feeder FROM interval_summaries s
+        JOIN tableau.meter_places p ON p.meter_id = s.meter_id
+        WHERE l.interval_s = 900 AND s.interval_start = l.ts) x
+    WHERE l.series_kind = 'system'
+       OR (l.series_kind = 'region' AND x.region = l.series_key)
+       OR (l.series_kind = 'feeder' AND x.feeder = l.series_key)) a ON true;
+"""
+
+revision = "0010_forecast_selection"
+down_revision = "0009_tableau_rollups"
 branch_labels = None
 depends_on = None
 
@@ -56,6 +116,8 @@ SELECT m.id AS meter_id, m.site_id, st.lat AS latitude, st.lon AS longitude,
 FROM meters m
 LEFT JOIN sites st ON st.id = m.site_id
 LEFT JOIN feeders fd ON fd.id = st.feeder_id;
+REFRESH MATERIALIZED VIEW mv_regional_hourly;
+REFRESH MATERIALIZED VIEW mv_consumption_pattern;
 
 CREATE OR REPLACE VIEW tableau.policy_sandbox_inputs AS
 SELECT h.region, h.area_type,
@@ -80,6 +142,8 @@ SELECT m.id AS meter_id, m.site_id, st.lat AS latitude, st.lon AS longitude,
        COALESCE(st.area_type, 'unclassified') AS area_type
 FROM meters m
 LEFT JOIN sites st ON st.id = m.site_id;
+REFRESH MATERIALIZED VIEW mv_regional_hourly;
+REFRESH MATERIALIZED VIEW mv_consumption_pattern;
 """
 
 DOWNGRADE_INPUTS = r"""
@@ -107,9 +171,11 @@ ALTER TABLE forecasts ADD CONSTRAINT forecasts_interval_s_check CHECK (interval_
 
 def upgrade() -> None:
     op.execute(UPGRADE)
+    op.execute("CREATE OR REPLACE VIEW tableau.forecast_vs_actual AS " + _FORECAST_VS_ACTUAL)
 
 
 def downgrade() -> None:
+    op.execute("CREATE OR REPLACE VIEW tableau.forecast_vs_actual AS " + _FORECAST_VS_ACTUAL_BEFORE)
     # A view cannot drop a column by CREATE OR REPLACE: drop and recreate it, then the columns.
     op.execute(DOWNGRADE)
     op.execute("DROP VIEW IF EXISTS tableau.policy_sandbox_inputs")
