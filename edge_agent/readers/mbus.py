@@ -14,9 +14,13 @@ Only current values (storage 0, tariff 0) are taken. The medium decides what the
 electricity (0x02) gives electricity readings; gas (0x03), water (0x06, 0x07) and heat (0x04,
 0x0C, 0x0D) give a channel reading under the unit's meter id.
 
+The bus is slow (2400 baud) and the agent's poll loop waits for it, so the units are read every
+``every_s`` (60 s), and a unit that stays silent is skipped for a growing number of rounds (up to
+``every_s`` x 16) while it keeps being reported, so one dead meter never stalls the gateway.
+
 Options: ``port`` (required; serial adapter, 2400 8E1 by default, or socket://host:port of an
 M-Bus gateway), ``baudrate`` (2400), ``units`` (list of ``{address, meter_id}``, address 0..250),
-``timeout_s`` (1.0), ``retries`` (2), ``name``.
+``every_s`` (60), ``timeout_s`` (1.0), ``retries`` (2), ``name``.
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ class MbusReader:
     """The meters on one M-Bus master (serial level converter or TCP gateway)."""
 
     def __init__(self, port: Any, units: list[tuple[int, str]], *, name: str, timeout_s: float = 1.0,
-                 retries: int = 2, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 retries: int = 2, every_s: float = 0.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.port = port
         self.units = units
         self.name = name
@@ -158,6 +162,9 @@ class MbusReader:
         self._monotonic = monotonic
         self._fcb: dict[int, bool] = {}
         self._deferred: ReaderError | None = None
+        self.every_s = every_s
+        self._next_round: float | None = None
+        self._skip: dict[int, tuple[int, int]] = {}  # address -> (rounds left to skip, failures in a row)
         self.frames_ok = 0
         self.bad_frames = 0
         self.retried = 0
@@ -166,7 +173,7 @@ class MbusReader:
     def from_config(cls, options: Mapping[str, Any]) -> "MbusReader":
         from edge_agent.readers.stream import open_serial
 
-        reject_unknown(options, {"port", "baudrate", "units", "timeout_s", "retries", "name"})
+        reject_unknown(options, {"port", "baudrate", "units", "every_s", "timeout_s", "retries", "name"})
         raw = option(options, "units", list, check=lambda v: len(v) > 0, why="must list at least one unit")
         units = []
         for i, u in enumerate(raw):
@@ -181,7 +188,8 @@ class MbusReader:
         port = open_serial(options, baudrate=2400, parity="E", timeout=0.05)
         return cls(port, units, name=option(options, "name", str, f"mbus:{options['port']}"),
                    timeout_s=option(options, "timeout_s", float, 1.0, check=lambda v: 0 < v <= 30, why="must be 0..30 s"),
-                   retries=option(options, "retries", int, 2, check=lambda v: 0 <= v <= 10, why="must be 0..10"))
+                   retries=option(options, "retries", int, 2, check=lambda v: 0 <= v <= 10, why="must be 0..10"),
+                   every_s=option(options, "every_s", float, 60.0, check=lambda v: v >= 0, why="must be >= 0"))
 
     def _exchange(self, request: bytes, want: Callable[[bytes], int | None]) -> bytes:
         """Send ``request``; read until ``want(data)`` gives the frame length, or time out."""
@@ -223,9 +231,18 @@ class MbusReader:
         if self._deferred is not None:
             err, self._deferred = self._deferred, None
             raise err
+        if self._next_round is not None and now < self._next_round:
+            return []
+        self._next_round = now + self.every_s
         out: list[Reading] = []
         failures: list[str] = []
         for address, meter_id in self.units:
+            left, streak = self._skip.get(address, (0, 0))
+            if left:
+                self._skip[address] = (left - 1, streak)
+                failures.append(f"{meter_id} (address {address}): silent for {streak} rounds, "
+                                f"asked again in {left} rounds")
+                continue
             last: ReaderError | None = None
             for attempt in range(self.retries + 1):
                 try:
@@ -241,6 +258,10 @@ class MbusReader:
                     last = exc
             if last is not None:
                 failures.append(f"{meter_id} (address {address}): {last}")
+                streak += 1
+                self._skip[address] = (min(2 ** (streak - 1), 16) - 1, streak)  # skip 0, 1, 3, 7, 15 rounds
+            else:
+                self._skip.pop(address, None)
         if failures:
             error = ReaderError(f"{self.name}: " + "; ".join(failures)[:450])
             if not out:

@@ -114,6 +114,7 @@ def test_mbus_bus_reads_electricity_and_gas_units_and_skips_stored_values():
     with PtyResponder(bus) as line:
         reader = build_reader({"type": "mbus", "port": line.device, "timeout_s": 2,
                                "units": [{"address": 1, "meter_id": "flat-1"}, {"address": 5, "meter_id": "flat-1-gas"}]})
+        assert reader.every_s == 60.0
         try:
             elec, g = reader.read(NOW)
         finally:
@@ -126,17 +127,24 @@ def test_mbus_bus_reads_electricity_and_gas_units_and_skips_stored_values():
 def test_mbus_checksum_error_is_retried_and_a_dead_unit_reported_after_the_others():
     bus = MbusBus({1: (12345678, "electricity", lambda: THREE_PHASE)}, bad_checksum_every=2)
     with PtyResponder(bus) as line:
-        reader = build_reader({"type": "mbus", "port": line.device, "timeout_s": 0.5, "retries": 2,
+        reader = build_reader({"type": "mbus", "port": line.device, "timeout_s": 0.5, "retries": 2, "every_s": 60,
                                "units": [{"address": 1, "meter_id": "m1"}, {"address": 9, "meter_id": "gone"}]})
         try:
             first = reader.read(NOW)                  # m1 answers; "gone" is reported on the next poll
             with pytest.raises(ReaderError, match=r"gone \(address 9\): no answer"):
                 reader.read(NOW + 10)
-            second = reader.read(NOW + 20)            # answer 2 is corrupt: retried within this poll
+            assert reader.read(NOW + 30) == []        # not due before every_s
+            asked = bus.answers
+            second = reader.read(NOW + 60)            # answer 2 is corrupt: retried within this poll
+            with pytest.raises(ReaderError, match=r"gone \(address 9\): no answer"):
+                reader.read(NOW + 61)
+            third = reader.read(NOW + 120)            # "gone" failed twice: skipped this round, m1 read at once
+            with pytest.raises(ReaderError, match=r"gone \(address 9\): silent for 2 rounds"):
+                reader.read(NOW + 121)                # ... and still reported
         finally:
             reader.close()
-    assert [r.meter_id for r in first + second] == ["m1", "m1"]
-    assert reader.retried >= 1 and reader.bad_frames >= 1
+    assert [r.meter_id for r in first + second + third] == ["m1", "m1", "m1"]
+    assert reader.retried >= 1 and reader.bad_frames >= 1 and bus.answers > asked
 
 
 def test_mbus_units_are_required_in_config(tmp_path):
