@@ -39,6 +39,8 @@ Every key, its default and its meaning (TOML file ``agent.toml``; environment va
     public_key = ""                 # Ed25519 public key (PEM) that signs models: enables
                                     # over-the-air updates from the cmd/model topics
     models_dir = ""                 # where verified updates are kept (default data_dir/models)
+    source_dir = ""                 # file:// model URLs must point inside this folder (empty:
+                                    # file:// refused); https and presigned S3 URLs need nothing
 
     [clock]
     speed = 1.0                     # >1 runs simulated time (fleet simulator, benchmarks)
@@ -166,6 +168,7 @@ class ModelSettings:
     path: str = ""
     public_key: str = ""
     models_dir: str = ""
+    source_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.path and not Path(self.path).expanduser().is_file():

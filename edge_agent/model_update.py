@@ -3,7 +3,12 @@
 The agent owns one :class:`ModelUpdater`. For every model announcement it receives (the
 retained ``cmd/model`` topics) it calls :meth:`ModelUpdater.handle_announcement`, which
 
-1. fetches the model from ``cmd.url`` (``file://``, ``http(s)://`` or a plain path; size-capped),
+0. refuses a version older than the running one, unless the announcement carries a rollback
+   signed by the model key for exactly this step (:func:`gridsight.wire.rollback_statement`),
+1. fetches the model from ``cmd.url``: ``https://``, a presigned S3 URL, or ``file://`` inside
+   the configured ``source_dir``; anything else is refused before it is opened, and the size
+   limit applies while the bytes arrive (an announced ``Content-Length`` above it is refused
+   before the body is read),
 2. checks its SHA-256 against ``cmd.sha256``,
 3. fetches ``cmd.signature_url`` and checks the Ed25519 signature against the public key
    pinned in the gateway's configuration,
@@ -24,6 +29,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import tempfile
 import threading
 import urllib.parse
@@ -37,11 +43,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.scorer import MAX_MODEL_BYTES, ModelError, Scorer
-from gridsight.wire import ModelAnnouncement
+from gridsight.wire import ModelAnnouncement, rollback_statement
 from gridsight.errors import FetchError, GridsightError
 
 __all__ = ["SignatureError", "ModelFetcher", "UrlFetcher", "ModelUpdater", "UpdateStatus",
-           "load_public_key", "verify_signature"]
+           "load_public_key", "verify_signature", "version_key", "url_allowed"]
 
 _MAX_SIGNATURE_BYTES = 1024
 _POINTER = "current.json"
@@ -86,29 +92,83 @@ class ModelFetcher(Protocol):
         """The bytes at ``url``; raise :class:`FetchError` if unreachable or larger than ``max_bytes``."""
 
 
-class UrlFetcher:
-    """Fetches ``file://``, ``http://``, ``https://`` URLs and plain paths, with a size cap and timeout."""
+_CHUNK = 64 * 1024
+_PRESIGNED_V4 = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature")
+_PRESIGNED_V2 = ("AWSAccessKeyId", "Signature", "Expires")
 
-    def __init__(self, timeout_s: float = 30.0) -> None:
+
+def url_allowed(url: str, source_dir: Path | None) -> str | None:
+    """Why ``url`` may not be fetched, or None when it may: ``https://``, a presigned S3 URL
+    (``http`` too: S3-compatible stores inside the network), or ``file://`` resolving inside
+    ``source_dir``. Plain paths, other schemes and unsigned ``http`` are refused, so an
+    announcement cannot point the agent at local files or internal services."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https":
+        return None
+    if parsed.scheme == "http":
+        names = {k for k, _ in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)}
+        if all(n in names for n in _PRESIGNED_V4) or all(n in names for n in _PRESIGNED_V2):
+            return None
+        return "plain http is not allowed (https, a presigned S3 URL, or file:// in the models source folder)"
+    if parsed.scheme == "file":
+        if source_dir is None:
+            return "file:// is not allowed: no model.source_dir is configured"
+        if parsed.netloc not in ("", "localhost"):
+            return "file:// with a host is not allowed"
+        target = os.path.realpath(urllib.parse.unquote(parsed.path))
+        root = os.path.realpath(source_dir)
+        if os.path.commonpath([target, root]) != root:
+            return f"file:// outside {root} is not allowed"
+        return None
+    return f"URL scheme {parsed.scheme or '(none)'!r} is not allowed (https, presigned S3, or file:// in model.source_dir)"
+
+
+class UrlFetcher:
+    """Fetches the URLs :func:`url_allowed` admits, reading at most ``max_bytes`` (streamed, with a timeout)."""
+
+    def __init__(self, timeout_s: float = 30.0, source_dir: str | Path | None = None) -> None:
         self.timeout_s = timeout_s
+        self.source_dir = Path(source_dir) if source_dir else None
 
     def fetch(self, url: str, max_bytes: int) -> bytes:
-        parsed = urllib.parse.urlparse(url)
+        refused = url_allowed(url, self.source_dir)
+        if refused is not None:
+            raise FetchError(f"{url[:200]}: {refused}")
+        parsed = urllib.parse.urlsplit(url)
         try:
-            if parsed.scheme in ("http", "https"):
-                with urllib.request.urlopen(url, timeout=self.timeout_s) as response:  # noqa: S310 (scheme checked)
-                    data = response.read(max_bytes + 1)
-            elif parsed.scheme in ("file", ""):
-                path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else url)
+            if parsed.scheme == "file":
+                path = Path(os.path.realpath(urllib.parse.unquote(parsed.path)))
+                if not path.is_file():
+                    raise FetchError(f"cannot fetch {url[:200]} (no such regular file)")
+                if path.stat().st_size > max_bytes:
+                    raise FetchError(f"{url[:200]} is larger than {max_bytes} bytes")
                 with path.open("rb") as fh:
-                    data = fh.read(max_bytes + 1)
-            else:
-                raise FetchError(f"unsupported URL scheme {parsed.scheme!r}")
+                    return _read_capped(fh, max_bytes, url)
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:  # noqa: S310 (url_allowed)
+                declared = response.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise FetchError(f"{url[:200]} is larger than {max_bytes} bytes ({declared} announced)")
+                return _read_capped(response, max_bytes, url)
         except OSError as exc:
             raise FetchError(f"cannot fetch {url[:200]} ({exc})") from None
+
+
+def _read_capped(stream, max_bytes: int, url: str) -> bytes:
+    """Read in chunks, stopping as soon as more than ``max_bytes`` arrived."""
+    data = bytearray()
+    while True:
+        chunk = stream.read(min(_CHUNK, max_bytes + 1 - len(data)))
+        if not chunk:
+            return bytes(data)
+        data += chunk
         if len(data) > max_bytes:
             raise FetchError(f"{url[:200]} is larger than {max_bytes} bytes")
-        return data
+
+
+def version_key(version: str) -> tuple:
+    """Sort key of a model version: digit runs compare as numbers (v9 < v10, 2026-01-02 < 2026-11-01)."""
+    parts = re.findall(r"\d+|[^\d]+", version)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -146,12 +206,12 @@ class ModelUpdater:
     def __init__(self, models_dir: str | Path, public_key: Ed25519PublicKey | str | Path | bytes, *,
                  gateway_id: str | None = None, initial_model: str | Path | None = None,
                  fetcher: ModelFetcher | None = None, interval_s: int | None = None,
-                 max_model_bytes: int = MAX_MODEL_BYTES) -> None:
+                 max_model_bytes: int = MAX_MODEL_BYTES, source_dir: str | Path | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
         self.gateway_id = gateway_id
-        self.fetcher = fetcher or UrlFetcher()
+        self.fetcher = fetcher or UrlFetcher(source_dir=source_dir)
         self.interval_s = interval_s
         self.max_model_bytes = max_model_bytes
         self._lock = threading.Lock()
@@ -214,6 +274,10 @@ class ModelUpdater:
             return True, f"announcement of {cmd.version} is for other gateways; {keep}"
         if self._current is not None and self._current.version == cmd.version and self._current.name == cmd.name:
             return True, f"already running {cmd.name} {cmd.version}"
+        if self._current is not None and version_key(cmd.version) < version_key(self._current.version):
+            refused = self._rollback_refusal(cmd)
+            if refused is not None:
+                return False, f"refused {cmd.name} {cmd.version}: {refused}; {keep}"
         try:
             data = self.fetcher.fetch(cmd.url, self.max_model_bytes)
             digest = hashlib.sha256(data).hexdigest()
@@ -241,6 +305,21 @@ class ModelUpdater:
         old = self._describe()
         self._current, self._current_file = scorer, filename
         return True, f"switched from {old} to {scorer.name} {scorer.version}"
+
+    def _rollback_refusal(self, cmd: ModelAnnouncement) -> str | None:
+        """Why an announcement of an older version may not apply here, or None for a valid signed rollback."""
+        current = self._current.version
+        if cmd.rollback_signature is None:
+            return (f"older than the running {current} (models only move forward; a rollback must be "
+                    "signed: gridsight model rollback)")
+        if cmd.rollback_from != current:
+            return f"the signed rollback is from {cmd.rollback_from}, this gateway runs {current}"
+        try:
+            verify_signature(rollback_statement(cmd.name, cmd.version, cmd.sha256, cmd.rollback_from),
+                             cmd.rollback_signature.encode(), self.public_key)
+        except SignatureError as exc:
+            return f"rollback {exc}"
+        return None
 
     def _rollback_to_initial(self, pointer: dict) -> tuple[bool, str]:
         try:

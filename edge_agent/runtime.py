@@ -110,7 +110,8 @@ def build_model_updater(settings: AgentSettings) -> Any:
     models_dir = settings.model.models_dir or str(Path(settings.data_dir) / "models")
     try:
         return ModelUpdater(models_dir, settings.model.public_key, gateway_id=settings.gateway_id,
-                            initial_model=settings.model.path or None, interval_s=settings.interval_s)
+                            initial_model=settings.model.path or None, interval_s=settings.interval_s,
+                            source_dir=settings.model.source_dir or None)
     except SignatureError as exc:
         raise ConfigError("model.public_key", str(exc)) from None
     except ModelError as exc:

@@ -223,6 +223,7 @@ class FleetRun:
             raise FleetRunError("broker_outage needs the simulator's own broker (leave --mqtt-url out)")
         self.model_path: Path | None = None
         self.rollout_path: Path | None = None
+        self.rollout_hosted: Path | None = None
         self.public_key: Path | None = None
         self._private_key: Path | None = None
         self.scorer = None
@@ -254,7 +255,8 @@ class FleetRun:
             "mqtt": {"url": self.proxies[index].url, "reconnect_min_s": 0.2, "reconnect_max_s": 3.0,
                      "drain_rate": 0.0},
             "model": {"path": str(model) if model else "",
-                      **({"public_key": str(self.public_key)} if self.public_key else {})},
+                      **({"public_key": str(self.public_key), "source_dir": str(self.work_dir / "published")}
+                         if self.public_key else {})},
             "clock": {"speed": r.speed, "start": self.sim_start + clock_offset, "anchor": self.anchor},
             "readers": [{"type": "sim", "seed": f.seed, "gateway": index, "meters": f.meters_per_gateway,
                          "step_s": r.step_s, "anomalies": True, "anomaly_rate": f.anomaly_rate,
@@ -388,8 +390,13 @@ class FleetRun:
                 keys.mkdir(exist_ok=True)
                 self._private_key, self.public_key = keys / "models.key", keys / "models.pub"
                 generate_keypair(self._private_key, self.public_key)
-                self.rollout_signature = sign_file(self.rollout_path, self._private_key,
-                                                   self.work_dir / (self.rollout_path.name + ".sig"))
+                # agents fetch file:// URLs only inside their model.source_dir: the run's published/
+                published = self.work_dir / "published"
+                published.mkdir(exist_ok=True)
+                hosted = published / self.rollout_path.name
+                hosted.write_bytes(self.rollout_path.read_bytes())
+                self.rollout_hosted = hosted
+                self.rollout_signature = sign_file(hosted, self._private_key, published / (hosted.name + ".sig"))
         self.scorer = Scorer.load(self.model_path)
 
     # ---------------------------------------------------------------- faults
@@ -447,9 +454,9 @@ class FleetRun:
         from model_export.publish import announce
 
         scorer = Scorer.load(self.rollout_path)
-        cmd = ModelAnnouncement(scorer.name, scorer.version, str(self.rollout_path),
-                                hashlib.sha256(self.rollout_path.read_bytes()).hexdigest(),
-                                str(self.rollout_signature), time.time(),
+        cmd = ModelAnnouncement(scorer.name, scorer.version, self.rollout_hosted.as_uri(),
+                                hashlib.sha256(self.rollout_hosted.read_bytes()).hexdigest(),
+                                Path(self.rollout_signature).as_uri(), time.time(),
                                 None if gateways is None else tuple(f"gw-{i:04d}" for i in gateways))
         announce(f"mqtt://127.0.0.1:{self.broker_port}", cmd)
 

@@ -59,6 +59,7 @@ __all__ = [
     "RawChunk",
     "GatewayStatus",
     "ModelAnnouncement",
+    "rollback_statement",
     "Message",
     "topic_for",
     "command_topic",
@@ -499,11 +500,24 @@ class ModelAnnouncement:
     signature_url: str
     issued_at: float
     gateways: tuple[str, ...] | None = None  # None: the whole fleet; else a canary set
+    # An explicit rollback: gateways running ``rollback_from`` may move back to this (older)
+    # version, because the model signing key signed :func:`rollback_statement` for exactly that
+    # step (base64 Ed25519). Without it a gateway only ever moves to a newer version.
+    rollback_from: str | None = None
+    rollback_signature: str | None = None
 
     KIND: ClassVar[str] = "model"
     _RULES: ClassVar[dict] = {"name": _ID, "version": _ID, "url": _str(max_len=2048),
                               "sha256": _str(re.compile(r"^[0-9a-f]{64}$"), 64),
-                              "signature_url": _str(max_len=2048), "issued_at": _TS}
+                              "signature_url": _str(max_len=2048), "issued_at": _TS,
+                              "rollback_from": _ID,
+                              "rollback_signature": _str(re.compile(r"^[A-Za-z0-9+/]{86}==$"), 88)}
+    _OPTIONAL: ClassVar[tuple[str, ...]] = ("rollback_from", "rollback_signature")
+
+
+def rollback_statement(name: str, version: str, sha256: str, rollback_from: str) -> bytes:
+    """The bytes a model rollback signature signs: model, target version and file, and the version it replaces."""
+    return f"gridsight-model-rollback/1\n{name}\n{version}\n{sha256}\nfrom {rollback_from}\n".encode()
 
 
 Message = Union[IntervalSummary, AnomalyFlag, RawChunk, GatewayStatus]
@@ -746,7 +760,8 @@ def decode(topic: str, payload: bytes) -> Message:
 
 
 def encode_command(cmd: ModelAnnouncement) -> bytes:
-    body = {"v": COMMAND_VERSION, "kind": cmd.KIND, **{k: _plain(getattr(cmd, k)) for k in cmd._RULES}}
+    body = {"v": COMMAND_VERSION, "kind": cmd.KIND, **{k: _plain(getattr(cmd, k)) for k in cmd._RULES
+                                                       if getattr(cmd, k) is not None or k not in cmd._OPTIONAL}}
     body["gateways"] = list(cmd.gateways) if cmd.gateways is not None else None
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -763,8 +778,10 @@ def decode_command(payload: bytes) -> ModelAnnouncement:
         gateways = tuple(_ID.check(f"gateways[{i}]", g) for i, g in enumerate(gateways))
     body = {k: v for k, v in obj.items() if k not in ("v", "kind", "gateways")}
     cmd = _build(ModelAnnouncement, body)
+    if (cmd.rollback_from is None) != (cmd.rollback_signature is None):
+        raise WireError("rollback_signature", "rollback_from and rollback_signature go together")
     return ModelAnnouncement(cmd.name, cmd.version, cmd.url, cmd.sha256, cmd.signature_url,
-                             cmd.issued_at, gateways)
+                             cmd.issued_at, gateways, cmd.rollback_from, cmd.rollback_signature)
 
 
 def content_digest(msg: Message) -> bytes:

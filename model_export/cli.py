@@ -160,6 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-password-file", type=Path,
                    help="file holding the broker password (default: $MQTT_PASSWORD_FILE, then $MQTT_PASSWORD)")
     p.add_argument("--gateways", help="comma-separated canary gateway ids (default: the whole fleet)")
+
+    r = sub.add_parser("rollback", help="announce a signed rollback to an older, already published version",
+                       description="Gateways only move to newer model versions. This announces MODEL (published "
+                                   "before) with a rollback signed by the model key for exactly one step: "
+                                   "gateways running --from go back to MODEL's version; others ignore it.")
+    r.add_argument("model", type=Path, help="the older model .onnx file, as published")
+    r.add_argument("--private-key", type=Path, required=True, help="the Ed25519 model signing key (PEM)")
+    r.add_argument("--from", dest="rollback_from", required=True, metavar="VERSION",
+                   help="the version being rolled back (only gateways running it move)")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store-dir", type=Path, help="local directory object store the model was published to")
+    where.add_argument("--s3-bucket", help="S3 bucket the model was published to")
+    r.add_argument("--s3-endpoint-url", help="S3-protocol endpoint, e.g. http://127.0.0.1:9000")
+    r.add_argument("--base-url", help="URL gateways fetch objects from (as for publish)")
+    r.add_argument("--mqtt-url", required=True, help="broker to publish the retained announcement on")
+    r.add_argument("--ca-file", type=Path, help="CA the broker's certificate must chain to (default: system CAs)")
+    r.add_argument("--cert-file", type=Path, help="client certificate for mutual TLS")
+    r.add_argument("--key-file", type=Path, help="the client certificate's key")
+    r.add_argument("--mqtt-username", help="broker account (default: none, or user@ in --mqtt-url)")
+    r.add_argument("--mqtt-password-file", type=Path,
+                   help="file holding the broker password (default: $MQTT_PASSWORD_FILE, then $MQTT_PASSWORD)")
+    r.add_argument("--gateways", help="comma-separated gateway ids (default: the whole fleet)")
     return explain_defaults(parser)
 
 
@@ -318,8 +340,29 @@ def _publish(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback(ns: argparse.Namespace) -> int:
+    from gridsight.mqtt import MqttSetupError, TlsFiles, read_password
+    from model_export.publish import PublishError, announce_rollback
+
+    try:
+        tls = TlsFiles(*(str(p) if p else None for p in (ns.ca_file, ns.cert_file, ns.key_file)))
+        password = read_password(None, ns.mqtt_password_file)
+    except MqttSetupError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        result = announce_rollback(
+            ns.model, ns.private_key, ns.rollback_from, store_dir=ns.store_dir, s3_bucket=ns.s3_bucket,
+            s3_endpoint_url=ns.s3_endpoint_url, base_url=ns.base_url, mqtt_url=ns.mqtt_url,
+            mqtt_username=ns.mqtt_username, mqtt_password=password, mqtt_tls=tls,
+            gateways=[g.strip() for g in ns.gateways.split(",") if g.strip()] if ns.gateways else None)
+    except PublishError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps(result))
+    return 0
+
+
 _COMMANDS = {"train": _train, "verify": _verify, "score": _score, "evaluate": _evaluate, "keygen": _keygen,
-             "sign": _sign, "publish": _publish}
+             "sign": _sign, "publish": _publish, "rollback": _rollback}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

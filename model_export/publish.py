@@ -28,7 +28,7 @@ from gridsight.mqtt import MqttSetupError, TlsFiles, make_client
 from edge_agent.scorer import ModelError, Scorer
 
 __all__ = ["PublishError", "model_prefix", "publish_model", "announce", "register_version",
-           "PRESIGNED_URL_SECONDS"]
+           "rollback_announcement", "announce_rollback", "PRESIGNED_URL_SECONDS"]
 
 PRESIGNED_URL_SECONDS = 7 * 86_400  # the longest a SigV4 presigned URL may live
 
@@ -223,6 +223,66 @@ def announce(mqtt_url: str, announcement: wire.ModelAnnouncement, timeout_s: flo
     finally:
         broker.close()
     return topics
+
+
+def rollback_announcement(model: str | Path, private_key: str | Path, *, rollback_from: str, url: str,
+                          signature_url: str, gateways: Sequence[str] | None = None,
+                          issued_at: float | None = None) -> wire.ModelAnnouncement:
+    """An announcement that takes gateways running ``rollback_from`` back to the (older) ``model``.
+
+    Gateways refuse older versions unless the model signing key signed this exact step (model
+    name, target version and file digest, and the version it replaces), so a captured or replayed
+    old announcement cannot downgrade them."""
+    from model_export.signing import SigningError, load_private_key
+
+    model = Path(model)
+    try:
+        scorer = Scorer.load(model)
+        key = load_private_key(private_key)
+    except (ModelError, SigningError) as exc:
+        raise PublishError(str(exc)) from None
+    try:
+        wire.validate_gateway_id(rollback_from)
+    except wire.WireError:
+        raise PublishError(f"--from {rollback_from!r} is not a model version") from None
+    if rollback_from == scorer.version:
+        raise PublishError(f"--from {rollback_from} is the version of {model.name} itself")
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    statement = wire.rollback_statement(scorer.name, scorer.version, sha, rollback_from)
+    import base64
+
+    return wire.ModelAnnouncement(scorer.name, scorer.version, url, sha, signature_url,
+                                  datetime.now(timezone.utc).timestamp() if issued_at is None else issued_at,
+                                  tuple(gateways) if gateways is not None else None, rollback_from,
+                                  base64.b64encode(key.sign(statement)).decode("ascii"))
+
+
+def announce_rollback(model: str | Path, private_key: str | Path, rollback_from: str, *,
+                      store_dir: str | Path | None = None, s3_bucket: str | None = None,
+                      s3_endpoint_url: str | None = None, base_url: str | None = None, mqtt_url: str,
+                      mqtt_username: str | None = None, mqtt_password: str | None = None,
+                      mqtt_tls: TlsFiles | None = None, gateways: Sequence[str] | None = None,
+                      timeout_s: float = 15.0) -> dict:
+    """Announce a signed rollback to ``model``, a version published before (its objects must be
+    in the store, byte for byte), for gateways running ``rollback_from``."""
+    model = Path(model)
+    try:
+        scorer = Scorer.load(model)
+    except ModelError as exc:
+        raise PublishError(str(exc)) from None
+    prefix = model_prefix(scorer.name, scorer.version)
+    keys = {"model": prefix + "model.onnx", "signature": prefix + "model.onnx.sig"}
+    store = _DirStore(Path(store_dir), base_url) if store_dir is not None else _S3Store(s3_bucket, s3_endpoint_url,
+                                                                                       base_url)
+    stored = store.get(keys["model"])
+    if stored is None or stored != model.read_bytes() or store.get(keys["signature"]) is None:
+        raise PublishError(f"{prefix} does not hold {model.name} and its signature: publish it first "
+                           "(a rollback names a version that was published)")
+    cmd = rollback_announcement(model, private_key, rollback_from=rollback_from, url=store.url(keys["model"]),
+                                signature_url=store.url(keys["signature"]), gateways=gateways)
+    topics = announce(mqtt_url, cmd, timeout_s, username=mqtt_username, password=mqtt_password, tls=mqtt_tls)
+    return {"name": cmd.name, "version": cmd.version, "rollback_from": rollback_from, "sha256": cmd.sha256,
+            "url": cmd.url, "announced_on": topics}
 
 
 def publish_model(model: str | Path, *, signature: str | Path | None = None, public_key: str | Path | None = None,

@@ -55,7 +55,8 @@ def agent_with_ota(tmp_path, mosquitto, model_path, key_path) -> tuple[Agent, Ma
     clock = ManualClock(T0)
     settings = AgentSettings(gateway_id="gw-ota", data_dir=tmp_path / "data",
                              mqtt=MqttSettings(url=mosquitto.url, reconnect_min_s=0.1, reconnect_max_s=0.3),
-                             model=ModelSettings(path=str(model_path), public_key=str(key_path)))
+                             model=ModelSettings(path=str(model_path), public_key=str(key_path),
+                                                 source_dir=str(key_path.parent)))
     agent = Agent(settings, readers=[ReplayReader(write_csv(tmp_path / "r.csv", recording(2, T0, 7200, 60)))],
                   clock=clock)
     agent.transport.start()

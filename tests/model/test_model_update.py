@@ -37,7 +37,8 @@ def release(tmp_path, fleet_csv, keypair):
 @pytest.fixture
 def updater(tmp_path, keypair, trained_model):
     _, public = keypair
-    return ModelUpdater(tmp_path / "agent-models", public, gateway_id="gw-1", initial_model=trained_model)
+    return ModelUpdater(tmp_path / "agent-models", public, gateway_id="gw-1", initial_model=trained_model,
+                        source_dir=tmp_path / "hosted")
 
 
 def test_a_signed_model_is_verified_loaded_and_swapped_in(updater, release):
