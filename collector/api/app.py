@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
+from collector.api.openapi import document_api
+from collector.api.request_checks import RequestChecks
 from collector.auth import install_identity
 from collector.metrics import Metrics
 from collector.settings import CollectorSettings, asyncpg_dsn
@@ -86,6 +88,9 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     app.state.worker = worker
     for name in ROUTERS:
         app.include_router(importlib.import_module(name).router)
+    # control characters in parameters -> 422 everywhere; OPTIONS answers with Allow
+    app.add_middleware(RequestChecks, routes_app=app)
+    document_api(app, max_page=settings.api_max_page, max_points=settings.api_max_points)
     # every route's require_roles(...) needs this; it also bounds request bodies
     install_identity(app, url, secrets=settings.secrets, key_store_dir=settings.key_store_path)
     return app

@@ -100,7 +100,8 @@ def _utc(value: datetime) -> datetime:
 
 
 async def _time_range(start: Annotated[datetime, Query(description="range start, ISO 8601 (UTC if no offset) or Unix s")],
-                end: Annotated[datetime, Query(description="range end, exclusive")]) -> TimeRange:
+                end: Annotated[datetime, Query(description="range end, exclusive; not before start (equal: an "
+                                                           "empty range); at most 3660 days after start")]) -> TimeRange:
     try:
         start = _utc(start)
     except OverflowError:
@@ -109,8 +110,8 @@ async def _time_range(start: Annotated[datetime, Query(description="range start,
         end = _utc(end)
     except OverflowError:
         raise param_error("end", "outside the representable date range") from None
-    if end <= start:
-        raise param_error("end", "must be after start")
+    if end < start:
+        raise param_error("end", "must not be before start (start == end is an empty range)")
     if end - start > MAX_RANGE:
         raise param_error("end", f"range longer than {MAX_RANGE.days} days")
     return TimeRange(start, end)
