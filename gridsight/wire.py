@@ -692,6 +692,21 @@ def _column_fast(rule: _Rule, values: list) -> list | None:
             if len(v) > max_len or (pattern is not None and not pattern.match(v)):
                 return None
         return values
+    if kind == "integer":
+        lo, hi = rule.schema.get("minimum", -math.inf), rule.schema.get("maximum", math.inf)
+        for v in values:
+            if type(v) is int:
+                if not lo <= v <= hi:
+                    return None
+            elif v is not None or not nullable:
+                return None
+        return values
+    if kind == "string" and "enum" in rule.schema:
+        try:
+            distinct = set(values)
+        except TypeError:
+            return None
+        return values if distinct <= set(rule.schema["enum"]) else None
     return None
 
 

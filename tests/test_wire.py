@@ -288,3 +288,15 @@ def test_content_digest_ignores_the_send_time_but_not_the_content():
     changed = dataclasses.replace(chunk, readings=(readings[0], Reading("m-1", 1.7e9 + 1, 10.2, 510.0)))
     assert wire.content_digest(changed) != wire.content_digest(chunk)
     assert wire.content_digest(dataclasses.replace(chunk, epoch="e2")) != wire.content_digest(chunk)
+
+
+@pytest.mark.parametrize("column, bad", [("tariff", "2"), ("tariff", True), ("tariff", 1.5), ("channel", "steam")])
+def test_layout_2_integer_and_enum_columns_refuse_bad_values_on_the_fast_path_too(column, bad):
+    ok = Reading("m-1", 1.7e9, 1.0, tariff=1, channel="heat")
+    body = json.loads(encode(RawChunk("gw-1", 3, None, 1.7e9, (ok,))))
+    plain = json.loads(zlib.decompress(base64.b64decode(body["chunk"]["data"])))
+    plain[column] = [bad]
+    data = json.dumps(plain).encode()
+    body["chunk"].update(data=base64.b64encode(zlib.compress(data)).decode(), sha256=hashlib.sha256(data).hexdigest())
+    with pytest.raises(WireError, match=rf"readings\[0\]\.{column}"):
+        decode(topic_for("gw-1", "raw"), json.dumps(body).encode())

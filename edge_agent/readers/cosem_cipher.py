@@ -18,10 +18,16 @@ __all__ = ["frame_length", "decrypt_general_glo_cipher", "LUXEMBOURG_AUTH_KEY", 
 LUXEMBOURG_AUTH_KEY = "00112233445566778899AABBCCDDEEFF"
 
 
+MAX_FRAME = 4096  # a P1 or HAN frame is ~1 kB; a longer "frame" is a 0xDB byte in line noise
+
+
 def frame_length(buf: bytes) -> int | None:
-    """Total length of a general-global-cipher frame starting at buf[0] (0xDB), None if incomplete."""
+    """Total length of a general-global-cipher frame starting at buf[0] (0xDB), None if incomplete,
+    0 if buf[0] cannot start one (a system title is 8 bytes; the length is bounded)."""
     if len(buf) < 2:
         return None
+    if buf[1] != 8:
+        return 0
     pos = 2 + buf[1]  # tag, system-title length, system title
     if len(buf) < pos + 1:
         return None
@@ -29,9 +35,12 @@ def frame_length(buf: bytes) -> int | None:
     if first < 0x80:
         return pos + 1 + first
     width = first & 0x7F
-    if width > 3 or len(buf) < pos + 1 + width:
-        return pos + 1 if width > 3 else None
-    return pos + 1 + width + int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+    if width > 2:
+        return 0
+    if len(buf) < pos + 1 + width:
+        return None
+    total = pos + 1 + width + int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+    return total if total <= MAX_FRAME else 0
 
 
 def decrypt_general_glo_cipher(frame: bytes, key: bytes, auth_key: bytes | None) -> bytes:

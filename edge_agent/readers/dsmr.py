@@ -185,6 +185,10 @@ class DsmrP1Reader:
             self._skip(buf[pos:start], errors)
             if start == cipher:
                 length = frame_length(buf[start:])
+                if length == 0:  # a stray 0xDB in line noise, not a cipher frame
+                    self._skip(buf[start:start + 1], errors)
+                    pos = start + 1
+                    continue
                 if length is None or len(buf) < start + length:
                     pos = start
                     break

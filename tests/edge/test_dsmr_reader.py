@@ -295,3 +295,12 @@ def test_a_meter_clock_far_off_the_gateway_clock_is_not_used(p1_line):
     elec, gas = readings
     assert errors == []
     assert elec.ts == NOW and gas.ts == NOW   # the 2016 meter time is years off: the gateway's clock instead
+
+
+def test_a_stray_0xdb_byte_in_line_noise_does_not_hold_up_the_telegrams_behind_it(p1_line):
+    data = b"\xdb\x00\x82\xff\xff" + fx.TELEGRAM_V5.encode() + b"\xdb\x08" + b"\x00" * 8 + b"\x83\x01\x02\x03" + \
+        fx.TELEGRAM_V4_2.encode()
+    readings, errors = read_all(p1_line, data, 4)
+    elec = [r for r in readings if r.channel is None]
+    assert [r.energy_kwh for r in elec] == [pytest.approx(6.825), pytest.approx(3016.829)]
+    assert any("garbage" in e for e in errors)
