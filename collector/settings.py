@@ -118,7 +118,7 @@ class CollectorSettings:
         if self.mqtt_url is not None:
             _, _, tls = mqtt_endpoint(self.mqtt_url, key="mqtt_url")
             self._check_mqtt_tls(tls)
-        if self.mqtt_password_file is not None and not self.mqtt_password:
+        if self.mqtt_password_file is not None:     # the file wins, as every NAME_FILE does
             try:
                 self.mqtt_password = read_password(None, self.mqtt_password_file, env={})
             except MqttSetupError as exc:

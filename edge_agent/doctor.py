@@ -121,6 +121,36 @@ def _check_manifest(config_path: Path) -> Check | None:
     return Check("bundle intact", True, f"{len(files)} files match MANIFEST.json{note}")
 
 
+def _check_identity(settings, config_path: Path) -> Check | None:
+    """The config, the bundle's manifest and the client certificate name the same gateway: a
+    bundle copied onto the wrong gateway (or a certificate from another one) is caught here,
+    before the broker would accept another gateway's certificate with this one's password."""
+    names = {"agent.toml": settings.gateway_id}
+    manifest_path = config_path.parent / "MANIFEST.json"
+    if manifest_path.exists():
+        try:
+            names["MANIFEST.json"] = json.loads(manifest_path.read_text()).get("gateway_id")
+        except ValueError:
+            pass
+    cert = settings.mqtt.cert_file
+    if cert:
+        try:
+            from cryptography import x509
+            from cryptography.x509.oid import NameOID
+            subject = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject
+            names[Path(cert).name] = subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        except (OSError, ValueError, IndexError) as exc:
+            return Check("gateway identity", False, f"{cert}: not a readable certificate ({exc})")
+    names = {k: v for k, v in names.items() if v}
+    if len(names) < 2:
+        return None
+    if len(set(names.values())) > 1:
+        return Check("gateway identity", False, "these name different gateways: "
+                     + ", ".join(f"{k} says {v}" for k, v in names.items())
+                     + "; install this gateway's own bundle")
+    return Check("gateway identity", True, f"{', '.join(names)} all name {settings.gateway_id}")
+
+
 def reseal_bundle(config_path: str | Path, reason: str, now: float | None = None) -> list[str]:
     """Record the current files of a bundle as provisioned, after a legitimate on-site edit.
 
@@ -264,6 +294,10 @@ def run_doctor(config_path: str | Path, *, clock_probe: Callable[[], ClockHealth
     manifest = _check_manifest(config_path)
     if manifest is not None:
         checks.append(manifest)
+    if settings is not None:
+        identity = _check_identity(settings, config_path)
+        if identity is not None:
+            checks.append(identity)
     if settings is not None and settings.clock.simulated:
         # a simulated clock (fleet simulator, benchmarks, the production test's sandbox) does not run on wall time
         checks.append(Check("clock synchronised", True, f"simulated clock at {settings.clock.speed:g}x: "

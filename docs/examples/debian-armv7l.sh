@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gridsight agent on 32-bit Raspberry Pi OS / Debian 12 (armv7l), where PyPI has no numpy,
+# The agent on 32-bit Raspberry Pi OS / Debian 12 (armv7l), where PyPI has no numpy,
 # cffi or onnxruntime wheels: numpy and cryptography come from Debian, the rest is pure Python,
 # the agent scores with its numpy scorer. Run as root. docs/agent.md shows this file;
 # tests/edge/test_debian_packages_install.py runs it on this machine with only the paths changed.
@@ -14,6 +14,6 @@ apt-get install -y python3-venv python3-numpy python3-cryptography
 # pure-Python dependencies (paho-mqtt 2.x: Debian 12's python3-paho-mqtt is 1.6, too old)
 "$GATEWAY_VENV/bin/pip" install ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} \
     "paho-mqtt>=2.0" "pymodbus>=3.6" "pyserial>=3.5" "dlms-cosem>=21.3"
-# gridsight itself without dependency resolution: numpy and cryptography are Debian's
+# our wheel without dependency resolution: numpy and cryptography are Debian's
 "$GATEWAY_VENV/bin/pip" install --no-deps "$WHEEL"
 "$GATEWAY_VENV/bin/python" -c "import numpy, cryptography, paho.mqtt, edge_agent.runtime; print('ok: numpy', numpy.__version__, 'cryptography', cryptography.__version__)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gridsight in production, step by step: broker, collector, gateways, models.
+# Production setup of gridsight, step by step: broker, collector, gateways, models.
 #
 # Run a step with:  bash production.sh STEP [ARGS]   (as root where it installs system files)
 # Steps, in order:  fleet | broker | collector | model VERSION | gateway GATEWAY_ID |

@@ -86,7 +86,8 @@ def provisioned(tmp_path, signed_model):
 def test_a_fresh_bundle_passes_every_doctor_check(provisioned):
     _, bundle, _ = provisioned
     checks = run_doctor(bundle / "agent.toml", clock_probe=SYNCED)
-    assert [c.name for c in checks] == ["config valid", "bundle intact", "clock synchronised", "broker reachable",
+    assert [c.name for c in checks] == ["config valid", "bundle intact", "gateway identity", "clock synchronised",
+                                        "broker reachable",
                                         "meter readers[0] (replay) answers", "model loads", "outbox writable", "disk budget"]
     assert [c.line() for c in checks if not c.ok] == []
     assert "signature verified" in next(c.detail for c in checks if c.name == "model loads")
@@ -124,7 +125,7 @@ def test_doctor_reports_an_unreachable_broker_and_exits_non_zero(provisioned):
                              str(bundle / "agent.toml"), "--broker-timeout", "3"], capture_output=True, text=True)
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 8 and all(line.startswith(("ok  ", "FAIL")) for line in lines)
+    assert len(lines) == 9 and all(line.startswith(("ok  ", "FAIL")) for line in lines)
     assert any(line.startswith("FAIL  broker reachable") for line in lines)
 
 
@@ -291,3 +292,14 @@ def test_the_agent_boots_from_the_bundle_and_reaches_the_collector_over_mutual_t
         collector.close()
     raw = wire.decode(*received[-1])
     assert raw.gateway_id == "gw-1" and {r.meter_id for r in raw.readings} == {"m-1"}
+
+
+def test_a_bundle_installed_on_another_gateway_fails_doctor_in_one_line(provisioned, tmp_path):
+    """gw-2's certificate and key in gw-1's folder (a technician copied the wrong bundle's files)."""
+    fleet, bundle, _ = provisioned
+    assert provision(["gateway", "gw-2", "--fleet", str(fleet.root), "--broker", "mqtts://127.0.0.1:8883"]) == 0
+    for name in ("client.crt", "client.key"):
+        (bundle / name).write_bytes((fleet.gateway_dir("gw-2") / name).read_bytes())
+    checks = {c.name: c for c in run_doctor(bundle / "agent.toml", clock_probe=SYNCED)}
+    identity = checks["gateway identity"]
+    assert not identity.ok and "client.crt says gw-2" in identity.detail and "agent.toml says gw-1" in identity.detail
