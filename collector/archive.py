@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gzip
 import hashlib
-import json
 import logging
-import os
-import re
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Callable
 
 __all__ = ["ObjectStore", "ArchiveError", "StoreUnavailable", "LocalDirStore", "S3Store", "Archiver",
            "RebuildResult", "archive_key", "encode_object", "decode_object", "rebuild", "open_store"]

@@ -23,7 +23,7 @@ Rules, chosen to match how an operator experiences alarms:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["SitePoint", "RegionAggregate", "HeatCell", "ForecastPoint", "Severity", "severity", "map_svg",
            "aggregate_map_svg", "heatmap_svg", "forecast_svg", "render_page", "not_found_page",
-           "BORDERLINE_MARGIN", "flag_radius"]
+           "BORDERLINE_MARGIN", "flag_radius", "map_section", "aggregate_section", "nice_ticks"]
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 BORDERLINE_MARGIN = 0.02   # a score this close above the threshold is "borderline"

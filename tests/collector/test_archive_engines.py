@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector.archive import Archiver, LocalDirStore, decode_object, rebuild
-from collector.db import migrate
 from collector.db.writer import BatchWriter, Received
-from collector_kit import message, raw_chunk, scalar, sql, summary
+from collector_kit import message, raw_chunk, scalar, summary
 from gridsight.archive_format import (JSONL_GZ, ArchivedMessage, archive_key, encode_object, encode_readings,
                                       readings_key)
 

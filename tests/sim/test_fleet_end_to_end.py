@@ -88,6 +88,15 @@ def test_a_faulty_run_loses_no_reading_stores_none_twice_and_finds_the_injected_
     assert set(switched) == {"gw-0000", "gw-0001"}    # both agents verified and loaded the signed model
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["fleet"]["seed"] == 3 and manifest["produced_since"] < manifest["run_start"]
+    # the QA report puts every injected delivery fault on its timeline, with per-region/gateway tables
+    from firmware_sim.fleet_cli import write_report
+    write_report(score, labels, database_url, tmp_path / "qa.html", [], result.manifest_path)
+    html = (tmp_path / "qa.html").read_text()
+    timeline = html.split('class="timeline"', 1)[1].split("</svg>", 1)[0]
+    for row in ("power cycle (1)", "broker outage (1)", "partition (1)", "collector restart (1)",
+                "model rollout (1)"):
+        assert row in timeline, row
+    assert "data-by='region'" in html and "data-by='gateway'" in html
 
 
 def test_scenario_mistakes_are_reported_naming_the_key(tmp_path):

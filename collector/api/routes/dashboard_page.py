@@ -77,8 +77,8 @@ WHERE period_start > (SELECT max(period_start) FROM pts) - make_interval(days =>
 ORDER BY period_start
 """
 
-_REGION_METERS = f"SELECT count(*) FROM meters m LEFT JOIN gateways g ON g.id = m.gateway_id " \
-                 f"LEFT JOIN sites s ON s.id = COALESCE(m.site_id, g.site_id) WHERE s.region_id = $1"
+_REGION_METERS = ("SELECT count(*) FROM meters m LEFT JOIN gateways g ON g.id = m.gateway_id "
+                  "LEFT JOIN sites s ON s.id = COALESCE(m.site_id, g.site_id) WHERE s.region_id = $1")
 
 
 @router.get("/dashboard", response_class=HTMLResponse,
