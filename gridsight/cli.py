@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 
 from gridsight.errors import GridsightError
 
-__all__ = ["CLIError", "main", "positive_int", "run_cli", "version", "explain_defaults", "PARSERS"]
+__all__ = ["CLIError", "main", "needs_extra_message", "positive_int", "run_cli", "version", "explain_defaults",
+           "PARSERS"]
 
 # role -> (module with main(argv) -> int, one-line help, extra that provides it)
 ROLES: dict[str, tuple[str, str, str]] = {
@@ -135,11 +136,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, _, extra = ROLES[ns.role]
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        print(f"gridsight {ns.role}: error: missing dependency {exc.name!r}; "
-              f"install it with: pip install 'gridsight[{extra}]'", file=sys.stderr)
+        return int(module.main(argv[1:]) or 0)
+    except ModuleNotFoundError as exc:
+        if not _is_third_party(exc.name):
+            raise
+        # a library of the role's extra is not installed: the role (or this command) cannot run
+        print(needs_extra_message(ns.role, extra), file=sys.stderr)
         return 2
-    return int(module.main(argv[1:]) or 0)
+
+
+# the distribution's own top-level packages: a missing one of these is a broken install, not an extra
+_OWN_PACKAGES = frozenset({"gridsight", "edge_agent", "collector", "provisioning", "model_export",
+                           "firmware_sim", "dashboards"})
+
+
+def _is_third_party(module_name: str | None) -> bool:
+    if not module_name:
+        return False
+    return module_name.split(".")[0] not in _OWN_PACKAGES
+
+
+def needs_extra_message(role: str, extra: str) -> str:
+    """The one line a role prints when a library of its extra is missing."""
+    return f"gridsight {role}: needs the [{extra}] extra: pip install 'gridsight[{extra}]'"
 
 
 if __name__ == "__main__":
