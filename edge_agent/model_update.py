@@ -308,14 +308,14 @@ class ModelUpdater:
 
     def _rollback_refusal(self, cmd: ModelAnnouncement) -> str | None:
         """Why an announcement of an older version may not apply here, or None for a valid signed rollback."""
-        current = self._current.version
+        current = self._current.version  # type: ignore[union-attr]  # an announcement older than the running model
         if cmd.rollback_signature is None:
             return (f"older than the running {current} (models only move forward; a rollback must be "
                     "signed: gridsight model rollback)")
         if cmd.rollback_from != current:
             return f"the signed rollback is from {cmd.rollback_from}, this gateway runs {current}"
         try:
-            verify_signature(rollback_statement(cmd.name, cmd.version, cmd.sha256, cmd.rollback_from),
+            verify_signature(rollback_statement(cmd.name, cmd.version, cmd.sha256, cmd.rollback_from or ""),
                              cmd.rollback_signature.encode(), self.public_key)
         except SignatureError as exc:
             return f"rollback {exc}"

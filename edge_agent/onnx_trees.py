@@ -57,6 +57,7 @@ def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
     while pos < end:
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
@@ -231,7 +232,7 @@ class TreeEnsembleModel:
             raise UnsupportedModel("the casts around the tree ensemble are not to double")
         scale = cls._constant(inits, _strs(mul, 1))
         offset = cls._constant(inits, _strs(sub, 1)[1:])
-        trees = cls._trees(_attributes(trees_node))
+        trees = cls._read_trees(_attributes(trees_node))
         inputs = [i for i in (_fields(v) for n, _, v in g if n == 11)
                   if bytes(_one(i, 1, b"")).decode() not in inits]
         if len(inputs) != 1:
@@ -259,7 +260,7 @@ class TreeEnsembleModel:
         return int(width) if width is not None else None
 
     @staticmethod
-    def _trees(a: dict[str, Any]) -> _Trees:
+    def _read_trees(a: dict[str, Any]) -> _Trees:
         if a.get("aggregate_function", "SUM") != "SUM" or a.get("post_transform", "NONE") != "NONE":
             raise UnsupportedModel("only SUM aggregation without post transform is supported")
         if a.get("n_targets", 1) != 1 or any(t != 0 for t in a.get("target_ids", [])):
@@ -297,10 +298,10 @@ class TreeEnsembleModel:
         leaf_value = np.zeros(n, dtype=np.float64)
         weights = np.asarray(a.get("target_weights_as_tensor", a.get("target_weights")), dtype=np.float64).reshape(-1)
         for t, i, w in zip(a["target_treeids"], a["target_nodeids"], weights):
-            k = index.get((int(t), int(i)))
-            if k is None or mode[k] != -1:
+            leaf = index.get((int(t), int(i)))
+            if leaf is None or mode[leaf] != -1:
                 raise UnsupportedModel(f"a target weight names tree {t} node {i}, which is not a leaf")
-            leaf_value[k] += w
+            leaf_value[leaf] += w
         # roots: each tree's first listed node, as onnxruntime takes them
         first = np.r_[True, tree_ids[1:] != tree_ids[:-1]]
         roots = np.flatnonzero(first)
