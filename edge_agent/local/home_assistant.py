@@ -80,11 +80,14 @@ class HomeAssistantDiscovery:
             self._announce(meter_id, values)
 
     def _publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        import paho.mqtt.client as mqtt
+
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc == 0:
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # QoS 1 while offline: queued by paho
             self.published += 1
         else:
             self.errors += 1
+            log.warning("home assistant: cannot publish %s (%s)", topic, mqtt.error_string(info.rc))
 
     def _device(self, meter_id: str) -> dict:
         return {"identifiers": [f"gridsight_{_SAFE.sub('_', meter_id)}"], "name": f"Meter {meter_id}",

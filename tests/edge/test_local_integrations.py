@@ -120,3 +120,23 @@ def test_local_integrations_are_off_by_default_and_a_bad_setting_names_its_key()
     assert build_local_integrations(AgentSettings(gateway_id="gw-1"), dict) == []
     with pytest.raises(ConfigError, match="local.metrics_port"):
         LocalSettings(metrics_port=70000)
+
+
+def test_home_assistant_broker_started_after_the_agent_still_gets_every_meter(tmp_path):
+    from gridsight.local_services import LocalMosquitto, free_port
+
+    port = free_port()
+    ha = HomeAssistantDiscovery("gw-8", f"mqtt://127.0.0.1:{port}", state_s=0.0)
+    broker = None
+    try:
+        ha.observe([_three_phase("late-1")], [])         # the broker is not up yet
+        broker = LocalMosquitto(tmp_path / "mosquitto", port=port).start()
+        seen = Retained(port, "homeassistant/#")
+        try:
+            assert seen.wait(lambda s: "homeassistant/sensor/gw-8/late-1_energy_kwh/config" in s, timeout=60)
+        finally:
+            seen.close()
+    finally:
+        ha.close()
+        if broker is not None:
+            broker.close()
