@@ -69,6 +69,7 @@ def test_archiver_writes_parquet_messages_and_flat_readings_under_hive_partition
     assert [m.payload for m in decode_object(raw, store.get(raw))] == [message(m)[1] for m in chunks]
 
 
+@pytest.mark.slow
 def test_documented_duckdb_query_reads_a_year_of_archive_objects(tmp_path, monkeypatch):
     duckdb = pytest.importorskip("duckdb", reason="pip install duckdb (in the dev extra)")
     store = LocalDirStore(tmp_path / "archive")

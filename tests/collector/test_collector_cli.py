@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import signal
@@ -55,6 +56,7 @@ def test_rebuild_from_s3_without_a_bucket_names_the_variable(database_url):
     assert bad_date.returncode == 2 and "--since" in bad_date.stderr
 
 
+@pytest.mark.slow
 def test_serve_ingests_answers_the_api_and_rebuild_restores_a_fresh_database(tmp_path, mosquitto, database_url,
                                                                             postgres_server):
     port = free_port()
@@ -139,6 +141,7 @@ def _established_per_process(pids: list[int], port: int) -> dict[int, int]:
     return held
 
 
+@pytest.mark.slow
 def test_api_workers_share_the_port_and_the_connections(tmp_path, database_url):
     import socket
 

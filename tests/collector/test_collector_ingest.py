@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 import signal
 import subprocess
@@ -49,6 +50,7 @@ def test_a_flood_of_malformed_messages_is_dead_lettered_and_good_traffic_is_unaf
     assert worker.thread.is_alive()
 
 
+@pytest.mark.slow
 def test_postgres_outage_pauses_ingest_without_acking_then_catches_up(tmp_path, start_worker, publisher):
     pg = EmbeddedPostgres(tmp_path / "own-pg", durable=False).start()
     try:
@@ -99,6 +101,7 @@ def _collector_process(tmp_path, database_url: str, mqtt_url: str) -> subprocess
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "collector.log", "ab"))
 
 
+@pytest.mark.slow
 def test_collector_killed_mid_batch_stores_every_reading_exactly_once_after_restart(
         tmp_path, mosquitto, collector_db):
     total = 300

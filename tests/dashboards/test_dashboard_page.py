@@ -85,6 +85,7 @@ def _flags_and_threshold(url: str, days: int) -> tuple[dict[str, int], float]:
     return dict(rows), threshold
 
 
+@pytest.mark.slow
 def test_dashboard_in_headless_chromium_draws_every_site_over_a_basemap_each_hour_and_the_forecast(
         api, fleet_url, tmp_path):
     url, keys = api
@@ -201,6 +202,7 @@ def test_page_needs_a_role_that_may_see_aggregates_and_policymakers_get_regions_
     assert sites == 0 and regions >= 2
 
 
+@pytest.mark.slow
 def test_one_region_view_in_headless_chromium(api, fleet_info, tmp_path):
     url, keys = api
     region = "metro-north" if "metro-north" in fleet_info["regions"] else fleet_info["regions"][0]
@@ -220,6 +222,7 @@ def test_bad_parameters_are_refused_naming_the_parameter(api):
         assert answer.json()["detail"][0]["loc"] == ["query", name]
 
 
+@pytest.mark.slow
 def test_screenshot_command_writes_a_png_of_the_dashboard_and_names_a_refusal(api, tmp_path):
     import os
     import subprocess

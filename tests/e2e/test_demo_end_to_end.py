@@ -20,6 +20,8 @@ from gridsight import wire
 from firmware_sim.fleet_cli import score_run
 from firmware_sim.fleet_model import read_manifest
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 
 @pytest.fixture
 def demo_run(tmp_path, database_url, mosquitto, s3_bucket):

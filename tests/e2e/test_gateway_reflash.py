@@ -31,6 +31,8 @@ from collector.ingest import IngestWorker
 from collector.services import Services
 from collector.settings import CollectorSettings
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 T0 = float(int(time.time()) // 900 * 900) - 86_400
 SPEED = 300.0          # simulated seconds per wall second: a 15-minute interval passes in 3 s
 METERS, STEP_S = 3, 10.0

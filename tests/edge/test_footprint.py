@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import mmap
 import os
@@ -14,6 +15,8 @@ import numpy as np
 from edge_agent.footprint import release_startup_memory
 from edge_agent.scorer import Scorer
 from meter_data import T0, recording, write_csv
+
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
 
 # Packages of the collector, training and simulator roles: none of them belongs on a gateway.
 NOT_ON_A_GATEWAY = ("fastapi", "starlette", "pydantic", "sqlmodel", "sqlalchemy", "asyncpg", "uvicorn", "boto3",

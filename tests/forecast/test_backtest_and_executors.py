@@ -19,6 +19,8 @@ from collector.forecasting import (
 
 from .conftest import synthetic_load
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 
 def test_mape_and_smape_are_percentages_and_smape_survives_zero_load():
     actual = np.array([100.0, 200.0, 0.0])

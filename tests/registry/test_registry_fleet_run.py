@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from firmware_sim.fleet_model import Fleet
 from firmware_sim.fleet_run import FleetRun
 from firmware_sim.scenario import load_scenario
 from registry_support import fetch
+
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
 
 SCENARIO = """
 [run]

@@ -15,6 +15,8 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from collector.auth import PUBLIC_ROUTES, ROLES, roles_of_scopes
 from collector.pii import MasterKey
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
 PASSWORD = "correct horse battery staple"

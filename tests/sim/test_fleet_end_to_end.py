@@ -14,6 +14,8 @@ from firmware_sim.fleet_cli import score_run
 from firmware_sim.fleet_run import FleetRun, FleetRunError
 from firmware_sim.scenario import load_scenario
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 SCENARIO = """
 [run]
 start = "2026-01-12T00:00:00Z"

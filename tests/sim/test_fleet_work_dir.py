@@ -5,6 +5,8 @@ import pytest
 
 from firmware_sim.fleet_run import FleetRunError, prepare_work_dir
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 
 def test_a_rerun_in_the_same_work_dir_starts_from_nothing(tmp_path):
     work = tmp_path / "sim-fleet"
