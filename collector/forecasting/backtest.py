@@ -83,6 +83,7 @@ class BacktestReport:
     by_weekday: dict[str, dict[str, float]] = field(default_factory=dict)   # method -> weekday -> MAPE
     interval_width: float = 0.8
     interval_coverage: float | None = None
+    folds_with_temperature: int = 0                 # folds whose forecast used the temperature regressor
 
     @property
     def beats_baselines(self) -> bool:
@@ -96,6 +97,7 @@ class BacktestReport:
                 "by_weekday": {m: {d: round(v, 3) for d, v in row.items()} for m, row in self.by_weekday.items()},
                 "interval_width": self.interval_width,
                 "interval_coverage": None if self.interval_coverage is None else round(self.interval_coverage, 4),
+                "folds_with_temperature": self.folds_with_temperature,
                 "fit_seconds_mean": round(self.fit_seconds_mean, 3),
                 "fit_seconds_max": round(self.fit_seconds_max, 3),
                 "predict_seconds_mean": round(self.predict_seconds_mean, 3),
@@ -114,6 +116,8 @@ class BacktestReport:
         lines.append("")
         if self.interval_coverage is not None:
             lines.append(f"{self.interval_width:.0%} prediction interval covered {self.interval_coverage:.1%} of actuals")
+        if self.folds_with_temperature:
+            lines.append(f"{self.folds_with_temperature} of {self.folds} folds used temperature")
         lines.append(f"{self.folds} day-ahead folds on {self.series}; fit time per series "
                      f"mean {self.fit_seconds_mean:.2f} s, max {self.fit_seconds_max:.2f} s; models {self.models_used}")
         return "\n".join(lines)
@@ -179,7 +183,7 @@ def backtest_day_ahead(series: pd.Series, *, folds: int | None = None, every_day
         run = _fixed_model(series, origins, per_day, options, temp, executor, name, progress)
     else:
         run = _chosen_models(series, origins, per_day, options, temp, executor, name, progress)
-    predicted, lower, upper, chosen, candidate_paths_at, fit_times, predict_times, run_notes = run
+    predicted, lower, upper, chosen, candidate_paths_at, fit_times, predict_times, run_notes, with_temp = run
     notes.extend(n for n in run_notes if n not in notes)
     models_used: dict[str, int] = {}
     for m in chosen:
@@ -202,7 +206,7 @@ def backtest_day_ahead(series: pd.Series, *, folds: int | None = None, every_day
         fit_seconds_mean=float(np.mean(fit_times)), fit_seconds_max=float(np.max(fit_times)),
         models_used=models_used, predict_seconds_mean=float(np.mean(predict_times)),
         origins=[o.isoformat() for o in origins], notes=notes, candidates=candidates, by_weekday=by_weekday,
-        interval_width=options.interval_width, interval_coverage=coverage)
+        interval_width=options.interval_width, interval_coverage=coverage, folds_with_temperature=with_temp)
 
 
 def _fixed_model(series, origins, per_day, options, temperature, executor, name, progress):
@@ -218,6 +222,7 @@ def _fixed_model(series, origins, per_day, options, temperature, executor, name,
         progress(f"backtest {name}: fitting {len(jobs)} folds")
     outcomes = run_forecast_jobs(jobs, executor)
     predicted, lower, upper, chosen, fit_times, predict_times, notes = [], [], [], [], [], [], []
+    with_temp = 0
     for outcome in outcomes:
         if outcome.forecast is None:
             raise ForecastError(f"fold {outcome.key}: {outcome.error}")
@@ -229,7 +234,8 @@ def _fixed_model(series, origins, per_day, options, temperature, executor, name,
         fit_times.append(outcome.forecast.fit_seconds)
         predict_times.append(outcome.forecast.predict_seconds)
         notes.extend(n for n in outcome.forecast.notes if n not in notes)
-    return predicted, lower, upper, chosen, {}, fit_times, predict_times, notes
+        with_temp += int(outcome.forecast.used_temperature)
+    return predicted, lower, upper, chosen, {}, fit_times, predict_times, notes, with_temp
 
 
 def _paths_job(job: tuple) -> CandidatePaths:
@@ -273,6 +279,7 @@ def _chosen_models(series, origins, per_day, options, temperature, executor, nam
     day_actuals = [series.reindex(pd.date_range(o, periods=per_day, freq=freq)).to_numpy() for o in needed]
     position = {o: i for i, o in enumerate(needed)}
     predicted, lower, upper, chosen = [], [], [], []
+    with_temp = 0
     at_origin: dict[str, list] = {m: [] for m in models}
     for origin in origins:
         i = position[origin]
@@ -289,12 +296,14 @@ def _chosen_models(series, origins, per_day, options, temperature, executor, nam
         lower.append(lo)
         upper.append(hi)
         chosen.append(choice.model)
+        with_temp += int(temperature is not None and (choice.model == "prophet"
+                                                      or bool(choice.weights and "prophet" in choice.weights)))
         for m in models:
             at_origin[m].append(paths.forecasts[m][i])
     per_series = sum(paths.fit_seconds.values()) / max(1, len(needed)) * (2 * WINDOW_DAYS + 1)
     if progress:
         progress(f"backtest {name}: candidates took {wall:.1f} s wall")
-    return predicted, lower, upper, chosen, at_origin, [per_series], [0.0], notes
+    return predicted, lower, upper, chosen, at_origin, [per_series], [0.0], notes, with_temp
 
 
 def _by_weekday(origins: list[pd.Timestamp], actuals: list[np.ndarray], predicted: list[np.ndarray]) -> dict:

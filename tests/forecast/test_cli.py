@@ -99,3 +99,26 @@ def test_scheduled_forecast_runs_repeatedly_and_stores_each_run(grid_db):
     assert len(runs) == 2
     run_ids = {run["series"][0]["run_id"] for run in runs}
     assert len(run_ids) == 2 and None not in run_ids
+
+
+def test_backtest_takes_holidays_by_country_and_temperature_from_a_csv_like_forecast(tmp_path):
+    series = synthetic_load(16)
+    load, temps = tmp_path / "load.csv", tmp_path / "temps.csv"
+    pd.DataFrame({"ts": series.index.strftime("%Y-%m-%dT%H:%MZ"), "kwh": series.values}).to_csv(load, index=False)
+    hours = pd.date_range(series.index[0], periods=len(series) + 48, freq="h")
+    pd.DataFrame({"ts": hours.strftime("%Y-%m-%dT%H:%MZ"), "temperature_c": 12.0}).to_csv(temps, index=False)
+    r = gridsight("backtest", "--csv", str(load), "--folds", "2", "--model", "prophet", "--country", "GB",
+                  "--weather", "csv", "--weather-csv", str(temps), "--workers", "1", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["folds"] == 2 and report["folds_with_temperature"] == 2
+    short = tmp_path / "short.csv"
+    pd.DataFrame({"ts": hours[:48].strftime("%Y-%m-%dT%H:%MZ"), "temperature_c": 12.0}).to_csv(short, index=False)
+    r = gridsight("backtest", "--csv", str(load), "--folds", "2", "--model", "prophet", "--weather", "csv",
+                  "--weather-csv", str(short), "--workers", "1", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["folds_with_temperature"] == 0
+    assert any("without temperature" in n for n in report["notes"])
+    bad = gridsight("backtest", "--csv", str(load), "--country", "XX", "--model", "prophet", "--folds", "1")
+    assert bad.returncode == 2 and "country 'XX'" in bad.stderr and len(bad.stderr.strip().splitlines()) <= 3
