@@ -144,13 +144,27 @@ class UrlFetcher:
                     raise FetchError(f"{url[:200]} is larger than {max_bytes} bytes")
                 with path.open("rb") as fh:
                     return _read_capped(fh, max_bytes, url)
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:  # noqa: S310 (url_allowed)
+            opener = urllib.request.build_opener(_CheckedRedirects(self.source_dir))
+            with opener.open(url, timeout=self.timeout_s) as response:  # noqa: S310 (url_allowed, redirects too)
                 declared = response.headers.get("Content-Length")
                 if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                     raise FetchError(f"{url[:200]} is larger than {max_bytes} bytes ({declared} announced)")
                 return _read_capped(response, max_bytes, url)
         except OSError as exc:
             raise FetchError(f"cannot fetch {url[:200]} ({exc})") from None
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to a URL :func:`url_allowed` admits (https -> http://internal is refused)."""
+
+    def __init__(self, source_dir: Path | None) -> None:
+        self.source_dir = source_dir
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        refused = url_allowed(newurl, self.source_dir)
+        if refused is not None or newurl.startswith("file:"):
+            raise FetchError(f"redirect to {newurl[:200]} refused: {refused or 'file:// by redirect'}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _read_capped(stream, max_bytes: int, url: str) -> bytes:

@@ -66,3 +66,22 @@ def test_a_gateway_using_another_gateways_client_id_does_not_kick_it(shipped_bro
     finally:
         victim.close()
         watcher.close()
+
+
+def test_provisioning_makes_one_broker_account_per_collector_replica(tmp_path):
+    import subprocess
+    import sys
+
+    from provisioning.ca import FleetCA
+    from provisioning.fleet import Fleet
+
+    fleet = Fleet(tmp_path / "fleet")
+    FleetCA.init(fleet.ca_dir)
+    for replica in ("1", "2"):
+        result = subprocess.run([sys.executable, "-m", "gridsight", "provision", "collector-account", "--fleet",
+                                 str(fleet.root), "--replica", replica], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert f"MQTT_USERNAME=collector-{replica}" in result.stdout
+    acl = fleet.acl_file.read_text()
+    assert "user collector-1\n" in acl and "user collector-2\n" in acl
+    assert all((fleet.broker_dir / f"collector-{r}" / "client.crt").is_file() for r in ("1", "2"))

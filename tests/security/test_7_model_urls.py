@@ -108,3 +108,39 @@ def test_a_file_url_inside_the_models_directory_is_accepted(tmp_path, signed_mod
                             (folder / "model-v2.onnx.sig").as_uri(), time.time())
     ok, reason = updater.handle_announcement(cmd)
     assert ok, reason
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self) -> None:
+        self.server.requests += 1
+        if "X-Amz-Signature" in self.path:
+            self.send_response(302)
+            self.send_header("Location", self.target)
+            self.end_headers()
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"secret")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_presigned_url_cannot_redirect_the_agent_to_a_plain_http_address(tmp_path, signed_models):
+    folder, _, public_key = signed_models
+    server = _Server(("127.0.0.1", 0), _Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    _Redirect.target = f"{base}/latest/meta-data/iam"
+    try:
+        presigned = f"{base}/m.onnx?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=ab"
+        updater = ModelUpdater(tmp_path / "models", public_key, source_dir=folder)
+        ok, reason = updater.handle_announcement(_announce(presigned, presigned))
+        assert not ok and "redirect" in reason, reason
+        assert server.requests == 1, "the agent followed the redirect to an internal address"
+    finally:
+        server.shutdown()
+        server.server_close()
