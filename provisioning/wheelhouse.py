@@ -26,7 +26,12 @@ PLATFORM_MACHINES = {"manylinux2014_aarch64": "aarch64", "manylinux_2_17_aarch64
                      "manylinux_2_17_x86_64": "x86_64", "manylinux_2_28_x86_64": "x86_64",
                      "linux_armv7l": "armv7l", "manylinux_2_31_armv7l": "armv7l"}
 
-_INSTALL_PY = '''"""Install gridsight from this wheelhouse, offline: python3 install.py [VENV] (default /opt/gridsight)."""
+_INSTALL_PY = '''"""Install gridsight from this wheelhouse, offline: python3 install.py [VENV] [--keep-pip]
+
+VENV defaults to /opt/gridsight. The venv is built to run, not to be changed: bytecode is
+compiled once for the unit's PYTHONOPTIMIZE=2 (no unused level-0 copies), and pip and
+setuptools are removed afterwards (--keep-pip keeps them). Upgrade by running a newer
+bundle's install.py into a fresh VENV."""
 import json, os, platform, subprocess, sys
 from pathlib import Path
 
@@ -37,13 +42,20 @@ if machine != built["machine"] or python != built["python_version"]:
     sys.exit("install.py: error: this wheelhouse is for %s with Python %s; this machine is %s with Python %s: "
              "build one with 'gridsight provision wheelhouse --platform TAG --python-version %s'"
              % (built["machine"], built["python_version"], machine, python, python))
-venv = Path(sys.argv[1] if len(sys.argv) > 1 else "/opt/gridsight")
-subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+args = [a for a in sys.argv[1:] if a != "--keep-pip"]
+venv = Path(args[0] if args else "/opt/gridsight")
 # a PYTHONPATH of this shell must not make pip think gridsight is installed already
 env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-done = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-index", "--find-links", str(here),
+subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+py = str(venv / "bin" / "python")
+done = subprocess.run([py, "-m", "pip", "install", "--no-compile", "--no-index", "--find-links", str(here),
                        built["requirement"]], env=env)
-sys.exit(done.returncode)
+if done.returncode != 0:
+    sys.exit(done.returncode)
+if "--keep-pip" not in sys.argv:
+    subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "pip", "setuptools"], check=True, env=env)
+subprocess.run([py, "-OO", "-m", "compileall", "-q", str(venv)], env=env)
+print("installed %s into %s" % (built["requirement"], venv))
 '''
 
 

@@ -204,6 +204,9 @@ def test_the_documented_production_setup_ingests_and_rolls_a_model_out_to_two_ga
         has_onnxruntime = subprocess.run([str(venv / "bin" / "python"), "-c", "import onnxruntime"],
                                          capture_output=True, cwd=tmp_path).returncode == 0
         assert has_onnxruntime == (extras[gw] == "edge-onnx")
+        if extras[gw] == "edge":       # the goal for a gateway without onnxruntime: at most 120 MB on disk
+            size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
+            assert size <= 120e6, f"{gw}'s venv holds {size / 1e6:.1f} MB"
 
     db = env["DATABASE_URL"]
     _wait(lambda: {r[0] for r in _sql(db, "SELECT DISTINCT gateway_id FROM interval_summaries "
