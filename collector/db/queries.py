@@ -160,13 +160,16 @@ async def meter_exists(conn: asyncpg.Connection, meter_id: str) -> bool:
 
 async def readings_series(conn: asyncpg.Connection, meter_id: str, start: datetime, end: datetime,
                           points: int) -> dict:
-    """Raw readings of one meter, averaged into at most ``points`` buckets."""
+    """Raw readings of one meter, averaged into at most ``points`` buckets (with the export register,
+    a gas/water channel's volume and a three-phase meter's lowest phase voltage, null where absent)."""
     bucket = bucket_seconds(start, end, points)
     points_json = await conn.fetchval(
         "SELECT coalesce(json_agg(p ORDER BY p.ts), '[]')::text FROM ("
         "SELECT date_bin($4::interval, ts, $5) AS ts, count(*) AS n, max(energy_kwh) AS energy_kwh, "
         "avg(power_w) AS power_w, max(power_w) AS power_w_max, min(power_w) AS power_w_min, "
-        "avg(voltage_v) AS voltage_v FROM readings WHERE meter_id = $1 AND ts >= $2 AND ts < $3 "
+        "avg(voltage_v) AS voltage_v, max(export_kwh) AS export_kwh, max(volume_m3) AS volume_m3, "
+        "min(LEAST(voltage_l1_v, voltage_l2_v, voltage_l3_v)) AS lowest_phase_v "
+        "FROM readings WHERE meter_id = $1 AND ts >= $2 AND ts < $3 "
         "GROUP BY 1) AS p", meter_id, start, end, timedelta(seconds=bucket), _ORIGIN)
     return {"meter_id": meter_id, "start": start.isoformat(), "end": end.isoformat(), "bucket_s": bucket,
             "points": RawJSON(points_json)}

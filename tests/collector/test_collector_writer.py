@@ -173,3 +173,21 @@ def test_export_tariffs_phases_and_a_gas_channel_land_in_their_columns_and_table
         [("pv-1-gas", "gas", 981.443)]
     assert sql(collector_db, "SELECT import_kwh, export_kwh, net_kwh FROM tableau.energy_balance") == \
         [(0.1, 0.65, pytest.approx(-0.55))]
+
+    from datetime import datetime, timezone
+
+    import asyncpg
+
+    from collector.db.queries import readings_series
+
+    async def series(meter_id: str) -> list:
+        conn = await asyncpg.connect(collector_db)
+        try:
+            span = (datetime.fromtimestamp(NOW - 60, timezone.utc), datetime.fromtimestamp(NOW + 60, timezone.utc))
+            return json.loads(str((await readings_series(conn, meter_id, *span, 10))["points"]))
+        finally:
+            await conn.close()
+    (pv,) = asyncio.run(series("pv-1"))
+    (gas_point,) = asyncio.run(series("pv-1-gas"))
+    assert (pv["export_kwh"], pv["lowest_phase_v"]) == (627.177, 1.5)
+    assert (gas_point["volume_m3"], gas_point["energy_kwh"]) == (981.443, None)
