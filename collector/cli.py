@@ -184,6 +184,12 @@ def cmd_status(args, settings) -> int:
     ing = report["ingestion"]
     print(f"last message: {ing['last_message_at']}; archive pending: {ing['archive']['pending']}; "
           f"dead letters (1 h): {sum(ing['dead_letters'].values())}")
+    conflicts = ing.get("seq_conflicts") or {}
+    if conflicts.get("unreplayed"):
+        print(f"seq conflicts not replayed: {conflicts['unreplayed']} "
+              "(see 'gridsight collector dead-letters list --reason seq_conflict')")
+    for event in ing.get("new_epochs", [])[:10]:
+        print(event["message"])
     return 0
 
 
