@@ -206,3 +206,48 @@ def test_messages_the_broker_accepts_while_nobody_subscribes_stay_in_the_outbox_
             late_collector.close()
     finally:
         agent.shutdown()
+
+
+def test_the_status_file_and_agent_status_agree_on_queue_depth_and_sequence_numbers(tmp_path, mosquitto, subscriber):
+    # The file was written on a timer right after the poll that queued the periodic status
+    # message, so with status_s at its cadence it showed a queue of 1 for a whole run while the
+    # outbox was empty. Now it follows every queue change within one poll cycle.
+    import json
+    import sqlite3
+
+    from edge_agent.outbox import read_snapshot
+    from meter_data import wait_until
+
+    taken = recording(2, T0, 600, 10)
+    agent = Agent(settings_for(tmp_path, mosquitto, poll_s=0.2, status_s=2.0, raw_chunk_s=0.5),
+                  readers=[ReplayReader(write_csv(tmp_path / "r.csv", taken))], scorer=None)
+    status_file, outbox = tmp_path / "data" / "status.json", tmp_path / "data" / "outbox.sqlite"
+
+    def outbox_now() -> dict:
+        db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+        try:
+            return read_snapshot(db)
+        finally:
+            db.close()
+
+    def agree(queue_depth: int | None = None) -> bool:
+        try:
+            written = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            return False
+        now = outbox_now()
+        return (written.get("queue_depth") == now["queue_depth"]
+                and (queue_depth is None or now["queue_depth"] == queue_depth)
+                and (written.get("outbox") or {}).get("next_seq") == now["next_seq"]
+                and written["outbox"].get("epoch") == now["epoch"])
+
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        assert subscriber.wait_for(lambda: len(subscriber.raw_readings()) >= len(taken), timeout=60)
+        assert wait_until(lambda: agree(queue_depth=0), 60), "status.json never showed the drained outbox"
+    finally:
+        stop.set()
+        runner.join(60)
+    assert agree()
