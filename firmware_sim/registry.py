@@ -41,6 +41,9 @@ def registry_document(fleet: Fleet) -> dict[str, Any]:
                           "timezone": fleet.calendar.tz})
             meters.append({"id": m.meter_id, "gateway": g.gateway_id, "site": meter_site,
                            "name": m.meter_class.value})
+            if fleet.profile(m).has_gas:   # the gas meter this home's meter relays sits in the same home
+                meters.append({"id": f"{m.meter_id}-gas", "gateway": g.gateway_id, "site": meter_site,
+                               "name": "gas"})
     return {"format": FORMAT, "regions": sorted(regions.values(), key=lambda r: r["id"]),
             "feeders": sorted(feeders.values(), key=lambda f: f["id"]), "sites": sites, "gateways": gateways,
             "meters": meters}

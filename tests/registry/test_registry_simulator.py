@@ -29,7 +29,8 @@ def test_flagged_meters_of_a_registered_fleet_appear_on_the_anomaly_map_with_coo
     fleet = Fleet(seed=3, gateways=6, meters_per_gateway=3, anomaly_rate=0.0, fault_rate=0.0)
     doc = parse_document(registry_document(fleet))
     result = on_db(db, lambda c: import_registry(c, doc))
-    assert result.counts["meters"]["inserted"] == 18
+    gas = sum(fleet.profile(m).has_gas for m in fleet.meter_specs())   # gas-heated homes relay a gas meter
+    assert result.counts["meters"]["inserted"] == 18 + gas
     specs = {m.meter_id: m for m in fleet.meter_specs()}
     kinds = {g.gateway_id: g.region_kind for g in fleet.gateway_specs()}
     flagged = [(g.gateway_id, g.meters[0].meter_id) for g in fleet.gateway_specs()][:4]
@@ -62,7 +63,9 @@ def test_the_sim_registry_command_writes_a_document_the_collector_accepts(tmp_pa
                           timeout=120, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
     doc = parse_document(out.read_text())
-    assert len(doc.gateways) == 5 and len(doc.meters) == 10
+    electricity = [m for m in doc.meters if m.name != "gas"]
+    assert len(doc.gateways) == 5 and len(electricity) == 10
+    assert {m.id.removesuffix("-gas") for m in doc.meters} == {m.id for m in electricity}
     assert {s.area_type for s in doc.sites} <= {"urban", "rural"}
     assert all(s.feeder for s in doc.sites)
     # the same seed and size give the same layout as the fleet run itself
