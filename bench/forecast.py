@@ -15,8 +15,8 @@ the previous 7 days), each candidate alone (Prophet, Holt-Winters with a weekly 
 week scaled to yesterday's level), and last week's and yesterday's values. It prints MAPE per
 method, MAPE per weekday, and the coverage of the calibrated 80% interval.
 
-    .venv/bin/python bench/forecast.py --quick      # ~1-2 minutes: 28 half-hourly origins, 7 PJM origins
-    .venv/bin/python bench/forecast.py              # 28 + 28 origins, 400-day Prophet fits
+    .venv/bin/python bench/forecast.py --quick      # about a minute on a quiet machine: 14 + 4 origins, 120-day fits
+    .venv/bin/python bench/forecast.py              # 28 + 28 origins, 400-day Prophet fits (~20 min)
 
 The last line printed is one JSON object with every figure.
 """
@@ -88,19 +88,23 @@ def summary(report: BacktestReport) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="7 PJM origins and 200-day Prophet fits")
+    parser.add_argument("--quick", action="store_true",
+                        help="14 half-hourly and 4 PJM origins, 120-day Prophet fits")
     parser.add_argument("--pjm-csv", default=os.environ.get("GRIDSIGHT_PJM_CSV", PJM_CSV), help="hourly load CSV")
     parser.add_argument("--halfhourly-csv", default=TAYLOR_CSV, help="half-hourly load CSV")
-    parser.add_argument("--pjm-folds", type=int, help="PJM origins (default 28, quick 7)")
+    parser.add_argument("--pjm-folds", type=int, help="PJM origins (default 28, quick 4)")
+    parser.add_argument("--halfhourly-weeks", type=int, help="weeks of daily half-hourly origins (default 4, quick 2)")
     parser.add_argument("--pjm-every-days", type=int, default=13,
                         help="days between PJM origins (13: each weekday equally often)")
     parser.add_argument("--workers", type=int, default=2, help="process pool size")
-    parser.add_argument("--max-history-days", type=int, help="history each fit sees (default 400, quick 200)")
+    parser.add_argument("--max-history-days", type=int, help="history each fit sees (default 400, quick 120)")
     args = parser.parse_args()
-    pjm_folds = args.pjm_folds or (7 if args.quick else 28)
-    history = args.max_history_days or (200 if args.quick else 400)
+    pjm_folds = args.pjm_folds or (4 if args.quick else 28)
+    weeks = args.halfhourly_weeks or (2 if args.quick else 4)
+    history = args.max_history_days or (120 if args.quick else 400)
     command = (f".venv/bin/python bench/forecast.py{' --quick' if args.quick else ''} --pjm-folds {pjm_folds} "
-               f"--pjm-every-days {args.pjm_every_days} --workers {args.workers} --max-history-days {history}")
+               f"--pjm-every-days {args.pjm_every_days} --halfhourly-weeks {weeks} --workers {args.workers} "
+               f"--max-history-days {history}")
     print(f"reproduce: {command}", file=sys.stderr)
     for path in (args.pjm_csv, args.halfhourly_csv):
         if not Path(path).exists():
@@ -109,7 +113,7 @@ def main() -> int:
     progress = lambda line: print(f"  {line}", file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
     with open_executor(max_workers=args.workers) as executor:
-        taylor = backtest_day_ahead(load_csv(args.halfhourly_csv), weeks=4, name="england_wales_halfhourly_2000",
+        taylor = backtest_day_ahead(load_csv(args.halfhourly_csv), weeks=weeks, name="england_wales_halfhourly_2000",
                                     options=ForecastOptions(country="GB", max_history_days=history),
                                     executor=executor, progress=progress)
         taylor_wall = time.perf_counter() - started
@@ -118,13 +122,15 @@ def main() -> int:
                                  name="pjm_east_hourly", options=ForecastOptions(country="US", max_history_days=history),
                                  executor=executor, progress=progress)
         pjm_wall = time.perf_counter() - started
-    print_report(f"England and Wales half-hourly demand, held-out last 4 weeks ({taylor.folds} daily origins "
+    print_report(f"England and Wales half-hourly demand, held-out last {weeks} weeks ({taylor.folds} daily origins "
                  f"{taylor.origins[0][:10]} .. {taylor.origins[-1][:10]}; {taylor_wall:.0f} s)", taylor)
     print_report(f"PJM East hourly load, held-out last year ({pjm.folds} origins {args.pjm_every_days} days apart "
                  f"{pjm.origins[0][:10]} .. {pjm.origins[-1][:10]}; {pjm_wall:.0f} s)", pjm)
     print("\nHalf-hourly check: real half-hourly settlement data (not hourly PJM interpolated to half-hours).")
+    print(f"(machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: wall times move with it)")
     print(f"reproduce: {command}")
     figures = {"bench": "forecast", "quick": args.quick, "workers": args.workers, "max_history_days": history,
+               "cpu_load_avg_1m": round(os.getloadavg()[0], 1),
                "halfhourly": summary(taylor), "pjm": summary(pjm),
                "wall_s": round(taylor_wall + pjm_wall, 1), "command": command}
     print(json.dumps(figures))
