@@ -2,7 +2,7 @@
 # The agent on 32-bit Raspberry Pi OS / Debian 12 (armv7l), where PyPI has no numpy,
 # cffi or onnxruntime wheels: numpy and cryptography come from Debian, the rest is pure Python,
 # the agent scores with its numpy scorer. Run as root. docs/agent.md shows this file;
-# tests/edge/test_debian_packages_install.py runs it on this machine with only the paths changed.
+# tests/edge_agent/test_debian_packages_install.py runs it on this machine with only the paths changed.
 set -euo pipefail
 : "${WHEEL:=gridsight-0.1.0-py3-none-any.whl}"   # the wheel (or the bundle's wheelhouse/)
 : "${GATEWAY_VENV:=/opt/gridsight}"

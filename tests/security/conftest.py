@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 _TESTS = Path(__file__).resolve().parent.parent
-for _folder in ("identity", "collector"):
+for _folder in ("collector/identity", "collector", "provisioning"):
     if str(_TESTS / _folder) not in sys.path:
         sys.path.insert(0, str(_TESTS / _folder))
 
@@ -36,8 +36,8 @@ def signed_models(tmp_path_factory):
     from model_export.signing import generate_keypair, sign_file
     from model_export.pipeline import train_and_export
 
-    if str(_TESTS / "edge") not in sys.path:
-        sys.path.insert(0, str(_TESTS / "edge"))
+    if str(_TESTS / "edge_agent") not in sys.path:
+        sys.path.insert(0, str(_TESTS / "edge_agent"))
     from meter_data import T0, recording
 
     folder = tmp_path_factory.mktemp("published")

@@ -79,7 +79,7 @@ def test_the_demo_output_in_the_docs_is_a_block_the_script_rewrites():
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "demo_output.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "demo_output.py"
     spec = importlib.util.spec_from_file_location("demo_output", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -20,7 +20,7 @@ from collector.api.routes import auth as auth_routes, customers as customer_rout
 from collector.auth import install_identity
 from collector.pii import MasterKey
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MIGRATIONS = [REPO / "collector/db/migrations/versions/0003_identity.py",
               REPO / "collector/db/migrations/versions/0007_trust_boundaries.py"]
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"

@@ -18,7 +18,7 @@ from collector.settings import CollectorSecrets, load_collector_settings, load_s
 from edge_agent.enrollment import ApiCredentials, api_headers
 from gridsight.settings import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SECRET_VARIABLES = {f.metadata["env"]: f.name for f in dataclasses.fields(CollectorSecrets)}
 LONG = "a-jwt-secret-long-enough-for-hs256-0123456789"
 
