@@ -13,7 +13,7 @@ from typing import Iterable, cast
 
 __all__ = ["MERGE_GAP_S", "FlaggedInterval", "FlagRun", "merge_flags"]
 
-MERGE_GAP_S = 1800.0   # two quarter-hour intervals: a single unflagged interval does not split an event
+MERGE_GAP_S = 1800.0  # two quarter-hour intervals: a single unflagged interval does not split an event
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,8 @@ class FlagRun:
     start: float
     end: float
     flags: int
-    min_score: float | None = None   # the strongest flag (lower = more anomalous)
-    reason: str | None = None        # that flag's explanation
+    min_score: float | None = None  # the strongest flag (lower = more anomalous)
+    reason: str | None = None  # that flag's explanation
 
 
 def merge_flags(flags: Iterable[FlaggedInterval], merge_gap_s: float = MERGE_GAP_S) -> list[FlagRun]:
@@ -63,5 +63,11 @@ def merge_flags(flags: Iterable[FlaggedInterval], merge_gap_s: float = MERGE_GAP
 def _run(meter: str, run: list[FlaggedInterval], end: float) -> FlagRun:
     scored = [f for f in run if f.score is not None]
     strongest = min(scored, key=lambda f: cast(float, f.score)) if scored else None
-    return FlagRun(meter, run[0].start, end, len(run),
-                   strongest.score if strongest else None, strongest.reason if strongest else None)
+    return FlagRun(
+        meter,
+        run[0].start,
+        end,
+        len(run),
+        strongest.score if strongest else None,
+        strongest.reason if strongest else None,
+    )

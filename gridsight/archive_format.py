@@ -36,9 +36,26 @@ from typing import Any, Callable, Iterator, Protocol, cast, runtime_checkable
 
 from gridsight.errors import GridsightError
 
-__all__ = ['RAW_PREFIX', 'READINGS_PREFIX', 'ArchiveError', 'StoreUnavailable', 'ObjectStore', 'LocalDirStore',
-           'S3Store', 'open_store', 'ArchivedMessage', 'archive_key', 'readings_key', 'encode_object',
-           'encode_readings', 'decode_object', 'key_date', 'key_gateway', 'PARQUET', 'JSONL_GZ']
+__all__ = [
+    "RAW_PREFIX",
+    "READINGS_PREFIX",
+    "ArchiveError",
+    "StoreUnavailable",
+    "ObjectStore",
+    "LocalDirStore",
+    "S3Store",
+    "open_store",
+    "ArchivedMessage",
+    "archive_key",
+    "readings_key",
+    "encode_object",
+    "encode_readings",
+    "decode_object",
+    "key_date",
+    "key_gateway",
+    "PARQUET",
+    "JSONL_GZ",
+]
 
 log = logging.getLogger("gridsight.archive")
 
@@ -132,8 +149,7 @@ class LocalDirStore:
 class S3Store:
     """Objects in an S3 bucket through boto3; any S3-compatible endpoint (AWS, MinIO, moto)."""
 
-    def __init__(self, endpoint_url: str | None, bucket: str, *, region: str | None = None,
-                 client: Any = None) -> None:
+    def __init__(self, endpoint_url: str | None, bucket: str, *, region: str | None = None, client: Any = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -141,8 +157,11 @@ class S3Store:
         self.bucket = bucket
         # fail fast: the archiver has its own backoff, and ingest must not wait on S3
         self._client = client or boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2, "mode": "standard"}))
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2, "mode": "standard"}),
+        )
 
     def _call(self, fn: Callable, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -160,8 +179,13 @@ class S3Store:
             raise StoreUnavailable(f"S3 unreachable: {exc}") from None
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
-        self._call(self._client.put_object, Key=key, Body=data, Metadata={"sha256": sha256},
-                   ContentType="application/vnd.apache.parquet" if key.endswith(".parquet") else "application/gzip")
+        self._call(
+            self._client.put_object,
+            Key=key,
+            Body=data,
+            Metadata={"sha256": sha256},
+            ContentType="application/vnd.apache.parquet" if key.endswith(".parquet") else "application/gzip",
+        )
 
     def get(self, key: str) -> bytes:
         obj = self._call(self._client.get_object, Key=key)
@@ -207,8 +231,7 @@ class ArchivedMessage:
     payload: bytes
 
 
-def archive_key(day: dt.date, gateway_id: str, first_seq: int, last_seq: int, sha256: str,
-                fmt: str = PARQUET) -> str:
+def archive_key(day: dt.date, gateway_id: str, first_seq: int, last_seq: int, sha256: str, fmt: str = PARQUET) -> str:
     return f"raw/dt={day.isoformat()}/gateway={gateway_id}/{first_seq:020d}-{last_seq:020d}-{sha256[:8]}.{fmt}"
 
 
@@ -216,7 +239,7 @@ def readings_key(key: str) -> str:
     """Where the flattened readings of the Parquet object ``key`` go: the same name under ``readings/``."""
     if not key.startswith(RAW_PREFIX) or not key.endswith(".parquet"):
         raise ArchiveError(f"{key}: not a Parquet raw-archive key")
-    return READINGS_PREFIX + key[len(RAW_PREFIX):]
+    return READINGS_PREFIX + key[len(RAW_PREFIX) :]
 
 
 def _pyarrow():
@@ -248,21 +271,29 @@ def _payload_seq(payload: bytes) -> int | None:
 def encode_object(messages: list[ArchivedMessage], fmt: str = PARQUET) -> tuple[bytes, str]:
     """The archive object of ``messages`` (Parquet, or the older gzip JSON lines) and its SHA-256."""
     if fmt == JSONL_GZ:
-        lines = [json.dumps({"topic": m.topic, "received_at": m.received_at, "payload": m.payload.decode("utf-8")},
-                            separators=(",", ":")) for m in messages]
+        lines = [
+            json.dumps(
+                {"topic": m.topic, "received_at": m.received_at, "payload": m.payload.decode("utf-8")},
+                separators=(",", ":"),
+            )
+            for m in messages
+        ]
         data = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6, mtime=0)
         return data, hashlib.sha256(data).hexdigest()
     if fmt != PARQUET:
         raise ArchiveError(f"unknown archive format {fmt!r}; {PARQUET} or {JSONL_GZ}")
     pa, _ = _pyarrow()
-    table = pa.table({
-        "topic": pa.array([m.topic for m in messages], pa.string()),
-        "kind": pa.array([m.topic.rsplit("/", 1)[-1] for m in messages], pa.string()),
-        "seq": pa.array([_payload_seq(m.payload) for m in messages], pa.int64()),
-        "received_at": pa.array([int(round(m.received_at * 1e6)) for m in messages], pa.int64()).cast(
-            pa.timestamp("us", tz="UTC")),
-        "payload": pa.array([m.payload.decode("utf-8") for m in messages], pa.string()),
-    })
+    table = pa.table(
+        {
+            "topic": pa.array([m.topic for m in messages], pa.string()),
+            "kind": pa.array([m.topic.rsplit("/", 1)[-1] for m in messages], pa.string()),
+            "seq": pa.array([_payload_seq(m.payload) for m in messages], pa.int64()),
+            "received_at": pa.array([int(round(m.received_at * 1e6)) for m in messages], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "payload": pa.array([m.payload.decode("utf-8") for m in messages], pa.string()),
+        }
+    )
     data = _parquet_bytes(table)
     return data, hashlib.sha256(data).hexdigest()
 
@@ -289,8 +320,10 @@ def encode_readings(messages: list[ArchivedMessage]) -> tuple[bytes, str] | None
     def ts(values):
         return pa.array([int(round(v * 1e6)) for v in values], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
-    columns = {"meter_id": pa.array([r.meter_id for _, _, r in rows], pa.string()),
-               "ts": ts([r.ts for _, _, r in rows])}
+    columns = {
+        "meter_id": pa.array([r.meter_id for _, _, r in rows], pa.string()),
+        "ts": ts([r.ts for _, _, r in rows]),
+    }
     for f in (field.name for field in fields(wire.Reading)):
         if f in ("meter_id", "ts"):
             continue

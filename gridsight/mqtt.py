@@ -19,8 +19,15 @@ from typing import Any, Mapping
 
 from gridsight.errors import GridsightError
 
-__all__ = ["MqttEndpoint", "MqttSetupError", "TlsFiles", "make_client", "parse_mqtt_url", "read_password",
-           "check_tls_files"]
+__all__ = [
+    "MqttEndpoint",
+    "MqttSetupError",
+    "TlsFiles",
+    "make_client",
+    "parse_mqtt_url",
+    "read_password",
+    "check_tls_files",
+]
 
 
 class MqttSetupError(GridsightError):
@@ -32,7 +39,7 @@ class MqttEndpoint:
     host: str
     port: int
     tls: bool
-    username: str | None = None     # only when the URL carries user:password@
+    username: str | None = None  # only when the URL carries user:password@
     password: str | None = None
 
     @property
@@ -60,8 +67,13 @@ def parse_mqtt_url(url: str, what: str = "broker URL") -> MqttEndpoint:
     return MqttEndpoint(parts.hostname, port or (8883 if tls else 1883), tls, username, password)
 
 
-def read_password(password: str | None = None, password_file: str | Path | None = None, *,
-                  env: Mapping[str, str] | None = None, env_name: str = "MQTT_PASSWORD") -> str | None:
+def read_password(
+    password: str | None = None,
+    password_file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    env_name: str = "MQTT_PASSWORD",
+) -> str | None:
     """The broker password: an explicit value, else a file, else ``{env_name}_FILE``, else ``{env_name}``.
 
     A file is read whole and stripped of its trailing newline; an unreadable one is an error
@@ -80,8 +92,8 @@ def read_password(password: str | None = None, password_file: str | Path | None 
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    ca_file: str | None = None      # None: the system's CA store
-    cert_file: str | None = None    # client certificate (mutual TLS)
+    ca_file: str | None = None  # None: the system's CA store
+    cert_file: str | None = None  # client certificate (mutual TLS)
     key_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -113,10 +125,12 @@ def check_tls_files(tls: TlsFiles) -> ssl.SSLContext:
         except (ssl.SSLError, OSError) as exc:
             reason = _reason(exc)
             if "KEY_VALUES_MISMATCH" in reason.upper() or "key values mismatch" in reason.lower():
-                raise MqttSetupError(f"client key {tls.key_file} does not belong to certificate "
-                                     f"{tls.cert_file}") from None
-            raise MqttSetupError(f"client certificate {tls.cert_file} / key {tls.key_file} unusable "
-                                 f"({reason})") from None
+                raise MqttSetupError(
+                    f"client key {tls.key_file} does not belong to certificate {tls.cert_file}"
+                ) from None
+            raise MqttSetupError(
+                f"client certificate {tls.cert_file} / key {tls.key_file} unusable ({reason})"
+            ) from None
     return context
 
 
@@ -124,9 +138,17 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
 
 
-def make_client(url: str | MqttEndpoint, *, client_id: str, username: str | None = None,
-                password: str | None = None, tls: TlsFiles | None = None, protocol: str = "5",
-                manual_ack: bool = False, clean_session: bool | None = None) -> tuple[Any, MqttEndpoint]:
+def make_client(
+    url: str | MqttEndpoint,
+    *,
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    tls: TlsFiles | None = None,
+    protocol: str = "5",
+    manual_ack: bool = False,
+    clean_session: bool | None = None,
+) -> tuple[Any, MqttEndpoint]:
     """A configured, unconnected paho client and the endpoint to connect it to.
 
     ``protocol`` is ``"5"`` or ``"3.1.1"``. Credentials in the URL are used when ``username`` is

@@ -26,8 +26,11 @@ def write_schemas(out_dir: Path) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    p.add_argument("--out", type=Path, help="directory to write one {kind}.json per message kind "
-                                            "(default: print all schemas as one JSON object)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="directory to write one {kind}.json per message kind (default: print all schemas as one JSON object)",
+    )
     return explain_defaults(p)
 
 

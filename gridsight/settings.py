@@ -52,7 +52,11 @@ def _coerce(key: str, tp: Any, value: Any, from_env: bool) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(key, f"expected true or false, got {value!r}")
     if tp is int:
@@ -183,9 +187,14 @@ def _secret_from(name: str, env: Mapping[str, str]) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def load_settings(cls: type[T], path: str | Path | None = None, *, env_prefix: str = "GRIDSIGHT_",
-                  env: Mapping[str, str] | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> T:
+def load_settings(
+    cls: type[T],
+    path: str | Path | None = None,
+    *,
+    env_prefix: str = "GRIDSIGHT_",
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> T:
     """Build ``cls`` from defaults, an optional TOML file, the environment and overrides."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -208,6 +217,7 @@ def load_settings(cls: type[T], path: str | Path | None = None, *, env_prefix: s
 
 def settings_as_dict(obj: Any) -> dict:
     """Plain dict of a settings object (paths as strings), for printing or TOML export."""
+
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -216,4 +226,5 @@ def settings_as_dict(obj: Any) -> dict:
         if isinstance(v, (list, tuple)):
             return [plain(i) for i in v]
         return v
+
     return plain(obj)

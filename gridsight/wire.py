@@ -75,9 +75,9 @@ __all__ = [
     "json_schemas",
 ]
 
-SCHEMA_VERSION = 2            # v2: the envelope carries the outbox epoch
-ACCEPTED_VERSIONS = (1, 2)    # v1 (no epoch) is the legacy epoch
-COMMAND_VERSION = 1           # downward commands are versioned apart from upward messages
+SCHEMA_VERSION = 2  # v2: the envelope carries the outbox epoch
+ACCEPTED_VERSIONS = (1, 2)  # v1 (no epoch) is the legacy epoch
+COMMAND_VERSION = 1  # downward commands are versioned apart from upward messages
 TOPIC_ROOT = "gridsight/v1"
 UPWARD_KINDS = ("summary", "flag", "raw", "status")
 # Mosquitto accepts up to 256 MB; a gateway message is never near that. Anything larger is
@@ -158,8 +158,12 @@ def _int(lo: int | None = None, hi: int | None = None, nullable: bool = False) -
     return _Rule(check, schema)
 
 
-def _str(pattern: re.Pattern | None = None, max_len: int = 256, nullable: bool = False,
-         choices: tuple[str, ...] | None = None) -> _Rule:
+def _str(
+    pattern: re.Pattern | None = None,
+    max_len: int = 256,
+    nullable: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> _Rule:
     def check(name: str, v: Any) -> Any:
         if v is None and nullable:
             return None
@@ -205,8 +209,7 @@ def _map(value: _Rule, max_items: int = 64) -> _Rule:
             out[k] = value.check(f"{name}.{k}", item)
         return out
 
-    return _Rule(check, {"type": "object", "maxProperties": max_items,
-                         "additionalProperties": value.schema})
+    return _Rule(check, {"type": "object", "maxProperties": max_items, "additionalProperties": value.schema})
 
 
 def _record(cls: type, max_items: int) -> _Rule:
@@ -219,8 +222,7 @@ def _record(cls: type, max_items: int) -> _Rule:
             raise WireError(name, f"more than {max_items} items")
         return tuple(_build(cls, item, f"{name}[{i}]") for i, item in enumerate(v))
 
-    return _Rule(check, {"type": "array", "minItems": 1, "maxItems": max_items,
-                         "items": _object_schema(cls)})
+    return _Rule(check, {"type": "array", "minItems": 1, "maxItems": max_items, "items": _object_schema(cls)})
 
 
 _ID = _str(_ID_RE, 64)
@@ -249,9 +251,12 @@ def _build(cls: Any, obj: Any, where: str = "", extra: dict | None = None) -> An
 
 def _object_schema(cls: Any) -> dict:
     required = [k for k in cls._RULES if k not in getattr(cls, "_OPTIONAL", ())]
-    return {"type": "object", "additionalProperties": False,
-            "required": required,
-            "properties": {k: r.schema for k, r in cls._RULES.items()}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": {k: r.schema for k, r in cls._RULES.items()},
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -259,8 +264,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if hasattr(value, "_RULES"):
         omit = getattr(value, "_OMIT_NONE", ())
-        return {k: _plain(getattr(value, k)) for k in value._RULES
-                if not (k in omit and getattr(value, k) is None)}
+        return {k: _plain(getattr(value, k)) for k in value._RULES if not (k in omit and getattr(value, k) is None)}
     return value
 
 
@@ -322,13 +326,23 @@ class Reading:
         "voltage_v": _V,
         "current_a": _A,
         "power_factor": _num(-1.0, 1.0, nullable=True),
-        "export_kwh": _KWH_OPT, "import_t1_kwh": _KWH_OPT, "import_t2_kwh": _KWH_OPT,
-        "export_t1_kwh": _KWH_OPT, "export_t2_kwh": _KWH_OPT,
+        "export_kwh": _KWH_OPT,
+        "import_t1_kwh": _KWH_OPT,
+        "import_t2_kwh": _KWH_OPT,
+        "export_t1_kwh": _KWH_OPT,
+        "export_t2_kwh": _KWH_OPT,
         "tariff": _int(0, 9999, nullable=True),
-        "voltage_l1_v": _V, "voltage_l2_v": _V, "voltage_l3_v": _V,
-        "current_l1_a": _A, "current_l2_a": _A, "current_l3_a": _A,
-        "power_l1_w": _W, "power_l2_w": _W, "power_l3_w": _W,
-        "demand_w": _W, "demand_peak_w": _W,
+        "voltage_l1_v": _V,
+        "voltage_l2_v": _V,
+        "voltage_l3_v": _V,
+        "current_l1_a": _A,
+        "current_l2_a": _A,
+        "current_l3_a": _A,
+        "power_l1_w": _W,
+        "power_l2_w": _W,
+        "power_l3_w": _W,
+        "demand_w": _W,
+        "demand_peak_w": _W,
         "channel": _str(max_len=16, nullable=True, choices=CHANNELS),
         "volume_m3": _num(0.0, 1e12, nullable=True),
     }
@@ -410,8 +424,12 @@ class IntervalSummary:
     epoch: str | None = None
 
     KIND: ClassVar[str] = "summary"
-    _RULES: ClassVar[dict] = {**_ENVELOPE, "interval_start": _TS, "interval_s": _int(1, 86_400),
-                              "meters": _record(MeterSummary, MAX_METERS_PER_SUMMARY)}
+    _RULES: ClassVar[dict] = {
+        **_ENVELOPE,
+        "interval_start": _TS,
+        "interval_s": _int(1, 86_400),
+        "meters": _record(MeterSummary, MAX_METERS_PER_SUMMARY),
+    }
     _OPTIONAL: ClassVar[tuple] = _ENVELOPE_OPTIONAL
 
 
@@ -434,11 +452,17 @@ class AnomalyFlag:
     epoch: str | None = None
 
     KIND: ClassVar[str] = "flag"
-    _RULES: ClassVar[dict] = {**_ENVELOPE, "meter_id": _ID, "interval_start": _TS,
-                              "interval_s": _int(1, 86_400), "score": _num(-1e6, 1e6),
-                              "threshold": _num(-1e6, 1e6), "kwh": _num(-1e9, 1e9),
-                              "features": _map(_num(-1e12, 1e12)),
-                              "reason": _str(max_len=200, nullable=True)}
+    _RULES: ClassVar[dict] = {
+        **_ENVELOPE,
+        "meter_id": _ID,
+        "interval_start": _TS,
+        "interval_s": _int(1, 86_400),
+        "score": _num(-1e6, 1e6),
+        "threshold": _num(-1e6, 1e6),
+        "kwh": _num(-1e9, 1e9),
+        "features": _map(_num(-1e12, 1e12)),
+        "reason": _str(max_len=200, nullable=True),
+    }
     _OPTIONAL: ClassVar[tuple] = ("features", "reason", *_ENVELOPE_OPTIONAL)
 
 
@@ -479,14 +503,25 @@ class GatewayStatus:
     epoch: str | None = None
 
     KIND: ClassVar[str] = "status"
-    _RULES: ClassVar[dict] = {**_ENVELOPE, "online": _bool(), "uptime_s": _num(0, 1e10),
-                              "queue_depth": _int(0, 2**63 - 1),
-                              "clock_synced": _bool(nullable=True),
-                              "clock_offset_s": _num(-1e10, 1e10, nullable=True),
-                              "agent_version": _str(max_len=64, nullable=True),
-                              "counters": _map(_num(-1e15, 1e15), max_items=256)}
-    _OPTIONAL: ClassVar[tuple] = ("uptime_s", "queue_depth", "clock_synced", "clock_offset_s",
-                                  "agent_version", "counters", *_ENVELOPE_OPTIONAL)
+    _RULES: ClassVar[dict] = {
+        **_ENVELOPE,
+        "online": _bool(),
+        "uptime_s": _num(0, 1e10),
+        "queue_depth": _int(0, 2**63 - 1),
+        "clock_synced": _bool(nullable=True),
+        "clock_offset_s": _num(-1e10, 1e10, nullable=True),
+        "agent_version": _str(max_len=64, nullable=True),
+        "counters": _map(_num(-1e15, 1e15), max_items=256),
+    }
+    _OPTIONAL: ClassVar[tuple] = (
+        "uptime_s",
+        "queue_depth",
+        "clock_synced",
+        "clock_offset_s",
+        "agent_version",
+        "counters",
+        *_ENVELOPE_OPTIONAL,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,11 +542,16 @@ class ModelAnnouncement:
     rollback_signature: str | None = None
 
     KIND: ClassVar[str] = "model"
-    _RULES: ClassVar[dict] = {"name": _ID, "version": _ID, "url": _str(max_len=2048),
-                              "sha256": _str(re.compile(r"^[0-9a-f]{64}$"), 64),
-                              "signature_url": _str(max_len=2048), "issued_at": _TS,
-                              "rollback_from": _ID,
-                              "rollback_signature": _str(re.compile(r"^[A-Za-z0-9+/]{86}==$"), 88)}
+    _RULES: ClassVar[dict] = {
+        "name": _ID,
+        "version": _ID,
+        "url": _str(max_len=2048),
+        "sha256": _str(re.compile(r"^[0-9a-f]{64}$"), 64),
+        "signature_url": _str(max_len=2048),
+        "issued_at": _TS,
+        "rollback_from": _ID,
+        "rollback_signature": _str(re.compile(r"^[A-Za-z0-9+/]{86}==$"), 88),
+    }
     _OPTIONAL: ClassVar[tuple[str, ...]] = ("rollback_from", "rollback_signature")
 
 
@@ -586,9 +626,12 @@ def _encode_readings(readings: tuple[Reading, ...]) -> dict:
         extra = {c: v for c, v in extra.items() if any(x is not None for x in v)}
     columns.update(extra)
     plain = json.dumps(columns, separators=(",", ":")).encode()
-    out = {"codec": "zlib", "count": len(readings),
-           "sha256": hashlib.sha256(plain).hexdigest(),
-           "data": base64.b64encode(zlib.compress(plain, 6)).decode("ascii")}
+    out = {
+        "codec": "zlib",
+        "count": len(readings),
+        "sha256": hashlib.sha256(plain).hexdigest(),
+        "data": base64.b64encode(zlib.compress(plain, 6)).decode("ascii"),
+    }
     if extra:
         out["layout"] = 2
     return out
@@ -716,7 +759,7 @@ def encode(msg: Message) -> bytes:
     body: dict[str, Any] = {"v": SCHEMA_VERSION if msg.epoch is not None else 1, "kind": kind}
     body.update({k: _plain(getattr(msg, k)) for k in type(msg)._RULES})
     if msg.epoch is None:
-        del body["epoch"]      # the legacy epoch: a version-1 message, byte-identical to before
+        del body["epoch"]  # the legacy epoch: a version-1 message, byte-identical to before
     if isinstance(msg, RawChunk):
         if not msg.readings or len(msg.readings) > MAX_RAW_READINGS:
             raise WireError("readings", f"a chunk holds 1 to {MAX_RAW_READINGS} readings")
@@ -733,8 +776,7 @@ def _load_json(payload: bytes) -> dict:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireError("payload", f"{len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        obj = json.loads(bytes(payload).decode("utf-8"),
-                         parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        obj = json.loads(bytes(payload).decode("utf-8"), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     except (UnicodeDecodeError, ValueError) as exc:
         raise WireError("payload", f"not UTF-8 JSON ({str(exc)[:80]})") from None
     except RecursionError:
@@ -750,8 +792,10 @@ def decode(topic: str, payload: bytes) -> Message:
     obj = _load_json(payload)
     version = obj.get("v")
     if type(version) is not int or version not in ACCEPTED_VERSIONS:
-        raise WireError("v", f"unsupported schema version {str(version)[:20]}, "
-                             f"expected one of {', '.join(map(str, ACCEPTED_VERSIONS))}")
+        raise WireError(
+            "v",
+            f"unsupported schema version {str(version)[:20]}, expected one of {', '.join(map(str, ACCEPTED_VERSIONS))}",
+        )
     if version == 1 and "epoch" in obj:
         raise WireError("epoch", "not a field of schema version 1 (send v 2)")
     if version >= 2 and "epoch" not in obj:
@@ -763,8 +807,9 @@ def decode(topic: str, payload: bytes) -> Message:
     if cls is RawChunk:
         if "chunk" not in obj:
             raise WireError("chunk", "missing")
-        msg = _build(cls, body, extra={"readings": _decode_readings(obj["chunk"]),
-                                       "chunk_sha256": obj["chunk"]["sha256"]})
+        msg = _build(
+            cls, body, extra={"readings": _decode_readings(obj["chunk"]), "chunk_sha256": obj["chunk"]["sha256"]}
+        )
     else:
         if "chunk" in obj:
             raise WireError("chunk", "unknown field")
@@ -775,8 +820,11 @@ def decode(topic: str, payload: bytes) -> Message:
 
 
 def encode_command(cmd: ModelAnnouncement) -> bytes:
-    body = {"v": COMMAND_VERSION, "kind": cmd.KIND, **{k: _plain(getattr(cmd, k)) for k in cmd._RULES
-                                                       if getattr(cmd, k) is not None or k not in cmd._OPTIONAL}}
+    body = {
+        "v": COMMAND_VERSION,
+        "kind": cmd.KIND,
+        **{k: _plain(getattr(cmd, k)) for k in cmd._RULES if getattr(cmd, k) is not None or k not in cmd._OPTIONAL},
+    }
     body["gateways"] = list(cmd.gateways) if cmd.gateways is not None else None
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -795,8 +843,17 @@ def decode_command(payload: bytes) -> ModelAnnouncement:
     cmd = _build(ModelAnnouncement, body)
     if (cmd.rollback_from is None) != (cmd.rollback_signature is None):
         raise WireError("rollback_signature", "rollback_from and rollback_signature go together")
-    return ModelAnnouncement(cmd.name, cmd.version, cmd.url, cmd.sha256, cmd.signature_url,
-                             cmd.issued_at, gateways, cmd.rollback_from, cmd.rollback_signature)
+    return ModelAnnouncement(
+        cmd.name,
+        cmd.version,
+        cmd.url,
+        cmd.sha256,
+        cmd.signature_url,
+        cmd.issued_at,
+        gateways,
+        cmd.rollback_from,
+        cmd.rollback_signature,
+    )
 
 
 def content_digest(msg: Message) -> bytes:
@@ -824,11 +881,11 @@ def json_schemas() -> dict[str, dict]:
     out = {}
     for kind, cls in _BY_KIND.items():
         schema = _object_schema(cls)
-        schema["properties"] = {"v": {"enum": list(ACCEPTED_VERSIONS)}, "kind": {"const": kind},
-                                **schema["properties"]}
-        schema["properties"]["epoch"] = {**schema["properties"]["epoch"],
-                                         "description": "id of the outbox that made the message (v2); "
-                                                        "absent in v1 (the legacy epoch)"}
+        schema["properties"] = {"v": {"enum": list(ACCEPTED_VERSIONS)}, "kind": {"const": kind}, **schema["properties"]}
+        schema["properties"]["epoch"] = {
+            **schema["properties"]["epoch"],
+            "description": "id of the outbox that made the message (v2); absent in v1 (the legacy epoch)",
+        }
         schema["required"] = ["v", "kind", *schema["required"]]
         # v2 requires the epoch; v1 (the legacy epoch) must not carry one
         schema["if"] = {"properties": {"v": {"const": 1}}}
@@ -836,20 +893,28 @@ def json_schemas() -> dict[str, dict]:
         schema["else"] = {"required": ["epoch"]}
         if cls is RawChunk:
             schema["properties"]["chunk"] = {
-                "type": "object", "required": ["codec", "count", "sha256", "data"],
+                "type": "object",
+                "required": ["codec", "count", "sha256", "data"],
                 "additionalProperties": False,
                 "description": "data: base64 of zlib-compressed JSON object of equal-length column "
-                               f"arrays {', '.join(RawChunk._COLUMNS)} (layout 2 adds any of "
-                               f"{', '.join(READING_EXTENSIONS)}); sha256 of the uncompressed bytes",
-                "properties": {"codec": {"const": "zlib"},
-                               "count": {"type": "integer", "minimum": 1, "maximum": MAX_RAW_READINGS},
-                               "layout": {"enum": [1, 2]},
-                               "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                               "data": {"type": "string", "contentEncoding": "base64"}}}
+                f"arrays {', '.join(RawChunk._COLUMNS)} (layout 2 adds any of "
+                f"{', '.join(READING_EXTENSIONS)}); sha256 of the uncompressed bytes",
+                "properties": {
+                    "codec": {"const": "zlib"},
+                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_RAW_READINGS},
+                    "layout": {"enum": [1, 2]},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "data": {"type": "string", "contentEncoding": "base64"},
+                },
+            }
             schema["required"].append("chunk")
-        schema.update({"$schema": "https://json-schema.org/draft/2020-12/schema",
-                       "$id": f"https://gridsight.example/schemas/v{SCHEMA_VERSION}/{kind}.json",
-                       "title": f"gridsight {kind} message v{SCHEMA_VERSION}",
-                       "description": (cls.__doc__ or "").strip()})
+        schema.update(
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$id": f"https://gridsight.example/schemas/v{SCHEMA_VERSION}/{kind}.json",
+                "title": f"gridsight {kind} message v{SCHEMA_VERSION}",
+                "description": (cls.__doc__ or "").strip(),
+            }
+        )
         out[kind] = schema
     return out

@@ -1,6 +1,9 @@
-"""ruff and mypy find nothing in the kernel (gridsight/) and the gateway (edge_agent/).
+"""ruff and mypy find nothing in the kernel (gridsight/) and the gateway (edge_agent/), and the
+kernel is ruff-formatted.
 
-Their configuration is in pyproject.toml; this is how `make test` runs them."""
+Their configuration is in pyproject.toml; this is how `make test` runs them. The format check
+covers the kernel only: reformatting edge_agent would have rewritten files that several people
+were changing at the same time; it can join FORMATTED once they have settled."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = ["gridsight", "edge_agent"]
+FORMATTED = ["gridsight"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -26,3 +30,8 @@ def test_ruff_lint_finds_nothing_in_the_kernel_and_edge_agent():
 def test_mypy_finds_nothing_in_the_kernel_and_edge_agent():
     res = _run("mypy", *CHECKED)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-1000:]
+
+
+def test_the_kernel_is_ruff_formatted():
+    res = _run("ruff", "format", "--check", "--diff", *FORMATTED)
+    assert res.returncode == 0, "run `ruff format gridsight`:\n" + res.stdout[-4000:] + res.stderr[-1000:]
