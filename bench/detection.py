@@ -12,10 +12,9 @@ firmware_sim.qa_score, the rules `gridsight sim score` applies.
 
 A retrain with another seed is what a rollout does, so each configuration is scored with
 several seed pairs (0/1 as `sim fleet` uses, then 2/3, 4/5, ...) to show model variance.
-Compared in the same run, on the same intervals and training rows (all at the same node budget):
-  * default      - DEFAULT_N_ESTIMATORS x DEFAULT_MAX_SAMPLES at DEFAULT_CONTAMINATION (50 x 512, 0.0014);
-  * 100x256      - the previous default: 100 trees x 256 rows at contamination 0.0012;
-  * 100x256-c    - 100 trees x 256 rows at the default contamination.
+Compared in the same run, on the same intervals and training rows (both 50 trees x 512 rows):
+  * default      - DEFAULT_FEATURES, calibrated to the default alarm budget as train_and_export does;
+  * legacy       - LEGACY_DEFAULT_FEATURES (the previous default) at contamination 0.0014 (its default).
 
 No broker, collector or agent restarts (`sim fleet` measures those); scores come from
 scikit-learn, which the exported ONNX model matches within 1e-5 (model_export parity check).
@@ -40,19 +39,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_agent.features import DEFAULT_FEATURES, FeatureBuilder  # noqa: E402
+from edge_agent.features import DEFAULT_FEATURES, LEGACY_DEFAULT_FEATURES, FeatureBuilder  # noqa: E402
 from edge_agent.window import IntervalWindow  # noqa: E402
 from firmware_sim.fleet_model import Fleet  # noqa: E402
 from firmware_sim.fleet_run import MeterSubset  # noqa: E402
 from firmware_sim.history import write_readings_csv  # noqa: E402
 from firmware_sim.qa_score import FlaggedInterval, score_detection  # noqa: E402
 from firmware_sim.scenario import load_scenario  # noqa: E402
-from model_export.pipeline import (DEFAULT_CONTAMINATION, DEFAULT_MAX_SAMPLES, DEFAULT_N_ESTIMATORS,  # noqa: E402
-                                   build_training_rows, fit_forest, load_intervals)
+from model_export.pipeline import (DEFAULT_CONTAMINATION, DEFAULT_FALSE_ALARMS_PER_METER_MONTH,  # noqa: E402
+                                   DEFAULT_MAX_SAMPLES, DEFAULT_N_ESTIMATORS, build_training_rows,
+                                   calibration_contamination, fit_calibrated_forest, load_intervals,
+                                   usable_features)
 
-# name -> (trees, rows per tree, contamination)
-CONFIGS = {"default": (DEFAULT_N_ESTIMATORS, DEFAULT_MAX_SAMPLES, DEFAULT_CONTAMINATION),
-           "100x256": (100, 256, 0.0012), "100x256-c": (100, 256, DEFAULT_CONTAMINATION)}
+# name -> (features, contamination or None for the default alarm budget)
+CONFIGS = {"default": (DEFAULT_FEATURES, None), "legacy": (LEGACY_DEFAULT_FEATURES, DEFAULT_CONTAMINATION)}
 ROLLOUT_H = 48.0
 H = 3600.0
 
@@ -84,12 +84,17 @@ def training_stats(scenario, seed: int, sim_start: float, work: Path):
     return stats
 
 
-def train_like_fleet(X: np.ndarray, n_estimators: int, max_samples: int, contamination: float, seed: int):
-    """model_export.pipeline.train_and_export's forest: the same 10 % hold-out, then fit_forest."""
+def train_like_fleet(X: np.ndarray, rows: list, interval_s: int, contamination: float | None, seed: int):
+    """model_export.pipeline.train_and_export's forest: the same 10 % hold-out, then its calibration."""
     rng = np.random.default_rng(seed)
     held = np.zeros(X.shape[0], dtype=bool)
     held[rng.choice(X.shape[0], min(5000, X.shape[0] // 10), replace=False)] = True
-    return fit_forest(X[~held], contamination, n_estimators, max_samples, seed)
+    kept = [r for r, h in zip(rows, held) if not h]
+    budget = DEFAULT_FALSE_ALARMS_PER_METER_MONTH if contamination is None else None
+    rate = calibration_contamination(interval_s) if contamination is None else contamination
+    forest, _ = fit_calibrated_forest(X[~held], [r.meter_id for r in kept], np.array([r.interval_start for r in kept]),
+                                      interval_s, rate, budget, DEFAULT_N_ESTIMATORS, DEFAULT_MAX_SAMPLES, seed)
+    return forest
 
 
 def main() -> int:
@@ -121,18 +126,20 @@ def main() -> int:
             closed = replay(fleet, sim_start, end, r.interval_s, r.poll_s)
             train = training_stats(scenario, seed, sim_start, Path(tmp))
             labels = fleet.labels()
-            X, _ = build_training_rows(train, DEFAULT_FEATURES, r.interval_s)
-            stats, rows = [], []
-            for gateway_stats in closed:
-                builder = FeatureBuilder(DEFAULT_FEATURES, r.interval_s)
-                stats.extend(gateway_stats)
-                rows.extend(builder.features(s) for s in gateway_stats)
-            R = np.stack(rows)
+            stats = [s for gateway_stats in closed for s in gateway_stats]
             after = np.array([s.interval_start + r.interval_s > rollout for s in stats])
-            for name, (trees, rows_per_tree, contamination) in CONFIGS.items():
+            for name, (names, contamination) in CONFIGS.items():
+                X, train_rows = build_training_rows(train, names, r.interval_s)
+                keep = usable_features(names, X)
+                X = X[:, keep]
+                rows = []
+                for gateway_stats in closed:
+                    builder = FeatureBuilder(names, r.interval_s)
+                    rows.extend(builder.features(s) for s in gateway_stats)
+                R = np.stack(rows)[:, keep]
                 for p, (seed_v1, seed_v2) in enumerate(pairs):
-                    v1 = train_like_fleet(X, trees, rows_per_tree, contamination, seed_v1).decision_function(R)
-                    v2 = train_like_fleet(X, trees, rows_per_tree, contamination, seed_v2).decision_function(R)
+                    v1 = train_like_fleet(X, train_rows, r.interval_s, contamination, seed_v1).decision_function(R)
+                    v2 = train_like_fleet(X, train_rows, r.interval_s, contamination, seed_v2).decision_function(R)
                     flagged = np.where(after, v2, v1) < 0
                     flags = [FlaggedInterval(s.meter_id, s.interval_start, s.interval_start + r.interval_s)
                              for s, hit in zip(stats, flagged) if hit]

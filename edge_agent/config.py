@@ -222,6 +222,10 @@ class AgentSettings:
     interval_s: int = 900
     poll_s: float = 1.0
     grace_s: float = 30.0
+    # The site's IANA time zone and holiday country for the day-type features; empty: the model's
+    # (from its training), else UTC and no holidays.
+    time_zone: str = ""
+    holiday_country: str = ""
     raw_chunk_s: float = 60.0
     status_s: float = 60.0
     reader_backoff_max_s: float = 300.0
@@ -244,6 +248,13 @@ class AgentSettings:
             _positive(key, getattr(self, key))
         if not 0 <= self.grace_s < self.interval_s:
             raise ConfigError("grace_s", f"must be between 0 and interval_s, got {self.grace_s}")
+        if self.time_zone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+            try:
+                ZoneInfo(self.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError("time_zone", f"{self.time_zone!r} is not an IANA time zone "
+                                               f"(e.g. Europe/Paris)") from None
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", f"{self.log_level!r} is not debug, info, warning or error")
         for i, table in enumerate(self.readers):

@@ -37,6 +37,7 @@ from edge_agent.readers.base import MeterReader, ReaderError
 from edge_agent.readers.registry import build_reader
 from edge_agent.scorer import ModelError, Scorer
 from edge_agent.scoring import IntervalScoring, ScoredInterval
+from edge_agent.site_calendar import CalendarError, SiteCalendar, holiday_ordinals_in_child
 from gridsight.settings import ConfigError
 from edge_agent.systemd import SystemdNotifier
 from edge_agent.window import IntervalWindow
@@ -156,6 +157,27 @@ class _Counters:
     bad_commands: int = 0
 
 
+def build_calendar(settings: AgentSettings, scorer: Scorer | None) -> SiteCalendar:
+    """The site's calendar: the agent's configured time zone and holiday country, else the model's.
+
+    Holidays are computed once, in a child process (the holidays package would otherwise stay
+    resident: about 15 MB), for last year to five years ahead; without them Sundays still count.
+    """
+    zone = settings.time_zone or (scorer.time_zone if scorer else "") or "UTC"
+    country = settings.holiday_country or (scorer.holiday_country if scorer else None)
+    days: frozenset[int] = frozenset()
+    if country:
+        year = time.gmtime().tm_year
+        try:
+            days = holiday_ordinals_in_child(country, range(year - 1, year + 6))
+        except CalendarError as exc:
+            log.warning("no public holidays for %s (%s); Sundays only", country, exc)
+    try:
+        return SiteCalendar(zone, days)
+    except CalendarError as exc:
+        raise ConfigError("time_zone", str(exc)) from None
+
+
 class Agent:
     """One gateway's agent. Build it, then ``run(stop_event)`` or drive ``tick()`` yourself."""
 
@@ -176,7 +198,8 @@ class Agent:
             if scorer is not None and scorer.interval_s != settings.interval_s:
                 raise ConfigError("interval_s", f"{settings.interval_s} does not match the model's "
                                                 f"interval of {scorer.interval_s} s")
-        self.scoring = IntervalScoring(scorer, settings.interval_s)
+        self.calendar = build_calendar(settings, scorer)
+        self.scoring = IntervalScoring(scorer, settings.interval_s, self.calendar)
         self.last_model_update: str | None = None
         self.window = IntervalWindow(settings.interval_s, settings.grace_s)
         self.outbox = outbox or Outbox(settings.outbox_path, budget_bytes=int(settings.outbox.budget_mb * 1024 * 1024),
@@ -215,7 +238,7 @@ class Agent:
         except (ValueError, TypeError) as exc:
             log.warning("persisted agent state not usable (%s); starting with fresh windows", exc)
             self.window = IntervalWindow(self.settings.interval_s, self.settings.grace_s)
-            self.scoring = IntervalScoring(self.scoring.scorer, self.settings.interval_s)
+            self.scoring = IntervalScoring(self.scoring.scorer, self.settings.interval_s, self.calendar)
             restored = 0
         if restored:
             log.info("restored %d readings of open intervals from the outbox", restored)

@@ -131,6 +131,9 @@ class Scorer:
         self.threshold: float = metadata["threshold"]
         self.interval_s: int = metadata["interval_s"]
         self.meter_class: str | None = metadata.get("meter_class") or None
+        # The training site's calendar; a gateway's own configuration takes precedence.
+        self.time_zone: str = metadata.get("time_zone") or "UTC"
+        self.holiday_country: str | None = metadata.get("holiday_country") or None
 
     @classmethod
     def load(cls, path: str | Path, kind: str | None = None) -> "Scorer":
@@ -277,6 +280,19 @@ _EXPLAIN = (
     ("level_6h_vs_days", 0.0, 1.4),
     ("day_vs_days", 0.0, 1.2),
     ("peak_vs_days", 0.0, 1.0),
+    ("level_vs_daytype", 0.0, 1.0),
+    ("level_3h_vs_daytype", 0.0, 1.2),
+    ("level_24h_vs_daytype", 0.0, 1.3),
+    ("level_72h_vs_daytype", 0.0, 1.4),
+    ("z_vs_daytype", 0.0, 0.5),
+    ("z_3h_vs_daytype", 0.0, 0.55),
+    ("z_24h_vs_daytype", 0.0, 0.6),
+    ("dev_vs_daytype", 0.0, 0.5),
+    ("dev_3h_vs_recent", 0.0, 0.55),
+    ("dev_24h_vs_daytype", 0.0, 0.6),
+    ("dev_72h_vs_daytype", 0.0, 0.65),
+    ("near_zero_hours_vs_habit", 0.0, 1.0 / 2.0),
+    ("constant_hours_vs_habit", 0.0, 1.0 / 3.0),
     ("voltage_vs_recent", 0.0, 4.0),
     ("voltage_min_pu", 1.0, 3.0),
     ("voltage_mean_pu", 1.0, 3.0),
@@ -295,6 +311,20 @@ _PHRASES = {
     "level_6h_vs_days": "the same 6 h on previous days",
     "day_vs_days": "the same 24 h on previous days",
     "peak_vs_days": "the largest interval of previous days",
+    "level_vs_daytype": "the same hour on the same day type",
+    "level_3h_vs_daytype": "the same 3 h on their day types",
+    "level_24h_vs_daytype": "the same 24 h on their day types",
+    "level_72h_vs_daytype": "the same 72 h on their day types",
+}
+# Features in units of spread: sign * log(1 + |deviation / usual size|) or of a robust sd.
+_SPREAD_PHRASES = {
+    "z_vs_daytype": ("sd", "the same hour on the same day type"),
+    "z_3h_vs_daytype": ("sd", "the same 3 h on their day types"),
+    "z_24h_vs_daytype": ("sd", "the same 24 h on their day types"),
+    "dev_vs_daytype": ("usual deviations", "the same hour on the same day type"),
+    "dev_3h_vs_recent": ("usual deviations", "the same 3 h on their day types, at the level of the 6 h before"),
+    "dev_24h_vs_daytype": ("usual deviations", "the same 24 h on their day types"),
+    "dev_72h_vs_daytype": ("usual deviations", "the same 72 h on their day types"),
 }
 
 
@@ -313,6 +343,14 @@ def describe_features(named: dict[str, float]) -> str | None:
         ratio = math.exp(value)
         kind = "spike" if value > 0 else "drop"
         return f"kWh {ratio:.2f}x {_PHRASES[best]} ({kind})"
+    if best in _SPREAD_PHRASES:
+        unit, what = _SPREAD_PHRASES[best]
+        kind = "spike" if value > 0 else "drop"
+        return f"kWh {math.expm1(abs(value)):.1f} {unit} {'above' if value > 0 else 'below'} {what} ({kind})"
+    if best == "near_zero_hours_vs_habit":
+        return f"near zero (under 2 % of its typical level) for {value:.1f} h longer than usual (outage)"
+    if best == "constant_hours_vs_habit":
+        return f"reading unchanged for {value:.1f} h longer than usual (stuck)"
     if best in ("voltage_min_pu", "voltage_mean_pu"):
         return f"voltage {value:.2f} per unit of nominal ({'sag' if value < 1 else 'swell'})"
     if best == "export_share":

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_agent.features import DEFAULT_FEATURES, FeatureBuilder
 from edge_agent.scorer import Scorer
+from edge_agent.site_calendar import SiteCalendar
 from edge_agent.window import ClosedInterval
 from gridsight.wire import MeterSummary
 
@@ -53,14 +54,15 @@ def _finite(value: float | None) -> float | None:
 class IntervalScoring:
     """Features and scores for each closed interval; the model can be swapped at runtime."""
 
-    def __init__(self, scorer: Scorer | None, interval_s: int) -> None:
+    def __init__(self, scorer: Scorer | None, interval_s: int, calendar: SiteCalendar | None = None) -> None:
         if scorer is not None and scorer.interval_s != interval_s:
             raise ValueError(f"the model {scorer.name} {scorer.version} scores {scorer.interval_s} s "
                              f"intervals, the agent builds {interval_s} s intervals")
         self.interval_s = interval_s
         self._lock = threading.Lock()
         self._scorer = scorer
-        self._builder = FeatureBuilder(scorer.feature_names if scorer else DEFAULT_FEATURES, interval_s)
+        self.calendar = calendar or SiteCalendar()
+        self._builder = FeatureBuilder(scorer.feature_names if scorer else DEFAULT_FEATURES, interval_s, self.calendar)
 
     @property
     def scorer(self) -> Scorer | None:
@@ -75,7 +77,7 @@ class IntervalScoring:
         if scorer.interval_s != self.interval_s:
             raise ValueError(f"model interval {scorer.interval_s} s does not match the agent's {self.interval_s} s")
         with self._lock:
-            builder = FeatureBuilder(scorer.feature_names, self.interval_s)
+            builder = FeatureBuilder(scorer.feature_names, self.interval_s, self.calendar)
             state = self._builder.state()
             state["feature_names"] = list(scorer.feature_names)
             builder.load_state(state)

@@ -41,6 +41,20 @@ def _budget(text: str) -> float:
     return value
 
 
+def _feature_list(text: str) -> tuple[str, ...]:
+    from edge_agent.features import FEATURE_DESCRIPTIONS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated feature names")
+    unknown = [n for n in names if n not in FEATURE_DESCRIPTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown feature {unknown[0]!r} (see 'gridsight model features')")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("a feature is named twice")
+    return names
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -86,16 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path,
                    help="model file to write; with --by-class, a directory for one model per class")
     target = t.add_mutually_exclusive_group()
-    target.add_argument("--contamination", type=_fraction, help="share of training intervals to flag (default 0.0014, model_export.pipeline.DEFAULT_CONTAMINATION)")
+    target.add_argument("--contamination", type=_fraction, help="flag this share of training intervals instead of an alarm budget")
     target.add_argument("--false-alarms-per-meter-month", type=_budget, metavar="K",
-                        help="calibrate the threshold so a normal meter raises about K flags a month")
+                        help="calibrate the threshold to K alarms per meter-month on the training history, an "
+                             "alarm being a run of flags, one per started 3 h (default 4, "
+                             "model_export.pipeline.DEFAULT_FALSE_ALARMS_PER_METER_MONTH)")
     t.add_argument("--name", default="gridsight-iforest", help="model name (default %(default)s)")
     t.add_argument("--version", help="model version (default: UTC timestamp)")
     t.add_argument("--n-estimators", type=positive_int, default=50,
                    help="trees (default %(default)s, model_export.pipeline.DEFAULT_N_ESTIMATORS)")
     t.add_argument("--max-samples", type=_max_samples,
                    help="rows per tree (default 512, model_export.pipeline.DEFAULT_MAX_SAMPLES; capped at the training rows)")
-    t.add_argument("--interval-s", type=positive_int, default=900, help="interval length (default %(default)s)")
+    t.add_argument("--interval-s", type=positive_int,
+                   help="interval length in seconds (default: inferred from the data's spacing: 900, 1800, 3600...)")
+    t.add_argument("--features", type=_feature_list, default=None, metavar="A,B,C",
+                   help="comma-separated feature names (default: edge_agent.features.DEFAULT_FEATURES; "
+                        "'gridsight model features' lists them all)")
+    t.add_argument("--timezone", default="UTC", metavar="ZONE",
+                   help="the site's IANA time zone for time-of-day and day-type features (default %(default)s; "
+                        "times without a zone in the file are read as UTC, so local times without a zone "
+                        "train correctly with the default)")
+    t.add_argument("--holiday-country", metavar="CC",
+                   help="ISO country code (optionally CC-SUBDIV) whose public holidays count as Sundays (default: none)")
     t.add_argument("--meter-class", help="train only on meters of this class (needs a meter_class column)")
     t.add_argument("--by-class", action="store_true", help="train one model per meter class into --out DIR")
     t.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -116,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default auto: onnxruntime when installed).")
     s.add_argument("--model", required=True, type=Path, help="model .onnx file")
     s.add_argument("--readings", required=True, type=Path, help="readings file (CSV, or Parquet by its .parquet suffix)")
-    s.add_argument("--out", required=True, type=Path, help="output CSV (meter_id,interval_start,...,score,anomalous)")
+    s.add_argument("--out", required=True, type=Path,
+                   help="output CSV: meter_id,interval_start,interval_s,kwh,readings,score,anomalous,reason, "
+                        "then one column per model feature")
 
     e = sub.add_parser("evaluate", help="precision, recall and ROC-AUC of a model against labelled events",
                        description="Score a readings CSV like 'score' does and compare with ground-truth labels "
@@ -125,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, type=Path, help="model .onnx file")
     e.add_argument("--readings", required=True, type=Path, help="readings file (CSV, or Parquet by its .parquet suffix)")
     e.add_argument("--labels", required=True, type=Path, help="labels CSV file")
+
+    sub.add_parser("features", help="list the features a model can use, the default set marked",
+                   description="Print every feature name with what it measures; '*' marks the default set.")
 
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
     k.add_argument("--private-key", required=True, type=Path, help="private key file to create (mode 0600)")
@@ -186,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(ns: argparse.Namespace) -> int:
+    from edge_agent.features import DEFAULT_FEATURES
     from model_export.pipeline import DEFAULT_MAX_SAMPLES, TrainingError, train_and_export
     from model_export.readings import ReadingsError
     from model_export.sources import SourceError
@@ -206,9 +238,19 @@ def _train(ns: argparse.Namespace) -> int:
                                       false_alarms_per_meter_month=ns.false_alarms_per_meter_month,
                                       n_estimators=ns.n_estimators,
                                       max_samples=DEFAULT_MAX_SAMPLES if ns.max_samples is None else ns.max_samples,
-                                      interval_s=ns.interval_s, meter_class=meter_class, random_state=ns.seed)
+                                      interval_s=ns.interval_s, meter_class=meter_class, random_state=ns.seed,
+                                      feature_names=ns.features or DEFAULT_FEATURES, time_zone=ns.timezone,
+                                      holiday_country=ns.holiday_country)
+            if result.features_left_out:
+                _progress(f"left out (no data behind them in this training set): {', '.join(result.features_left_out)}")
+            _progress(f"{name}: {result.interval_s} s intervals, calibrated to {result.metadata['calibration']}; "
+                      f"expected flags per meter-month on data like the training data: "
+                      f"{result.expected_flags_per_meter_month:.2f}")
             print(json.dumps({"model": str(result.path), "name": result.name, "version": result.version,
                               "meter_class": result.meter_class, "training_rows": result.rows,
+                              "interval_s": result.interval_s, "features": list(result.feature_names),
+                              "features_left_out": list(result.features_left_out),
+                              "expected_flags_per_meter_month": round(result.expected_flags_per_meter_month, 3),
                               "contamination": result.contamination,
                               "parity_max_abs_diff": result.parity_max_abs_diff,
                               "data_quality": result.quality.as_dict()}))
@@ -260,21 +302,24 @@ def _score(ns: argparse.Namespace) -> int:
     from model_export.offline import score_readings
     from model_export.readings import ReadingsError
 
+    from model_export.pipeline import TrainingError
+
     try:
         scorer = Scorer.load(ns.model)
         _progress(f"scoring with {scorer.name} {scorer.version} on the {scorer.kind} scorer")
         rows = score_readings(scorer, ns.readings, progress=_progress)
-    except (ModelError, ReadingsError) as exc:
+    except (ModelError, ReadingsError, TrainingError) as exc:
         raise CLIError(str(exc)) from None
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     flagged = 0
     with ns.out.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["meter_id", "interval_start", "interval_s", "kwh", "readings", "score", "anomalous", "reason"])
+        writer.writerow(["meter_id", "interval_start", "interval_s", "kwh", "readings", "score", "anomalous", "reason",
+                         *scorer.feature_names])
         for r in rows:
             flagged += r.anomalous
             writer.writerow([r.meter_id, r.interval_start_iso, r.interval_s, f"{r.kwh:.6g}", r.readings,
-                             f"{r.score:.6f}", int(r.anomalous), r.reason or ""])
+                             f"{r.score:.6f}", int(r.anomalous), r.reason or "", *(f"{v:.4g}" for v in r.features)])
     _progress(f"wrote {len(rows)} meter-intervals ({flagged} flagged) to {ns.out}")
     return 0
 
@@ -285,13 +330,23 @@ def _evaluate(ns: argparse.Namespace) -> int:
     from model_export.offline import score_readings
     from model_export.readings import ReadingsError
 
+    from model_export.pipeline import TrainingError
+
     try:
         scorer = Scorer.load(ns.model)
         events = read_labels(ns.labels)
         scored = score_readings(scorer, ns.readings, progress=_progress)
-    except (ModelError, ReadingsError) as exc:
+    except (ModelError, ReadingsError, TrainingError) as exc:
         raise CLIError(str(exc)) from None
     print(json.dumps({"model": str(ns.model), "version": scorer.version, **evaluate(scored, events).as_dict()}))
+    return 0
+
+
+def _features(ns: argparse.Namespace) -> int:
+    from edge_agent.features import DEFAULT_FEATURES, FEATURE_DESCRIPTIONS
+
+    for name, text in FEATURE_DESCRIPTIONS.items():
+        print(f"{'*' if name in DEFAULT_FEATURES else ' '} {name:26s} {text}")
     return 0
 
 
@@ -361,7 +416,7 @@ def _rollback(ns: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "verify": _verify, "score": _score, "evaluate": _evaluate, "keygen": _keygen,
+_COMMANDS = {"features": _features, "train": _train, "verify": _verify, "score": _score, "evaluate": _evaluate, "keygen": _keygen,
              "sign": _sign, "publish": _publish, "rollback": _rollback}
 
 

@@ -28,6 +28,7 @@ class ScoredInterval:
     score: float
     anomalous: bool
     reason: str | None
+    features: tuple[float, ...] = ()
 
     @property
     def interval_start_iso(self) -> str:
@@ -36,16 +37,22 @@ class ScoredInterval:
 
 def score_readings(scorer: Scorer, readings: str | Path | ReadingTable,
                    progress: Callable[[str], None] | None = None) -> list[ScoredInterval]:
-    """Score every meter-interval of ``readings`` on the model's interval, in time order."""
+    """Score every meter-interval of ``readings`` on the model's interval and site calendar, in time order.
+
+    Every row carries its feature values and the reason its strongest feature gives (for flagged
+    and unflagged rows alike, so an analyst can see why a row ranks where it does)."""
     table = readings if isinstance(readings, ReadingTable) else read_readings(readings)
     stats, quality = interval_series(table, scorer.interval_s)
     if progress:
         progress(f"{quality.summary()}")
-    X, ordered = batch_features(stats, scorer.feature_names, scorer.interval_s)
+    from model_export.pipeline import site_calendar
+
+    calendar = site_calendar(scorer.time_zone, scorer.holiday_country, [s.interval_start for s in stats])
+    X, ordered = batch_features(stats, scorer.feature_names, scorer.interval_s, calendar)
     scores, flags = scorer.score(X) if len(ordered) else (np.empty(0), np.empty(0, dtype=bool))
     out = []
     for i, s in enumerate(ordered):
-        reason = scorer.explain(X[i]) if flags[i] else None
         out.append(ScoredInterval(s.meter_id, s.interval_start, s.interval_s, s.kwh, s.readings,
-                                  float(scores[i]), bool(flags[i]), reason))
+                                  float(scores[i]), bool(flags[i]), scorer.explain(X[i]),
+                                  tuple(float(v) for v in X[i])))
     return out

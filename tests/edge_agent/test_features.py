@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.features import (DEFAULT_FEATURES, FEATURE_DESCRIPTIONS, FeatureBuilder, IntervalStats,
-                                 batch_features, interval_stats)
+from edge_agent.features import (DEFAULT_FEATURES, FEATURE_DESCRIPTIONS, LEGACY_DEFAULT_FEATURES, FeatureBuilder,
+                                 IntervalStats, batch_features, interval_stats)
 
 DAY = 86_400
 T0 = 1_735_689_600
@@ -120,7 +120,7 @@ def test_zero_runs_the_meter_has_every_day_are_its_habit_and_longer_ones_are_not
     # a rooftop-PV home imports nothing from 10:00 to 16:00 every day
     history = [s if not 10 <= (s.interval_start % DAY) / 3600 < 16 else _stats(s.meter_id, s.interval_start, 0.0)
                for s in _daily("m1", 5)]
-    builder = _builder_after(history)
+    builder = _builder_after(history, LEGACY_DEFAULT_FEATURES)
     day = history[-1].interval_start + 900
     rows = []
     for k in range(96):
@@ -134,7 +134,7 @@ def test_zero_runs_the_meter_has_every_day_are_its_habit_and_longer_ones_are_not
 
 def test_a_night_load_stands_out_on_the_second_night_too():
     history = _daily("m1", 5)
-    builder = _builder_after(history)
+    builder = _builder_after(history, LEGACY_DEFAULT_FEATURES)
     base = history[-1].interval_start + 900
     peaks = []
     for night in range(2):
@@ -186,12 +186,14 @@ def test_a_gap_in_the_data_does_not_look_like_an_anomaly():
     history = _daily("m1", 5, nominal_v=230.0)
     # eight hours of nothing (reader down, meter unreachable), then the meter resumes as before
     resumed = [s for s in _daily("m1", 2, nominal_v=230.0, seed=1, start=T0 + 5 * DAY) if s.interval_start >= T0 + 5 * DAY + 8 * 3600]
-    builder = _builder_after(history)
+    names = LEGACY_DEFAULT_FEATURES + tuple(n for n in DEFAULT_FEATURES if n not in LEGACY_DEFAULT_FEATURES)
+    builder = _builder_after(history, names)
     rows = np.array([builder.features(s) for s in resumed])
-    named = dict(zip(DEFAULT_FEATURES, rows.T))
+    named = dict(zip(names, rows.T))
     for name in ("level_3h_vs_days", "level_6h_vs_days", "day_vs_days"):
         assert np.all(np.abs(named[name]) < 0.5), name
-    for name in ("peak_vs_days", "zero_hours_vs_days", "flatline_hours_vs_days"):
+    for name in ("peak_vs_days", "zero_hours_vs_days", "flatline_hours_vs_days", "near_zero_hours_vs_habit",
+                 "constant_hours_vs_habit"):
         assert np.all(named[name] < 0.3), name
     assert np.all(np.abs(named["voltage_vs_recent"]) < 0.05)
 
