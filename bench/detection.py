@@ -101,6 +101,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seed 7 and the fleet's seed pair only")
     ap.add_argument("--seeds", default="7,8,9,10")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="which to compare (default %(default)s)")
     ap.add_argument("--pairs", type=int, default=10, help="training seed pairs per configuration")
     ap.add_argument("--scenario", default=str(Path(__file__).resolve().parent.parent
                                                 / "firmware_sim/scenarios/default.toml"))
@@ -117,8 +118,9 @@ def main() -> int:
     rollout = start + ROLLOUT_H * H
     started = time.monotonic()
     # per configuration, per seed pair: events, found, true detections, false alarms over all seeds
-    totals = {name: np.zeros((len(pairs), 4), dtype=int) for name in CONFIGS}
-    qa_seed: dict[str, list] = {name: [] for name in CONFIGS}  # seed 7 per pair: (found, events, precision)
+    chosen = [c for c in args.configs.split(",") if c in CONFIGS]
+    totals = {name: np.zeros((len(pairs), 4), dtype=int) for name in chosen}
+    qa_seed: dict[str, list] = {name: [] for name in chosen}  # seed 7 per pair: (found, events, precision)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             fleet = Fleet(seed, f.gateways, f.meters_per_gateway, start=start, end=end, step_s=r.step_s,
@@ -129,6 +131,8 @@ def main() -> int:
             stats = [s for gateway_stats in closed for s in gateway_stats]
             after = np.array([s.interval_start + r.interval_s > rollout for s in stats])
             for name, (names, contamination) in CONFIGS.items():
+                if name not in args.configs.split(","):
+                    continue
                 X, train_rows = build_training_rows(train, names, r.interval_s)
                 keep = usable_features(names, X)
                 X = X[:, keep]

@@ -9,7 +9,7 @@ its whole length: it moves the median only once it covers about half of that day
 (ten weekdays), where a median of the last seven days absorbs it after four.
 
 A day type with fewer than two completed days borrows the profile of all days, and with fewer than
-three completed days of any type there is no profile yet (features stay neutral).
+two completed days of any type there is no profile yet (features stay neutral).
 
 :meth:`MeterBaseline.window` sums the trailing hours ending in the current interval: energy,
 expected energy and spread, so features can compare the last 1, 3 or 24 hours at any interval.
@@ -28,7 +28,7 @@ __all__ = ["MeterBaseline", "DAYS_KEPT", "BYTES_PER_METER"]
 
 DAYS_KEPT = 28
 _MIN_DAY_TYPE_DAYS = 2
-_MIN_DAYS = 3
+_MIN_DAYS = 2
 _MAD_TO_SD = 1.4826
 BYTES_PER_METER = DAYS_KEPT * 24 * 4 + DAYS_KEPT * 5 + 2 * 3 * 24 * 4
 

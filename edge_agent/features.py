@@ -655,10 +655,10 @@ class FeatureBuilder:
     def _in_usual_units(self, h: _MeterHistory, iv: _Interval, name: str, raw: float) -> float:
         """``raw`` over the meter's usual size of it (a robust running mean of |raw| over about two
         weeks), as sign * log(1 + |ratio|): a 0.6x dip is many usual deviations on a steady
-        building and one on a noisy household. 0 until a day of history."""
+        building and one on a noisy household. 0 until six hours of it have been seen."""
         iv.raw[name] = raw
         usual = h.usual.get(name)
-        if usual is None or usual[1] < self._day_len:
+        if usual is None or usual[1] < self._six_hours:
             return 0.0
         ratio = raw / (usual[0] + 1e-3)
         return float(math.copysign(math.log1p(min(1e6, abs(ratio))), ratio))
