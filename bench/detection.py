@@ -105,7 +105,10 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=10, help="training seed pairs per configuration")
     ap.add_argument("--scenario", default=str(Path(__file__).resolve().parent.parent
                                                 / "firmware_sim/scenarios/default.toml"))
+    ap.add_argument("--features", help="comma-separated feature names for 'default' instead of DEFAULT_FEATURES")
     args = ap.parse_args()
+    if args.features:
+        CONFIGS["default"] = (tuple(args.features.split(",")), None)
     seeds = [7] if args.quick else [int(s) for s in args.seeds.split(",")]
     pairs = [(0, 1)] if args.quick else [(2 * i, 2 * i + 1) for i in range(args.pairs)]
     command = "python bench/detection.py " + ("--quick" if args.quick else

@@ -8,10 +8,11 @@ median absolute deviation). Medians of four weeks keep a shift or dip that lasts
 its whole length: it moves the median only once it covers about half of that day type's days
 (ten weekdays), where a median of the last seven days absorbs it after four.
 
-A day type with fewer than two completed days borrows the profile of all days, and with fewer than
+A day type with fewer than three completed days borrows the profile of all days (so one
+anomalous day cannot be half of a two-day median), and with fewer than
 two completed days of any type there is no profile yet (features stay neutral).
 
-:meth:`MeterBaseline.window` sums the trailing hours ending in the current interval: energy,
+:meth:`MeterBaseline.cells` gives the trailing hours ending in the current interval: energy,
 expected energy and spread, so features can compare the last 1, 3 or 24 hours at any interval.
 numpy only: this module runs on the gateway.
 """
@@ -27,7 +28,7 @@ import numpy as np
 __all__ = ["MeterBaseline", "DAYS_KEPT", "BYTES_PER_METER"]
 
 DAYS_KEPT = 28
-_MIN_DAY_TYPE_DAYS = 2
+_MIN_DAY_TYPE_DAYS = 3
 _MIN_DAYS = 2
 _MAD_TO_SD = 1.4826
 BYTES_PER_METER = DAYS_KEPT * 24 * 4 + DAYS_KEPT * 5 + 2 * 3 * 24 * 4

@@ -69,10 +69,10 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "level_3h_vs_daytype": "log of the trailing 3 h energy over the same hours' medians on their day types",
     "level_24h_vs_daytype": "log of the trailing 24 h energy over the same hours' medians on their day types",
     "level_72h_vs_daytype": "log of the trailing 72 h energy over the same hours' medians on their day types",
-    "dev_vs_daytype": "level_vs_daytype in units of the meter's usual such deviation (last 2 weeks)",
+    "dev_vs_daytype": "level_vs_daytype in units of the meter's usual such deviation (about 2 weeks)",
     "dev_3h_vs_recent": "log of the trailing 3 h energy over its day-type expectation scaled to the 6 h before, in usual deviations",
-    "dev_24h_vs_daytype": "level_24h_vs_daytype in units of the meter's usual such deviation (last 2 weeks)",
-    "dev_72h_vs_daytype": "level_72h_vs_daytype in units of the meter's usual such deviation (last 2 weeks)",
+    "dev_24h_vs_daytype": "median over the last 24 h of each hour's log ratio to its day-type hour, in usual deviations",
+    "dev_72h_vs_daytype": "median over the last 72 h of each hour's log ratio to its day-type hour, in usual deviations",
     "near_zero_hours_vs_habit": "hours below 2 % of the meter's typical level, beyond its usual such run (last 3 weeks)",
     "constant_hours_vs_habit": "hours unchanged within the meter's resolution, beyond its usual such run (last 3 weeks)",
 }
@@ -621,15 +621,16 @@ class FeatureBuilder:
         z = (kwh - expected) / scale
         return float(math.copysign(math.log1p(min(1e6, abs(z))), z))
 
-    def _level_vs_daytype(self, h: _MeterHistory, iv: _Interval, hours: int, adjusted: int = 0) -> float:
+    def _level_vs_daytype(self, h: _MeterHistory, iv: _Interval, hours: int, adjusted: int = 0,
+                          floor: float = _RATIO_FLOOR) -> float:
         found = self._vs_daytype(h, iv, hours, adjusted)
         if found is None:
             return 0.0
         kwh, expected, _, covered = found
-        return _log_ratio(kwh, expected, _RATIO_FLOOR * h.baseline.typical * covered + 1e-9)
+        return _log_ratio(kwh, expected, floor * h.baseline.typical * covered + 1e-9)
 
     def _f_level_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        return self._level_vs_daytype(h, iv, 1)
+        return self._level_vs_daytype(h, iv, 1, floor=_DAYS_FLOOR)
 
     def _f_z_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._z_vs_daytype(h, iv, 1)
@@ -641,13 +642,13 @@ class FeatureBuilder:
         return self._z_vs_daytype(h, iv, 24)
 
     def _f_level_3h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        return self._level_vs_daytype(h, iv, 3)
+        return self._level_vs_daytype(h, iv, 3, floor=_DAYS_FLOOR)
 
     def _f_level_24h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        return self._level_vs_daytype(h, iv, 24)
+        return self._level_vs_daytype(h, iv, 24, floor=_DAYS_FLOOR)
 
     def _f_level_72h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        return self._level_vs_daytype(h, iv, 72)
+        return self._level_vs_daytype(h, iv, 72, floor=_DAYS_FLOOR)
 
 
 
@@ -669,11 +670,27 @@ class FeatureBuilder:
     def _f_dev_3h_vs_recent(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._in_usual_units(h, iv, "dev_3h_vs_recent", self._level_vs_daytype(h, iv, 3, adjusted=6))
 
+    def _median_hour_vs_daytype(self, h: _MeterHistory, iv: _Interval, hours: int) -> float:
+        """Median over the trailing ``hours`` of each hour's log ratio to its day-type expectation:
+        a sustained shift or drop moves every hour, an evening's EV charge moves two."""
+        cells = self._cells(h, iv)
+        if not cells:
+            return 0.0
+        a, e = cells[0][-hours:], cells[1][-hours:]
+        ok = a == a
+        if a[-1] != a[-1] or ok.sum() < hours / 2:
+            return 0.0
+        weight = np.ones(hours)
+        weight[-1] = iv.fraction
+        floor = _RATIO_FLOOR * h.baseline.typical * weight[ok] + 1e-9
+        ratios = np.log((a[ok] + floor) / (e[ok] + floor))
+        return float(np.clip(np.median(ratios), -_CLIP, _CLIP))
+
     def _f_dev_24h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        return self._in_usual_units(h, iv, "dev_24h_vs_daytype", self._level_vs_daytype(h, iv, 24))
+        return self._in_usual_units(h, iv, "dev_24h_vs_daytype", self._median_hour_vs_daytype(h, iv, 24))
 
     def _f_dev_72h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
-        return self._in_usual_units(h, iv, "dev_72h_vs_daytype", self._level_vs_daytype(h, iv, 72))
+        return self._in_usual_units(h, iv, "dev_72h_vs_daytype", self._median_hour_vs_daytype(h, iv, 72))
 
     @staticmethod
     def _habit(runs: list[float]) -> float | None:

@@ -251,3 +251,31 @@ def test_the_status_file_and_agent_status_agree_on_queue_depth_and_sequence_numb
         stop.set()
         runner.join(60)
     assert agree()
+
+
+def test_the_agent_reads_local_hours_and_holidays_of_its_configured_site(tmp_path):
+    settings = settings_for(tmp_path, time_zone="Europe/Paris", holiday_country="FR")
+    agent = Agent(settings, readers=[], clock=ManualClock(T0), scorer=None, transport=NullTransport())
+    calendar = agent.scoring.calendar
+    assert calendar.time_zone == "Europe/Paris"
+    # 2025-07-14 10:30 UTC is 12:30 in Paris on Bastille Day: a Sunday-like holiday
+    from datetime import datetime, timezone
+
+    day, hour, _, kind = calendar.locate(datetime(2025, 7, 14, 10, 30, tzinfo=timezone.utc).timestamp())
+    assert hour == 12 and kind == 2
+
+
+def test_the_holidays_package_never_stays_in_the_agents_memory():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edge_agent.site_calendar import holiday_ordinals_in_child; "
+            "days = holiday_ordinals_in_child('FR', [2025]); print(len(days), 'holidays' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    count, imported = out.stdout.split()
+    assert int(count) >= 11 and imported == "False"
+
+
+def test_an_unknown_time_zone_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="time_zone"):
+        settings_for(tmp_path, time_zone="Mars/Olympus")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge_agent.features import DEFAULT_FEATURES
+from edge_agent.features import DEFAULT_FEATURES, VOLTAGE_FEATURES
 from edge_agent.scorer import Scorer
 from gridsight.wire import Reading
 from model_export.pipeline import TrainingError, train_and_export
@@ -32,7 +32,11 @@ def test_train_cli_writes_a_model_the_gateway_scorer_loads(tmp_path, fleet_csv):
     assert report["parity_max_abs_diff"] < 1e-5
     scorer = Scorer.load(out)
     assert (scorer.name, scorer.version, scorer.interval_s) == ("pilot", "2025.1", 900)
-    assert scorer.feature_names == DEFAULT_FEATURES
+    # the file has no voltage column: voltage features are left out, not constants in the model
+    assert scorer.feature_names == tuple(n for n in DEFAULT_FEATURES if n not in VOLTAGE_FEATURES)
+    assert json.loads(scorer.metadata["features_left_out"]) == list(VOLTAGE_FEATURES)
+    assert report["expected_flags_per_meter_month"] > 0
+    assert "expected flags per meter-month" in proc.stderr
     for key in ("training_window", "data_fingerprint", "created_at", "data_quality"):
         assert scorer.metadata[key]
 
@@ -208,3 +212,86 @@ def test_a_bad_parquet_row_is_named(tmp_path):
                    path)
     with pytest.raises(ReadingsError, match="row 2: bad ts 'soon'"):
         read_readings(path)
+
+
+def _hourly_csv(path, meters: int = 3, days: int = 35, outage: bool = True):
+    """Hourly interval data in local time without a zone, as a utility exports it, 0.25 kWh steps."""
+    from datetime import datetime, timedelta
+
+    rng = np.random.default_rng(5)
+    start = datetime(2024, 1, 1)
+    lines = ["meter_id,ts,kwh"]
+    for m in range(meters):
+        size = (30.0, 120.0, 300.0)[m % 3]
+        for h in range(days * 24):
+            t = start + timedelta(hours=h)
+            busy = t.weekday() < 5 and 8 <= t.hour < 18
+            kwh = size * (1.0 if busy else 0.4) * rng.lognormal(0, 0.05)
+            if outage and m == 0 and 30 * 24 <= h < 30 * 24 + 20:
+                kwh = 1.0 * size / 300  # an outage logged as a small constant
+            lines.append(f"meter-{m},{t:%Y-%m-%d %H:%M:%S},{round(kwh / 0.25) * 0.25}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_hourly_data_trains_without_naming_the_interval_and_scores_with_features_and_reasons(tmp_path):
+    readings = _hourly_csv(tmp_path / "hourly.csv")
+    out = tmp_path / "m.onnx"
+    proc = _cli("train", "--readings", str(readings), "--out", str(out), "--n-estimators", "20",
+                "--holiday-country", "FR")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["interval_s"] == 3600
+    assert not set(VOLTAGE_FEATURES) & set(report["features"])
+    scorer = Scorer.load(out)
+    assert scorer.interval_s == 3600 and scorer.holiday_country == "FR" and scorer.time_zone == "UTC"
+
+    scored = tmp_path / "scored.csv"
+    proc = _cli("score", "--model", str(out), "--readings", str(readings), "--out", str(scored))
+    assert proc.returncode == 0, proc.stderr
+    import csv
+
+    rows = list(csv.DictReader(scored.open()))
+    assert list(rows[0])[-len(scorer.feature_names):] == list(scorer.feature_names)
+    outage = [r for r in rows if r["meter_id"] == "meter-0" and r["interval_start"] == "2024-01-31T12:00:00Z"][0]
+    assert outage["anomalous"] == "1" and outage["reason"]
+    assert float(outage["near_zero_hours_vs_habit"]) >= 12.0
+
+
+def test_features_are_chosen_by_name_and_an_unknown_name_is_one_line(tmp_path):
+    readings = _hourly_csv(tmp_path / "hourly.csv", outage=False)
+    out = tmp_path / "m.onnx"
+    proc = _cli("train", "--readings", str(readings), "--out", str(out), "--n-estimators", "10",
+                "--features", "dev_24h_vs_daytype,level_vs_daytype,peak_vs_days")
+    assert proc.returncode == 0, proc.stderr
+    assert Scorer.load(out).feature_names == ("dev_24h_vs_daytype", "level_vs_daytype", "peak_vs_days")
+    proc = _cli("train", "--readings", str(readings), "--out", str(out), "--features", "level_vs_daytype,phase_of_moon")
+    assert proc.returncode == 2
+    assert "unknown feature 'phase_of_moon'" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_bad_time_zone_or_holiday_country_is_a_one_line_training_error(tmp_path):
+    readings = _hourly_csv(tmp_path / "hourly.csv", days=5, outage=False)
+    proc = _cli("train", "--readings", str(readings), "--out", str(tmp_path / "m.onnx"), "--timezone", "Mars/Olympus")
+    assert proc.returncode != 0 and "unknown time zone 'Mars/Olympus'" in proc.stderr
+    proc = _cli("train", "--readings", str(readings), "--out", str(tmp_path / "m.onnx"), "--holiday-country", "XX")
+    assert proc.returncode != 0 and "no public holidays known for country 'XX'" in proc.stderr
+
+
+def test_a_long_anomaly_in_the_history_does_not_use_up_the_alarm_budget():
+    from model_export.pipeline import alarm_threshold
+
+    rng = np.random.default_rng(0)
+    hours = 24 * 30 * 12  # twelve meter-months of hourly rows: a budget of 48 alarms
+    scores = rng.normal(0.5, 0.02, hours)
+    scores[100:148] = 0.1  # a two-day outage: the most isolated rows of all
+    meters, starts = ["m"] * hours, np.arange(hours) * 3600.0
+    threshold = alarm_threshold(scores, meters, starts, 3600, alarms_per_meter_month=4.0)
+    flagged = scores < threshold
+    # 48 hours are 16 alarms of 3 h: 32 alarms are left for the rest of the history
+    assert flagged[100:148].all()
+    assert 26 <= flagged.sum() - 48 <= 32
+    # history without anomalies: about the budget, flags being isolated
+    normal = rng.normal(0.5, 0.02, hours)
+    clean = alarm_threshold(normal, meters, starts, 3600, alarms_per_meter_month=4.0)
+    assert 40 <= (normal < clean).sum() <= 52
