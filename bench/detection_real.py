@@ -20,7 +20,8 @@ then scores the same meters.
 
 Compared in the same run, each an Isolation Forest of the default size and calibration:
   * default  - edge_agent.features.DEFAULT_FEATURES with the site's time zone and holidays;
-  * legacy   - LEGACY_DEFAULT_FEATURES, the previous default (previous 7 days, UTC);
+  * legacy   - LEGACY_DEFAULT_FEATURES, the previous default (previous 7 days, UTC), same calibration;
+  * legacy-old - the same features at the previous default calibration (contamination 0.0014);
   * profile  - five plain features: local hour, weekend, kWh over the meter's mean, kWh over the
                meter's mean at that hour and weekend flag, change from the previous hour over the mean.
 Figures per split: mean per-meter ROC-AUC (hour-level labels), event recall at the default
@@ -53,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_agent.features import DEFAULT_FEATURES, LEGACY_DEFAULT_FEATURES, IntervalStats, batch_features  # noqa: E402
 from edge_agent.site_calendar import SiteCalendar, holiday_ordinals  # noqa: E402
-from model_export.pipeline import (DEFAULT_FALSE_ALARMS_PER_METER_MONTH, DEFAULT_MAX_SAMPLES,  # noqa: E402
+from model_export.pipeline import (DEFAULT_CONTAMINATION, DEFAULT_FALSE_ALARMS_PER_METER_MONTH,  # noqa: E402
+                                   DEFAULT_MAX_SAMPLES,
                                    DEFAULT_N_ESTIMATORS, calibration_contamination, fit_calibrated_forest,
                                    usable_features)
 
@@ -209,15 +211,16 @@ def profile_rows(meters: list[Meter]) -> list[np.ndarray]:
     return rows
 
 
-def evaluate(meters: list[Meter], rows: list[np.ndarray], names, seed: int) -> dict:
+def evaluate(meters: list[Meter], rows: list[np.ndarray], names, seed: int, contamination: float | None = None) -> dict:
     from sklearn.metrics import roc_auc_score
 
     X = np.vstack([r[24:] for r in rows])  # each meter's first day is warm-up, as in training
     keep = usable_features(names, X) if names else list(range(X.shape[1]))
     ids = np.concatenate([[m.meter_id] * (m.ts.size - 24) for m in meters])
     starts = np.concatenate([m.ts[24:] for m in meters])
-    forest, _ = fit_calibrated_forest(X[:, keep], ids, starts, H, calibration_contamination(H),
-                                      DEFAULT_FALSE_ALARMS_PER_METER_MONTH, DEFAULT_N_ESTIMATORS, DEFAULT_MAX_SAMPLES, seed)
+    forest, _ = fit_calibrated_forest(X[:, keep], ids, starts, H, contamination or calibration_contamination(H),
+                                      None if contamination else DEFAULT_FALSE_ALARMS_PER_METER_MONTH,
+                                      DEFAULT_N_ESTIMATORS, DEFAULT_MAX_SAMPLES, seed)
     aucs, events, found, false_flags, true_flags, months = [], 0, 0, 0, 0, 0.0
     by_kind = {k: [0, 0] for k in KINDS}
     for m, r in zip(meters, rows):
@@ -235,7 +238,9 @@ def evaluate(meters: list[Meter], rows: list[np.ndarray], names, seed: int) -> d
             found += hit
             by_kind[kind][0] += hit
             by_kind[kind][1] += 1
+    by_series = {src: [a for m, a in zip(meters, aucs) if m.meter_id.startswith(src)] for src in ("pjm", "uci")}
     return {"auc_mean": round(float(np.mean(aucs)), 3), "auc_min": round(float(np.min(aucs)), 3),
+            **{f"auc_mean_{src}": round(float(np.mean(a)), 3) for src, a in by_series.items() if a},
             "event_recall": round(found / max(1, events), 3), "events": events,
             "false_alarms_per_meter_month": round(false_flags / months, 2),
             "hour_precision": round(true_flags / max(1, true_flags + false_flags), 3),
@@ -249,7 +254,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="four PJM years and one household year per split")
     ap.add_argument("--seed", type=int, default=1, help="seed of the injected anomalies (default %(default)s)")
     ap.add_argument("--features", help="comma-separated feature names for 'default' instead of DEFAULT_FEATURES")
-    ap.add_argument("--configs", default="default,legacy,profile", help="which to run (default %(default)s)")
+    ap.add_argument("--configs", default="default,legacy,legacy-old,profile",
+                    help="which to run (default %(default)s)")
     args = ap.parse_args()
     command = "python bench/detection_real.py" + (" --quick" if args.quick else "") + \
         (f" --seed {args.seed}" if args.seed != 1 else "")
@@ -267,15 +273,21 @@ def main() -> int:
         for config in args.configs.split(","):
             if config == "profile":
                 rows, names = profile_rows(meters), None
+            elif config == "legacy-old" and "legacy" in results[split]:
+                rows, names = legacy_rows, LEGACY_DEFAULT_FEATURES
             else:
                 names = DEFAULT_FEATURES if config == "default" else LEGACY_DEFAULT_FEATURES
                 if config == "default" and args.features:
                     names = tuple(args.features.split(","))
                 rows = feature_rows(meters, names, local=config == "default")
-            r = evaluate(meters, rows, list(names) if names else None, args.seed)
+            if config == "legacy":
+                legacy_rows = rows
+            r = evaluate(meters, rows, list(names) if names else None, args.seed,
+                         DEFAULT_CONTAMINATION if config == "legacy-old" else None)
             results[split][config] = r
-            print(f"{split:9s} {config:8s} meters {len(meters):2d}  ROC-AUC mean {r['auc_mean']:.3f} "
-                  f"(min {r['auc_min']:.3f})  event recall {r['event_recall']:6.1%} of {r['events']}  "
+            print(f"{split:9s} {config:10s} meters {len(meters):2d}  ROC-AUC mean {r['auc_mean']:.3f} "
+                  f"(PJM {r.get('auc_mean_pjm', 0):.3f}, UCI {r.get('auc_mean_uci', 0):.3f}, "
+                  f"min {r['auc_min']:.3f})  event recall {r['event_recall']:6.1%} of {r['events']}  "
                   f"false alarms/meter-month {r['false_alarms_per_meter_month']:5.2f}  "
                   f"hour precision {r['hour_precision']:.2f}  by kind: "
                   + " ".join(f"{k} {v}" for k, v in r["recall_by_kind"].items()), flush=True)

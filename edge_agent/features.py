@@ -71,6 +71,8 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "level_72h_vs_daytype": "log of the trailing 72 h energy over the same hours' medians on their day types",
     "dev_vs_daytype": "level_vs_daytype in units of the meter's usual such deviation (about 2 weeks)",
     "dev_3h_vs_recent": "log of the trailing 3 h energy over its day-type expectation scaled to the 6 h before, in usual deviations",
+    "shift_24h_vs_daytype": "median over the last 24 h of each hour's log ratio to the same hour on its day type",
+    "shift_72h_vs_daytype": "median over the last 72 h of each hour's log ratio to the same hour on its day type",
     "dev_24h_vs_daytype": "median over the last 24 h of each hour's log ratio to its day-type hour, in usual deviations",
     "dev_72h_vs_daytype": "median over the last 72 h of each hour's log ratio to its day-type hour, in usual deviations",
     "near_zero_hours_vs_habit": "hours below 2 % of the meter's typical level, beyond its usual such run (last 3 weeks)",
@@ -82,14 +84,16 @@ VOLTAGE_FEATURES: tuple[str, ...] = ("voltage_vs_recent", "voltage_min_pu", "vol
 # units of the meter's own usual deviation: a 0.6x dip is many usual deviations on a steady
 # commercial base load and one on a household, and one model ranks both fairly. The 3 h window's
 # expectation follows the 6 hours before it (weather and season out, so dips, spikes, night loads
-# and the first hours of a shift stand out); the 24 h and 72 h windows keep a shift of days visible.
+# and the first hours of a shift stand out); the 24 h and 72 h windows (median hour, so an evening's
+# EV charge does not move them) keep a shift of days visible. The 3 h window is also compared
+# plainly, with a quarter of the typical hour on both sides, for sustained drops on noisy homes.
 # Runs near zero (below 2 % of the meter's typical level: an outage logged as a small constant) and
 # runs of unchanged readings (a stuck register) count beyond the meter's own usual runs. Peaks above
 # the previous days and voltage complete it; training leaves out features with no data behind them
 # (voltage in a file without voltage). bench/detection_real.py compares it on real load with
 # injected anomalies, and bench/detection.py on the simulator, with LEGACY_DEFAULT_FEATURES.
 DEFAULT_FEATURES: tuple[str, ...] = (
-    "dev_vs_daytype", "dev_3h_vs_recent", "dev_24h_vs_daytype", "dev_72h_vs_daytype",
+    "dev_vs_daytype", "dev_3h_vs_recent", "level_3h_vs_daytype", "dev_24h_vs_daytype", "dev_72h_vs_daytype",
     "peak_vs_days", "near_zero_hours_vs_habit", "constant_hours_vs_habit",
     "voltage_vs_recent", "voltage_min_pu", "voltage_mean_pu")
 # The previous default (same hours of the previous seven days, whatever their weekday, in UTC).
@@ -685,6 +689,12 @@ class FeatureBuilder:
         floor = _RATIO_FLOOR * h.baseline.typical * weight[ok] + 1e-9
         ratios = np.log((a[ok] + floor) / (e[ok] + floor))
         return float(np.clip(np.median(ratios), -_CLIP, _CLIP))
+
+    def _f_shift_24h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._median_hour_vs_daytype(h, iv, 24)
+
+    def _f_shift_72h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._median_hour_vs_daytype(h, iv, 72)
 
     def _f_dev_24h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._in_usual_units(h, iv, "dev_24h_vs_daytype", self._median_hour_vs_daytype(h, iv, 24))

@@ -284,6 +284,8 @@ _EXPLAIN = (
     ("level_3h_vs_daytype", 0.0, 1.2),
     ("level_24h_vs_daytype", 0.0, 1.3),
     ("level_72h_vs_daytype", 0.0, 1.4),
+    ("shift_24h_vs_daytype", 0.0, 1.5),
+    ("shift_72h_vs_daytype", 0.0, 1.6),
     ("z_vs_daytype", 0.0, 0.5),
     ("z_3h_vs_daytype", 0.0, 0.55),
     ("z_24h_vs_daytype", 0.0, 0.6),
@@ -315,6 +317,8 @@ _PHRASES = {
     "level_3h_vs_daytype": "the same 3 h on their day types",
     "level_24h_vs_daytype": "the same 24 h on their day types",
     "level_72h_vs_daytype": "the same 72 h on their day types",
+    "shift_24h_vs_daytype": "the same hours on their day types, median hour of the last 24 h",
+    "shift_72h_vs_daytype": "the same hours on their day types, median hour of the last 72 h",
 }
 # Features in units of spread: sign * log(1 + |deviation / usual size|) or of a robust sd.
 _SPREAD_PHRASES = {
