@@ -11,7 +11,7 @@ from edge_agent.config import AgentSettings, ModelSettings, MqttSettings
 from edge_agent.readers.replay import ReplayReader
 from edge_agent.runtime import Agent, NullTransport
 from gridsight.settings import ConfigError
-from meter_data import T0, load_profile_w, readings_by_meter, recording, write_csv
+from meter_data import T0, load_profile_w, readings_by_meter, recording, wait_until, write_csv
 
 
 def settings_for(tmp_path, mosquitto=None, **kw) -> AgentSettings:
@@ -34,6 +34,12 @@ def test_agent_publishes_every_reading_and_one_summary_per_interval_to_a_real_br
                   clock=clock, scorer=None)
     agent.transport.start()
     drive(agent, clock, T0 + 2 * 3600 + 60, 10)
+    # shutdown flushes only what is in flight (at most max_inflight, within its flush timeout);
+    # whatever is still queued waits in the outbox for the next start. Under load the uplink
+    # thread can be behind the simulated clock (or not yet connected) when driving ends, so wait
+    # for the outbox to drain as it does in real time, however long that takes on this machine.
+    assert wait_until(lambda: not any(n for kind, n in agent.outbox.depth().items() if kind != "status"), 120), \
+        f"the outbox never drained: {agent.outbox.depth()}"
     agent.shutdown()
 
     assert subscriber.wait_for(lambda: len(subscriber.raw_readings()) >= len(taken))
