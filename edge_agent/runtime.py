@@ -49,11 +49,41 @@ __all__ = ["Agent", "AgentSettings", "Transport", "NullTransport", "ReaderSlot",
 
 log = logging.getLogger("gridsight.agent")
 
-try:
-    from importlib.metadata import version as _dist_version
-    AGENT_VERSION = _dist_version("gridsight")
-except Exception:  # running from a source tree without installed metadata
-    AGENT_VERSION = "0.0.0"
+
+
+def _installed_version() -> str:
+    """gridsight's installed version, read from its ``.dist-info/METADATA`` on ``sys.path``.
+
+    ``importlib.metadata`` would do the same but imports email, zipfile, bz2, lzma, tempfile
+    and inspect to do it (~0.9 MB resident for the life of the agent); it stays the fallback
+    for installs laid out otherwise (an egg, a zip).
+    """
+    import sys
+
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("gridsight-") and name.endswith(".dist-info"):
+                try:
+                    with open(os.path.join(entry or ".", name, "METADATA"), encoding="utf-8") as fh:
+                        for line in fh:
+                            if line.startswith("Version:"):
+                                return line.partition(":")[2].strip()
+                            if not line.strip():
+                                break  # end of the headers
+                except OSError:
+                    continue
+    try:
+        from importlib.metadata import version as dist_version
+        return dist_version("gridsight")
+    except Exception:  # running from a source tree without installed metadata
+        return "0.0.0"
+
+
+AGENT_VERSION = _installed_version()
 
 _RETRY_LIMIT = 200_000  # readings held in memory while the outbox cannot be written
 
