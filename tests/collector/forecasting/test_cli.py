@@ -91,6 +91,7 @@ def test_weather_command_reads_a_csv_and_stores_it(grid_db, tmp_path):
     assert "stored 2 hourly temperatures as location 's-n'" in r.stderr
 
 
+@pytest.mark.slow
 def test_scheduled_forecast_runs_repeatedly_and_stores_each_run(grid_db):
     r = gridsight("forecast", "--kind", "system", "--model", "ets", "--horizon-hours", "6", "--workers", "1",
                   "--every", "1", "--max-runs", "2", "--json", database_url=grid_db)

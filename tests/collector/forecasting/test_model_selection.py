@@ -28,6 +28,7 @@ def drifting(days: int, freq: str = "h", seed: int = 3) -> pd.Series:
     return base * (1 + np.repeat(level, per_day))
 
 
+@pytest.mark.slow
 def test_half_hourly_history_is_forecast_in_half_hours_by_the_model_its_backtest_chose():
     truth = drifting(30, freq="30min")
     history, future = truth.iloc[:-48], truth.iloc[-48:]
@@ -59,6 +60,7 @@ def test_forecasts_and_their_bounds_are_never_negative_even_for_a_load_near_zero
     assert (frame.yhat_lower <= frame.yhat).all() and (frame.yhat <= frame.yhat_upper).all()
 
 
+@pytest.mark.slow
 def test_default_backtest_forecasts_from_every_midnight_of_four_weeks_and_tables_each_weekday():
     report = backtest_day_ahead(drifting(50), options=FAST, name="feeder-9")
     assert report.folds == 28
@@ -71,12 +73,14 @@ def test_default_backtest_forecasts_from_every_midnight_of_four_weeks_and_tables
     assert sum(report.models_used.values()) == 28
 
 
+@pytest.mark.slow
 def test_calibrated_80_percent_interval_covers_about_80_percent_in_the_backtest():
     report = backtest_day_ahead(drifting(60, seed=8), options=FAST)
     assert report.interval_width == 0.8
     assert 0.70 <= report.interval_coverage <= 0.90
 
 
+@pytest.mark.slow
 def test_weekends_and_mondays_are_forecast_no_worse_than_last_weeks_naive():
     report = backtest_day_ahead(drifting(60, seed=4), options=FAST)
     ours, naive = report.by_weekday["forecast"], report.by_weekday["same_hour_last_week"]
