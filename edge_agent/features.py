@@ -329,7 +329,7 @@ class _Interval:
         # Local time for the day-type comparisons; the baseline's profile is of the days before today.
         self.local_day, self.local_hour, second, self.kind = calendar.locate(s.interval_start)
         self.fraction = min(1.0, (second + interval_s) / 3600.0)  # share of the hour this one completes
-        self.cells = None
+        self.cells: tuple[np.ndarray, ...] | None = None
         self.raw: dict[str, float] = {}  # features measured in usual units: their raw values, to learn
         h.baseline.refresh(self.local_day)
         b = h.baseline
