@@ -20,6 +20,8 @@ from datetime import date, datetime, timezone
 from typing import Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gridsight.errors import GridsightError
+
 __all__ = ["SiteCalendar", "WEEKDAY", "SATURDAY", "SUNDAY_OR_HOLIDAY", "DAY_TYPES", "holiday_ordinals",
            "holiday_ordinals_in_child", "CalendarError"]
 
@@ -27,7 +29,7 @@ WEEKDAY, SATURDAY, SUNDAY_OR_HOLIDAY = 0, 1, 2
 DAY_TYPES = ("weekday", "saturday", "sunday_or_holiday")
 
 
-class CalendarError(ValueError):
+class CalendarError(GridsightError, ValueError):
     """A time zone or holiday country the calendar cannot use; the message says which."""
 
 
