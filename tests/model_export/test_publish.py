@@ -15,6 +15,7 @@ import onnx
 from gridsight import wire
 from edge_agent.features import DEFAULT_FEATURES
 from edge_agent.model_update import ModelUpdater
+from edge_agent.scorer import Scorer
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -155,7 +156,10 @@ def test_publish_registers_the_version_in_the_collector_database(tmp_path, train
         row = conn.execute("SELECT name, sha256, interval_s, feature_names, object_key, published_at "
                            "FROM model_versions WHERE version = 'v1'").fetchone()
     assert row[0] == "gridsight-test" and row[1] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
-    assert row[2] == 900 and row[3] == list(DEFAULT_FEATURES) and row[4] == "models/gridsight-test/v1/model.onnx"
+    # the features the model was trained on: the default set less those without data (no voltage here)
+    model_features = list(Scorer(trained_model).feature_names)
+    assert set(model_features) < set(DEFAULT_FEATURES)
+    assert row[2] == 900 and row[3] == model_features and row[4] == "models/gridsight-test/v1/model.onnx"
     assert row[5] is not None
 
 
