@@ -157,7 +157,7 @@ def test_publish_registers_the_version_in_the_collector_database(tmp_path, train
                            "FROM model_versions WHERE version = 'v1'").fetchone()
     assert row[0] == "gridsight-test" and row[1] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
     # the features the model was trained on: the default set less those without data (no voltage here)
-    model_features = list(Scorer(trained_model).feature_names)
+    model_features = list(Scorer.load(trained_model).feature_names)
     assert set(model_features) < set(DEFAULT_FEATURES)
     assert row[2] == 900 and row[3] == model_features and row[4] == "models/gridsight-test/v1/model.onnx"
     assert row[5] is not None
