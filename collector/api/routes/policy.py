@@ -44,7 +44,14 @@ def _utc(value: datetime) -> datetime:
 async def sandbox(conn: Connection, body: SandboxRequest) -> dict:
     import pandas as pd
 
-    start, end = _utc(body.start), _utc(body.end)
+    try:
+        start = _utc(body.start)
+    except OverflowError:
+        raise param_error("start", "outside the representable date range", where="body") from None
+    try:
+        end = _utc(body.end)
+    except OverflowError:
+        raise param_error("end", "outside the representable date range", where="body") from None
     if end <= start:
         raise param_error("end", "must be after start", where="body")
     if end - start > min(MAX_RANGE, timedelta(days=400)):

@@ -145,6 +145,14 @@ def test_policy_sandbox_route_names_a_bad_parameter(api):
     assert "between 0 and 1" in r.json()["detail"][0]["msg"]
 
 
+def test_a_sandbox_date_outside_the_representable_range_is_a_422_naming_it(api):
+    # 0001-01-01 at +01:00 is before the earliest UTC datetime: converting it used to raise a 500
+    body = {"start": "0001-01-01T00:00:00+01:00", "end": NOW.isoformat()}
+    r = api.post("/policy/sandbox", json=body, headers=api.keys["analyst"])
+    assert r.status_code == 422, r.text
+    assert "start" in r.text and "representable" in r.text
+
+
 def test_policy_sandbox_on_stored_region_forecasts(api):
     for region in ("north", "south"):
         r = api.post("/forecasts/run", json={"series_kind": "region", "series_key": region, "horizon_hours": 24,
