@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from typing import Any, Callable, Sequence
 
@@ -153,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     ns = parser.parse_args(argv[:1])
     module_name, _, extra = ROLES[ns.role]
+    if any(importlib.util.find_spec(name) is None for name in EXTRA_PROBES.get(ns.role, ())):
+        # checked before the role's parser runs: even its --help is no promise the role can run
+        print(needs_extra_message(ns.role, extra), file=sys.stderr)
+        return 2
     try:
         module = importlib.import_module(module_name)
         return int(module.main(argv[1:]) or 0)
@@ -162,6 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a library of the role's extra is not installed: the role (or this command) cannot run
         print(needs_extra_message(ns.role, extra), file=sys.stderr)
         return 2
+
+
+# role -> libraries only its extra brings (found without importing them): with one missing, the
+# role says which extra to install instead of failing later, or printing help it cannot honour
+EXTRA_PROBES: dict[str, tuple[str, ...]] = {
+    "agent": ("numpy", "paho"),
+    "provision": ("cryptography",),
+    "collector": ("fastapi", "asyncpg"),
+    "accounts": ("fastapi", "asyncpg"),
+    "model": ("sklearn", "skl2onnx"),
+    "sim": ("sklearn", "fastapi"),
+    "demo": ("sklearn", "fastapi"),
+    "dashboards": ("lxml", "tableauhyperapi"),
+}
 
 
 # the distribution's own top-level packages: a missing one of these is a broken install, not an extra
