@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
 from edge_agent.readers.cosem_cipher import (LUXEMBOURG_AUTH_KEY, decrypt_general_glo_cipher, frame_length,
                                              parse_hex_key)
+from edge_agent.readers.stream import drain_port
 from edge_agent.readers.obis import (DataLine, ObisCode, decode_identifier, electricity_fields, local_timestamp,
                                      parse_data_lines)
 from gridsight.settings import ConfigError
@@ -160,16 +161,8 @@ class DsmrP1Reader:
     # ------------------------------------------------------------------ the serial stream
 
     def _drain_port(self) -> None:
-        import serial
-
-        try:
-            while True:
-                waiting = self.port.in_waiting
-                if not waiting:
-                    break
-                self._buffer += self.port.read(waiting)
-        except (serial.SerialException, OSError) as exc:
-            raise ReaderError(f"{self.name}: serial port error: {exc}") from None
+        for chunk in drain_port(self.port, f"{self.name}: serial port error"):
+            self._buffer += chunk
 
     def _frames(self, errors: list[str]) -> list[tuple[bytes, bool]]:
         """Complete telegrams in the buffer as (bytes, crc_checked); consumed bytes leave the buffer."""

@@ -10,13 +10,28 @@ skipped bytes) appear in the agent's status as ``reader.<name>.<counter>``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from edge_agent.readers.base import ReaderError, option
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading
 
-__all__ = ["PushStreamReader", "crc16_x25", "open_serial"]
+
+def drain_port(port: Any, error_prefix: str) -> Iterator[bytes]:
+    """The bytes a serial port holds now, chunk by chunk, without waiting; a port error is a
+    ReaderError (chunks read before it have been handed out already)."""
+    import serial
+
+    try:
+        while True:
+            waiting = port.in_waiting
+            if not waiting:
+                return
+            yield port.read(waiting)
+    except (serial.SerialException, OSError) as exc:
+        raise ReaderError(f"{error_prefix}: {exc}") from None
+
+__all__ = ["PushStreamReader", "crc16_x25", "drain_port", "open_serial"]
 
 
 def crc16_x25(data: bytes) -> int:
@@ -67,16 +82,8 @@ class PushStreamReader:
         raise NotImplementedError
 
     def _drain(self) -> None:
-        import serial
-
-        try:
-            while True:
-                waiting = self.port.in_waiting
-                if not waiting:
-                    break
-                self._buffer += self.port.read(waiting)
-        except (serial.SerialException, OSError) as exc:
-            raise ReaderError(f"{self.name}: port error: {exc}") from None
+        for chunk in drain_port(self.port, f"{self.name}: port error"):
+            self._buffer += chunk
 
     def read(self, now: float) -> list[Reading]:
         if self._first_poll is None:
