@@ -1,7 +1,7 @@
 """The ``tableau`` schema's views as Tableau sees them: names, columns, types and roles.
 
 This is the one list the workbooks, the Hyper extract and the web page are built from. The
-views themselves are created by the Alembic migrations ``0004_tableau`` and ``0006_meter_channels``; a test compares this
+views themselves are created by the Alembic migrations ``0004_tableau``, ``0006_meter_channels`` and ``0012_anomaly_daily``; a test compares this
 catalog with the live database, so a column renamed on one side fails on the other.
 Column names are the stable contract with analysts' workbooks: add columns, never rename.
 """
@@ -80,6 +80,23 @@ VIEWS: tuple[View, ...] = (
           _dim("is_anomaly", "boolean", "Flagged"),
           _dim("anomaly_kind", "string", "Anomaly kind"),
           _dim("model_version", "string", "Model version"))),
+    View("anomaly_daily", "Anomaly map by day",
+         "The anomaly map per meter, UTC day and anomaly kind: scored and flagged intervals, lowest score, "
+         "energy. What the map's worksheets read: a month is one row per meter and kind per day.",
+         (_dim("meter_id", "string", "Meter"),
+          _dim("site_id", "string", "Site"),
+          _measure("latitude", "real", "Latitude", _LAT),
+          _measure("longitude", "real", "Longitude", _LON),
+          _dim("region", "string", "Region"),
+          _dim("feeder", "string", "Feeder"),
+          _dim("area_type", "string", "Urban / rural"),
+          _dim("day", "date", "Day (UTC)"),
+          _dim("anomaly_kind", "string", "Anomaly kind"),
+          _dim("is_anomaly", "boolean", "Flagged"),
+          _measure("intervals", "integer", "Scored intervals"),
+          _measure("flagged_intervals", "integer", "Flagged intervals"),
+          _measure("min_score", "real", "Lowest anomaly score"),
+          _measure("kwh", "real", "Energy (kWh)"))),
     View("consumption_pattern", "Consumption pattern",
          "Average energy per meter by hour of day and day of week, per region and urban/rural.",
          (_dim("region", "string", "Region"),

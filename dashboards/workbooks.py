@@ -129,18 +129,15 @@ WORKBOOKS: tuple[Workbook, ...] = (
         "anomaly_map", "Anomaly map",
         "Sites on a map, coloured by their lowest anomaly score (lower is more anomalous); filter by "
         "time, region and kind of anomaly.",
-        (Worksheet("Sites by score", "anomaly_map", "Circle",
+        (Worksheet("Sites by score", "anomaly_daily", "Circle",
                    rows=(Shelf("latitude", "Avg", "qk"),), cols=(Shelf("longitude", "Avg", "qk"),),
-                   color=Shelf("score", "Min", "qk"), size=Shelf("flagged_intervals", "User", "qk"),
+                   color=Shelf("min_score", "Min", "qk"), size=Shelf("flagged_intervals", "Sum", "qk"),
                    detail=(Shelf("site_id"), Shelf("feeder")),
-                   filters=(Shelf("interval_start", "None", "qk"), Shelf("region"), Shelf("anomaly_kind"))),
-         Worksheet("Flags by kind", "anomaly_map", "Bar",
-                   rows=(Shelf("anomaly_kind"),), cols=(Shelf("meter_id", "Count", "qk"),),
+                   filters=(Shelf("day", "None", "qk"), Shelf("region"), Shelf("anomaly_kind"))),
+         Worksheet("Flags by kind", "anomaly_daily", "Bar",
+                   rows=(Shelf("anomaly_kind"),), cols=(Shelf("flagged_intervals", "Sum", "qk"),),
                    color=Shelf("region"),
-                   filters=(Shelf("is_anomaly"), Shelf("interval_start", "None", "qk"), Shelf("region")))),
-        calculations={"anomaly_map": (
-            Calculation("flagged_intervals", "Flagged intervals", "SUM(IIF([is_anomaly], 1, 0))"),
-        )}),
+                   filters=(Shelf("is_anomaly"), Shelf("day", "None", "qk"), Shelf("region"))))),
     Workbook(
         "consumption_patterns", "Consumption patterns",
         "When energy is used: an hour-of-day by weekday heatmap per region, urban against rural "

@@ -181,3 +181,10 @@ def fleet_info(fleet_db) -> dict:
 def reader_url(fleet_db) -> str:
     """The fleet database, logged in as the Tableau reader role."""
     return fleet_db[0].replace("postgresql://postgres@", "postgresql://tableau_reader@")
+
+
+@pytest.fixture
+def small_fleet(database_url) -> tuple[str, dict]:
+    """A fresh migrated database with a small fleet (4 gateways x 2 meters, 4 days), for tests that write."""
+    migrate(database_url)
+    return database_url, seed_fleet(database_url, gateways=4, meters_per_gateway=2, days=4)
