@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
+from collector.api.fair_pool import FairPool
 from collector.api.openapi import document_api
 from collector.api.request_checks import RequestChecks
 from collector.auth import install_identity
@@ -67,9 +68,9 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size,
-                                                   command_timeout=30, server_settings={"timezone": "UTC"},
-                                                   reset=_keep_session)
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size, command_timeout=30,
+                                         server_settings={"timezone": "UTC"}, reset=_keep_session)
+        app.state.pool = FairPool(pool, pool_size)      # connections go to requests in arrival order
         try:
             yield
         finally:
