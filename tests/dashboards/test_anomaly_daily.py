@@ -161,7 +161,7 @@ def test_a_meter_moved_to_another_site_and_region_is_shown_there_at_once(fleet):
     assert _assert_same(conn) > 0
 
 
-def test_deleted_summaries_leave_the_rollup(fleet):
+def test_deleted_summaries_leave_the_rollup(fleet, database_url):
     conn, info = fleet
     conn.execute("SELECT gridsight_refresh_tableau_rollups()")
     meter, _, _ = _first_meter(conn)
@@ -169,6 +169,17 @@ def test_deleted_summaries_leave_the_rollup(fleet):
                  (meter, _iso_day(info["start"])))
     assert _assert_same(conn) > 0
     conn.execute("SELECT gridsight_refresh_tableau_rollups()")
+    assert _assert_same(conn) > 0
+    # retention-like: the first day's facts all gone but its last hour; the refresh, run from a
+    # session far east of UTC (where that hour is already the next day), keeps that UTC day
+    for table in ("interval_summaries", "anomaly_flags"):
+        conn.execute(f"DELETE FROM {table} WHERE interval_start < %s::timestamptz + interval '23 hours'",
+                     (_iso_day(info["start"]),))
+    conn.execute("SELECT gridsight_refresh_tableau_rollups()")
+    with psycopg.connect(database_url, autocommit=True, options="-c TimeZone=Asia/Tokyo") as tokyo:
+        tokyo.execute("SELECT gridsight_refresh_tableau_rollups()")
+    assert conn.execute("SELECT count(*) FROM anomaly_daily WHERE day = %s::date",
+                        (_iso_day(info["start"]),)).fetchone()[0] > 0
     assert _assert_same(conn) > 0
 
 

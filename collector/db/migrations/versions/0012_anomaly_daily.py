@@ -160,8 +160,9 @@ BEGIN
     -- today and later keep changing: one change row each, so reading them stays cheap
     INSERT INTO anomaly_daily_changes (day) SELECT unnest(later);
     DELETE FROM anomaly_daily
-    WHERE day < LEAST(coalesce((SELECT min(interval_start) FROM interval_summaries), 'infinity'),
-                      coalesce((SELECT min(interval_start) FROM anomaly_flags), 'infinity'))::date;
+    WHERE day < (LEAST(coalesce((SELECT min(interval_start) FROM interval_summaries), 'infinity'),
+                       coalesce((SELECT min(interval_start) FROM anomaly_flags), 'infinity'))
+                 AT TIME ZONE 'UTC')::date;
     IF cardinality(days) = 0 THEN
         RETURN 0;
     END IF;
