@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 
+from edge_agent.medians import nanmedian, nanmedian_columns
+
 __all__ = ["MeterBaseline", "DAYS_KEPT", "BYTES_PER_METER"]
 
 DAYS_KEPT = 28
@@ -86,19 +88,19 @@ class MeterBaseline:
         rows, kinds = self.hours[done], self.kinds[done]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an hour with no data on any day is NaN
-            all_med = np.nanmedian(rows, axis=0)
-            all_mad = np.nanmedian(np.abs(rows - all_med), axis=0)
+            all_med = nanmedian_columns(rows)
+            all_mad = nanmedian_columns(np.abs(rows - all_med))
             for k in range(3):
                 same = rows[kinds == k]
                 if same.shape[0] >= _MIN_DAY_TYPE_DAYS:
-                    med = np.nanmedian(same, axis=0)
-                    mad = np.nanmedian(np.abs(same - med), axis=0)
+                    med = nanmedian_columns(same)
+                    mad = nanmedian_columns(np.abs(same - med))
                     missing = ~np.isfinite(med)
                     med[missing], mad[missing] = all_med[missing], all_mad[missing]
                 else:
                     med, mad = all_med, all_mad
                 self.profile[k], self.spread[k] = med, _MAD_TO_SD * mad
-            typical = float(np.nanmedian(rows))
+            typical = nanmedian(rows)
             if not typical > 0:
                 typical = float(np.nanmean(rows))
         self.typical = typical if math.isfinite(typical) else math.nan

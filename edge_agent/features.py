@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from edge_agent.baseline import MeterBaseline
+from edge_agent.medians import median
 from edge_agent.site_calendar import SiteCalendar
 
 __all__ = [
@@ -513,7 +514,7 @@ class FeatureBuilder:
         past = days[iv.hod]
         if len(kwh) < n or len(past) < _MIN_DAYS:
             return 0.0
-        return _log_ratio(sum(kwh), float(np.median(past)), iv.days_floor * n)
+        return _log_ratio(sum(kwh), median(past), iv.days_floor * n)
 
     def _f_level_3h_vs_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._vs_days(iv, h.days_3h, self._three_hours)
@@ -688,7 +689,7 @@ class FeatureBuilder:
         weight[-1] = iv.fraction
         floor = _RATIO_FLOOR * h.baseline.typical * weight[ok] + 1e-9
         ratios = np.log((a[ok] + floor) / (e[ok] + floor))
-        return float(np.clip(np.median(ratios), -_CLIP, _CLIP))
+        return float(np.clip(median(ratios), -_CLIP, _CLIP))
 
     def _f_shift_24h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._median_hour_vs_daytype(h, iv, 24)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.medians import sorted_unique
 from gridsight.errors import GridsightError
 
 __all__ = ["TreeEnsembleModel", "UnsupportedModel"]
@@ -305,7 +306,7 @@ class TreeEnsembleModel:
         # roots: each tree's first listed node, as onnxruntime takes them
         first = np.r_[True, tree_ids[1:] != tree_ids[:-1]]
         roots = np.flatnonzero(first)
-        if len(np.unique(tree_ids[roots])) != len(roots):
+        if len(sorted_unique(tree_ids[roots])) != len(roots):
             raise UnsupportedModel("the nodes of a tree are not listed together")
         depth = TreeEnsembleModel._depth(roots, mode, true_next, false_next)
         return _Trees(np.asarray(a["nodes_featureids"], dtype=np.int64), thresholds, true_next, false_next,
@@ -321,7 +322,7 @@ class TreeEnsembleModel:
             depth += 1
             if depth > 4096:
                 raise UnsupportedModel("a tree has a cycle")
-            frontier = np.unique(np.concatenate([true_next[inner], false_next[inner]]))
+            frontier = sorted_unique(np.concatenate([true_next[inner], false_next[inner]]))
 
     # ------------------------------------------------------------------ scoring
 

@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from edge_agent.features import IntervalStats, interval_stats
+from edge_agent.medians import sorted_unique
 from gridsight.wire import Reading
 
 __all__ = ["IntervalWindow", "Intake", "ClosedInterval"]
@@ -204,7 +205,7 @@ class IntervalWindow:
     def _remember(self, meter_id: str, ts: np.ndarray) -> None:
         recent = self._recent.get(meter_id)
         known = np.frombuffer(recent, dtype=np.float64) if recent else np.empty(0)
-        merged = np.union1d(known, np.asarray(ts, dtype=np.float64))[-_RECENT_PER_METER:]
+        merged = sorted_unique(np.concatenate((known, np.asarray(ts, dtype=np.float64))))[-_RECENT_PER_METER:]
         del known  # release the buffer view before the array is replaced
         self._recent[meter_id] = array("d", merged.tobytes())
 
