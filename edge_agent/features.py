@@ -222,8 +222,40 @@ def _register_delta(values: np.ndarray, prev: float | None) -> float | None:
     return float(steps[steps > 0].sum())
 
 
+# Parts of a meter's history that only some features read; the rest (level, resolution, the
+# previous interval, the day-type baseline, runs, peaks, voltage) every builder keeps. A builder
+# keeps only the parts its features need: the default set carries no hour-of-day/-week profiles,
+# trailing day or same-hour lists of previous days (about 20 kB a meter after a week, 4 MB for
+# 200 meters). A model swapped in that needs a part its predecessor did not starts it afresh.
+_PARTS: dict[str, tuple[str, ...]] = {
+    "profile": ("hod_mean", "hod_var", "hod_n", "how_mean", "how_n", "cv_mean", "cv_n", "recent"),
+    "window": ("day_kwh", "day_hod", "day_how", "typical_day", "month_day"),
+    "days": ("days_3h", "days_6h", "days_24h"),
+    "day_runs": ("flat_s", "zero_s", "day_zero_runs", "day_flat_runs"),
+}
+ALL_PARTS = frozenset(_PARTS)
+_FEATURE_PARTS: dict[str, tuple[str, ...]] = {
+    "level_vs_hour_of_day": ("profile",), "level_vs_hour_of_week": ("profile",), "z_vs_hour_of_day": ("profile",),
+    "level_vs_recent": ("profile",), "excess_vs_level": ("profile",),
+    "level_3h_vs_profile": ("profile", "window"), "level_6h_vs_profile": ("profile", "window"),
+    "excess_3h_vs_level": ("profile", "window"), "variability_vs_typical": ("profile", "window"),
+    "night_share": ("profile", "window"),
+    "day_vs_typical_day": ("window",), "day_vs_typical_month": ("window",),
+    "level_3h_vs_days": ("window", "days"), "level_6h_vs_days": ("window", "days"), "day_vs_days": ("window", "days"),
+    "flatline_hours": ("day_runs",), "zero_hours": ("day_runs",), "zero_hours_vs_days": ("day_runs",),
+    "flatline_hours_vs_days": ("day_runs",),
+}
+
+
+def history_parts(feature_names: Iterable[str]) -> frozenset[str]:
+    """The parts of per-meter history (beyond the core every builder keeps) these features read."""
+    return frozenset(p for n in feature_names for p in _FEATURE_PARTS.get(n, ()))
+
+
 class _MeterHistory:
-    """Everything the builder remembers about one meter; plain lists so it serialises to JSON."""
+    """Everything the builder remembers about one meter; plain lists so it serialises to JSON.
+
+    Parts not in ``parts`` stay empty (lists) or None and are never updated."""
 
     __slots__ = ("hod_mean", "hod_var", "hod_n", "how_mean", "how_n", "cv_mean", "cv_n", "recent",
                  "level", "level_n", "quantum", "prev_kwh", "prev_start", "flat_s", "zero_s",
@@ -232,7 +264,7 @@ class _MeterHistory:
                  "volt_mean", "volt_recent", "volt_n",
                  "baseline", "low_s", "const_s", "abs_step", "run_days", "low_runs", "const_runs", "usual")
 
-    def __init__(self) -> None:
+    def __init__(self, parts: frozenset[str] = ALL_PARTS) -> None:
         self.hod_mean = [0.0] * 24
         self.hod_var = [0.0] * 24
         self.hod_n = [0] * 24
@@ -272,6 +304,13 @@ class _MeterHistory:
         self.low_runs: list[float] = []  # longest completed near-zero run (s) per day
         self.const_runs: list[float] = []  # longest completed unchanged run (s) per day
         self.usual: dict[str, list[float]] = {}  # feature -> [usual |raw value|, samples]
+        for part in ALL_PARTS - parts:
+            self._clear(part)
+
+    def _clear(self, part: str) -> None:
+        for k in _PARTS[part]:
+            value = getattr(self, k)
+            setattr(self, k, [] if isinstance(value, list) else 0.0 if isinstance(value, float) else None)
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.__slots__}
@@ -279,17 +318,23 @@ class _MeterHistory:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict) -> "_MeterHistory":
-        h = cls()
+    def from_json(cls, obj: dict, parts: frozenset[str] = ALL_PARTS, saved: frozenset[str] = ALL_PARTS
+                  ) -> "_MeterHistory":
+        """A meter's history from :meth:`to_json`; of the ``parts`` wanted, those not ``saved``
+        start afresh, and saved parts not wanted are dropped."""
+        h = cls(parts)
+        skip = {k for part in ALL_PARTS - (parts & saved) for k in _PARTS[part]}
         for k in cls.__slots__:
-            if k in obj:
+            if k in obj and k not in skip:
                 setattr(h, k, obj[k])
         h.baseline = MeterBaseline.from_json(obj["baseline"]) if isinstance(obj.get("baseline"), dict) \
             else MeterBaseline()
-        if len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.cv_mean) != 24 \
+        if "day_runs" in parts - saved:  # aligned with the day peaks the core kept
+            h.day_zero_runs, h.day_flat_runs = [0.0] * len(h.day_peaks), [0.0] * len(h.day_peaks)
+        if ("profile" in parts and (len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.cv_mean) != 24)) \
                 or not len(h.day_kwh) == len(h.day_hod) == len(h.day_how) \
-                or not len(h.days_3h) == len(h.days_6h) == len(h.days_24h) == 24 \
-                or not len(h.day_peaks) == len(h.day_zero_runs) == len(h.day_flat_runs) \
+                or ("days" in parts and not len(h.days_3h) == len(h.days_6h) == len(h.days_24h) == 24) \
+                or ("day_runs" in parts and not len(h.day_peaks) == len(h.day_zero_runs) == len(h.day_flat_runs)) \
                 or not len(h.run_days) == len(h.low_runs) == len(h.const_runs):
             raise ValueError("feature state has the wrong shape")
         return h
@@ -359,6 +404,7 @@ class FeatureBuilder:
         self.interval_s = int(interval_s)
         self.calendar = calendar or SiteCalendar()
         self._meters: dict[str, _MeterHistory] = {}
+        self.parts = history_parts(self.feature_names)
         per_hour = max(1, 3600 // self.interval_s)
         self._day_len = max(1, _DAY_S // self.interval_s)
         self._six_hours = max(1, 6 * 3600 // self.interval_s)
@@ -375,7 +421,7 @@ class FeatureBuilder:
         """The feature vector (float32, ``feature_names`` order) of ``stats``; then update history."""
         h = self._meters.get(stats.meter_id)
         if h is None:
-            h = self._meters[stats.meter_id] = _MeterHistory()
+            h = self._meters[stats.meter_id] = _MeterHistory(self.parts)
         iv = _Interval(h, stats, self.interval_s, self._day_len, self.calendar)
         iv.cv = self._window_cv(iv)
         out = np.empty(len(self.feature_names), dtype=np.float32)
@@ -753,14 +799,28 @@ class FeatureBuilder:
                 usual[1] += 1
 
     def _learn(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
-        kwh, hod, how = iv.kwh, iv.hod, iv.how
+        kwh = iv.kwh
         if iv.contiguous and h.prev_kwh is not None:
             change = abs(kwh - h.prev_kwh)
             if change > 1e-6:
                 h.quantum = change if h.quantum is None else min(h.quantum, change)
-        h.flat_s = h.flat_s + s.interval_s if iv.unchanged else 0.0
-        h.zero_s = ((h.zero_s if iv.contiguous else 0.0) + s.interval_s) if iv.is_zero else 0.0
+        parts = self.parts
+        if "day_runs" in parts:
+            h.flat_s = h.flat_s + s.interval_s if iv.unchanged else 0.0
+            h.zero_s = ((h.zero_s if iv.contiguous else 0.0) + s.interval_s) if iv.is_zero else 0.0
+        if "profile" in parts:
+            self._learn_profiles(h, iv)
+        h.level_n += 1
+        h.level += max(self._level_alpha, 1.0 / h.level_n) * (kwh - h.level)
+        if "window" in parts:
+            self._learn_window(h, iv)
+        self._learn_days(h, s, iv)
+        self._learn_runs(h, s, iv)
+        h.prev_kwh = kwh
+        h.prev_start = s.interval_start
 
+    def _learn_profiles(self, h: _MeterHistory, iv: _Interval) -> None:
+        kwh, hod, how = iv.kwh, iv.hod, iv.how
         cv = iv.cv
         if cv is not None:
             h.cv_mean[hod] = cv if h.cv_n[hod] == 0 else h.cv_mean[hod] + self._alpha_hod * (cv - h.cv_mean[hod])
@@ -775,9 +835,8 @@ class FeatureBuilder:
         h.how_mean[how] = kwh if h.how_n[how] == 0 else h.how_mean[how] + self._alpha_how * (kwh - h.how_mean[how])
         h.how_n[how] += 1
         h.recent = kwh if h.recent is None else h.recent + self._recent_alpha * (kwh - h.recent)
-        h.level_n += 1
-        h.level += max(self._level_alpha, 1.0 / h.level_n) * (kwh - h.level)
 
+    def _learn_window(self, h: _MeterHistory, iv: _Interval) -> None:
         day, hods, hows = iv.window
         h.day_kwh, h.day_hod, h.day_how = day, hods, hows
         if len(day) >= self._day_len:
@@ -786,22 +845,21 @@ class FeatureBuilder:
                 h.typical_day + _TYPICAL_DAY_ALPHA * self.interval_s / _DAY_S * (total - h.typical_day)
             h.month_day = total if h.month_day is None else \
                 h.month_day + self.interval_s / (30 * _DAY_S) * (total - h.month_day)
-        self._learn_days(h, s, iv)
-        self._learn_runs(h, s, iv)
-        h.prev_kwh = kwh
-        h.prev_start = s.interval_start
 
     def _learn_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
         """Same-hour energies, daily peaks and zero runs of the last days; the long-run voltage."""
+        runs = "day_runs" in self.parts
         if h.day_index != iv.day:
             h.day_index = iv.day
             h.day_peaks = (h.day_peaks + [0.0])[-_DAYS_KEPT - 1:]
-            h.day_zero_runs = (h.day_zero_runs + [0.0])[-_DAYS_KEPT - 1:]
-            h.day_flat_runs = (h.day_flat_runs + [0.0])[-_DAYS_KEPT - 1:]
+            if runs:
+                h.day_zero_runs = (h.day_zero_runs + [0.0])[-_DAYS_KEPT - 1:]
+                h.day_flat_runs = (h.day_flat_runs + [0.0])[-_DAYS_KEPT - 1:]
         h.day_peaks[-1] = max(h.day_peaks[-1], iv.kwh)
-        h.day_zero_runs[-1] = max(h.day_zero_runs[-1], h.zero_s)
-        h.day_flat_runs[-1] = max(h.day_flat_runs[-1], h.flat_s)
-        if (s.interval_start + s.interval_s) % 3600 == 0:  # the hour is complete: remember its windows
+        if runs:
+            h.day_zero_runs[-1] = max(h.day_zero_runs[-1], h.zero_s)
+            h.day_flat_runs[-1] = max(h.day_flat_runs[-1], h.flat_s)
+        if "days" in self.parts and (s.interval_start + s.interval_s) % 3600 == 0:  # the hour is complete
             kwh = iv.window[0]
             for days, n in ((h.days_3h, self._three_hours), (h.days_6h, self._six_hours),
                             (h.days_24h, self._day_len)):
@@ -819,7 +877,7 @@ class FeatureBuilder:
     def state(self) -> dict:
         """JSON-able snapshot of every meter's history (the agent persists it across restarts)."""
         return {"version": 2, "interval_s": self.interval_s, "feature_names": list(self.feature_names),
-                "meters": {m: h.to_json() for m, h in self._meters.items()}}
+                "parts": sorted(self.parts), "meters": {m: h.to_json() for m, h in self._meters.items()}}
 
     def load_state(self, state: dict) -> None:
         """Restore a :meth:`state` snapshot; a snapshot of another layout or interval is refused."""
@@ -831,12 +889,15 @@ class FeatureBuilder:
         meters = state.get("meters")
         if not isinstance(meters, dict):
             raise ValueError("feature state has no meters table")
+        saved = state.get("parts", sorted(ALL_PARTS))  # a snapshot from before parts were chosen kept all
+        if not isinstance(saved, list) or not set(saved) <= ALL_PARTS:
+            raise ValueError("feature state names unknown history parts")
         restored = {}
         for meter_id, obj in meters.items():
             if not isinstance(obj, dict):
                 raise ValueError(f"feature state for meter {meter_id!r} is not an object")
             try:
-                restored[str(meter_id)] = _MeterHistory.from_json(obj)
+                restored[str(meter_id)] = _MeterHistory.from_json(obj, self.parts, frozenset(saved))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"feature state for meter {meter_id!r}: {exc}") from None
         self._meters = restored
