@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Union
 
 import numpy as np
 
@@ -35,8 +35,15 @@ class UnsupportedModel(GridsightError, ValueError):
 
 
 # ---------------------------------------------------------------------------- protobuf wire format
+#
+# Values are views of the file's bytes (no copies), and the tree ensemble's long repeated fields
+# (tens of thousands of node ids, thresholds and modes) are decoded into numpy arrays in one go:
+# parsing must not leave the agent holding a heap that a Python object per node had grown.
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+Buffer = Union[bytes, memoryview]
+
+
+def _varint(buf: Buffer, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -51,49 +58,75 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise UnsupportedModel("malformed protobuf varint")
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, value) of one message: ints for varints, bytes for the rest."""
-    out = []
-    pos, end = 0, len(buf)
+def _iter_fields(buf: Buffer) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of one message: ints for varints, views for the rest."""
+    view = memoryview(buf)
+    pos, end = 0, len(view)
     while pos < end:
-        key, pos = _varint(buf, pos)
+        key, pos = _varint(view, pos)
         number, wire = key >> 3, key & 7
-        value: int | bytes
+        value: int | memoryview
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = _varint(view, pos)
         elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
+            value, pos = view[pos:pos + 8], pos + 8
         elif wire == 2:
-            length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
+            length, pos = _varint(view, pos)
+            value, pos = view[pos:pos + length], pos + length
         elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
+            value, pos = view[pos:pos + 4], pos + 4
         else:
             raise UnsupportedModel(f"unsupported protobuf wire type {wire}")
         if pos > end:
             raise UnsupportedModel("truncated protobuf message")
-        out.append((number, wire, value))
-    return out
+        yield number, wire, value
+
+
+def _fields(buf: Buffer) -> list[tuple[int, int, Any]]:
+    """All fields of a (small) message, in order."""
+    return list(_iter_fields(buf))
+
+
+def _packed_varints(buf: Buffer) -> np.ndarray:
+    """A packed repeated int64 field as int64 (two's complement, as protobuf encodes negatives)."""
+    b = np.frombuffer(buf, dtype=np.uint8)
+    if b.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if b[-1] & 0x80:
+        raise UnsupportedModel("truncated protobuf varint")
+    last = np.flatnonzero(b < 0x80)
+    first = np.empty_like(last)
+    first[0] = 0
+    first[1:] = last[:-1] + 1
+    lengths = last - first + 1
+    if int(lengths.max()) > 10:
+        raise UnsupportedModel("malformed protobuf varint")
+    shift = (np.arange(b.size, dtype=np.uint64) - np.repeat(first, lengths).astype(np.uint64)) * np.uint64(7)
+    parts = (b & 0x7F).astype(np.uint64) << shift  # disjoint bits: their sum is their OR
+    return np.add.reduceat(parts, first).view(np.int64)
 
 
 def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _ints(fields, number: int) -> list[int]:
+def _ints(fields, number: int) -> np.ndarray:
     """A repeated int64 field, packed or not."""
-    out: list[int] = []
+    chunks: list[np.ndarray] = []
+    loose: list[int] = []
     for n, wire, value in fields:
         if n != number:
             continue
         if wire == 0:
-            out.append(_signed(value))
+            loose.append(_signed(value))
         else:
-            pos = 0
-            while pos < len(value):
-                v, pos = _varint(value, pos)
-                out.append(_signed(v))
-    return out
+            if loose:
+                chunks.append(np.asarray(loose, dtype=np.int64))
+                loose = []
+            chunks.append(_packed_varints(value))
+    if loose:
+        chunks.append(np.asarray(loose, dtype=np.int64))
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
 
 
 def _strs(fields, number: int) -> list[str]:
@@ -110,10 +143,10 @@ def _one(fields, number: int, default=None):
 _DOUBLE, _FLOAT, _INT64, _INT32 = 11, 1, 7, 6
 
 
-def _tensor(buf: bytes) -> np.ndarray:
+def _tensor(buf: Buffer) -> np.ndarray:
     """A TensorProto as a numpy array (double, float, int64, int32; raw or typed data)."""
     f = _fields(buf)
-    dims = _ints(f, 1)
+    dims = _ints(f, 1).tolist()
     dtype = _one(f, 2, 0)
     raw = _one(f, 9)
     kinds = {_DOUBLE: ("<f8", 10, 1), _FLOAT: ("<f4", 4, 5), _INT64: ("<i8", 7, 0), _INT32: ("<i4", 5, 0)}
@@ -123,7 +156,7 @@ def _tensor(buf: bytes) -> np.ndarray:
     if raw is not None:
         arr = np.frombuffer(bytes(raw), dtype=np_type)
     elif wire == 0:
-        arr = np.asarray(_ints(f, field), dtype=np_type)
+        arr = _ints(f, field).astype(np_type)
     else:
         chunks = [bytes(v) for n, w, v in f if n == field]
         arr = np.frombuffer(b"".join(chunks), dtype=np_type)
@@ -133,30 +166,48 @@ def _tensor(buf: bytes) -> np.ndarray:
     return arr.reshape(dims) if dims else arr.reshape(())
 
 
+# AttributeProto fields: name 1, f 2, i 3, s 4, t 5, floats 7, ints 8, strings 9, type 20
+
+
 def _attributes(node_fields) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n, _, value in node_fields:
         if n != 5:
             continue
-        a = _fields(value)
-        name = bytes(_one(a, 1, b"")).decode()
-        kind = _one(a, 20, 0)
+        # one pass; repeated strings (a mode per tree node) become shared str objects as they come
+        single: list[tuple[int, int, Any]] = []
+        numbers: list[tuple[int, int, Any]] = []
+        strings: list[str] = []
+        known: dict[bytes, str] = {}
+        for field in _iter_fields(value):
+            if field[0] == 9 and field[1] == 2:
+                raw = bytes(field[2])
+                text = known.get(raw)
+                if text is None:
+                    text = known[raw] = raw.decode("utf-8")
+                strings.append(text)
+            elif field[0] in (7, 8):
+                numbers.append(field)
+            else:
+                single.append(field)
+        name = bytes(_one(single, 1, b"")).decode()
+        kind = _one(single, 20, 0)
         if kind == 1:
-            out[name] = struct.unpack("<f", _one(a, 2))[0]
+            out[name] = struct.unpack("<f", _one(single, 2))[0]
         elif kind == 2:
-            out[name] = _signed(_one(a, 3, 0))
+            out[name] = _signed(_one(single, 3, 0))
         elif kind == 3:
-            out[name] = bytes(_one(a, 4, b"")).decode()
+            out[name] = bytes(_one(single, 4, b"")).decode()
         elif kind == 4:
-            out[name] = _tensor(_one(a, 5))
+            out[name] = _tensor(_one(single, 5))
         elif kind == 6:
-            chunks = [bytes(v) for m, w, v in a if m == 7 and w == 2]
-            chunks += [bytes(v) for m, w, v in a if m == 7 and w == 5]
+            chunks = [bytes(v) for m, w, v in numbers if m == 7 and w == 2]
+            chunks += [bytes(v) for m, w, v in numbers if m == 7 and w == 5]
             out[name] = np.frombuffer(b"".join(chunks), dtype="<f4")
         elif kind == 7:
-            out[name] = _ints(a, 8)
+            out[name] = _ints(numbers, 8)
         elif kind == 8:
-            out[name] = _strs(a, 9)
+            out[name] = strings
         else:
             raise UnsupportedModel(f"attribute {name!r} of type {kind} is not supported")
     return out
@@ -167,6 +218,26 @@ def _attributes(node_fields) -> dict[str, Any]:
 _PATTERN = ("Cast", "TreeEnsembleRegressor", "Cast", "Mul", "Exp", "Neg", "Sub", "Reshape")
 _COMPARE = {"BRANCH_LEQ": np.less_equal, "BRANCH_LT": np.less, "BRANCH_GTE": np.greater_equal,
             "BRANCH_GT": np.greater, "BRANCH_EQ": np.equal, "BRANCH_NEQ": np.not_equal}
+
+
+class _NodeIndex:
+    """Where each (tree id, node id) is in the node table, for many at once; of duplicates the last."""
+
+    def __init__(self, tree_ids: np.ndarray, node_ids: np.ndarray) -> None:
+        if tree_ids.size and (min(int(tree_ids.min()), int(node_ids.min())) < 0
+                              or max(int(tree_ids.max()), int(node_ids.max())) >= 1 << 31):
+            raise UnsupportedModel("tree or node ids out of range")
+        keys = (tree_ids << 32) | node_ids
+        self._order = np.argsort(keys, kind="stable")
+        self._keys = keys[self._order]
+
+    def __call__(self, trees: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, found) of these (tree, node) pairs; positions are 0 where not found."""
+        inside = (trees >= 0) & (nodes >= 0) & (trees < 1 << 31) & (nodes < 1 << 31)
+        keys = (np.where(inside, trees, 0) << 32) | np.where(inside, nodes, 0)
+        at = np.searchsorted(self._keys, keys, side="right") - 1
+        found = inside & (at >= 0) & (self._keys[np.maximum(at, 0)] == keys)
+        return np.where(found, self._order[np.maximum(at, 0)], 0), found
 
 
 @dataclass(frozen=True)
@@ -264,7 +335,7 @@ class TreeEnsembleModel:
     def _read_trees(a: dict[str, Any]) -> _Trees:
         if a.get("aggregate_function", "SUM") != "SUM" or a.get("post_transform", "NONE") != "NONE":
             raise UnsupportedModel("only SUM aggregation without post transform is supported")
-        if a.get("n_targets", 1) != 1 or any(t != 0 for t in a.get("target_ids", [])):
+        if a.get("n_targets", 1) != 1 or np.any(np.asarray(a.get("target_ids", ()), dtype=np.int64) != 0):
             raise UnsupportedModel("only single-target tree ensembles are supported")
         if "base_values" in a or "base_values_as_tensor" in a:
             base = np.asarray(a.get("base_values", a.get("base_values_as_tensor")), dtype=np.float64).reshape(-1)
@@ -275,34 +346,39 @@ class TreeEnsembleModel:
         values = a.get("nodes_values_as_tensor", a.get("nodes_values"))
         thresholds = np.asarray(values, dtype=np.float64).reshape(-1)
         modes = a["nodes_modes"]
+        true_ids = np.asarray(a["nodes_truenodeids"], dtype=np.int64)
+        false_ids = np.asarray(a["nodes_falsenodeids"], dtype=np.int64)
         n = len(tree_ids)
         if not (len(node_ids) == len(modes) == thresholds.size == len(a["nodes_featureids"])
-                == len(a["nodes_truenodeids"]) == len(a["nodes_falsenodeids"]) == n) or n == 0:
+                == len(true_ids) == len(false_ids) == n) or n == 0:
             raise UnsupportedModel("tree ensemble node attributes differ in length")
-        index = {(int(t), int(i)): k for k, (t, i) in enumerate(zip(tree_ids, node_ids))}
-        compare_names = list(_COMPARE)
-        mode = np.full(n, -1, dtype=np.int64)
+        find = _NodeIndex(tree_ids, node_ids)
+        codes = {name: code for code, name in enumerate(_COMPARE)}
+        codes["LEAF"] = -1
+        mode = np.fromiter((codes.get(m, -2) for m in modes), dtype=np.int64, count=n)
+        if (mode == -2).any():
+            raise UnsupportedModel(f"node mode {modes[int(np.argmax(mode == -2))]!r} is not supported")
+        branch = np.flatnonzero(mode >= 0)
         true_next = np.arange(n, dtype=np.int64)
         false_next = np.arange(n, dtype=np.int64)
-        for k in range(n):
-            if modes[k] == "LEAF":
-                continue
-            if modes[k] not in _COMPARE:
-                raise UnsupportedModel(f"node mode {modes[k]!r} is not supported")
-            mode[k] = compare_names.index(modes[k])
-            t = int(tree_ids[k])
-            try:
-                true_next[k] = index[(t, int(a["nodes_truenodeids"][k]))]
-                false_next[k] = index[(t, int(a["nodes_falsenodeids"][k]))]
-            except KeyError:
-                raise UnsupportedModel(f"tree {t} points at a node that does not exist") from None
+        for target, ids in ((true_next, true_ids), (false_next, false_ids)):
+            found, ok = find(tree_ids[branch], ids[branch])
+            if not ok.all():
+                t = int(tree_ids[branch[int(np.argmin(ok))]])
+                raise UnsupportedModel(f"tree {t} points at a node that does not exist")
+            target[branch] = found
         leaf_value = np.zeros(n, dtype=np.float64)
         weights = np.asarray(a.get("target_weights_as_tensor", a.get("target_weights")), dtype=np.float64).reshape(-1)
-        for t, i, w in zip(a["target_treeids"], a["target_nodeids"], weights):
-            leaf = index.get((int(t), int(i)))
-            if leaf is None or mode[leaf] != -1:
-                raise UnsupportedModel(f"a target weight names tree {t} node {i}, which is not a leaf")
-            leaf_value[leaf] += w
+        target_trees = np.asarray(a["target_treeids"], dtype=np.int64)
+        target_nodes = np.asarray(a["target_nodeids"], dtype=np.int64)
+        count = min(len(target_trees), len(target_nodes), len(weights))
+        leaf, ok = find(target_trees[:count], target_nodes[:count])
+        ok &= mode[leaf] == -1
+        if not ok.all():
+            bad = int(np.argmin(ok))
+            raise UnsupportedModel(f"a target weight names tree {int(target_trees[bad])} node "
+                                   f"{int(target_nodes[bad])}, which is not a leaf")
+        np.add.at(leaf_value, leaf, weights[:count])  # in file order, a leaf's weights one by one
         # roots: each tree's first listed node, as onnxruntime takes them
         first = np.r_[True, tree_ids[1:] != tree_ids[:-1]]
         roots = np.flatnonzero(first)
