@@ -21,7 +21,7 @@ import pandas as pd
 
 from collector.forecasting.executor import ForecastJob, run_forecast_jobs
 from collector.forecasting.forecast import align_temperature
-from collector.forecasting.selection import WINDOW_DAYS, CandidatePaths, candidate_paths, choose, interval_from_residuals
+from collector.forecasting.selection import HISTORY_DAYS_NEEDED, WINDOW_DAYS, CandidatePaths, candidate_paths, choose, interval_from_residuals
 from collector.forecasting.series import SUPPORTED_FREQS, SeriesError, as_load_series, steps_per_day
 from collector.forecasting.types import AUTO_CANDIDATES, ForecastError, ForecastOptions
 
@@ -260,7 +260,7 @@ def _chosen_models(series, origins, per_day, options, temperature, executor, nam
             chunks[-1].append(o)
         else:
             chunks.append([o])
-    keep = pd.Timedelta(days=options.max_history_days + 1)
+    keep = pd.Timedelta(days=max(options.max_history_days, HISTORY_DAYS_NEEDED) + 1)
     jobs = [(series[(series.index >= c[0] - keep) & (series.index < c[-1])], c, per_day, options,
              temperature, models) for c in chunks]
     if progress:

@@ -37,8 +37,11 @@ def holiday_dates(country: str | None, start: pd.Timestamp, end: pd.Timestamp) -
 
 
 def is_holiday(days: pd.DatetimeIndex, holidays: frozenset) -> np.ndarray:
+    if not holidays:
+        return np.zeros(len(days), dtype=bool)
     naive = days.tz_localize(None) if days.tz is not None else days
-    return np.fromiter((d in holidays for d in naive.normalize()), dtype=bool, count=len(days))
+    marks = np.array([pd.Timestamp(d).as_unit("ns").value for d in holidays], dtype="int64")
+    return np.isin(naive.normalize().as_unit("ns").asi8, marks)
 
 
 def clean_holidays(values: np.ndarray, index: pd.DatetimeIndex, per_day: int, holidays: frozenset) -> np.ndarray:

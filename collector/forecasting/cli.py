@@ -401,9 +401,10 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--country", default="US", help="ISO country code for public holidays ('none' for no holidays; "
                                                   "default US)")
     p.add_argument("--model", choices=MODELS, default="auto",
-                   help="auto (default): per series, the candidate (Prophet, Holt-Winters with a weekly season, "
-                        "last week scaled to yesterday's level, last week, or their inverse-error ensemble) with "
-                        "the lowest day-ahead error over the last 7 days; ets is the short-history fallback")
+                   help="auto (default): per series, the candidate (Prophet, the lag regression, Holt-Winters with "
+                        "a weekly season, last week scaled to yesterday's level, last week, or their inverse-error "
+                        "ensemble) with the lowest day-ahead error over the last 14 days; ets is the short-history "
+                        "fallback")
     p.add_argument("--freq", choices=("h", "30min", "15min"), default="h",
                    help="database series: hourly, half-hourly or 15-minute steps (default h); a CSV's own "
                         "interval is inferred")

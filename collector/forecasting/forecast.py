@@ -1,9 +1,9 @@
 """Which model makes a forecast: the one entry point the jobs, the API, the backtest and the bench call.
 
 :func:`forecast_load` with ``model="auto"`` (the default) runs every candidate day-ahead over
-the series' own last two weeks and keeps the best — Prophet, Holt-Winters with a weekly
-season, last week scaled to yesterday's level, last week as it was, or their inverse-error
-ensemble (see :mod:`collector.forecasting.selection`). The forecast says which model was
+the series' own last four weeks and keeps the best over the last two — Prophet, the lag
+regression, Holt-Winters with a weekly season, last week scaled to yesterday's level, last
+week as it was, or their inverse-error ensemble (see :mod:`collector.forecasting.selection`). The forecast says which model was
 chosen and why (``Forecast.selection``), and records every compromise (no weather, the
 short-history fallback) in ``Forecast.notes`` so a planner reading the number knows what it
 rests on. Intervals are calibrated on the chosen model's own recent errors; nothing is negative.
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from collector.forecasting.selection import (
+    HISTORY_DAYS_NEEDED,
     MIN_PROPHET_DAYS,
     WINDOW_DAYS,
     candidate_paths,
@@ -32,7 +33,7 @@ __all__ = ["Forecast", "ForecastError", "ForecastOptions", "forecast_load", "MIN
 
 #: "auto" needs this much history to backtest its candidates; below it the ETS fallback runs.
 MIN_SELECTION_DAYS = 10
-RECIPE = "gs2"
+RECIPE = "gs3"
 
 
 def model_version(model: str) -> str:
@@ -48,6 +49,8 @@ def model_version(model: str) -> str:
     if model == "ensemble":
         import prophet
         return f"ensemble-statsmodels-{statsmodels.__version__}-prophet-{prophet.__version__}+{RECIPE}"
+    if model == "lag_regression":
+        return f"lag_regression-numpy-{np.__version__}+{RECIPE}"
     return f"{model}-statsmodels-{statsmodels.__version__}+{RECIPE}"
 
 
@@ -103,7 +106,7 @@ def forecast_load(history: pd.Series, horizon: int, *, temperature: pd.Series | 
 
 def _chosen_forecast(history: pd.Series, horizon: int, model: str, options: ForecastOptions,
                      temperature: pd.Series | None, notes: list[str]) -> Forecast:
-    """Backtest the candidates over the last two weeks, then forecast with the best (or the named one)."""
+    """Backtest the candidates over the last four weeks, then forecast with the best (or the named one)."""
     freq = history.index.freqstr
     per_day = steps_per_day(freq)
     step = pd.Timedelta(seconds=SUPPORTED_FREQS[freq])
@@ -118,7 +121,7 @@ def _chosen_forecast(history: pd.Series, horizon: int, model: str, options: Fore
     else:
         candidates = (model,)
     started = time.perf_counter()
-    keep = (options.max_history_days + 2 * WINDOW_DAYS + 1) * per_day
+    keep = (max(options.max_history_days, HISTORY_DAYS_NEEDED) + 2 * WINDOW_DAYS + 1) * per_day
     paths = candidate_paths(history.iloc[-keep:], origins, [per_day] * len(window) + [horizon], options,
                             temperature, candidates)
     actuals = [history.reindex(pd.date_range(o, periods=per_day, freq=freq)).to_numpy() for o in window]

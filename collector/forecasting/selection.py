@@ -1,9 +1,9 @@
 """Choosing a model per series by its own recent day-ahead backtest, and calibrating its interval.
 
-At a forecast origin every candidate (Prophet, Holt-Winters, the scaled and plain seasonal
-naive) is run day-ahead from each of the previous ``2 * window`` days, as if the forecast had
+At a forecast origin every candidate (Prophet, the lag regression, Holt-Winters, the scaled and
+plain seasonal naive) is run day-ahead from each of the previous ``2 * window`` days, as if the forecast had
 been made then, and scored against what was then measured. The inverse-error ensemble is
-scored the same way, each of its days weighted by the errors of the week before that day. The
+scored the same way, each of its days weighted by the errors of the window before that day. The
 model with the lowest error over the last ``window`` days is chosen; the record says which,
 with every candidate's error, so a planner can see why.
 
@@ -11,9 +11,10 @@ The prediction interval comes from the chosen model's own day-ahead errors over 
 (split-conformal on relative errors), so an 80% interval covers about 80% of what follows,
 whatever the model's own error assumptions. Nothing is negative: load is not.
 
-Prophet is slow to fit, so within a run of consecutive origins it is refitted fortnightly and only
-re-predicted (with its recent-error correction) at the origins between; the weekly models are
-refitted at every origin.
+Prophet is slow to fit, so within a run of consecutive origins it is refitted every
+``PROPHET_REFIT_DAYS`` and only re-predicted (with its recent-error correction) at the origins
+between; the cheap models (the lag regression, Holt-Winters, the naive ones: milliseconds to a
+tenth of a second each) are refitted at every origin.
 """
 
 from __future__ import annotations
@@ -26,32 +27,38 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from collector.forecasting import baselines
+from collector.forecasting import baselines, regression_model
 from collector.forecasting.calendar import holiday_dates
 from collector.forecasting.series import steps_per_day
 from collector.forecasting.types import ForecastError, ForecastOptions
 
 __all__ = ["CandidatePaths", "Choice", "candidate_paths", "choose", "interval_from_residuals",
-           "WINDOW_DAYS", "ENSEMBLE_MEMBERS", "PROPHET_REFIT_DAYS", "MIN_PROPHET_DAYS"]
+           "WINDOW_DAYS", "ENSEMBLE_MEMBERS", "PROPHET_REFIT_DAYS", "MIN_PROPHET_DAYS", "HISTORY_DAYS_NEEDED"]
 
-#: Days of errors a choice (and an ensemble's weights) rests on: every weekday once.
-WINDOW_DAYS = 7
-#: The ensemble combines this many of the best candidates of the week, weighted by 1 / MAPE**2.
-ENSEMBLE_MEMBERS = 4
+#: Days of errors a choice (and an ensemble's weights) rests on: every weekday twice. Over a
+#: single week the choice flipped between models on noise (PJM East training years: 3.41 %
+#: MAPE with 7 days against 3.23 % with 14; docs/benchmarks.md).
+WINDOW_DAYS = 14
+#: The ensemble combines this many of the best candidates of the window, weighted by 1 / MAPE**2.
+ENSEMBLE_MEMBERS = 2
 ENSEMBLE_POWER = 2.0
-#: A single model is chosen over the ensemble only when its week's MAPE is this much lower: a
-#: combination is the safer bet when the difference is within a week's noise (the M4
-#: competition's finding; Makridakis et al., Int. J. Forecasting 36(1), 2020). Tuned with the
-#: members and power on the training part of the benchmark series (docs/benchmarks.md).
-SINGLE_MODEL_MARGIN = 0.10
-#: Prophet's refit cadence inside a run of consecutive origins: a forecast's two weeks of
-#: selection backtest cost two Prophet fits (the slow part), not fifteen.
-PROPHET_REFIT_DAYS = 14
+#: A single model is chosen over the ensemble only when its window MAPE is this much lower (0:
+#: whichever is lower). Members, power and margin were tuned on the training part of the
+#: benchmark series (docs/benchmarks.md); with the lag regression among the candidates a
+#: margin in favour of the ensemble (the M4 finding, Makridakis et al., Int. J. Forecasting
+#: 36(1), 2020) no longer paid: the regression is usually clearly best.
+SINGLE_MODEL_MARGIN = 0.0
+#: Prophet's refit cadence inside a run of consecutive origins: a forecast's selection backtest
+#: (2 * WINDOW_DAYS + 1 origins) costs one Prophet fit (the slow part, ~15 s for 400 hourly
+#: days), not twenty-nine; the origins after a fit re-predict with the newest errors.
+PROPHET_REFIT_DAYS = 2 * WINDOW_DAYS + 1
 #: Below this much history Prophet cannot separate weekly from daily shape.
 MIN_PROPHET_DAYS = 14
 
-_WEEKLY = {"holt_winters": baselines.holt_winters, "scaled_naive": baselines.scaled_naive,
-           "seasonal_naive": baselines.seasonal_naive}
+_CHEAP = {"lag_regression": regression_model.lag_regression, "holt_winters": baselines.holt_winters,
+          "scaled_naive": baselines.scaled_naive, "seasonal_naive": baselines.seasonal_naive}
+#: History a candidate_paths caller should pass: the regression reads earlier years' seasons.
+HISTORY_DAYS_NEEDED = regression_model.HISTORY_DAYS
 
 
 @dataclass
@@ -81,7 +88,8 @@ def candidate_paths(series: pd.Series, origins: Sequence[pd.Timestamp], horizons
                          used_temperature=temperature is not None and "prophet" in models)
     prophet_fit, prophet_fitted_at = None, None
     for origin, horizon in zip(origins, horizons):
-        history = series[series.index < origin].iloc[-options.max_history_days * per_day:]
+        past = series[series.index < origin]
+        history = past.iloc[-options.max_history_days * per_day:]
         days = len(history) / per_day
         for model in models:
             started = time.perf_counter()
@@ -98,7 +106,8 @@ def candidate_paths(series: pd.Series, origins: Sequence[pd.Timestamp], horizons
                                             with_interval=False)
                     path = frame["yhat"].to_numpy()
                 else:
-                    path = _WEEKLY[model](history.to_numpy(), history.index, horizon, per_day, holidays)
+                    seen = past.iloc[-regression_model.HISTORY_DAYS * per_day:] if model == "lag_regression" else history
+                    path = _CHEAP[model](seen.to_numpy(), seen.index, horizon, per_day, holidays)
                 out.forecasts[model].append(np.clip(path, 0.0, None))
             except (ForecastError, ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
                 out.forecasts[model].append(None)
@@ -185,12 +194,21 @@ def choose(paths: CandidatePaths, actuals: Sequence[np.ndarray], at: int, window
                 at_weights = weights
     errors["ensemble"] = {i: _day_mape(ens_forecast.get(i), actuals[i]) for i in known}
     recent = known[-window:]
-    window_mape = {}
+    # Every model is scored on the same days: those of the window where all compared models have
+    # a forecast. A model missing from more than half of the window (a short history) sits out.
+    enough = max(min(3, len(recent)), (len(recent) + 1) // 2)
+    scored = {}
     for m, errs in errors.items():
-        values = [errs[i] for i in recent if np.isfinite(errs[i])]
         current = ens_forecast.get(at) if m == "ensemble" else paths.forecasts[m][at]
-        if len(values) >= min(3, len(recent)) and len(values) == len(recent) and current is not None:
-            window_mape[m] = float(np.mean(values))
+        days = {i for i in recent if np.isfinite(errs[i])}
+        if current is not None and len(days) >= enough:
+            scored[m] = days
+    common = [i for i in recent if all(i in days for days in scored.values())]
+    while scored and len(common) < enough:
+        scored.pop(min(scored, key=lambda m: len(scored[m])))
+        common = [i for i in recent if all(i in days for days in scored.values())]
+    window_mape = {m: float(np.mean([errors[m][i] for i in common])) for m in scored}
+    recent = common
     if not window_mape:
         raise ForecastError(f"no candidate model has a backtest before {origin:%Y-%m-%d %H:%M}")
     best = min(window_mape, key=window_mape.get)

@@ -16,10 +16,10 @@ from gridsight.errors import GridsightError
 __all__ = ["Forecast", "ForecastError", "ForecastOptions", "MODELS", "AUTO_CANDIDATES"]
 
 #: Every model a caller may name. "auto" picks per series by a backtest over recent days.
-MODELS = ("auto", "prophet", "holt_winters", "scaled_naive", "seasonal_naive", "ensemble", "ets")
+MODELS = ("auto", "prophet", "lag_regression", "holt_winters", "scaled_naive", "seasonal_naive", "ensemble", "ets")
 
 #: The candidates "auto" compares (the ensemble combines the others, weighted by inverse error).
-AUTO_CANDIDATES = ("prophet", "holt_winters", "scaled_naive", "seasonal_naive")
+AUTO_CANDIDATES = ("prophet", "lag_regression", "holt_winters", "scaled_naive", "seasonal_naive")
 
 
 class ForecastError(GridsightError, ValueError):
