@@ -159,7 +159,6 @@ class Outbox:
         max_batch = self._db.execute("SELECT MAX(id) FROM batches").fetchone()[0] or 0
         self._next_batch_id = max(max_batch, self._chunked_upto) + 1
         self.counters: dict[str, int] = {k: int(meta.get(k, 0)) for k in _COUNTERS}
-        self._state: dict[str, Any] = json.loads(meta.get("state", "{}"))
         self._message_bytes = self._db.execute(
             "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ? FROM messages", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
         self._batch_bytes = self._db.execute(
@@ -189,8 +188,11 @@ class Outbox:
 
     @property
     def state(self) -> dict[str, Any]:
-        """The agent's persisted JSON state as of the last append."""
-        return dict(self._state)
+        """The agent's persisted JSON state as of the last append (read from the file: the agent
+        needs it once, at start, and 200 meters' feature history is not kept twice in memory)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+        return json.loads(row[0]) if row else {}
 
     @property
     def used_bytes(self) -> int:
@@ -296,8 +298,6 @@ class Outbox:
             if prune_before is not None:
                 self._pruned_before = prune_before
             self.counters = counters
-            if state is not None:
-                self._state = dict(state)
             return seqs
 
     def _evict(self, db: sqlite3.Connection, used: int, counters: dict[str, int]) -> int:

@@ -259,8 +259,8 @@ class Agent:
     # ------------------------------------------------------------------ restore
 
     def _restore(self) -> None:
-        state = self.outbox.state
         try:
+            state = self.outbox.state
             self.scoring.load_state(state.get("features", {}))
             window_state = state.get("window", {})
             since = window_state.get("closed_until") or 0.0

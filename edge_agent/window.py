@@ -64,69 +64,274 @@ def _lowest_phase(r: Reading) -> float | None:
     return min(phases) if len(phases) > 1 else None
 
 
+_NAN_CODE = -(1 << 31)
+_CODE_LIMIT = (1 << 31) - 1
+_POW10 = tuple(10.0 ** k for k in range(7))
+_BATCH = 64
+
+
+class _Column:
+    """A column of floats in 4 bytes a value where that loses nothing, else in 8.
+
+    Meters report registers, power, voltage and time with a few decimals (a DSMR telegram's
+    ``001234.567*kWh``, a Modbus register scaled by 0.1, whole-second timestamps), so each value
+    is kept as an int32 ``q`` with ``value == base + q / 10**digits`` (``base``: the column's
+    first value, or 0 for values that wander far from it; ``digits`` 0-6, raised for the whole
+    column when a value needs more). Every value is checked: a column where that would not give
+    back the very same float becomes plain doubles, so :meth:`values` is always exactly what was
+    appended. Values are coded in batches of :data:`_BATCH` with numpy (a few dozen staged as
+    doubles), so appending costs about what appending to an ``array("d")`` does.
+    """
+
+    __slots__ = ("codes", "base", "digits", "plain", "staged")
+
+    def __init__(self) -> None:
+        self.codes = array("i")
+        self.base: float | None = None
+        self.digits = 0
+        self.plain: array | None = None  # doubles, once a value could not be coded
+        self.staged = array("d")  # appended, not coded yet
+
+    @classmethod
+    def of_nan(cls, coded: int, staged: int) -> "_Column":
+        """A column holding no value (NaN) for ``coded`` + ``staged`` readings, staged as another's are."""
+        col = cls()
+        col.codes = array("i", [_NAN_CODE]) * coded
+        col.staged = array("d", [math.nan]) * staged
+        return col
+
+    def coded_len(self) -> int:
+        return len(self.plain) if self.plain is not None else len(self.codes)
+
+    def __len__(self) -> int:
+        return (len(self.plain) if self.plain is not None else len(self.codes)) + len(self.staged)
+
+    def append(self, v: float) -> None:
+        self.staged.append(v)
+        if len(self.staged) >= _BATCH:
+            self.flush()
+
+    def extend(self, values: Iterable[float]) -> None:
+        self.staged.extend(values)
+        self.flush()
+
+    def flush(self) -> None:
+        staged, self.staged = self.staged, array("d")
+        if not staged:
+            return
+        if self.plain is not None:
+            self.plain.extend(staged)
+            return
+        v = np.frombuffer(staged, dtype=np.float64)
+        lo, hi = float(v.min()), float(v.max())  # NaN if there is a NaN
+        if lo != lo and np.isnan(v).all():  # no value at all (a meter without voltage)
+            self.codes.extend(array("i", [_NAN_CODE]) * len(v))
+            return
+        if self.base is None and math.isfinite(lo) and math.isfinite(hi):
+            self.base = float(v[0])
+        base = self.base
+        scale = _POW10[self.digits]
+        # no NaN and every code in range: code the batch at once, kept only if every value comes
+        # back bit for bit (which also sends -0.0 down the one-by-one path)
+        if base is not None and lo == lo and hi == hi and -_CODE_LIMIT <= (lo - base) * scale \
+                and (hi - base) * scale <= _CODE_LIMIT:
+            q = np.rint((v - base) * scale).astype(np.int32)
+            if ((q / scale + base).view(np.int64) == v.view(np.int64)).all():
+                self.codes.frombytes(q.tobytes())
+                return
+        del v  # release the view of ``staged``
+        for value in staged:  # one by one: NaN, more decimals, another base, or doubles
+            self._append_one(value)
+
+    def _append_one(self, v: float) -> None:
+        if self.plain is None:
+            if self.base is None and v == v and math.isfinite(v):
+                self.base = v
+            q = self._code(v, rescale=True)
+            if q is not None:
+                self.codes.append(q)
+                return
+            if self._recode(v):
+                return
+            self.plain = array("d", self._coded().tobytes())
+            self.codes = array("i")
+        self.plain.append(v)
+
+    def _code(self, v: float, rescale: bool) -> int | None:
+        """The code of ``v`` (raising ``digits`` if allowed and needed), or None if it has none."""
+        if v != v:
+            return _NAN_CODE
+        base = self.base
+        if base is None or not math.isfinite(v) or (v == 0.0 and math.copysign(1.0, v) < 0.0):
+            return None  # (-0.0 would come back as 0.0)
+        for digits in range(self.digits, len(_POW10) if rescale else self.digits + 1):
+            scale = _POW10[digits]
+            x = (v - base) * scale
+            if not -_CODE_LIMIT <= x <= _CODE_LIMIT:
+                return None  # more decimals would only make it larger
+            q = round(x)
+            if base + q / scale == v:
+                if digits != self.digits and not self._rescale(digits):
+                    return None
+                return q
+        return None
+
+    def _rescale(self, digits: int) -> bool:
+        """Code every value with more decimals (exact: the same ratio, rounded the same way)."""
+        factor = 10 ** (digits - self.digits)
+        codes = np.frombuffer(self.codes, dtype=np.int32).astype(np.int64) if self.codes else np.empty(0, np.int64)
+        nan = codes == _NAN_CODE
+        scaled = codes * factor
+        if np.abs(scaled[~nan]).max(initial=0) > _CODE_LIMIT:
+            return False
+        scaled[nan] = _NAN_CODE
+        self.codes = array("i", scaled.astype(np.int32).tobytes())
+        self.digits = digits
+        return True
+
+    def _recode(self, v: float) -> bool:
+        """Code every value and ``v`` afresh around 0: a column whose values wander far from the
+        first one (power, voltage) needs ``q / 10**digits`` itself to be the value."""
+        if self.base == 0.0:
+            return False
+        trial = _Column()
+        trial.base = 0.0
+        for x in (*self._coded().tolist(), v):
+            q = trial._code(x, rescale=True)
+            if q is None:
+                return False
+            trial.codes.append(q)
+        self.codes, self.base, self.digits = trial.codes, 0.0, trial.digits
+        return True
+
+    def __contains__(self, v: float) -> bool:
+        if v in self.staged:
+            return True
+        if self.plain is not None:
+            return v in self.plain
+        q = self._code(v, rescale=False)
+        return q is not None and q != _NAN_CODE and q in self.codes
+
+    def _coded(self) -> np.ndarray:
+        if not self.codes:
+            return np.empty(0)
+        q = np.frombuffer(self.codes, dtype=np.int32)
+        out = q / _POW10[self.digits] + (self.base if self.base is not None else 0.0)
+        out[q == _NAN_CODE] = np.nan
+        return out
+
+    def values(self) -> np.ndarray:
+        """The column as float64 (a new array): exactly the appended values."""
+        head = np.array(self.plain, dtype=np.float64) if self.plain is not None else self._coded()
+        if not self.staged:
+            return head
+        return np.concatenate((head, np.frombuffer(self.staged, dtype=np.float64)))
+
+
+def _flush_together(columns: list[_Column]) -> None:
+    """Code the staged values of a meter's columns with one set of numpy operations for all of
+    them (as :meth:`_Column.flush` would one by one); columns it cannot code at once go alone."""
+    n = len(columns[0].staged)
+    batch = [c for c in columns if c.plain is None and len(c.staged) == n and n]
+    alone = [c for c in columns if c not in batch]
+    if batch:
+        v = np.frombuffer(b"".join([c.staged.tobytes() for c in batch]), dtype=np.float64).reshape(len(batch), n)
+        b = np.array([c.base if c.base is not None else c.staged[0] for c in batch])
+        s = np.array([_POW10[c.digits] for c in batch])
+        lo, hi = v.min(axis=1), v.max(axis=1)  # NaN if a NaN is there
+        # no NaN, inf or huge value (so no floating-point warning), every code within int32
+        ok = (np.abs(lo) < 1e15) & (np.abs(hi) < 1e15) & (np.abs(b) < 1e15)
+        lo, hi, b = np.where(ok, lo, 0.0), np.where(ok, hi, 0.0), np.where(ok, b, 0.0)
+        ok &= ((lo - b) * s >= -_CODE_LIMIT) & ((hi - b) * s <= _CODE_LIMIT)
+        rows = np.flatnonzero(ok)
+        exact = np.zeros(len(batch), dtype=bool)
+        if rows.size:
+            vb, bb, sb = v[rows], b[rows, None], s[rows, None]
+            q = np.rint((vb - bb) * sb).astype(np.int32)
+            # kept only if every value comes back bit for bit (which sends -0.0 down the slow path)
+            exact[rows] = ((q / sb + bb).view(np.int64) == vb.view(np.int64)).all(axis=1)
+        for i, col in enumerate(batch):
+            if exact[i]:
+                col.base = float(b[i])
+                col.codes.frombytes(q[int(np.searchsorted(rows, i))].tobytes())
+                col.staged = array("d")
+            else:
+                alone.append(col)
+    for col in alone:
+        col.flush()
+
+
 class _MeterBuffer:
-    """One meter's open readings as packed arrays: 32 bytes a reading, not a Python object each.
+    """One meter's open readings as packed columns: 16 bytes a reading where the values have a
+    few decimals (:class:`_Column`), 32 otherwise; never a Python object each.
 
     ``low_phase`` (lowest phase voltage) and ``export`` (export register) exist only for meters
     that give them, so a plain meter's buffer stays at four columns.
     """
 
-    __slots__ = ("ts", "energy", "power", "voltage", "low_phase", "export")
+    __slots__ = ("ts", "energy", "power", "voltage", "low_phase", "export", "max_ts")
 
     def __init__(self) -> None:
-        self.ts = array("d")
-        self.energy = array("d")
-        self.power = array("d")
-        self.voltage = array("d")
-        self.low_phase: array | None = None
-        self.export: array | None = None
+        self.max_ts = -math.inf  # the newest timestamp held
+        self.ts = _Column()
+        self.energy = _Column()
+        self.power = _Column()
+        self.voltage = _Column()
+        self.low_phase: _Column | None = None
+        self.export: _Column | None = None
 
-    def _column(self, name: str) -> array:
+    def _column(self, name: str) -> _Column:
         col = getattr(self, name)
         if col is None:
-            col = array("d", [math.nan]) * (len(self.ts) - 1)
+            col = _Column.of_nan(self.ts.coded_len(), len(self.ts.staged) - 1)
             setattr(self, name, col)
         return col
 
     def add(self, r: Reading) -> bool:
         """Buffer ``r``; False if a reading with the same timestamp is already here."""
         ts = self.ts
-        if ts and r.ts <= ts[-1] and r.ts in ts:  # only out-of-order readings pay for the scan
+        if r.ts <= self.max_ts and r.ts in ts:  # only out-of-order readings pay for the scan
             return False
-        ts.append(r.ts)
-        self.energy.append(r.energy_kwh)  # type: ignore[arg-type]  # a channel reading without energy never reaches the window
-        self.power.append(math.nan if r.power_w is None else r.power_w)
-        self.voltage.append(math.nan if r.voltage_v is None else r.voltage_v)
+        if r.ts > self.max_ts:
+            self.max_ts = r.ts
+        # straight into the columns' staging arrays; they are coded together every _BATCH readings
+        ts.staged.append(r.ts)
+        self.energy.staged.append(r.energy_kwh)  # type: ignore[arg-type]  # a channel reading without energy never reaches the window
+        self.power.staged.append(math.nan if r.power_w is None else r.power_w)
+        self.voltage.staged.append(math.nan if r.voltage_v is None else r.voltage_v)
         low = _lowest_phase(r)
         if low is not None or self.low_phase is not None:
-            self._column("low_phase").append(math.nan if low is None else low)
+            self._column("low_phase").staged.append(math.nan if low is None else low)
         if r.export_kwh is not None or self.export is not None:
-            self._column("export").append(math.nan if r.export_kwh is None else r.export_kwh)
+            self._column("export").staged.append(math.nan if r.export_kwh is None else r.export_kwh)
+        if len(ts.staged) >= _BATCH:
+            _flush_together([c for c in (ts, self.energy, self.power, self.voltage, self.low_phase, self.export)
+                             if c is not None])
         return True
 
     def earliest(self) -> float:
-        return min(self.ts)
+        return float(self.ts.values().min())
 
     def take_before(self, end: float) -> tuple[np.ndarray, ...] | None:
         """Remove and return (ts, energy, power, voltage, low_phase, export) of readings before ``end``,
         by time; low_phase and export are None for a meter without them."""
-        ts = np.frombuffer(self.ts, dtype=np.float64) if self.ts else np.empty(0)
-        if not ts.size:
+        if not len(self.ts):
             return None
+        ts = self.ts.values()
         inside = ts < end
         if not inside.any():
             return None
         names = ("energy", "power", "voltage", "low_phase", "export")
-        columns = [None if getattr(self, n) is None else np.frombuffer(getattr(self, n), dtype=np.float64)
-                   for n in names]
+        columns = [None if getattr(self, n) is None else getattr(self, n).values() for n in names]
         order = np.argsort(ts[inside], kind="stable")
-        taken = (ts[inside][order].copy(), *(None if c is None else c[inside][order].copy() for c in columns))
+        taken = (ts[inside][order], *(None if c is None else c[inside][order] for c in columns))
         keep = ~inside
-        rest = [ts[keep].tolist()] + [None if c is None else c[keep].tolist() for c in columns]
-        del ts, columns  # release the buffer views before the arrays are replaced
-        self.ts = array("d", rest[0])
-        for n, c in zip(names, rest[1:]):
-            setattr(self, n, None if c is None else array("d", c))
+        for n, c in zip(("ts", *names), (ts, *columns)):
+            if c is not None:
+                rest = _Column()
+                rest.extend(c[keep].tolist())
+                setattr(self, n, rest)
+        self.max_ts = float(ts[keep].max()) if keep.any() else -math.inf
         return taken  # type: ignore[return-value]  # energy is always there; the optional columns may be None
 
     def __len__(self) -> int:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import re
+import sys
 import tomllib
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -60,14 +61,57 @@ def _checkout_entries(pyproject: Path) -> dict[str, ReaderEntry]:
     return {name: entry for name, value in declared.items() if (entry := _parse(str(value))) is not None}
 
 
+def _section(text: str, group: str) -> list[tuple[str, str]]:
+    """``name = value`` pairs of one ``[group]`` of an ``entry_points.txt``."""
+    pairs, inside = [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            inside = line[1:-1].strip() == group
+        elif inside and "=" in line:
+            name, _, value = line.partition("=")
+            pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _installed_entry_points(group: str) -> list[tuple[str, str]]:
+    """The ``group`` entry points of the distributions on ``sys.path``, as
+    ``importlib.metadata.entry_points(group=...)`` lists them (each distribution name once, the
+    first on the path), read from their ``entry_points.txt`` directly: importlib.metadata would
+    stay in the agent's memory with the email, zipfile and csv modules it imports (~0.7 MB)."""
+    seen: set[str] = set()
+    pairs: list[tuple[str, str]] = []
+    for entry in sys.path:
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for name in names:
+            stem, dot, suffix = name.rpartition(".")
+            if not dot or suffix not in ("dist-info", "egg-info"):
+                continue
+            dist = re.sub(r"[-_.]+", "-", stem.partition("-")[0]).lower()
+            if dist in seen:
+                continue
+            seen.add(dist)
+            try:
+                with open(os.path.join(entry or ".", name, "entry_points.txt"), encoding="utf-8") as fh:
+                    pairs += _section(fh.read(), group)
+            except OSError:
+                continue
+    return pairs
+
+
 @functools.cache
 def reader_types() -> dict[str, ReaderEntry]:
     """Every registered reader type: installed entry points, then this checkout's declarations."""
     found: dict[str, ReaderEntry] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        entry = _parse(ep.value)
+    for name, value in _installed_entry_points(ENTRY_POINT_GROUP):
+        entry = _parse(value)
         if entry is not None:
-            found[ep.name] = entry
+            found[name] = entry
     found.update(_checkout_entries(_CHECKOUT_PYPROJECT))
     return found
 

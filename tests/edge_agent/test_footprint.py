@@ -45,6 +45,26 @@ def test_agent_start_up_imports_no_cloud_training_or_unconfigured_reader_package
     assert sorted(set(modules) & set(NOT_ON_A_GATEWAY + READER_LIBRARIES)) == []
 
 
+def test_agent_start_up_with_the_numpy_scorer_leaves_out_modules_it_only_would_keep_for_nothing(tmp_path, model_path):
+    """numpy.ma (pulled in by np.median, np.unique) and importlib.metadata (entry points) would
+    stay resident for the agent's life; the agent finds readers and computes medians without them."""
+    csv = write_csv(tmp_path / "r.csv", recording(2, T0, 600, 10))
+    config = tmp_path / "agent.toml"
+    config.write_text(f'gateway_id = "gw-1"\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{model_path}"\n'
+                      f'[[readers]]\ntype = "replay"\npath = "{csv}"\n')
+    code = ("import json, sys\nfrom gridsight.cli import main\n"
+            f"code = main(['agent', 'check-config', '--config', {str(config)!r}])\n"
+            "import edge_agent.runtime, gridsight.logs\n"
+            "print(json.dumps([code, sorted(sys.modules)]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **unit_environment(), "GRIDSIGHT_SCORER": "numpy"})
+    code, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert code == 0, result.stderr[-2000:]
+    assert "edge_agent.onnx_trees" in modules and "edge_agent.readers.replay" in modules
+    assert [m for m in modules if m.split(".")[:2] in (["numpy", "ma"], ["importlib", "metadata"])
+            or m.startswith("onnxruntime")] == []
+
+
 def unit_environment() -> dict[str, str]:
     unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "gridsight-agent.service"
     lines = [line.partition("=")[2] for line in unit.read_text().splitlines() if line.startswith("Environment=")]
