@@ -115,8 +115,13 @@ class _VersionAction(argparse.Action):
     """``--version``, looked up only when asked: importlib.metadata would otherwise be imported
     by every command and stay in memory for its life (the gateway agent's too, ~0.7 MB)."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help="show program's version number and exit"):
+    def __init__(
+        self,
+        option_strings,
+        dest=argparse.SUPPRESS,
+        default=argparse.SUPPRESS,
+        help="show program's version number and exit",
+    ):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
