@@ -2,7 +2,7 @@
 
 :class:`MeterBaseline` keeps the energy of every local hour of the last 28 days in one float32
 array (28 x 24 = 2.7 kB a meter, whatever the interval: 15-minute readings add up into their hour),
-with the day type of each day. Once a day it works out, for each day type (weekday, Saturday,
+with the day type of each day and what each hour was expected to be when it was measured. Once a day it works out, for each day type (weekday, Saturday,
 Sunday or holiday) and hour, the median energy of the completed days and its spread (1.4826 x the
 median absolute deviation). Medians of four weeks keep a shift or dip that lasts days visible for
 its whole length: it moves the median only once it covers about half of that day type's days
@@ -14,6 +14,10 @@ two completed days of any type there is no profile yet (features stay neutral).
 
 :meth:`MeterBaseline.cells` gives the trailing hours ending in the current interval: energy,
 expected energy and spread, so features can compare the last 1, 3 or 24 hours at any interval.
+A past hour keeps the expectation it had when it was measured (the profile of the days before
+its day), never one its own day helped to make: with three days of history, yesterday is one of
+the three values whose median today's profile is, and compared with it would look normal however
+far it was off.
 numpy only: this module runs on the gateway.
 """
 
@@ -33,7 +37,7 @@ DAYS_KEPT = 28
 _MIN_DAY_TYPE_DAYS = 3
 _MIN_DAYS = 2
 _MAD_TO_SD = 1.4826
-BYTES_PER_METER = DAYS_KEPT * 24 * 4 + DAYS_KEPT * 5 + 2 * 3 * 24 * 4
+BYTES_PER_METER = 2 * DAYS_KEPT * 24 * 4 + DAYS_KEPT * 5 + 2 * 3 * 24 * 4
 
 
 def _pack(a: np.ndarray) -> str:
@@ -50,10 +54,11 @@ def _unpack(text: str, dtype, shape) -> np.ndarray:
 class MeterBaseline:
     """Energy per local hour of the last 28 days, and per-day-type hourly medians and spreads."""
 
-    __slots__ = ("hours", "days", "kinds", "profile", "spread", "profile_day", "typical")
+    __slots__ = ("hours", "expected", "days", "kinds", "profile", "spread", "profile_day", "typical")
 
     def __init__(self) -> None:
         self.hours = np.full((DAYS_KEPT, 24), np.nan, dtype=np.float32)  # kWh per local hour
+        self.expected = np.full((DAYS_KEPT, 24), np.nan, dtype=np.float32)  # its profile value back then
         self.days = np.full(DAYS_KEPT, -1, dtype=np.int32)  # local day ordinal held by each row
         self.kinds = np.zeros(DAYS_KEPT, dtype=np.int8)  # its day type
         self.profile = np.full((3, 24), np.nan, dtype=np.float32)  # median kWh per day type and hour
@@ -71,8 +76,13 @@ class MeterBaseline:
         if self.days[r] != day:
             self.days[r], self.kinds[r] = day, kind
             self.hours[r] = np.nan
+            self.expected[r] = np.nan
         cell = self.hours[r, hour]
-        self.hours[r, hour] = kwh if cell != cell else cell + kwh
+        if cell != cell:
+            self.hours[r, hour] = kwh
+            self.expected[r, hour] = self.profile[kind, hour] if self.profile_day == day else np.nan
+        else:
+            self.hours[r, hour] = cell + kwh
 
     def refresh(self, today: int) -> None:
         """Work out the profiles from the completed days before ``today`` (does nothing twice a day)."""
@@ -128,7 +138,7 @@ class MeterBaseline:
                 continue
             if here:
                 actual[i * 24:(i + 1) * 24] = self.hours[r]
-            expected[i * 24:(i + 1) * 24] = self.profile[k]
+            expected[i * 24:(i + 1) * 24] = self.expected[r] if here and d < day else self.profile[k]
             spread[i * 24:(i + 1) * 24] = self.spread[k]
         end = (n_days - 1) * 24 + hour + 1
         a, e, s = actual[end - hours:end], expected[end - hours:end], spread[end - hours:end]
@@ -142,8 +152,8 @@ class MeterBaseline:
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> dict:
-        return {"hours": _pack(self.hours), "days": _pack(self.days), "kinds": _pack(self.kinds),
-                "profile_day": int(self.profile_day)}
+        return {"hours": _pack(self.hours), "expected": _pack(self.expected), "days": _pack(self.days),
+                "kinds": _pack(self.kinds), "profile_day": int(self.profile_day)}
 
     @classmethod
     def from_json(cls, obj: dict) -> "MeterBaseline":
@@ -151,6 +161,8 @@ class MeterBaseline:
         b.hours = _unpack(obj["hours"], np.float32, (DAYS_KEPT, 24))
         b.days = _unpack(obj["days"], np.int32, (DAYS_KEPT,))
         b.kinds = _unpack(obj["kinds"], np.int8, (DAYS_KEPT,))
+        if "expected" in obj:  # a snapshot from before expectations were kept has none for its past hours
+            b.expected = _unpack(obj["expected"], np.float32, (DAYS_KEPT, 24))
         day = int(obj.get("profile_day", -1))
         if day >= 0:
             b.refresh(day)

@@ -380,10 +380,13 @@ class _Interval:
         h.baseline.refresh(self.local_day)
         b = h.baseline
         self.typical = b.typical * min(1.0, interval_s / 3600.0) if b.ready else h.level
-        self.is_low = h.level_n > 0 and self.kwh < _NEAR_ZERO * self.typical
+        # A meter that exports in the interval imports little because its own panels supply the
+        # house: near-nothing or unchanged import is then the sun, not an outage or a stuck register.
+        exporting = s.export_kwh is not None and s.export_kwh > 0.0
+        self.is_low = h.level_n > 0 and self.kwh < _NEAR_ZERO * self.typical and not exporting
         step = abs(self.kwh - h.prev_kwh) if h.prev_kwh is not None else math.inf
         const_tol = max(1e-9, 0.5 * quantum, 0.01 * (h.abs_step or 0.0))
-        self.is_const = self.contiguous and step <= const_tol
+        self.is_const = self.contiguous and step <= const_tol and not exporting
 
 
 class FeatureBuilder:

@@ -134,8 +134,41 @@ def test_windows_are_hours_so_every_interval_sees_the_same_shift(interval_s):
 
 def test_four_weeks_of_history_per_meter_take_a_few_kilobytes_at_any_interval():
     b = MeterBaseline()
-    arrays = b.hours.nbytes + b.days.nbytes + b.kinds.nbytes + b.profile.nbytes + b.spread.nbytes
-    assert arrays == BYTES_PER_METER < 4096
+    arrays = (b.hours.nbytes + b.expected.nbytes + b.days.nbytes + b.kinds.nbytes + b.profile.nbytes
+              + b.spread.nbytes)
+    assert arrays == BYTES_PER_METER < 8192
     for k in range(28 * 96):  # four weeks of 15-minute intervals add into the same cells
         b.add(738_000 + k // 96, (k % 96) // 4, 0, 0.25)
     assert b.hours.shape == (28, 24) and float(np.nansum(b.hours)) == pytest.approx(28 * 96 * 0.25)
+
+
+def test_with_few_days_of_history_yesterday_is_judged_against_the_days_before_it():
+    # A meter installed on Thursday with guests over the weekend (twice its usual load). On Monday
+    # its profile is the median of Thursday to Sunday, which the weekend itself has moved to 1.5x;
+    # Sunday was expected at Thursday to Saturday's median (1x) and must still show as doubled.
+    stats = series(datetime(2024, 1, 4), 5, seed=4, kwh=lambda local, rng: 2.0 * rng.lognormal(0, 0.02))
+    weekend = {datetime(2024, 1, 6).date(), datetime(2024, 1, 7).date()}
+    guests = [IntervalStats(s.meter_id, s.interval_start, H, s.kwh * (2.0 if datetime.fromtimestamp(
+        s.interval_start, PARIS).date() in weekend else 1.0), 1, None, None, None, None) for s in stats]
+    rows = run(guests, names=("shift_24h_vs_daytype",), calendar=SiteCalendar("Europe/Paris"))
+    monday_1am = [i for i, s in enumerate(guests)
+                  if datetime.fromtimestamp(s.interval_start, PARIS) == datetime(2024, 1, 8, 1, tzinfo=PARIS)][0]
+    assert rows[monday_1am]["shift_24h_vs_daytype"] == pytest.approx(np.log(2.0), abs=0.1)
+
+
+def test_near_nothing_imported_while_the_meter_exports_is_the_sun_not_an_outage():
+    # a PV home imports almost nothing on sunny afternoons; its export register says why
+    def pv_home(local: datetime, rng: np.random.Generator) -> float:
+        return 0.001 if 10 <= local.hour < 16 else 0.5 * rng.lognormal(0, 0.1)
+
+    stats = series(datetime(2024, 6, 1), 10, seed=5, kwh=pv_home)
+    sunny = [IntervalStats(s.meter_id, s.interval_start, H, s.kwh, 1, None, None, None, None,
+                           export_kwh=1.2 if s.kwh < 0.01 else 0.0) for s in stats]
+    names = ("near_zero_hours_vs_habit", "constant_hours_vs_habit")
+    # day 9: a longer sunny stretch than ever (10-18 h); with the export seen it is not an outage
+    longer = [IntervalStats(s.meter_id, s.interval_start, H, 0.001, 1, None, None, None, None, export_kwh=1.2)
+              if s.interval_start >= stats[0].interval_start + 8 * 86_400 and 10 <= datetime.fromtimestamp(
+                  s.interval_start, PARIS).hour < 18 else s for s in sunny]
+    assert max(r["near_zero_hours_vs_habit"] for r in run(longer, names=names)) == 0.0
+    blind = [IntervalStats(s.meter_id, s.interval_start, H, s.kwh, 1, None, None, None, None) for s in longer]
+    assert max(r["near_zero_hours_vs_habit"] for r in run(blind, names=names)) > 0.0
