@@ -12,13 +12,16 @@ ask for random windows (a day, a week, a month, the year), regions and meters:
 Side by side in the same run, one client at a time: the regional consumption query as the
 endpoint runs it (region rollups) against summing the region's per-meter rollups (what a stale
 region gets, and every region got before migration 0005) and the obvious SQL straight over
-interval_summaries. The load's mix: half anomaly maps (70 % one region, 30 % all), half
+interval_summaries; and after the load, one client at a time, each endpoint over HTTP against
+its own queries run straight through asyncpg (the floor: no HTTP, no authentication). The
+load's mix: half anomaly maps (70 % one region, 30 % all), half
 consumption (half a region, half a meter), each over a random day, week, month or the year
 starting at a random quarter hour: no two requests need be alike, so nothing is served warm.
 
     .venv/bin/python bench/query.py            # 1,000 meters x 1 year
     .venv/bin/python bench/query.py --quick    # 50 meters x 1 year, about a minute
-Prints p50/p95 per endpoint, the command to reproduce, and ONE JSON line last.
+Prints p50/p95 per endpoint, CPU per request (API, PostgreSQL, load generator), the command to
+reproduce, and ONE JSON line last; target_met is issue #19's goal, p95 at most 100 ms.
 """
 
 from __future__ import annotations
@@ -296,6 +299,54 @@ def side_by_side(dsn: str, repeats: int) -> dict:
     return asyncio.run(run())
 
 
+def single_client_floor(base_url: str, api_key: str, dsn: str, meters: int, repeats: int) -> dict:
+    """One client, one request at a time, the load's mix: the HTTP API against the floor, the
+    endpoint's own queries (collector.db.queries) run straight through asyncpg, no HTTP, no auth.
+    The difference is what the API itself adds to a request, contention aside."""
+    from datetime import datetime
+    from urllib.parse import urlsplit
+
+    import asyncpg
+
+    from collector.db import queries
+
+    def when(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    async def run() -> dict:
+        rng = random.Random(11)
+        todo = [request_for(rng, ("anomalies", "consumption")[i % 2], meters) for i in range(repeats)]
+        url = urlsplit(base_url)
+        http = _KeepAliveClient(url.hostname, url.port, {"X-API-Key": api_key})
+        conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+        api: dict = {"anomalies": [], "consumption": []}
+        floor: dict = {"anomalies": [], "consumption": []}
+        try:
+            for path, params in todo[:10] + todo:          # the first ten warm both up
+                kind = path.strip("/")
+                t = time.perf_counter()
+                status, _ = await http.get(path, params)
+                api[kind].append(time.perf_counter() - t)
+                if status != 200:
+                    raise RuntimeError(f"{path}: {status}")
+                s, e = when(params["start"]), when(params["end"])
+                t = time.perf_counter()
+                if kind == "anomalies":
+                    await queries.anomalies(conn, s, e, limit=params["limit"], offset=0,
+                                            region_id=params.get("region_id"))
+                else:
+                    await queries.consumption_series(conn, s, e, params["points"], meter_id=params.get("meter_id"),
+                                                     region_id=params.get("region_id"))
+                floor[kind].append(time.perf_counter() - t)
+        finally:
+            await http.close()
+            await conn.close()
+        return {f"{side}_{kind}_p50_ms": statistics.median(values[kind][10:]) * 1000
+                for side, values in (("api", api), ("floor", floor)) for kind in ("anomalies", "consumption")}
+
+    return asyncio.run(run())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 meters instead of 1,000; shorter load")
@@ -353,6 +404,8 @@ def main() -> int:
         samples = out.get(timeout=duration + 600)
         api_cpu, pg_cpu = (_cpu_seconds([root]) - before for root, before in zip(roots, cpu_before))
         gen.join()
+        say("one client: the API against its own queries straight through asyncpg")
+        floor = single_client_floor(f"http://127.0.0.1:{port}", api_key, pg.url, meters, 100 if args.quick else 200)
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -388,6 +441,8 @@ def main() -> int:
     result["rollup_p50_ms"] = round(sbs["rollup_p50_ms"], 2)
     result["naive_scan_p50_ms"] = round(sbs["naive_p50_ms"], 2)
     result["meter_rollups_p50_ms"] = round(sbs["meter_rollups_p50_ms"], 2)
+    for key, value in floor.items():
+        result[f"single_client_{key}"] = round(value, 2)
     result["naive_over_rollup"] = round(sbs["naive_p50_ms"] / sbs["rollup_p50_ms"], 1)
     result["meter_rollups_over_region_rollups"] = round(sbs["meter_rollups_p50_ms"] / sbs["rollup_p50_ms"], 1)
     # issue #19: p95 at most 100 ms at full size with 50 clients
@@ -399,6 +454,9 @@ def main() -> int:
           f"{sbs['rollup_p50_ms']:.1f} ms vs the meters' rollups {sbs['meter_rollups_p50_ms']:.1f} ms "
           f"({result['meter_rollups_over_region_rollups']}x) vs naive scan {sbs['naive_p50_ms']:.1f} ms "
           f"({result['naive_over_rollup']}x); errors {len(samples['errors'])}")
+    print("one client, p50: " + "; ".join(
+        f"{kind} API {floor[f'api_{kind}_p50_ms']:.1f} ms vs its queries alone {floor[f'floor_{kind}_p50_ms']:.1f} ms"
+        for kind in ("anomalies", "consumption")))
     if samples["errors"]:
         print("first error:", samples["errors"][0])
     print(json.dumps(result))
