@@ -14,7 +14,8 @@ method, a parameter it does not take or gives twice, a value that is not in the 
 (an ISO 8601 time with a ``T`` and a zone or none, a decimal integer), an out-of-range value, a
 missing or unknown credential, a check the identity store does not remember (the app asks the
 database, as before), another role (consumers and policymakers have per-request scope checks),
-an answer that would be a 404, a database error. So every error, and every case the shortcut
+an answer that would be a 404, a database error. Only a query that ran out of time is not
+tried again: it is the same 500 the application gives. So every error, and every case the shortcut
 does not know, keeps the application's own answer; ``tests/collector/test_hot_routes.py``
 sends the same requests both ways and compares the answers byte for byte.
 """
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable
 from urllib.parse import parse_qsl
 
+import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collector.api.deps import ID_PATTERN, MAX_RANGE, fast_json
@@ -180,6 +182,8 @@ class HotRoutes:
             if handler is not None:
                 try:
                     body = await handler(scope)
+                except (TimeoutError, asyncpg.QueryCanceledError):
+                    raise                # a query that ran out of time: a 500, as in the application, not a second try
                 except Exception:        # _Defer, or anything else: the application answers (or fails) in full
                     body = None
                 if body is not None:
