@@ -385,7 +385,11 @@ class _Interval:
         exporting = s.export_kwh is not None and s.export_kwh > 0.0
         self.is_low = h.level_n > 0 and self.kwh < _NEAR_ZERO * self.typical and not exporting
         step = abs(self.kwh - h.prev_kwh) if h.prev_kwh is not None else math.inf
-        const_tol = max(1e-9, 0.5 * quantum, 0.01 * (h.abs_step or 0.0))
+        # Two readings of a constant load differ by up to one resolution step (each end of the interval
+        # is rounded), so one step is still "unchanged" on a meter whose intervals usually move by ten
+        # steps or more; on a coarse register (a step a large share of its usual change) half a step.
+        fine = quantum > 0.0 and (h.abs_step or 0.0) >= 10.0 * quantum
+        const_tol = max(1e-9, 1.01 * quantum if fine else 0.5 * quantum, 0.01 * (h.abs_step or 0.0))
         self.is_const = self.contiguous and step <= const_tol and not exporting
 
 

@@ -116,6 +116,22 @@ def test_a_stuck_register_shows_beyond_the_runs_a_coarse_meter_has_anyway():
     assert rows[-1]["constant_hours_vs_habit"] > 40.0
 
 
+def test_a_constant_load_read_through_a_rounded_register_counts_as_unchanged():
+    # a household register in Wh: a tamper holding the load at 0.4035 kW gives 15-minute deltas of
+    # 0.100 or 0.101 kWh (both ends of each interval are rounded), never the same value for long
+    def home(local, rng):  # kWh an hour; series() takes a quarter of it for each 15 minutes
+        return 4 * float(np.round(0.075 * rng.lognormal(0, 0.4), 3))
+
+    stats = series(datetime(2024, 1, 1), 20, interval_s=900, seed=8, kwh=home)
+    start = 18 * 96
+    register = np.round(1234.5678 + 0.4035 * 0.25 * np.arange(49), 3)
+    held = [IntervalStats("m1", s.interval_start, 900, float(d), 1, None, None, None, None)
+            for s, d in zip(stats[start:start + 48], np.diff(register))]
+    assert len({round(h.kwh, 6) for h in held}) == 2
+    rows = run(stats[:start] + held, interval_s=900, calendar=SiteCalendar("Europe/Paris"))
+    assert rows[-1]["constant_hours_vs_habit"] > 8.0
+
+
 @pytest.mark.parametrize("interval_s", [900, 1800, 3600])
 def test_windows_are_hours_so_every_interval_sees_the_same_shift(interval_s):
     stats = series(datetime(2024, 1, 1), 36, interval_s=interval_s, seed=7)
