@@ -20,6 +20,8 @@ then scores the same meters.
 
 Compared in the same run, each an Isolation Forest of the default size and calibration:
   * default  - edge_agent.features.DEFAULT_FEATURES with the site's time zone and holidays;
+  * by-class - the same features, one forest per meter class (PJM buildings commercial, the UCI
+               household residential), each calibrated on its own meters, as `model train --by-class`;
   * legacy   - LEGACY_DEFAULT_FEATURES, the previous default (previous 7 days, UTC), same calibration;
   * legacy-old - the same features at the previous default calibration (contamination 0.0014);
   * profile  - five plain features: local hour, weekend, kWh over the meter's mean, kWh over the
@@ -211,19 +213,33 @@ def profile_rows(meters: list[Meter]) -> list[np.ndarray]:
     return rows
 
 
-def evaluate(meters: list[Meter], rows: list[np.ndarray], names, seed: int, contamination: float | None = None) -> dict:
+def meter_class(m: Meter) -> str:
+    """PJM pseudo-meters are commercial buildings, the UCI series a household."""
+    return "residential" if m.meter_id.startswith("uci") else "commercial"
+
+
+def evaluate(meters: list[Meter], rows: list[np.ndarray], names, seed: int, contamination: float | None = None,
+             by_class: bool = False) -> dict:
+    """Train (one forest, or one per meter class as `model train --by-class` does) and score."""
     from sklearn.metrics import roc_auc_score
 
     X = np.vstack([r[24:] for r in rows])  # each meter's first day is warm-up, as in training
     keep = usable_features(names, X) if names else list(range(X.shape[1]))
-    ids = np.concatenate([[m.meter_id] * (m.ts.size - 24) for m in meters])
-    starts = np.concatenate([m.ts[24:] for m in meters])
-    forest, _ = fit_calibrated_forest(X[:, keep], ids, starts, H, contamination or calibration_contamination(H),
-                                      None if contamination else DEFAULT_FALSE_ALARMS_PER_METER_MONTH,
-                                      DEFAULT_N_ESTIMATORS, DEFAULT_MAX_SAMPLES, seed)
+    groups = sorted({meter_class(m) for m in meters}) if by_class else [None]
+    forests = {}
+    for group in groups:
+        members = [i for i, m in enumerate(meters) if group is None or meter_class(m) == group]
+        Xg = np.vstack([rows[i][24:] for i in members])
+        ids = np.concatenate([[meters[i].meter_id] * (meters[i].ts.size - 24) for i in members])
+        starts = np.concatenate([meters[i].ts[24:] for i in members])
+        forests[group], _ = fit_calibrated_forest(Xg[:, keep], ids, starts, H,
+                                                  contamination or calibration_contamination(H),
+                                                  None if contamination else DEFAULT_FALSE_ALARMS_PER_METER_MONTH,
+                                                  DEFAULT_N_ESTIMATORS, DEFAULT_MAX_SAMPLES, seed)
     aucs, events, found, false_flags, true_flags, months = [], 0, 0, 0, 0, 0.0
     by_kind = {k: [0, 0] for k in KINDS}
     for m, r in zip(meters, rows):
+        forest = forests[meter_class(m) if by_class else None]
         score = forest.decision_function(r[:, keep])
         flags = score < 0
         labels = m.labels
@@ -254,7 +270,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="four PJM years and one household year per split")
     ap.add_argument("--seed", type=int, default=1, help="seed of the injected anomalies (default %(default)s)")
     ap.add_argument("--features", help="comma-separated feature names for 'default' instead of DEFAULT_FEATURES")
-    ap.add_argument("--configs", default="default,legacy,legacy-old,profile",
+    ap.add_argument("--configs", default="default,by-class,legacy,legacy-old,profile",
                     help="which to run (default %(default)s)")
     args = ap.parse_args()
     command = "python bench/detection_real.py" + (" --quick" if args.quick else "") + \
@@ -273,17 +289,21 @@ def main() -> int:
         for config in args.configs.split(","):
             if config == "profile":
                 rows, names = profile_rows(meters), None
+            elif config == "by-class" and "default" in results[split]:
+                rows, names = default_rows, default_names
             elif config == "legacy-old" and "legacy" in results[split]:
                 rows, names = legacy_rows, LEGACY_DEFAULT_FEATURES
             else:
-                names = DEFAULT_FEATURES if config == "default" else LEGACY_DEFAULT_FEATURES
-                if config == "default" and args.features:
+                names = DEFAULT_FEATURES if config in ("default", "by-class") else LEGACY_DEFAULT_FEATURES
+                if config in ("default", "by-class") and args.features:
                     names = tuple(args.features.split(","))
-                rows = feature_rows(meters, names, local=config == "default")
+                rows = feature_rows(meters, names, local=config in ("default", "by-class"))
             if config == "legacy":
                 legacy_rows = rows
+            if config == "default":
+                default_rows, default_names = rows, names
             r = evaluate(meters, rows, list(names) if names else None, args.seed,
-                         DEFAULT_CONTAMINATION if config == "legacy-old" else None)
+                         DEFAULT_CONTAMINATION if config == "legacy-old" else None, by_class=config == "by-class")
             results[split][config] = r
             print(f"{split:9s} {config:10s} meters {len(meters):2d}  ROC-AUC mean {r['auc_mean']:.3f} "
                   f"(PJM {r.get('auc_mean_pjm', 0):.3f}, UCI {r.get('auc_mean_uci', 0):.3f}, "
