@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = ["gridsight", "edge_agent"]
@@ -27,6 +28,7 @@ def test_ruff_lint_finds_nothing_in_the_kernel_and_edge_agent():
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_mypy_finds_nothing_in_the_kernel_and_edge_agent():
     res = _run("mypy", *CHECKED)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-1000:]

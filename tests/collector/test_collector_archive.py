@@ -49,6 +49,7 @@ def test_objects_round_trip_and_corruption_is_detected(kind, tmp_path, s3_bucket
         store.get("raw/dt=2026-01-03/gateway=gw-1/nope.jsonl.gz")
 
 
+@pytest.mark.slow
 def test_archive_catches_up_after_the_s3_endpoint_comes_back(tmp_path, collector_db):
     server = LocalS3Server().start()
     bucket = "gridsight-outage"

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import zlib
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,6 +37,7 @@ def _per_field(columns: dict, count: int):
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 6).flatmap(lambda n: st.fixed_dictionaries({c: st.lists(_values, min_size=n, max_size=n)
                                                                    for c in _COLUMNS})))
+@pytest.mark.slow
 def test_fast_and_per_field_decoding_agree_on_any_columns(columns):
     count = len(columns["meter_id"])
     try:

@@ -161,6 +161,7 @@ def test_carbon_endpoint_uses_the_factor_of_every_other_carbon_figure(deployed):
     assert answer.json() == pytest.approx([4.0, 0.25, 0.0])
 
 
+@pytest.mark.slow
 def test_load_forecast_endpoint_fills_the_future_rows_and_keeps_the_measured_ones(deployed):
     hours = 24 * 21
     ts = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(START + 3600 * i)) for i in range(hours + 24)]

@@ -27,6 +27,7 @@ def drive(agent: Agent, clock: ManualClock, until: float, step: float) -> None:
     agent.tick()
 
 
+@pytest.mark.slow
 def test_agent_publishes_every_reading_and_one_summary_per_interval_to_a_real_broker(tmp_path, mosquitto, subscriber):
     taken = recording(3, T0, 2 * 3600, 10)
     clock = ManualClock(T0)
@@ -62,6 +63,7 @@ def test_agent_publishes_every_reading_and_one_summary_per_interval_to_a_real_br
     assert len(set(seqs)) == len(subscriber.unique("summary")) + len(subscriber.unique("raw"))
 
 
+@pytest.mark.slow
 def test_agent_flags_a_meter_whose_consumption_jumps_with_the_models_reason(tmp_path, mosquitto, subscriber, model_path):
     spike_start = T0 + 3 * 86_400 + 12 * 3600
 

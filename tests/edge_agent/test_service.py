@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+import pytest
 
 from edge_agent.config import AgentSettings
 from gridsight.settings import load_settings
@@ -116,6 +117,7 @@ def test_agent_tells_systemd_it_is_ready_pings_the_watchdog_and_says_when_it_sto
     assert messages.index("STOPPING=1") > messages.index("WATCHDOG=1")
 
 
+@pytest.mark.slow
 def test_sigterm_flushes_every_taken_reading_to_the_broker_and_leaves_status_offline(tmp_path, mosquitto):
     subscriber = Subscriber(mosquitto.port)
     taken = recording(2, T0, 3600, 10)
@@ -153,6 +155,7 @@ def test_config_errors_stop_start_up_with_one_line_naming_the_key(tmp_path):
     assert result.returncode == 2 and "readers[0].meter_id: missing" in result.stderr
 
 
+@pytest.mark.slow
 def test_status_command_shows_the_outbox_depth_of_an_agent(tmp_path):
     config = agent_config(tmp_path, "mqtt://127.0.0.1:9", write_csv(tmp_path / "r.csv", recording(2, T0, 1800, 10)),
                           speed=600)

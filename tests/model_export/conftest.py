@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,25 @@ def fleet_csv(tmp_path, fleet) -> Path:
     return fleet.write_interval_csv(tmp_path / "readings.csv", with_class=True)
 
 
-@pytest.fixture
-def trained_model(tmp_path, fleet_csv) -> Path:
+@pytest.fixture(scope="session")
+def _model_trained_once(tmp_path_factory) -> Path:
+    """The fleet's model, trained once per test session (training takes seconds; the fleet is
+    deterministic, so every test would train the same bytes)."""
     from model_export.pipeline import train_and_export
 
+    where = tmp_path_factory.mktemp("trained-once")
+    readings = make_fleet().write_interval_csv(where / "readings.csv", with_class=True)
+    out = where / "model.onnx"
+    train_and_export(readings, out, n_estimators=30, max_samples=128, version="v1", name="gridsight-test")
+    return out
+
+
+@pytest.fixture
+def trained_model(tmp_path, fleet_csv, _model_trained_once) -> Path:
+    """A private copy of the fleet's trained model in the test's own directory (tests sign,
+    corrupt or replace it there)."""
     out = tmp_path / "model.onnx"
-    train_and_export(fleet_csv, out, n_estimators=30, max_samples=128, version="v1", name="gridsight-test")
+    shutil.copyfile(_model_trained_once, out)
     return out
 
 

@@ -39,6 +39,7 @@ def _labels_csv(path, fleet):
     return path
 
 
+@pytest.mark.slow
 def test_score_cli_writes_one_row_per_meter_interval_with_score_and_flag(tmp_path, trained_model, fleet, fleet_csv):
     out = tmp_path / "scored.csv"
     proc = _cli("score", "--model", str(trained_model), "--readings", str(fleet_csv), "--out", str(out))
@@ -53,6 +54,7 @@ def test_score_cli_writes_one_row_per_meter_interval_with_score_and_flag(tmp_pat
     assert "flagged" in proc.stderr  # progress and summary go to stderr
 
 
+@pytest.mark.slow
 def test_offline_scores_equal_the_gateway_scorer_on_the_same_features(trained_model, fleet_csv):
     from model_export.offline import score_readings
 
@@ -63,6 +65,7 @@ def test_offline_scores_equal_the_gateway_scorer_on_the_same_features(trained_mo
     assert np.array_equal(np.array([r.score for r in score_readings(scorer, fleet_csv)]), direct)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reports_precision_recall_and_auc_against_labels(tmp_path, trained_model, fleet, fleet_csv):
     labels = _labels_csv(tmp_path / "labels.csv", fleet)
     proc = _cli("evaluate", "--model", str(trained_model), "--readings", str(fleet_csv), "--labels", str(labels))
@@ -73,6 +76,7 @@ def test_evaluate_cli_reports_precision_recall_and_auc_against_labels(tmp_path, 
     assert 0 < report["events_detected"] <= report["events"]
 
 
+@pytest.mark.slow
 def test_a_false_alarm_budget_sets_the_flag_rate_on_normal_data(tmp_path):
     from model_fleet import make_fleet
 
@@ -101,6 +105,7 @@ def test_contradictory_or_impossible_calibration_targets_are_refused():
         calibration_contamination(900, false_alarms_per_meter_month=0)
 
 
+@pytest.mark.slow
 def test_by_class_training_writes_one_model_per_class_selected_by_metadata(tmp_path, fleet_csv):
     out = tmp_path / "models"
     proc = _cli("train", "--readings", str(fleet_csv), "--out", str(out), "--by-class", "--n-estimators", "10",

@@ -50,6 +50,7 @@ def test_a_signed_model_is_verified_loaded_and_swapped_in(updater, release):
     assert updater.status().current_version == "v2" and updater.status().last_ok is True
 
 
+@pytest.mark.slow
 def test_a_tampered_model_is_refused_and_the_running_one_kept(updater, release):
     cmd, path = release("v2")
     data = bytearray(path.read_bytes())
@@ -66,6 +67,7 @@ def test_a_tampered_model_is_refused_and_the_running_one_kept(updater, release):
     assert "kept gridsight-test v1" in reason
 
 
+@pytest.mark.slow
 def test_a_model_signed_with_another_key_is_refused(tmp_path, updater, release):
     cmd, path = release("v2")
     generate_keypair(tmp_path / "rogue.pem", tmp_path / "rogue.pub")
@@ -75,6 +77,7 @@ def test_a_model_signed_with_another_key_is_refused(tmp_path, updater, release):
     assert updater.current_scorer().version == "v1"
 
 
+@pytest.mark.slow
 def test_a_correctly_signed_model_failing_its_self_test_is_refused(tmp_path, keypair, updater, release):
     cmd, path = release("v2")
     model = onnx.load(str(path))
@@ -91,6 +94,7 @@ def test_a_correctly_signed_model_failing_its_self_test_is_refused(tmp_path, key
     assert updater.current_scorer().version == "v1"
 
 
+@pytest.mark.slow
 def test_an_unreachable_model_is_refused_with_the_reason(updater, release):
     cmd, path = release("v2")
     path.unlink()
@@ -106,6 +110,7 @@ def test_announcement_for_a_canary_set_is_ignored_by_other_gateways(updater, rel
     assert ok and "other gateways" in reason and updater.current_scorer().version == "v1"
 
 
+@pytest.mark.slow
 def test_rollback_returns_to_the_previous_model(updater, release):
     for version in ("v2", "v3"):
         cmd, _ = release(version)
@@ -117,6 +122,7 @@ def test_rollback_returns_to_the_previous_model(updater, release):
     assert ok and updater.current_scorer().version == "v3"
 
 
+@pytest.mark.slow
 def test_rollback_to_the_initial_model_after_the_first_update(updater, release):
     cmd, _ = release("v2")
     assert updater.handle_announcement(cmd)[0]
@@ -131,6 +137,7 @@ def test_a_restarted_agent_runs_the_model_it_last_switched_to(tmp_path, keypair,
     assert again.current_scorer().version == "v2"
 
 
+@pytest.mark.slow
 def test_a_model_corrupted_on_disk_falls_back_after_restart(tmp_path, keypair, trained_model, updater, release):
     for version in ("v2", "v3"):
         assert updater.handle_announcement(release(version)[0])[0]
@@ -154,6 +161,7 @@ def test_scorer_refuses_a_file_that_is_not_a_gridsight_model(tmp_path, trained_m
         Scorer.load(tmp_path / "missing.onnx")
 
 
+@pytest.mark.slow
 def test_scorer_labels_rows_below_the_threshold_and_explains_them(trained_model, fleet):
     import numpy as np
 

@@ -15,6 +15,7 @@ from edge_agent.scorer import ModelError, Scorer, scorer_kind
 from model_export.offline import score_readings
 
 
+@pytest.mark.slow
 def test_numpy_and_onnxruntime_scores_agree_on_the_self_test_rows_and_a_readings_file(trained_model, fleet_csv):
     numpy_scorer = Scorer.load(trained_model, kind="numpy")
     ort_scorer = Scorer.load(trained_model, kind="onnxruntime")
@@ -32,6 +33,7 @@ def test_numpy_and_onnxruntime_scores_agree_on_the_self_test_rows_and_a_readings
     assert any(r.anomalous for r in rows_numpy)        # labels compared where they matter, not all False
 
 
+@pytest.mark.slow
 def test_gridsight_scorer_chooses_the_evaluator_and_a_bad_value_is_one_line(trained_model, tmp_path, fleet_csv):
     assert scorer_kind({"GRIDSIGHT_SCORER": "numpy"}) == "numpy"
     assert scorer_kind({}) == "onnxruntime"          # installed in this environment

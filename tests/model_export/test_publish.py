@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import pytest
 
 import boto3
 import onnx
@@ -29,6 +30,7 @@ def _signed(trained_model, keypair):
     return trained_model.with_name(trained_model.name + ".sig")
 
 
+@pytest.mark.slow
 def test_verify_passes_a_good_signed_model(trained_model, keypair, fleet_csv):
     _signed(trained_model, keypair)
     proc = _cli("verify", str(trained_model), "--public-key", str(keypair[1]), "--readings", str(fleet_csv))
@@ -81,6 +83,7 @@ def test_publish_to_a_directory_store_lays_out_model_signature_and_manifest(tmp_
     assert manifest["feature_names"] and manifest["interval_s"] == 900
 
 
+@pytest.mark.slow
 def test_publishing_different_bytes_under_an_existing_version_is_refused(tmp_path, fleet_csv, keypair):
     from model_export.pipeline import train_and_export
     from model_export.signing import sign_file
@@ -99,6 +102,7 @@ def test_publish_refuses_an_unsigned_model(tmp_path, trained_model):
     assert proc.returncode == 2 and "no signature" in proc.stderr
 
 
+@pytest.mark.slow
 def test_published_model_reaches_a_gateway_through_s3_and_a_retained_announcement(
         tmp_path, fleet_csv, trained_model, keypair, s3_bucket, mosquitto):
     """Publish to S3 and announce retained; a gateway subscribing later fetches, verifies and swaps it in."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import pytest
 
 import numpy as np
 
@@ -28,6 +29,7 @@ def _register_readings(days: int = 4) -> list[wire.Reading]:
     return out
 
 
+@pytest.mark.slow
 def test_train_from_the_collector_database_readings(tmp_path, database_url):
     import psycopg
 
@@ -53,6 +55,7 @@ def test_train_from_the_collector_database_readings(tmp_path, database_url):
     assert '"meters": 2' in scorer.metadata["data_quality"]
 
 
+@pytest.mark.slow
 def test_train_from_the_raw_archive_skipping_damaged_objects(tmp_path):
     from collector.archive import ArchivedMessage, LocalDirStore, archive_key, encode_object
 

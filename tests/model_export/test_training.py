@@ -23,6 +23,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=240)
 
 
+@pytest.mark.slow
 def test_train_cli_writes_a_model_the_gateway_scorer_loads(tmp_path, fleet_csv):
     out = tmp_path / "m.onnx"
     proc = _cli("train", "--readings", str(fleet_csv), "--out", str(out), "--n-estimators", "20",
@@ -41,6 +42,7 @@ def test_train_cli_writes_a_model_the_gateway_scorer_loads(tmp_path, fleet_csv):
         assert scorer.metadata[key]
 
 
+@pytest.mark.slow
 def test_the_trained_model_flags_injected_anomalies_more_than_normal_intervals(tmp_path, fleet, fleet_csv):
     from model_export.offline import score_readings
 
@@ -234,6 +236,7 @@ def _hourly_csv(path, meters: int = 3, days: int = 35, outage: bool = True):
     return path
 
 
+@pytest.mark.slow
 def test_hourly_data_trains_without_naming_the_interval_and_scores_with_features_and_reasons(tmp_path):
     readings = _hourly_csv(tmp_path / "hourly.csv")
     out = tmp_path / "m.onnx"
@@ -258,6 +261,7 @@ def test_hourly_data_trains_without_naming_the_interval_and_scores_with_features
     assert float(outage["near_zero_hours_vs_habit"]) >= 12.0
 
 
+@pytest.mark.slow
 def test_features_are_chosen_by_name_and_an_unknown_name_is_one_line(tmp_path):
     readings = _hourly_csv(tmp_path / "hourly.csv", outage=False)
     out = tmp_path / "m.onnx"

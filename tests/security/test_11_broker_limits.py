@@ -7,6 +7,7 @@ import re
 import resource
 import socket
 import time
+import pytest
 
 from broker_support import SHIPPED_CONF
 from security_support import MqttSession, gateway_password
@@ -30,6 +31,7 @@ def _still_open(sock: socket.socket) -> bool:
         sock.setblocking(True)
 
 
+@pytest.mark.slow
 def test_the_shipped_config_caps_connections_and_the_broker_enforces_it(shipped_broker):
     fleet, _, port = shipped_broker
     cap = _setting("max_connections")

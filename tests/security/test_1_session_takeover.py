@@ -6,12 +6,14 @@ client id a gateway asks for is replaced by its own account name."""
 from __future__ import annotations
 
 import queue
+import pytest
 
 from collector_kit import message, summary
 from collector.settings import CollectorSettings
 from security_support import MqttSession, gateway_password, register_gateways, sql, start_collector, wait_until
 
 
+@pytest.mark.slow
 def test_a_gateway_using_the_collectors_client_id_gets_no_session_and_no_message_is_lost(
         shipped_broker, database_url, tmp_path):
     fleet, _, port = shipped_broker

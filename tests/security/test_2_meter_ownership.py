@@ -7,6 +7,7 @@ only changes through the registry (technician or admin)."""
 from __future__ import annotations
 
 import dataclasses
+import pytest
 
 from collector_kit import NOW, flag, message, summary
 from security_support import MqttSession, create_account, gateway_password, sql, start_collector, wait_until
@@ -26,6 +27,7 @@ def _send(fleet, port, gateway_id: str, *msgs) -> None:
         session.close()
 
 
+@pytest.mark.slow
 def test_a_gateway_cannot_write_or_rehome_another_gateways_meter(shipped_broker, database_url, tmp_path):
     fleet, _, port = shipped_broker
     collector = start_collector(fleet, port, database_url, tmp_path / "collector")

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from collector_kit import message, summary
 from collector.settings import CollectorSettings
 from security_support import MqttSession, gateway_password, sql, start_collector, wait_until
 
 
+@pytest.mark.slow
 def test_the_collector_refuses_gateways_nobody_registered_by_default(shipped_broker, database_url, tmp_path):
     fleet, _, port = shipped_broker
     fleet.create_gateway("gx-hijack", "mqtts://127.0.0.1:8883")      # a broker account, never registered

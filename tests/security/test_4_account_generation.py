@@ -52,6 +52,7 @@ def test_a_deleted_and_recreated_admins_old_token_and_key_stop_working(api_proce
     "UPDATE users SET role = 'policymaker' WHERE username = 'boss'",
     "UPDATE users SET disabled = true WHERE username = 'boss'",
 ])
+@pytest.mark.slow
 def test_a_role_change_or_disable_made_anywhere_ends_tokens_and_keys_within_the_cache_ttl(api_process, change):
     api = api_process
     create_account(api.database_url, "boss", "admin")
@@ -62,6 +63,7 @@ def test_a_role_change_or_disable_made_anywhere_ends_tokens_and_keys_within_the_
     wait_until(lambda: api.api("GET", "/auth/me", headers=key)[0] == 401, 60, "the API key to be refused")
 
 
+@pytest.mark.slow
 def test_a_consumer_moved_to_another_customer_loses_the_old_token(api_process):
     api = api_process
     root = api.login("root")

@@ -60,6 +60,7 @@ def _candidate_keys(copies: list[Path], whole: list[Path], customer_id: str, mas
     return sorted(found)
 
 
+@pytest.mark.slow
 def test_an_erased_customer_cannot_be_decrypted_from_a_full_copy_of_database_wal_archive_and_master_key(
         shipped_broker, own_postgres, tmp_path):
     fleet, _, port = shipped_broker

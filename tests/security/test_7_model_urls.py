@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import tracemalloc
+import pytest
 
 from gridsight.wire import ModelAnnouncement
 from edge_agent.model_update import ModelUpdater
@@ -18,6 +19,7 @@ def _announce(url: str, sig_url: str, version: str = "v3", sha: str = "0" * 64) 
     return ModelAnnouncement("gridsight-iforest", version, url, sha, sig_url, time.time())
 
 
+@pytest.mark.slow
 def test_a_file_url_outside_the_models_directory_is_never_opened(tmp_path, signed_models):
     folder, _, public_key = signed_models
     secret = tmp_path / "shadow"

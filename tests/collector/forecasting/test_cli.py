@@ -57,6 +57,7 @@ def test_policy_on_a_csv_and_a_bad_parameter(tmp_path):
         "gridsight collector: error: ev_profile: only applies with ev_vehicles"
 
 
+@pytest.mark.slow
 def test_forecast_command_stores_runs_for_every_region(grid_db):
     r = gridsight("forecast", "--kind", "region", "--model", "ets", "--horizon-hours", "12", "--workers", "2",
                   "--json", database_url=grid_db)
@@ -102,6 +103,7 @@ def test_scheduled_forecast_runs_repeatedly_and_stores_each_run(grid_db):
     assert len(run_ids) == 2 and None not in run_ids
 
 
+@pytest.mark.slow
 def test_backtest_takes_holidays_by_country_and_temperature_from_a_csv_like_forecast(tmp_path):
     series = synthetic_load(16)
     load, temps = tmp_path / "load.csv", tmp_path / "temps.csv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import pytest
 
 from fastapi.testclient import TestClient
 
@@ -65,6 +66,7 @@ def test_an_unreachable_database_is_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unreachable" in result.stderr
 
 
+@pytest.mark.slow
 def test_without_a_database_url_the_embedded_database_is_started_and_migrated_as_the_help_says(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GRIDSIGHT_DATA_DIR")}
     env.update(GRIDSIGHT_COLLECTOR_DATA_DIR=str(tmp_path / "collector"), GRIDSIGHT_NEW_PASSWORD="a long admin password")

@@ -56,6 +56,7 @@ def test_a_streamed_oversized_body_is_refused_with_413(served):
     assert reply.startswith(b"HTTP/1.1 413")
 
 
+@pytest.mark.slow
 def test_a_client_trickling_its_body_is_cut_off_with_408(served):
     head = (b"POST /enrollment/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\nConnection: close\r\n\r\n")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import pytest
 
 from registry_support import document, fetch, table_counts
 
@@ -18,6 +19,7 @@ def _run(db: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_import_then_export_round_trips_through_files(db, tmp_path):
     source = tmp_path / "grid.json"
     source.write_text(json.dumps(document()))
