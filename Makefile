@@ -17,12 +17,17 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 demo: $(STAMP)
 	$(VENV)/bin/gridsight demo
 
+# Tests run in JOBS processes (pytest-xdist), a test file per process at a time: most tests wait on
+# brokers, databases and subprocesses, so 4 processes keep 2 cores busy. JOBS=0 runs in one process.
+JOBS ?= 4
+XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 # Everything not marked slow: the edit-test loop (under 3 minutes on 2 cores).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 bench-quick: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done

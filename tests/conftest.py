@@ -4,6 +4,8 @@ the machine: the conventional URLs are removed from the environment for the whol
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -83,3 +85,23 @@ def s3_bucket(s3_server) -> tuple[str, str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_build_lock():
+    """A context manager that holds an exclusive lock while a test builds the checkout into a wheel:
+    setuptools writes build/ and *.egg-info inside the checkout, and tests run in parallel
+    (pytest-xdist) would otherwise build over each other."""
+    path = Path(__file__).resolve().parent.parent / ".gridsight" / "wheel-build.lock"
+
+    @contextlib.contextmanager
+    def hold():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    return hold

@@ -19,10 +19,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, Path]:
+def built(tmp_path_factory, repo_build_lock) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(REPO)],
-                          capture_output=True, text=True, timeout=900)
+    with repo_build_lock():
+        done = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(REPO)],
+                              capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     [wheel], [sdist] = out.glob("gridsight-*.whl"), out.glob("gridsight-*.tar.gz")
     return wheel, sdist

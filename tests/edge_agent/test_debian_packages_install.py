@@ -33,10 +33,11 @@ def _debian_packages_present() -> bool:
 @pytest.mark.skipif(os.geteuid() != 0 or not _debian_packages_present(),
                     reason="needs root and Debian's python3-numpy, python3-cryptography, python3-venv "
                            "(apt-get install -y python3-numpy python3-cryptography python3-venv)")
-def test_the_debian_packages_install_runs_the_agent_without_onnxruntime(tmp_path, model_path):
+def test_the_debian_packages_install_runs_the_agent_without_onnxruntime(tmp_path, model_path, repo_build_lock):
     dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(dist)],
-                           capture_output=True, text=True, timeout=600)
+    with repo_build_lock():
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(dist)],
+                               capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = dist.glob("gridsight-*.whl")
     venv = tmp_path / "venv"
