@@ -509,6 +509,7 @@ class FleetRun:
                     self.progress(f"fleet: {done}, {self._stored_messages()} messages stored"
                                   + (f", down: {dead}" if dead else ""))
                 time.sleep(0.05)
+            self._wait_for_readers(self.scored_end, r.drain_timeout_s)
             self.progress("fleet: run over; stopping agents and draining the collector")
             for a in self.agents:
                 a.stop()
@@ -523,6 +524,33 @@ class FleetRun:
                              self.fleet.gateways * self.fleet.meters_per_gateway)
         finally:
             self._teardown()
+
+    def _reader_cursor(self, index: int) -> float:
+        """Where gateway ``index``'s meters stand: everything they handed over before it is stored
+        in the agent's outbox (the cursor of a poll is committed when the agent comes back for the
+        next one, after the batch before it reached the outbox)."""
+        path = self.work_dir / "gateways" / f"gw-{index:04d}" / "sim-meter-cursor.json"
+        try:
+            return float(json.loads(path.read_text())["cursor"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return float("-inf")
+
+    def _wait_for_readers(self, until: float, timeout_s: float) -> None:
+        """Wait until every running agent has read and stored its meters through ``until``.
+
+        Agents poll on their own schedule: under load, a gateway restarted late in the run (a power
+        cycle, a model switch) can still be catching up when the clock passes the end, and stopping
+        it then would leave the meters' last readings unread, which the score counts as missing."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = [a.index for a in self.agents if a.alive and self._reader_cursor(a.index) < until]
+            if not behind:
+                return
+            if time.monotonic() >= deadline:
+                self.progress(f"fleet: gateways {behind} had not read their meters through the end of the run "
+                              f"after {timeout_s:.0f} s; their last readings will count as missing")
+                return
+            time.sleep(0.1)
 
     def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

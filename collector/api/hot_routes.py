@@ -35,6 +35,7 @@ from collector.auth.roles import ADMIN, ANALYST
 from collector.auth.store import NotRemembered
 from collector.auth.tokens import AuthError
 from collector.db import queries
+from gridsight.errors import GridsightError
 
 __all__ = ["HotRoutes"]
 
@@ -47,8 +48,8 @@ _CONSUMPTION_PARAMS = frozenset({"start", "end", "points", "region_id", "meter_i
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-class _Defer(Exception):
-    """The request is not one the shortcut answers: the application will."""
+class _Defer(GridsightError):
+    """The request is not one the shortcut answers: the application will (never leaves this module)."""
 
 
 def _params(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
