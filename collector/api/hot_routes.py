@@ -31,6 +31,7 @@ import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collector.api.deps import ID_PATTERN, MAX_RANGE, fast_json
+from collector.auth.dependencies import authenticate
 from collector.auth.roles import ADMIN, ANALYST
 from collector.auth.store import NotRemembered
 from collector.auth.tokens import AuthError
@@ -115,17 +116,11 @@ def _credentials_allow(scope: Scope) -> bool:
             scheme, _, param = value.decode("latin-1").partition(" ")
             token = param if scheme.lower() == "bearer" else ""
     ctx = getattr(scope["app"].state, "identity", None)
-    if ctx is None:
+    if ctx is None or not (api_key or token):
         return False
     try:
         with ctx.store.from_memory():
-            if api_key:
-                principal = ctx.store.authenticate_api_key(api_key)
-            elif token:
-                principal = ctx.issuer.verify(token)
-                ctx.store.check_current(principal)
-            else:
-                return False
+            principal = authenticate(ctx, token, api_key)
     except (AuthError, NotRemembered):
         return False
     return principal.role in _ROLES

@@ -25,7 +25,7 @@ from collector.auth.roles import CONSUMER, POLICYMAKER, ROLES, Principal
 from collector.auth.store import IdentityStore, NotRemembered
 from collector.auth.tokens import AuthError, TokenIssuer
 
-__all__ = ["IdentityContext", "identity", "require_roles", "roles_of_scopes", "PUBLIC_ROUTES", "oauth2_scheme",
+__all__ = ["IdentityContext", "authenticate", "identity", "require_roles", "roles_of_scopes", "PUBLIC_ROUTES", "oauth2_scheme",
            "api_key_scheme", "OWN_METER", "SELF", "AGGREGATE"]
 
 OWN_METER = "consumer:own-meter"
@@ -108,16 +108,22 @@ async def _principal(request: Request, security_scopes: SecurityScopes, token: s
         return await run_in_threadpool(_authorize, request, security_scopes, token, api_key)
 
 
+def authenticate(ctx: IdentityContext, token: str | None, api_key: str | None) -> Principal:
+    """Who an API key or a bearer token belongs to, checked against the account's current
+    generation (AuthError when neither is given or the credential is not valid now)."""
+    if api_key:
+        return ctx.store.authenticate_api_key(api_key)
+    if token:
+        principal = ctx.issuer.verify(token)
+        ctx.store.check_current(principal)
+        return principal
+    raise AuthError("authentication required: Bearer token or X-API-Key")
+
+
 def _authorize(request: Request, security_scopes: SecurityScopes, token: str | None, api_key: str | None) -> Principal:
     ctx = identity(request)
     try:
-        if api_key:
-            principal = ctx.store.authenticate_api_key(api_key)
-        elif token:
-            principal = ctx.issuer.verify(token)
-            ctx.store.check_current(principal)
-        else:
-            raise AuthError("authentication required: Bearer token or X-API-Key")
+        principal = authenticate(ctx, token, api_key)
     except AuthError as exc:
         raise _unauthorized(str(exc)) from None
     scopes = security_scopes.scopes
