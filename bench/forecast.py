@@ -22,6 +22,13 @@ the wall time with the machine's load average.
     .venv/bin/python bench/forecast.py --quick      # about a minute on a quiet machine: 14 + 4 origins, 120-day Prophet fits
     .venv/bin/python bench/forecast.py              # 28 + 28 origins, 400-day Prophet fits
     .venv/bin/python bench/forecast.py --pjm-daily  # and every day of PJM's held-out year
+    .venv/bin/python bench/forecast.py --train-coverage  # coverage on the training days only (cheap candidates)
+
+``--train-coverage`` is how the interval's widening (selection.INTERVAL_INFLATION) was chosen:
+it backtests only the days the settings may be chosen on (PJM every day of 2014-08-03 ..
+2016-08-02; the half-hourly series' five weeks before its held-out four) with the cheap
+candidates (no Prophet), and prints the 50 %, 80 % and 95 % intervals' coverage with the
+widening off (1.0) and at several factors, next to the chosen model's MAPE.
 
 The last line printed is one JSON object with every figure.
 """
@@ -37,10 +44,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from collector.forecasting.backtest import BacktestReport, backtest_day_ahead  # noqa: E402
+from collector.forecasting import selection  # noqa: E402
+from collector.forecasting.backtest import BacktestReport, backtest_day_ahead, mape  # noqa: E402
 from collector.forecasting.executor import open_executor  # noqa: E402
+from collector.forecasting.series import as_load_series, steps_per_day  # noqa: E402
 from collector.forecasting.types import ForecastOptions  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -92,6 +102,83 @@ def summary(report: BacktestReport) -> dict:
     }
 
 
+#: The last day of PJM's training part and the first origin of its held-out year.
+PJM_TRAIN_END = "2016-08-01"
+PJM_TRAIN_DAYS = 730
+CHEAP = ("lag_regression", "holt_winters", "scaled_naive", "seasonal_naive")
+FACTORS = (1.0, 1.05, 1.1, 1.15, 1.2)
+WIDTHS = (0.5, 0.8, 0.95)
+
+
+def _paths_chunk(job: tuple) -> selection.CandidatePaths:
+    series, origins, per_day, options = job
+    return selection.candidate_paths(series, origins, [per_day] * len(origins), options, None, CHEAP)
+
+
+def train_coverage(args, executor, progress) -> dict:
+    """Coverage of the interval on the training days, per width and widening factor.
+
+    The candidates' day-ahead paths are computed once (the backtest's own window of four
+    weeks before each origin included); each origin's choice is made exactly as the backtest
+    makes it, and every width and factor is applied to the same choice.
+    """
+    taylor = load_csv(args.halfhourly_csv)
+    weeks = args.halfhourly_weeks or 4
+    tune_end = taylor.index[-1].tz_localize(None).floor("D") - pd.Timedelta(days=7 * weeks + 1)
+    runs = {"pjm_train": (load_csv(args.pjm_csv), PJM_TRAIN_DAYS, pd.Timestamp(PJM_TRAIN_END), "US"),
+            "halfhourly_tune": (taylor, 35, tune_end, "GB")}
+    out = {}
+    for name, (raw, folds, end, country) in runs.items():
+        series = as_load_series(raw)
+        freq = series.index.freqstr
+        per_day = steps_per_day(freq)
+        end = end.tz_localize("UTC")
+        origins = [end - pd.Timedelta(days=k) for k in range(folds)][::-1]
+        needed = [end - pd.Timedelta(days=k) for k in range(folds + 2 * selection.WINDOW_DAYS)][::-1]
+        needed = [o for o in needed if o - pd.Timedelta(days=8) >= series.index[0]]
+        options = ForecastOptions(country=country, candidates=CHEAP)
+        keep = pd.Timedelta(days=selection.HISTORY_DAYS_NEEDED + 1)
+        chunks = [needed[i:i + 30] for i in range(0, len(needed), 30)]
+        jobs = [(series[(series.index >= c[0] - keep) & (series.index < c[-1])], c, per_day, options) for c in chunks]
+        progress(f"train coverage {name}: {len(needed)} origins x {len(CHEAP)} cheap candidates")
+        paths = selection.CandidatePaths(needed, {m: [] for m in CHEAP})
+        for result in executor.map(_paths_chunk, jobs):
+            for m in CHEAP:
+                paths.forecasts[m].extend(result.forecasts[m])
+        actuals = [series.reindex(pd.date_range(o, periods=per_day, freq=freq)).to_numpy() for o in needed]
+        inside = {(w, f): [] for w in WIDTHS for f in FACTORS}
+        predicted, observed = [], []
+        position = {o: i for i, o in enumerate(needed)}
+        for origin in origins:
+            if origin not in position:
+                continue
+            choice = selection.choose(paths, actuals, position[origin])
+            yhat = np.clip(choice.forecast[:per_day], 0.0, None)
+            actual = actuals[position[origin]]
+            predicted.append(yhat)
+            observed.append(actual)
+            if len(choice.residuals) < 10:
+                continue
+            for w in WIDTHS:
+                for f in FACTORS:
+                    lo, hi = selection.interval_from_residuals(yhat, choice.residuals, w, per_day, inflation=f)
+                    inside[(w, f)].append((actual >= lo) & (actual <= hi))
+        out[name] = {"origins": [str(origins[0].date()), str(origins[-1].date())], "folds": len(predicted),
+                     "chosen_mape": round(mape(np.concatenate(observed), np.concatenate(predicted)), 3),
+                     "coverage": {f"{w:.2f}@{f:.2f}": round(float(np.mean(np.concatenate(v))), 4)
+                                  for (w, f), v in inside.items()}}
+    return out
+
+
+def print_train_coverage(figures: dict) -> None:
+    for name, row in figures.items():
+        print(f"\n{name}: {row['folds']} daily origins {row['origins'][0]} .. {row['origins'][1]} (training days), "
+              f"cheap candidates, chosen model MAPE {row['chosen_mape']:.2f} %")
+        print("interval  " + "  ".join(f"x{f:<5.2f}" for f in FACTORS) + f"   (in use: x{selection.INTERVAL_INFLATION})")
+        for w in WIDTHS:
+            print(f"{w:>7.0%}   " + "  ".join(f"{row['coverage'][f'{w:.2f}@{f:.2f}']:6.1%}" for f in FACTORS))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -109,6 +196,8 @@ def main() -> int:
                              "regression reads up to 3 years for the same season of earlier years")
     parser.add_argument("--pjm-daily", action="store_true",
                         help="also backtest PJM from every midnight of the held-out year (365 origins)")
+    parser.add_argument("--train-coverage", action="store_true",
+                        help="only the interval's coverage on the training days (cheap candidates), per widening factor")
     args = parser.parse_args()
     pjm_folds = args.pjm_folds or (4 if args.quick else 28)
     weeks = args.halfhourly_weeks or (2 if args.quick else 4)
@@ -123,6 +212,21 @@ def main() -> int:
             return 2
     progress = lambda line: print(f"  {line}", file=sys.stderr, flush=True)  # noqa: E731
     load_before = os.getloadavg()[0]
+    if args.train_coverage:
+        command = f".venv/bin/python bench/forecast.py --train-coverage --workers {args.workers}"
+        started = time.perf_counter()
+        with open_executor(max_workers=args.workers) as executor:
+            figures = train_coverage(args, executor, progress)
+        wall = time.perf_counter() - started
+        print_train_coverage(figures)
+        load_after = os.getloadavg()[0]
+        print(f"\n(machine load average {load_before:.1f} at the start, {load_after:.1f} at the end, on "
+              f"{os.cpu_count()} cores; {wall:.0f} s)")
+        print(f"reproduce: {command}")
+        print(json.dumps({"bench": "forecast_train_coverage", "inflation_in_use": selection.INTERVAL_INFLATION,
+                          **figures, "cpu_load_avg_1m": round(load_after, 1), "wall_s": round(wall, 1),
+                          "command": command}))
+        return 0
     walls: dict[str, float] = {}
     with open_executor(max_workers=args.workers) as executor:
         started = time.perf_counter()

@@ -13,7 +13,7 @@ import pytest
 from collector.forecasting import ForecastOptions, backtest_day_ahead, forecast_load, mape
 from collector.forecasting.baselines import scaled_naive, seasonal_naive
 from collector.forecasting.calendar import holiday_dates
-from collector.forecasting.selection import SINGLE_MODEL_MARGIN
+from collector.forecasting.selection import SINGLE_MODEL_MARGIN, interval_from_residuals
 
 from .conftest import synthetic_load
 
@@ -106,3 +106,33 @@ def test_a_public_holiday_is_forecast_like_a_sunday_not_like_last_weeks_weekday(
         aware = model(history.to_numpy(), history.index, 24, 24, gb)
         blind = model(history.to_numpy(), history.index, 24, 24, frozenset())
         assert mape(actual, aware) < mape(actual, blind) / 2
+
+
+@pytest.mark.parametrize("noise", ["normal", "student_t"])
+def test_interval_calibrated_on_four_weeks_of_errors_covers_about_its_level_of_the_next_days(noise):
+    # Relative errors of a known distribution: four weeks of hourly errors calibrate the interval,
+    # then 200 days drawn from the same distribution are scored against it.
+    rng = np.random.default_rng(11)
+    draw = (lambda n: rng.normal(0, 0.04, n)) if noise == "normal" else (lambda n: 0.03 * rng.standard_t(4, n))
+    yhat = np.full(24, 500.0)
+    past = draw(28 * 24)
+    future = yhat * (1 + draw((200, 24)))
+    coverage = {}
+    for width in (0.5, 0.8, 0.95):
+        lower, upper = interval_from_residuals(yhat, past, width, per_day=24)
+        coverage[width] = float(np.mean((future >= lower) & (future <= upper)))
+    # widened by INTERVAL_INFLATION for what a window cannot show: a little over the level, never under
+    assert 0.78 <= coverage[0.8] <= 0.88
+    assert 0.48 <= coverage[0.5] <= 0.62
+    assert 0.93 <= coverage[0.95] <= 0.99
+    unwidened = interval_from_residuals(yhat, past, 0.8, per_day=24, inflation=1.0)
+    assert (unwidened[0] >= lower).all() and (unwidened[1] <= upper).all()
+
+
+def test_widened_interval_stays_non_negative_and_around_the_forecast():
+    yhat = np.array([0.0, 0.2, 5.0, 80.0] * 12)
+    errors = np.random.default_rng(2).uniform(-1.5, 2.0, 500)     # a feeder whose load falls past zero
+    lower, upper = interval_from_residuals(yhat, errors, 0.95, per_day=24)
+    assert (lower >= 0).all() and (upper >= 0).all()
+    assert (lower <= yhat).all() and (yhat <= upper).all()
+    assert (upper[24:] >= upper[:24]).all()       # day two is no narrower than day one
