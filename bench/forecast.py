@@ -23,6 +23,7 @@ the wall time with the machine's load average.
     .venv/bin/python bench/forecast.py              # 28 + 28 origins, 400-day Prophet fits
     .venv/bin/python bench/forecast.py --pjm-daily  # and every day of PJM's held-out year
     .venv/bin/python bench/forecast.py --train-coverage  # coverage on the training days only (cheap candidates)
+    .venv/bin/python bench/forecast.py --train-coverage --quick  # the same on PJM's last 112 training days
 
 ``--train-coverage`` is how the interval's widening (selection.INTERVAL_INFLATION) was chosen:
 it backtests only the days the settings may be chosen on (PJM every day of 2014-08-03 ..
@@ -125,7 +126,8 @@ def train_coverage(args, executor, progress) -> dict:
     taylor = load_csv(args.halfhourly_csv)
     weeks = args.halfhourly_weeks or 4
     tune_end = taylor.index[-1].tz_localize(None).floor("D") - pd.Timedelta(days=7 * weeks + 1)
-    runs = {"pjm_train": (load_csv(args.pjm_csv), PJM_TRAIN_DAYS, pd.Timestamp(PJM_TRAIN_END), "US"),
+    pjm_days = 112 if args.quick else PJM_TRAIN_DAYS    # quick: the last 16 weeks of the training part
+    runs = {"pjm_train": (load_csv(args.pjm_csv), pjm_days, pd.Timestamp(PJM_TRAIN_END), "US"),
             "halfhourly_tune": (taylor, 35, tune_end, "GB")}
     out = {}
     for name, (raw, folds, end, country) in runs.items():
@@ -205,6 +207,9 @@ def main() -> int:
     command = (f".venv/bin/python bench/forecast.py{' --quick' if args.quick else ''} --pjm-folds {pjm_folds} "
                f"--pjm-every-days {args.pjm_every_days} --halfhourly-weeks {weeks} --workers {args.workers} "
                f"--max-history-days {history}{' --pjm-daily' if args.pjm_daily else ''}")
+    if args.train_coverage:
+        command = (f".venv/bin/python bench/forecast.py --train-coverage{' --quick' if args.quick else ''} "
+                   f"--workers {args.workers}")
     print(f"reproduce: {command}", file=sys.stderr)
     for path in (args.pjm_csv, args.halfhourly_csv):
         if not Path(path).exists():
@@ -213,7 +218,6 @@ def main() -> int:
     progress = lambda line: print(f"  {line}", file=sys.stderr, flush=True)  # noqa: E731
     load_before = os.getloadavg()[0]
     if args.train_coverage:
-        command = f".venv/bin/python bench/forecast.py --train-coverage --workers {args.workers}"
         started = time.perf_counter()
         with open_executor(max_workers=args.workers) as executor:
             figures = train_coverage(args, executor, progress)
