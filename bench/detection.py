@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_agent.features import DEFAULT_FEATURES, LEGACY_DEFAULT_FEATURES, FeatureBuilder  # noqa: E402
+from edge_agent.site_calendar import SiteCalendar  # noqa: E402
 from edge_agent.window import IntervalWindow  # noqa: E402
 from firmware_sim.fleet_model import Fleet  # noqa: E402
 from firmware_sim.fleet_run import MeterSubset  # noqa: E402
@@ -49,7 +50,7 @@ from firmware_sim.scenario import load_scenario  # noqa: E402
 from model_export.pipeline import (DEFAULT_CONTAMINATION, DEFAULT_FALSE_ALARMS_PER_METER_MONTH,  # noqa: E402
                                    DEFAULT_MAX_SAMPLES, DEFAULT_N_ESTIMATORS, build_training_rows,
                                    calibration_contamination, fit_calibrated_forest, load_intervals,
-                                   usable_features)
+                                   site_calendar, usable_features)
 
 # name -> (features, contamination or None for the default alarm budget)
 CONFIGS = {"default": (DEFAULT_FEATURES, None), "legacy": (LEGACY_DEFAULT_FEATURES, DEFAULT_CONTAMINATION)}
@@ -71,6 +72,11 @@ def replay(fleet: Fleet, sim_start: float, end: float, interval_s: int, poll_s: 
             last, now = now, now + poll_s
         out.append(closed)
     return out
+
+
+def fleet_calendar(fleet: Fleet) -> SiteCalendar:
+    """The sites' local time and holidays, as `sim fleet` trains its models (the agents take them from the model)."""
+    return site_calendar(fleet.calendar.tz, fleet.calendar.country, [fleet.start, fleet.end])
 
 
 def training_stats(scenario, seed: int, sim_start: float, work: Path):
@@ -137,12 +143,13 @@ def main() -> int:
             for name, (names, contamination) in CONFIGS.items():
                 if name not in args.configs.split(","):
                     continue
-                X, train_rows = build_training_rows(train, names, r.interval_s)
+                calendar = fleet_calendar(fleet)
+                X, train_rows = build_training_rows(train, names, r.interval_s, calendar)
                 keep = usable_features(names, X)
                 X = X[:, keep]
                 rows = []
                 for gateway_stats in closed:
-                    builder = FeatureBuilder(names, r.interval_s)
+                    builder = FeatureBuilder(names, r.interval_s, calendar)
                     rows.extend(builder.features(s) for s in gateway_stats)
                 R = np.stack(rows)[:, keep]
                 for p, (seed_v1, seed_v2) in enumerate(pairs):

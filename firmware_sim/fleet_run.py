@@ -372,7 +372,8 @@ class FleetRun:
         # the sites' local time and public holidays, as a utility trains for its own service area;
         # the agents take both from the model
         train_and_export(history, out, version=version, interval_s=self.scenario.run.interval_s,
-                         random_state=seed_offset)
+                         random_state=seed_offset, time_zone=self.fleet.calendar.tz,
+                         holiday_country=self.fleet.calendar.country)
         self.progress(f"fleet: {role} model {version} trained in {time.monotonic() - started:.0f} s")
         return out
 
