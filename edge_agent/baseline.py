@@ -115,8 +115,9 @@ class MeterBaseline:
                 typical = float(np.nanmean(rows))
         self.typical = typical if math.isfinite(typical) else math.nan
 
-    def cells(self, day: int, hour: int, kind: int, hours: int, kwh: float,
-              fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def cells(
+        self, day: int, hour: int, kind: int, hours: int, kwh: float, fraction: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The trailing ``hours`` local hours ending in the current interval, oldest first.
 
         Returns (energy, expected energy, variance of the expectation) per hour; NaN where either
@@ -137,11 +138,11 @@ class MeterBaseline:
             if k < 0:
                 continue
             if here:
-                actual[i * 24:(i + 1) * 24] = self.hours[r]
-            expected[i * 24:(i + 1) * 24] = self.expected[r] if here and d < day else self.profile[k]
-            spread[i * 24:(i + 1) * 24] = self.spread[k]
+                actual[i * 24 : (i + 1) * 24] = self.hours[r]
+            expected[i * 24 : (i + 1) * 24] = self.expected[r] if here and d < day else self.profile[k]
+            spread[i * 24 : (i + 1) * 24] = self.spread[k]
         end = (n_days - 1) * 24 + hour + 1
-        a, e, s = actual[end - hours:end], expected[end - hours:end], spread[end - hours:end]
+        a, e, s = actual[end - hours : end], expected[end - hours : end], spread[end - hours : end]
         a[-1] = (0.0 if a[-1] != a[-1] else a[-1]) + kwh
         e[-1] *= fraction
         s[-1] *= fraction
@@ -152,8 +153,13 @@ class MeterBaseline:
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> dict:
-        return {"hours": _pack(self.hours), "expected": _pack(self.expected), "days": _pack(self.days),
-                "kinds": _pack(self.kinds), "profile_day": int(self.profile_day)}
+        return {
+            "hours": _pack(self.hours),
+            "expected": _pack(self.expected),
+            "days": _pack(self.days),
+            "kinds": _pack(self.kinds),
+            "profile_day": int(self.profile_day),
+        }
 
     @classmethod
     def from_json(cls, obj: dict) -> "MeterBaseline":

@@ -140,14 +140,29 @@ class _Timeval(ctypes.Structure):
 
 class _Timex(ctypes.Structure):
     # struct timex from <sys/timex.h> (glibc); trailing padding keeps the kernel's size.
-    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                ("constant", ctypes.c_long), ("precision", ctypes.c_long),
-                ("tolerance", ctypes.c_long), ("time", _Timeval), ("tick", ctypes.c_long),
-                ("ppsfreq", ctypes.c_long), ("jitter", ctypes.c_long), ("shift", ctypes.c_int),
-                ("stabil", ctypes.c_long), ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long),
-                ("errcnt", ctypes.c_long), ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int),
-                ("_pad", ctypes.c_int * 11)]
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time", _Timeval),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("_pad", ctypes.c_int * 11),
+    ]
 
 
 _TIME_ERROR = 5
@@ -173,8 +188,7 @@ def clock_health() -> ClockHealth:
     if state < 0:
         return ClockHealth(None, None, None)
     scale = 1e-9 if tx.status & _STA_NANO else 1e-6
-    return ClockHealth(synced=state != _TIME_ERROR, offset_s=tx.offset * scale,
-                       max_error_s=tx.maxerror * 1e-6)
+    return ClockHealth(synced=state != _TIME_ERROR, offset_s=tx.offset * scale, max_error_s=tx.maxerror * 1e-6)
 
 
 def parse_utc_time(text: str) -> float:

@@ -103,16 +103,23 @@ class MqttSettings:
             if value and not Path(value).expanduser().is_file():
                 raise ConfigError(f"mqtt.{key}", f"{value} does not exist")
         if bool(self.cert_file) != bool(self.key_file):
-            raise ConfigError("mqtt.key_file" if self.cert_file else "mqtt.cert_file",
-                              "cert_file and key_file go together")
+            raise ConfigError(
+                "mqtt.key_file" if self.cert_file else "mqtt.cert_file", "cert_file and key_file go together"
+            )
         if (self.cert_file or self.ca_file) and not self.tls:
             raise ConfigError("mqtt.url", "certificates are set but the url is not mqtts://")
         if self.tls:
             try:
                 check_tls_files(self.tls_files)
             except MqttSetupError as exc:
-                raise ConfigError("mqtt.key_file" if "key" in str(exc) else "mqtt.ca_file"
-                                  if "CA file" in str(exc) else "mqtt.cert_file", str(exc)) from None
+                raise ConfigError(
+                    "mqtt.key_file"
+                    if "key" in str(exc)
+                    else "mqtt.ca_file"
+                    if "CA file" in str(exc)
+                    else "mqtt.cert_file",
+                    str(exc),
+                ) from None
         if self.password_file:
             try:
                 self.password = read_password(None, self.password_file, env={}) or ""
@@ -138,7 +145,7 @@ class MqttSettings:
 
     def _url_match(self) -> re.Match[str]:
         match = _URL_RE.match(self.url)
-        if match is None:   # __post_init__ refused such a URL already
+        if match is None:  # __post_init__ refused such a URL already
             raise ConfigError("mqtt.url", f"expected mqtt://host[:port] or mqtts://host[:port], got {self.url!r}")
         return match
 
@@ -199,11 +206,11 @@ class ClockSettings:
 class LocalSettings:
     """Optional integrations on the gateway (edge_agent/local); both off by default."""
 
-    ha_mqtt_url: str = ""               # Home Assistant's broker, e.g. mqtt://127.0.0.1:1883; empty: off
+    ha_mqtt_url: str = ""  # Home Assistant's broker, e.g. mqtt://127.0.0.1:1883; empty: off
     ha_discovery_prefix: str = "homeassistant"
     ha_username: str = ""
     ha_password_file: str = ""
-    metrics_port: int = 0               # Prometheus text on metrics_host:metrics_port/metrics; 0: off
+    metrics_port: int = 0  # Prometheus text on metrics_host:metrics_port/metrics; 0: off
     metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
@@ -217,8 +224,9 @@ class LocalSettings:
 class AgentSettings:
     gateway_id: str = ""
     # Its own variable: a collector on the same machine keeps GRIDSIGHT_DATA_DIR for itself.
-    data_dir: Path = field(default=Path("/var/lib/gridsight"),
-                           metadata={"env": "GRIDSIGHT_AGENT_DATA_DIR", "env_only": True})
+    data_dir: Path = field(
+        default=Path("/var/lib/gridsight"), metadata={"env": "GRIDSIGHT_AGENT_DATA_DIR", "env_only": True}
+    )
     interval_s: int = 900
     poll_s: float = 1.0
     grace_s: float = 30.0
@@ -250,11 +258,13 @@ class AgentSettings:
             raise ConfigError("grace_s", f"must be between 0 and interval_s, got {self.grace_s}")
         if self.time_zone:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
             try:
                 ZoneInfo(self.time_zone)
             except (ZoneInfoNotFoundError, ValueError):
-                raise ConfigError("time_zone", f"{self.time_zone!r} is not an IANA time zone "
-                                               f"(e.g. Europe/Paris)") from None
+                raise ConfigError(
+                    "time_zone", f"{self.time_zone!r} is not an IANA time zone (e.g. Europe/Paris)"
+                ) from None
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", f"{self.log_level!r} is not debug, info, warning or error")
         for i, table in enumerate(self.readers):
@@ -268,6 +278,7 @@ class AgentSettings:
     def describe(self) -> dict[str, Any]:
         """Settings as printed by ``check-config`` (the password masked)."""
         from gridsight.settings import settings_as_dict
+
         out = settings_as_dict(self)
         if out["mqtt"]["password"]:
             out["mqtt"]["password"] = "***"

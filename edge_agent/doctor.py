@@ -26,7 +26,7 @@ from gridsight.settings import ConfigError, load_settings
 
 __all__ = ["Check", "run_doctor", "check_broker", "reseal_bundle"]
 
-_EARLIEST_PLAUSIBLE = 1_704_067_200.0   # 2024-01-01: a clock before this lost its time (no RTC)
+_EARLIEST_PLAUSIBLE = 1_704_067_200.0  # 2024-01-01: a clock before this lost its time (no RTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +41,19 @@ class Check:
 
 def check_clock(health: ClockHealth, now: float) -> Check:
     if now < _EARLIEST_PLAUSIBLE:
-        return Check("clock synchronised", False, f"wall clock reads {time.strftime('%Y-%m-%d', time.gmtime(now))}; "
-                     "the gateway lost its time: enable NTP (systemd-timesyncd) and check the uplink")
+        return Check(
+            "clock synchronised",
+            False,
+            f"wall clock reads {time.strftime('%Y-%m-%d', time.gmtime(now))}; "
+            "the gateway lost its time: enable NTP (systemd-timesyncd) and check the uplink",
+        )
     if health.synced is False:
-        return Check("clock synchronised", False, "the kernel reports no NTP synchronisation "
-                     "(timedatectl: 'System clock synchronized: no'); enable and check systemd-timesyncd")
+        return Check(
+            "clock synchronised",
+            False,
+            "the kernel reports no NTP synchronisation "
+            "(timedatectl: 'System clock synchronized: no'); enable and check systemd-timesyncd",
+        )
     if health.synced is None:
         return Check("clock synchronised", True, "NTP state unknown on this platform; wall clock is plausible")
     offset = f", offset {health.offset_s * 1000:.1f} ms" if health.offset_s is not None else ""
@@ -58,8 +66,13 @@ def check_broker(settings, timeout_s: float = 10.0) -> Check:
 
     m = settings.mqtt
     try:
-        client, _ = make_client(m.url, client_id=f"{settings.gateway_id}-doctor", username=m.username or None,
-                                password=m.password or None, tls=m.tls_files)
+        client, _ = make_client(
+            m.url,
+            client_id=f"{settings.gateway_id}-doctor",
+            username=m.username or None,
+            password=m.password or None,
+            tls=m.tls_files,
+        )
     except MqttSetupError as exc:
         return Check("broker reachable", False, f"TLS files unusable: {exc}")
     answer: dict = {}
@@ -83,8 +96,9 @@ def check_broker(settings, timeout_s: float = 10.0) -> Check:
             return Check("broker reachable", False, f"{m.url}: no answer within {timeout_s:.0f} s")
         rc = answer.get("rc")
         if rc is None:
-            return Check("broker reachable", False, f"{m.url}: the broker closed the connection "
-                         "(client certificate refused?)")
+            return Check(
+                "broker reachable", False, f"{m.url}: the broker closed the connection (client certificate refused?)"
+            )
         if rc.is_failure:
             return Check("broker reachable", False, f"{m.url}: refused as {m.username or 'anonymous'} ({rc})")
         return Check("broker reachable", True, f"{m.url} accepted {m.username or 'the client'}")
@@ -93,7 +107,7 @@ def check_broker(settings, timeout_s: float = 10.0) -> Check:
         client.loop_stop()
 
 
-_CONSUMED_BY_ENROLLMENT = "enroll.token"   # 'provision enroll' deletes it once redeemed: not tampering
+_CONSUMED_BY_ENROLLMENT = "enroll.token"  # 'provision enroll' deletes it once redeemed: not tampering
 
 
 def _check_manifest(config_path: Path) -> Check | None:
@@ -114,8 +128,12 @@ def _check_manifest(config_path: Path) -> Check | None:
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             bad.append(name)
     if bad:
-        return Check("bundle intact", False, f"changed or missing since provisioning: {', '.join(bad)} "
-                     "(a legitimate on-site edit: 'gridsight provision reseal --reason ...')")
+        return Check(
+            "bundle intact",
+            False,
+            f"changed or missing since provisioning: {', '.join(bad)} "
+            "(a legitimate on-site edit: 'gridsight provision reseal --reason ...')",
+        )
     reseals = manifest.get("reseals") or []
     note = f"; resealed {len(reseals)}x, last: {reseals[-1].get('reason')!r}" if reseals else ""
     return Check("bundle intact", True, f"{len(files)} files match MANIFEST.json{note}")
@@ -137,6 +155,7 @@ def _check_identity(settings, config_path: Path) -> Check | None:
         try:
             from cryptography import x509
             from cryptography.x509.oid import NameOID
+
             subject = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject
             names[Path(cert).name] = subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         except (OSError, ValueError, IndexError) as exc:
@@ -145,9 +164,13 @@ def _check_identity(settings, config_path: Path) -> Check | None:
     if len(names) < 2:
         return None
     if len(set(names.values())) > 1:
-        return Check("gateway identity", False, "these name different gateways: "
-                     + ", ".join(f"{k} says {v}" for k, v in names.items())
-                     + "; install this gateway's own bundle")
+        return Check(
+            "gateway identity",
+            False,
+            "these name different gateways: "
+            + ", ".join(f"{k} says {v}" for k, v in names.items())
+            + "; install this gateway's own bundle",
+        )
     return Check("gateway identity", True, f"{', '.join(names)} all name {settings.gateway_id}")
 
 
@@ -175,7 +198,9 @@ def reseal_bundle(config_path: str | Path, reason: str, now: float | None = None
         if not path.is_file():
             if name == _CONSUMED_BY_ENROLLMENT:
                 continue
-            raise GridsightError(f"{path} is missing; a reseal records edits, not deletions: restore it from the bundle")
+            raise GridsightError(
+                f"{path} is missing; a reseal records edits, not deletions: restore it from the bundle"
+            )
         current = hashlib.sha256(path.read_bytes()).hexdigest()
         if current != digest:
             changed[name] = digest
@@ -183,8 +208,13 @@ def reseal_bundle(config_path: str | Path, reason: str, now: float | None = None
     if not changed:
         return []
     manifest.setdefault("reseals", []).append(
-        {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "reason": reason.strip(),
-         "files": sorted(changed), "previous_sha256": changed})
+        {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "reason": reason.strip(),
+            "files": sorted(changed),
+            "previous_sha256": changed,
+        }
+    )
     tmp = manifest_path.with_name(".MANIFEST.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, manifest_path)
@@ -196,8 +226,11 @@ def _check_meters(settings, now: float) -> list[Check]:
     from edge_agent.readers.registry import build_reader
 
     if not settings.readers:
-        return [Check("meters answer", False, "no [[readers]] configured: bind meters with "
-                      "'gridsight provision bind-meter'")]
+        return [
+            Check(
+                "meters answer", False, "no [[readers]] configured: bind meters with 'gridsight provision bind-meter'"
+            )
+        ]
     checks = []
     for i, table in enumerate(settings.readers):
         label = table.get("meter_id") or table.get("name") or f"readers[{i}] ({table.get('type')})"
@@ -234,6 +267,7 @@ def _check_model(settings, config_dir: Path) -> Check:
     signed = ""
     if public_key.exists():
         from edge_agent.model_update import SignatureError, load_public_key, verify_signature
+
         if not signature.exists():
             return Check("model loads", False, f"{signature.name} is missing; the model cannot be verified")
         try:
@@ -271,15 +305,25 @@ def _check_disk(settings, disk_free: Callable[[Path], int]) -> Check:
         return Check("disk budget", False, f"{data_dir}: {exc.strerror or exc}")
     needed = budget - used
     if free < needed:
-        return Check("disk budget", False, f"{free / 2**20:.0f} MB free, the outbox budget needs "
-                     f"{needed / 2**20:.0f} MB more: lower outbox.budget_mb or free space")
-    return Check("disk budget", True, f"{free / 2**20:.0f} MB free for a {settings.outbox.budget_mb:.0f} MB outbox budget")
+        return Check(
+            "disk budget",
+            False,
+            f"{free / 2**20:.0f} MB free, the outbox budget needs "
+            f"{needed / 2**20:.0f} MB more: lower outbox.budget_mb or free space",
+        )
+    return Check(
+        "disk budget", True, f"{free / 2**20:.0f} MB free for a {settings.outbox.budget_mb:.0f} MB outbox budget"
+    )
 
 
-def run_doctor(config_path: str | Path, *, clock_probe: Callable[[], ClockHealth] = clock_health,
-               now: Callable[[], float] = time.time,
-               disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
-               broker_timeout_s: float = 10.0) -> list[Check]:
+def run_doctor(
+    config_path: str | Path,
+    *,
+    clock_probe: Callable[[], ClockHealth] = clock_health,
+    now: Callable[[], float] = time.time,
+    disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
+    broker_timeout_s: float = 10.0,
+) -> list[Check]:
     """Every check's result, in order. Nothing raises: each failure is a failed Check."""
     from edge_agent.config import AgentSettings
 
@@ -300,8 +344,13 @@ def run_doctor(config_path: str | Path, *, clock_probe: Callable[[], ClockHealth
             checks.append(identity)
     if settings is not None and settings.clock.simulated:
         # a simulated clock (fleet simulator, benchmarks, the production test's sandbox) does not run on wall time
-        checks.append(Check("clock synchronised", True, f"simulated clock at {settings.clock.speed:g}x: "
-                            "intervals do not follow the wall clock"))
+        checks.append(
+            Check(
+                "clock synchronised",
+                True,
+                f"simulated clock at {settings.clock.speed:g}x: intervals do not follow the wall clock",
+            )
+        )
     else:
         checks.append(check_clock(clock_probe(), now()))
     if settings is None:
@@ -321,8 +370,11 @@ def _drop_key(values: dict, key: str) -> bool:
     parts = [p for p in re.split(r"\.|\[(\d+)\]", key) if p]
     node: object = values
     for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) and part.isdigit() else (
-            node.get(part) if isinstance(node, dict) else None)
+        node = (
+            node[int(part)]
+            if isinstance(node, list) and part.isdigit()
+            else (node.get(part) if isinstance(node, dict) else None)
+        )
         if node is None:
             return False
     last = parts[-1] if parts else ""
@@ -333,7 +385,7 @@ def _drop_key(values: dict, key: str) -> bool:
         del node[last]
         return True
     if len(parts) >= 2 and isinstance(values.get(parts[0]), list) and parts[1].isdigit():
-        del values[parts[0]][int(parts[1])]      # a bad reader table: drop the whole reader
+        del values[parts[0]][int(parts[1])]  # a bad reader table: drop the whole reader
         return True
     return False
 

@@ -23,10 +23,12 @@ class ApiCredentials:
     """A technician's credentials for the collector API: ``GRIDSIGHT_API_KEY`` (an API key) or
     ``GRIDSIGHT_API_TOKEN`` (a login token), each also as ``NAME_FILE``; never from argv."""
 
-    api_key: str | None = field(default=None, repr=False,
-                                metadata={"env": "GRIDSIGHT_API_KEY", "env_only": True, "secret": True})
-    api_token: str | None = field(default=None, repr=False,
-                                  metadata={"env": "GRIDSIGHT_API_TOKEN", "env_only": True, "secret": True})
+    api_key: str | None = field(
+        default=None, repr=False, metadata={"env": "GRIDSIGHT_API_KEY", "env_only": True, "secret": True}
+    )
+    api_token: str | None = field(
+        default=None, repr=False, metadata={"env": "GRIDSIGHT_API_TOKEN", "env_only": True, "secret": True}
+    )
 
     def headers(self) -> dict[str, str]:
         if self.api_key:
@@ -42,8 +44,9 @@ def api_headers(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **headers})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read(1024 * 1024))
@@ -57,16 +60,23 @@ def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> di
         raise ProvisionError(f"{url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def request_enrollment_token(api_url: str, gateway_id: str, ttl_s: int, headers: dict[str, str],
-                             timeout_s: float = 15.0) -> dict:
-    return _post(urllib.parse.urljoin(api_url.rstrip("/") + "/", "enrollment/tokens"),
-                 {"gateway_id": gateway_id, "ttl_s": ttl_s}, headers, timeout_s)
+def request_enrollment_token(
+    api_url: str, gateway_id: str, ttl_s: int, headers: dict[str, str], timeout_s: float = 15.0
+) -> dict:
+    return _post(
+        urllib.parse.urljoin(api_url.rstrip("/") + "/", "enrollment/tokens"),
+        {"gateway_id": gateway_id, "ttl_s": ttl_s},
+        headers,
+        timeout_s,
+    )
 
 
-def enroll_gateway(api_url: str, token: str, gateway_id: str, cert_file: Path | None,
-                   timeout_s: float = 15.0) -> dict:
-    body: dict = {"token": token.strip(), "gateway_id": gateway_id,
-                  "credential": "certificate" if cert_file else "password"}
+def enroll_gateway(api_url: str, token: str, gateway_id: str, cert_file: Path | None, timeout_s: float = 15.0) -> dict:
+    body: dict = {
+        "token": token.strip(),
+        "gateway_id": gateway_id,
+        "credential": "certificate" if cert_file else "password",
+    }
     if cert_file:
         body["fingerprint"] = cert_fingerprint(Path(cert_file).read_bytes())
     return _post(urllib.parse.urljoin(api_url.rstrip("/") + "/", "enrollment/enroll"), body, {}, timeout_s)

@@ -94,13 +94,30 @@ VOLTAGE_FEATURES: tuple[str, ...] = ("voltage_vs_recent", "voltage_min_pu", "vol
 # (voltage in a file without voltage). bench/detection_real.py compares it on real load with
 # injected anomalies, and bench/detection.py on the simulator, with LEGACY_DEFAULT_FEATURES.
 DEFAULT_FEATURES: tuple[str, ...] = (
-    "dev_vs_daytype", "dev_3h_vs_recent", "level_3h_vs_daytype", "dev_24h_vs_daytype", "dev_72h_vs_daytype",
-    "peak_vs_days", "near_zero_hours_vs_habit", "constant_hours_vs_habit",
-    "voltage_vs_recent", "voltage_min_pu", "voltage_mean_pu")
+    "dev_vs_daytype",
+    "dev_3h_vs_recent",
+    "level_3h_vs_daytype",
+    "dev_24h_vs_daytype",
+    "dev_72h_vs_daytype",
+    "peak_vs_days",
+    "near_zero_hours_vs_habit",
+    "constant_hours_vs_habit",
+    "voltage_vs_recent",
+    "voltage_min_pu",
+    "voltage_mean_pu",
+)
 # The previous default (same hours of the previous seven days, whatever their weekday, in UTC).
 LEGACY_DEFAULT_FEATURES: tuple[str, ...] = (
-    "level_3h_vs_days", "level_6h_vs_days", "day_vs_days", "peak_vs_days", "zero_hours_vs_days",
-    "flatline_hours_vs_days", "voltage_vs_recent", "voltage_min_pu", "voltage_mean_pu")
+    "level_3h_vs_days",
+    "level_6h_vs_days",
+    "day_vs_days",
+    "peak_vs_days",
+    "zero_hours_vs_days",
+    "flatline_hours_vs_days",
+    "voltage_vs_recent",
+    "voltage_min_pu",
+    "voltage_mean_pu",
+)
 
 # EWMA weights per day (hour-of-day) and per week (hour-of-week): the hour-of-day profile
 # adapts over about ten days, the hour-of-week profile over about four weeks, the recent
@@ -160,11 +177,20 @@ class IntervalStats:
     export_kwh: float | None = None  # energy exported in the interval (export register delta; PV homes)
 
 
-def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np.ndarray,
-                   energy_kwh: np.ndarray, power_w: np.ndarray | None,
-                   prev_energy_kwh: float | None, *, voltage_v: np.ndarray | None = None,
-                   phase_voltage_min_v: np.ndarray | None = None, export_kwh: np.ndarray | None = None,
-                   prev_export_kwh: float | None = None) -> IntervalStats:
+def interval_stats(
+    meter_id: str,
+    interval_start: float,
+    interval_s: int,
+    ts: np.ndarray,
+    energy_kwh: np.ndarray,
+    power_w: np.ndarray | None,
+    prev_energy_kwh: float | None,
+    *,
+    voltage_v: np.ndarray | None = None,
+    phase_voltage_min_v: np.ndarray | None = None,
+    export_kwh: np.ndarray | None = None,
+    prev_export_kwh: float | None = None,
+) -> IntervalStats:
     """Reduce one meter's readings of one interval to :class:`IntervalStats`.
 
     ``kwh`` is the last register value minus ``prev_energy_kwh`` (the last value of the
@@ -184,8 +210,11 @@ def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np
     energy = energy[np.isfinite(energy)]
     kwh = 0.0
     if energy.size:
-        chain = energy if prev_energy_kwh is None or not math.isfinite(prev_energy_kwh) \
+        chain = (
+            energy
+            if prev_energy_kwh is None or not math.isfinite(prev_energy_kwh)
             else np.concatenate(([prev_energy_kwh], energy))
+        )
         steps = np.diff(chain)
         kwh = float(steps[steps > 0].sum())
     p_mean = p_max = p_min = p_std = None
@@ -208,8 +237,20 @@ def interval_stats(meter_id: str, interval_start: float, interval_s: int, ts: np
     exported = None
     if export_kwh is not None:
         exported = _register_delta(np.asarray(export_kwh, dtype=np.float64)[order], prev_export_kwh)
-    return IntervalStats(meter_id, float(interval_start), int(interval_s), kwh, int(ts.size),
-                         p_mean, p_max, p_min, p_std, v_min, v_mean, exported)
+    return IntervalStats(
+        meter_id,
+        float(interval_start),
+        int(interval_s),
+        kwh,
+        int(ts.size),
+        p_mean,
+        p_max,
+        p_min,
+        p_std,
+        v_min,
+        v_mean,
+        exported,
+    )
 
 
 def _register_delta(values: np.ndarray, prev: float | None) -> float | None:
@@ -235,14 +276,24 @@ _PARTS: dict[str, tuple[str, ...]] = {
 }
 ALL_PARTS = frozenset(_PARTS)
 _FEATURE_PARTS: dict[str, tuple[str, ...]] = {
-    "level_vs_hour_of_day": ("profile",), "level_vs_hour_of_week": ("profile",), "z_vs_hour_of_day": ("profile",),
-    "level_vs_recent": ("profile",), "excess_vs_level": ("profile",),
-    "level_3h_vs_profile": ("profile", "window"), "level_6h_vs_profile": ("profile", "window"),
-    "excess_3h_vs_level": ("profile", "window"), "variability_vs_typical": ("profile", "window"),
+    "level_vs_hour_of_day": ("profile",),
+    "level_vs_hour_of_week": ("profile",),
+    "z_vs_hour_of_day": ("profile",),
+    "level_vs_recent": ("profile",),
+    "excess_vs_level": ("profile",),
+    "level_3h_vs_profile": ("profile", "window"),
+    "level_6h_vs_profile": ("profile", "window"),
+    "excess_3h_vs_level": ("profile", "window"),
+    "variability_vs_typical": ("profile", "window"),
     "night_share": ("profile", "window"),
-    "day_vs_typical_day": ("window",), "day_vs_typical_month": ("window",),
-    "level_3h_vs_days": ("window", "days"), "level_6h_vs_days": ("window", "days"), "day_vs_days": ("window", "days"),
-    "flatline_hours": ("day_runs",), "zero_hours": ("day_runs",), "zero_hours_vs_days": ("day_runs",),
+    "day_vs_typical_day": ("window",),
+    "day_vs_typical_month": ("window",),
+    "level_3h_vs_days": ("window", "days"),
+    "level_6h_vs_days": ("window", "days"),
+    "day_vs_days": ("window", "days"),
+    "flatline_hours": ("day_runs",),
+    "zero_hours": ("day_runs",),
+    "zero_hours_vs_days": ("day_runs",),
     "flatline_hours_vs_days": ("day_runs",),
 }
 
@@ -257,12 +308,46 @@ class _MeterHistory:
 
     Parts not in ``parts`` stay empty (lists) or None and are never updated."""
 
-    __slots__ = ("hod_mean", "hod_var", "hod_n", "how_mean", "how_n", "cv_mean", "cv_n", "recent",
-                 "level", "level_n", "quantum", "prev_kwh", "prev_start", "flat_s", "zero_s",
-                 "day_kwh", "day_hod", "day_how", "typical_day", "month_day",
-                 "days_3h", "days_6h", "days_24h", "day_index", "day_peaks", "day_zero_runs", "day_flat_runs",
-                 "volt_mean", "volt_recent", "volt_n",
-                 "baseline", "low_s", "const_s", "abs_step", "run_days", "low_runs", "const_runs", "usual")
+    __slots__ = (
+        "hod_mean",
+        "hod_var",
+        "hod_n",
+        "how_mean",
+        "how_n",
+        "cv_mean",
+        "cv_n",
+        "recent",
+        "level",
+        "level_n",
+        "quantum",
+        "prev_kwh",
+        "prev_start",
+        "flat_s",
+        "zero_s",
+        "day_kwh",
+        "day_hod",
+        "day_how",
+        "typical_day",
+        "month_day",
+        "days_3h",
+        "days_6h",
+        "days_24h",
+        "day_index",
+        "day_peaks",
+        "day_zero_runs",
+        "day_flat_runs",
+        "volt_mean",
+        "volt_recent",
+        "volt_n",
+        "baseline",
+        "low_s",
+        "const_s",
+        "abs_step",
+        "run_days",
+        "low_runs",
+        "const_runs",
+        "usual",
+    )
 
     def __init__(self, parts: frozenset[str] = ALL_PARTS) -> None:
         self.hod_mean = [0.0] * 24
@@ -318,8 +403,9 @@ class _MeterHistory:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict, parts: frozenset[str] = ALL_PARTS, saved: frozenset[str] = ALL_PARTS
-                  ) -> "_MeterHistory":
+    def from_json(
+        cls, obj: dict, parts: frozenset[str] = ALL_PARTS, saved: frozenset[str] = ALL_PARTS
+    ) -> "_MeterHistory":
         """A meter's history from :meth:`to_json`; of the ``parts`` wanted, those not ``saved``
         start afresh, and saved parts not wanted are dropped."""
         h = cls(parts)
@@ -327,15 +413,18 @@ class _MeterHistory:
         for k in cls.__slots__:
             if k in obj and k not in skip:
                 setattr(h, k, obj[k])
-        h.baseline = MeterBaseline.from_json(obj["baseline"]) if isinstance(obj.get("baseline"), dict) \
-            else MeterBaseline()
+        h.baseline = (
+            MeterBaseline.from_json(obj["baseline"]) if isinstance(obj.get("baseline"), dict) else MeterBaseline()
+        )
         if "day_runs" in parts - saved:  # aligned with the day peaks the core kept
             h.day_zero_runs, h.day_flat_runs = [0.0] * len(h.day_peaks), [0.0] * len(h.day_peaks)
-        if ("profile" in parts and (len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.cv_mean) != 24)) \
-                or not len(h.day_kwh) == len(h.day_hod) == len(h.day_how) \
-                or ("days" in parts and not len(h.days_3h) == len(h.days_6h) == len(h.days_24h) == 24) \
-                or ("day_runs" in parts and not len(h.day_peaks) == len(h.day_zero_runs) == len(h.day_flat_runs)) \
-                or not len(h.run_days) == len(h.low_runs) == len(h.const_runs):
+        if (
+            ("profile" in parts and (len(h.hod_mean) != 24 or len(h.how_mean) != 168 or len(h.cv_mean) != 24))
+            or not len(h.day_kwh) == len(h.day_hod) == len(h.day_how)
+            or ("days" in parts and not len(h.days_3h) == len(h.days_6h) == len(h.days_24h) == 24)
+            or ("day_runs" in parts and not len(h.day_peaks) == len(h.day_zero_runs) == len(h.day_flat_runs))
+            or not len(h.run_days) == len(h.low_runs) == len(h.const_runs)
+        ):
             raise ValueError("feature state has the wrong shape")
         return h
 
@@ -347,11 +436,32 @@ def _log_ratio(value: float, reference: float, floor: float) -> float:
 class _Interval:
     """What one interval means for one meter's history, worked out once for computing and learning."""
 
-    __slots__ = ("kwh", "hod", "how", "day", "contiguous", "floor", "days_floor", "unchanged", "is_zero", "window",
-                 "cv", "local_day", "local_hour", "fraction", "kind", "typical", "is_low", "is_const", "cells", "raw")
+    __slots__ = (
+        "kwh",
+        "hod",
+        "how",
+        "day",
+        "contiguous",
+        "floor",
+        "days_floor",
+        "unchanged",
+        "is_zero",
+        "window",
+        "cv",
+        "local_day",
+        "local_hour",
+        "fraction",
+        "kind",
+        "typical",
+        "is_low",
+        "is_const",
+        "cells",
+        "raw",
+    )
 
-    def __init__(self, h: _MeterHistory, s: IntervalStats, interval_s: int, day_len: int,
-                 calendar: SiteCalendar) -> None:
+    def __init__(
+        self, h: _MeterHistory, s: IntervalStats, interval_s: int, day_len: int, calendar: SiteCalendar
+    ) -> None:
         self.kwh = max(0.0, s.kwh)
         hour = int(s.interval_start // 3600)
         self.hod = hour % 24
@@ -367,8 +477,11 @@ class _Interval:
         self.is_zero = h.level_n > 0 and self.kwh <= max(1e-9, 1e-3 * h.level)
         # trailing window including this interval, oldest first
         if self.contiguous:
-            self.window = (h.day_kwh[-(day_len - 1):] + [self.kwh], h.day_hod[-(day_len - 1):] + [self.hod],
-                           h.day_how[-(day_len - 1):] + [self.how])
+            self.window = (
+                h.day_kwh[-(day_len - 1) :] + [self.kwh],
+                h.day_hod[-(day_len - 1) :] + [self.hod],
+                h.day_how[-(day_len - 1) :] + [self.how],
+            )
         else:
             self.window = ([self.kwh], [self.hod], [self.how])
         self.cv: float | None = None
@@ -400,8 +513,9 @@ class FeatureBuilder:
     that interval (computed from history *before* it) and then learns from it.
     """
 
-    def __init__(self, feature_names: Sequence[str], interval_s: int = 900,
-                 calendar: SiteCalendar | None = None) -> None:
+    def __init__(
+        self, feature_names: Sequence[str], interval_s: int = 900, calendar: SiteCalendar | None = None
+    ) -> None:
         unknown = [n for n in feature_names if n not in FEATURE_DESCRIPTIONS]
         if unknown:
             raise ValueError(f"unknown feature {unknown[0]!r}; known: {', '.join(FEATURE_DESCRIPTIONS)}")
@@ -519,7 +633,7 @@ class FeatureBuilder:
 
     def _window_cv(self, iv: _Interval) -> float | None:
         """Coefficient of variation of the trailing three hours (plain Python: 12 numbers)."""
-        kwh = iv.window[0][-self._three_hours:]
+        kwh = iv.window[0][-self._three_hours :]
         if len(kwh) < self._three_hours:
             return None
         mean = sum(kwh) / len(kwh)
@@ -632,12 +746,12 @@ class FeatureBuilder:
     def _cells(self, h: _MeterHistory, iv: _Interval):
         """The last _CELL_HOURS local hours (energy, expected, variance), worked out once per interval."""
         if iv.cells is None:
-            iv.cells = h.baseline.cells(iv.local_day, iv.local_hour, iv.kind, _CELL_HOURS, iv.kwh, iv.fraction) \
-                or ()
+            iv.cells = h.baseline.cells(iv.local_day, iv.local_hour, iv.kind, _CELL_HOURS, iv.kwh, iv.fraction) or ()
         return iv.cells
 
-    def _vs_daytype(self, h: _MeterHistory, iv: _Interval, hours: int,
-                    adjusted: int = 0) -> tuple[float, float, float, float] | None:
+    def _vs_daytype(
+        self, h: _MeterHistory, iv: _Interval, hours: int, adjusted: int = 0
+    ) -> tuple[float, float, float, float] | None:
         """(energy, expected, variance, hours covered) of the trailing ``hours``; ``adjusted`` (hours)
         scales the expectation by how that many hours before them compared with theirs (weather, season)."""
         b = h.baseline
@@ -660,7 +774,7 @@ class FeatureBuilder:
         covered = float(ok.sum()) - 1.0 + iv.fraction
         kwh, expected, variance = float(a[ok].sum()), float(e[ok].sum()), float(v[ok].sum())
         if adjusted:
-            pa, pe = cells[0][-hours - adjusted:-hours], cells[1][-hours - adjusted:-hours]
+            pa, pe = cells[0][-hours - adjusted : -hours], cells[1][-hours - adjusted : -hours]
             known = pa == pa
             if known.sum() < adjusted / 2:
                 return None
@@ -679,8 +793,9 @@ class FeatureBuilder:
         z = (kwh - expected) / scale
         return float(math.copysign(math.log1p(min(1e6, abs(z))), z))
 
-    def _level_vs_daytype(self, h: _MeterHistory, iv: _Interval, hours: int, adjusted: int = 0,
-                          floor: float = _RATIO_FLOOR) -> float:
+    def _level_vs_daytype(
+        self, h: _MeterHistory, iv: _Interval, hours: int, adjusted: int = 0, floor: float = _RATIO_FLOOR
+    ) -> float:
         found = self._vs_daytype(h, iv, hours, adjusted)
         if found is None:
             return 0.0
@@ -707,9 +822,6 @@ class FeatureBuilder:
 
     def _f_level_72h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._level_vs_daytype(h, iv, 72, floor=_DAYS_FLOOR)
-
-
-
 
     def _in_usual_units(self, h: _MeterHistory, iv: _Interval, name: str, raw: float) -> float:
         """``raw`` over the meter's usual size of it (a robust running mean of |raw| over about two
@@ -802,7 +914,9 @@ class FeatureBuilder:
                 h.usual[name] = [abs(raw), 1]
             elif raw != 0.0:  # no baseline yet: nothing learnt
                 # winsorised, so an anomaly moves the usual size by at most a few times itself
-                usual[0] += max(self._usual_alpha, 1.0 / (usual[1] + 1)) * (min(abs(raw), 4 * usual[0] + 1e-3) - usual[0])
+                usual[0] += max(self._usual_alpha, 1.0 / (usual[1] + 1)) * (
+                    min(abs(raw), 4 * usual[0] + 1e-3) - usual[0]
+                )
                 usual[1] += 1
 
     def _learn(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
@@ -848,51 +962,66 @@ class FeatureBuilder:
         h.day_kwh, h.day_hod, h.day_how = day, hods, hows
         if len(day) >= self._day_len:
             total = sum(day)
-            h.typical_day = total if h.typical_day is None else \
-                h.typical_day + _TYPICAL_DAY_ALPHA * self.interval_s / _DAY_S * (total - h.typical_day)
-            h.month_day = total if h.month_day is None else \
-                h.month_day + self.interval_s / (30 * _DAY_S) * (total - h.month_day)
+            h.typical_day = (
+                total
+                if h.typical_day is None
+                else h.typical_day + _TYPICAL_DAY_ALPHA * self.interval_s / _DAY_S * (total - h.typical_day)
+            )
+            h.month_day = (
+                total if h.month_day is None else h.month_day + self.interval_s / (30 * _DAY_S) * (total - h.month_day)
+            )
 
     def _learn_days(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
         """Same-hour energies, daily peaks and zero runs of the last days; the long-run voltage."""
         runs = "day_runs" in self.parts
         if h.day_index != iv.day:
             h.day_index = iv.day
-            h.day_peaks = (h.day_peaks + [0.0])[-_DAYS_KEPT - 1:]
+            h.day_peaks = (h.day_peaks + [0.0])[-_DAYS_KEPT - 1 :]
             if runs:
-                h.day_zero_runs = (h.day_zero_runs + [0.0])[-_DAYS_KEPT - 1:]
-                h.day_flat_runs = (h.day_flat_runs + [0.0])[-_DAYS_KEPT - 1:]
+                h.day_zero_runs = (h.day_zero_runs + [0.0])[-_DAYS_KEPT - 1 :]
+                h.day_flat_runs = (h.day_flat_runs + [0.0])[-_DAYS_KEPT - 1 :]
         h.day_peaks[-1] = max(h.day_peaks[-1], iv.kwh)
         if runs:
             h.day_zero_runs[-1] = max(h.day_zero_runs[-1], h.zero_s)
             h.day_flat_runs[-1] = max(h.day_flat_runs[-1], h.flat_s)
         if "days" in self.parts and (s.interval_start + s.interval_s) % 3600 == 0:  # the hour is complete
             kwh = iv.window[0]
-            for days, n in ((h.days_3h, self._three_hours), (h.days_6h, self._six_hours),
-                            (h.days_24h, self._day_len)):
+            for days, n in ((h.days_3h, self._three_hours), (h.days_6h, self._six_hours), (h.days_24h, self._day_len)):
                 if len(kwh) >= n:
                     days[iv.hod] = (days[iv.hod] + [float(sum(kwh[-n:]))])[-_DAYS_KEPT:]
         if s.voltage_v_mean is not None and math.isfinite(s.voltage_v_mean):
-            h.volt_recent = s.voltage_v_mean if h.volt_recent is None else \
-                h.volt_recent + self._recent_alpha * (s.voltage_v_mean - h.volt_recent)
+            h.volt_recent = (
+                s.voltage_v_mean
+                if h.volt_recent is None
+                else h.volt_recent + self._recent_alpha * (s.voltage_v_mean - h.volt_recent)
+            )
             h.volt_n += 1
-            h.volt_mean = s.voltage_v_mean if h.volt_mean is None else \
-                h.volt_mean + max(self._level_alpha, 1.0 / h.volt_n) * (s.voltage_v_mean - h.volt_mean)
+            h.volt_mean = (
+                s.voltage_v_mean
+                if h.volt_mean is None
+                else h.volt_mean + max(self._level_alpha, 1.0 / h.volt_n) * (s.voltage_v_mean - h.volt_mean)
+            )
 
     # ---------------------------------------------------------------- persistence
 
     def state(self) -> dict:
         """JSON-able snapshot of every meter's history (the agent persists it across restarts)."""
-        return {"version": 2, "interval_s": self.interval_s, "feature_names": list(self.feature_names),
-                "parts": sorted(self.parts), "meters": {m: h.to_json() for m, h in self._meters.items()}}
+        return {
+            "version": 2,
+            "interval_s": self.interval_s,
+            "feature_names": list(self.feature_names),
+            "parts": sorted(self.parts),
+            "meters": {m: h.to_json() for m, h in self._meters.items()},
+        }
 
     def load_state(self, state: dict) -> None:
         """Restore a :meth:`state` snapshot; a snapshot of another layout or interval is refused."""
         if not isinstance(state, dict) or state.get("version") != 2:
             raise ValueError("feature state is not a version-2 snapshot")
         if state.get("interval_s") != self.interval_s:
-            raise ValueError(f"feature state is for {state.get('interval_s')} s intervals, "
-                             f"this builder uses {self.interval_s} s")
+            raise ValueError(
+                f"feature state is for {state.get('interval_s')} s intervals, this builder uses {self.interval_s} s"
+            )
         meters = state.get("meters")
         if not isinstance(meters, dict):
             raise ValueError("feature state has no meters table")
@@ -910,9 +1039,12 @@ class FeatureBuilder:
         self._meters = restored
 
 
-def batch_features(stats: Iterable[IntervalStats], feature_names: Sequence[str] = DEFAULT_FEATURES,
-                   interval_s: int = 900, calendar: SiteCalendar | None = None,
-                   ) -> tuple[np.ndarray, list[IntervalStats]]:
+def batch_features(
+    stats: Iterable[IntervalStats],
+    feature_names: Sequence[str] = DEFAULT_FEATURES,
+    interval_s: int = 900,
+    calendar: SiteCalendar | None = None,
+) -> tuple[np.ndarray, list[IntervalStats]]:
     """Features of many meter-intervals through one :class:`FeatureBuilder`, in time order.
 
     Returns the matrix (float32, one row per interval) and the stats in the same row order

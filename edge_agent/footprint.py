@@ -27,8 +27,15 @@ import ctypes
 import os
 from dataclasses import dataclass
 
-__all__ = ["THREAD_POOL_VARIABLES", "limit_thread_pools", "tune_allocator", "release_startup_memory",
-           "trim_heap", "Released", "memory_breakdown"]
+__all__ = [
+    "THREAD_POOL_VARIABLES",
+    "limit_thread_pools",
+    "tune_allocator",
+    "release_startup_memory",
+    "trim_heap",
+    "Released",
+    "memory_breakdown",
+]
 
 THREAD_POOL_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -112,8 +119,11 @@ def _clean_file_mappings() -> list[tuple[int, int, int]]:
                 current = [start, end, 0, path.startswith("/") and "w" not in perms and perms[3] == "p"]
             elif current is not None and head[0] == "Rss:":
                 current[2] = int(head[1]) * 1024
-            elif current is not None and head[0] in ("Anonymous:", "Private_Dirty:", "Shared_Dirty:") \
-                    and int(head[1]) > 0:
+            elif (
+                current is not None
+                and head[0] in ("Anonymous:", "Private_Dirty:", "Shared_Dirty:")
+                and int(head[1]) > 0
+            ):
                 current[3] = False  # relocated or written pages: dropping them would mean swap
     if current is not None and current[3]:
         out.append(tuple(current[:3]))
@@ -158,6 +168,10 @@ def memory_breakdown(pid: int | str = "self") -> dict[str, float]:
             if len(parts) >= 3 and parts[0].endswith(":"):
                 fields[parts[0][:-1]] = int(parts[1]) / 1024
     rss, anon = fields.get("Rss", 0.0), fields.get("Anonymous", 0.0)
-    return {"rss": round(rss, 1), "pss": round(fields.get("Pss", 0.0), 1), "anon": round(anon, 1),
-            "file": round(rss - anon, 1),
-            "shared": round(fields.get("Shared_Clean", 0.0) + fields.get("Shared_Dirty", 0.0), 1)}
+    return {
+        "rss": round(rss, 1),
+        "pss": round(fields.get("Pss", 0.0), 1),
+        "anon": round(anon, 1),
+        "file": round(rss - anon, 1),
+        "shared": round(fields.get("Shared_Clean", 0.0) + fields.get("Shared_Dirty", 0.0), 1),
+    }

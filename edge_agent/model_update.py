@@ -46,8 +46,17 @@ from edge_agent.scorer import MAX_MODEL_BYTES, ModelError, Scorer
 from gridsight.wire import ModelAnnouncement, rollback_statement
 from gridsight.errors import FetchError, GridsightError
 
-__all__ = ["SignatureError", "ModelFetcher", "UrlFetcher", "ModelUpdater", "UpdateStatus",
-           "load_public_key", "verify_signature", "version_key", "url_allowed"]
+__all__ = [
+    "SignatureError",
+    "ModelFetcher",
+    "UrlFetcher",
+    "ModelUpdater",
+    "UpdateStatus",
+    "load_public_key",
+    "verify_signature",
+    "version_key",
+    "url_allowed",
+]
 
 _MAX_SIGNATURE_BYTES = 1024
 _POINTER = "current.json"
@@ -120,7 +129,9 @@ def url_allowed(url: str, source_dir: Path | None) -> str | None:
         if os.path.commonpath([target, root]) != root:
             return f"file:// outside {root} is not allowed"
         return None
-    return f"URL scheme {parsed.scheme or '(none)'!r} is not allowed (https, presigned S3, or file:// in model.source_dir)"
+    return (
+        f"URL scheme {parsed.scheme or '(none)'!r} is not allowed (https, presigned S3, or file:// in model.source_dir)"
+    )
 
 
 class UrlFetcher:
@@ -217,10 +228,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
 class ModelUpdater:
     """Keeps the gateway's current model and replaces it only with a verified, self-tested one."""
 
-    def __init__(self, models_dir: str | Path, public_key: Ed25519PublicKey | str | Path | bytes, *,
-                 gateway_id: str | None = None, initial_model: str | Path | None = None,
-                 fetcher: ModelFetcher | None = None, interval_s: int | None = None,
-                 max_model_bytes: int = MAX_MODEL_BYTES, source_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        models_dir: str | Path,
+        public_key: Ed25519PublicKey | str | Path | bytes,
+        *,
+        gateway_id: str | None = None,
+        initial_model: str | Path | None = None,
+        fetcher: ModelFetcher | None = None,
+        interval_s: int | None = None,
+        max_model_bytes: int = MAX_MODEL_BYTES,
+        source_dir: str | Path | None = None,
+    ) -> None:
         self.models_dir = Path(models_dir)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.public_key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
@@ -245,8 +264,13 @@ class ModelUpdater:
     def status(self) -> UpdateStatus:
         previous = self._pointer().get("previous_version")
         cur = self._current
-        return UpdateStatus(cur.version if cur else None, cur.name if cur else None, previous,
-                            self._last[1] if self._last else None, self._last[0] if self._last else None)
+        return UpdateStatus(
+            cur.version if cur else None,
+            cur.name if cur else None,
+            previous,
+            self._last[1] if self._last else None,
+            self._last[0] if self._last else None,
+        )
 
     def handle_announcement(self, cmd: ModelAnnouncement) -> tuple[bool, str]:
         """Fetch, verify, self-test and switch to the announced model; ``(ok, reason)``, never raises."""
@@ -296,24 +320,31 @@ class ModelUpdater:
             data = self.fetcher.fetch(cmd.url, self.max_model_bytes)
             digest = hashlib.sha256(data).hexdigest()
             if digest != cmd.sha256:
-                return False, f"checksum mismatch for {cmd.version} (got {digest[:12]}…, announced {cmd.sha256[:12]}…); {keep}"
+                return (
+                    False,
+                    f"checksum mismatch for {cmd.version} (got {digest[:12]}…, announced {cmd.sha256[:12]}…); {keep}",
+                )
             signature = self.fetcher.fetch(cmd.signature_url, _MAX_SIGNATURE_BYTES)
             verify_signature(data, signature, self.public_key)
             scorer = Scorer.from_bytes(data, f"{cmd.name} {cmd.version}")
         except (FetchError, SignatureError, ModelError) as exc:
             return False, f"refused {cmd.name} {cmd.version}: {exc}; {keep}"
         if scorer.version != cmd.version or scorer.name != cmd.name:
-            return False, (f"refused: file is {scorer.name} {scorer.version}, announcement says "
-                           f"{cmd.name} {cmd.version}; {keep}")
+            return False, (
+                f"refused: file is {scorer.name} {scorer.version}, announcement says {cmd.name} {cmd.version}; {keep}"
+            )
         if self.interval_s is not None and scorer.interval_s != self.interval_s:
-            return False, (f"refused {cmd.version}: it scores {scorer.interval_s} s intervals, this agent "
-                           f"builds {self.interval_s} s; {keep}")
+            return False, (
+                f"refused {cmd.version}: it scores {scorer.interval_s} s intervals, this agent "
+                f"builds {self.interval_s} s; {keep}"
+            )
         filename = f"{cmd.name}-{cmd.version}.onnx"
         try:
             _write_atomically(self.models_dir / (filename + ".sig"), signature)
             _write_atomically(self.models_dir / filename, data)
-            self._set_pointer(filename, scorer.version, self._current_file,
-                              self._current.version if self._current else None)
+            self._set_pointer(
+                filename, scorer.version, self._current_file, self._current.version if self._current else None
+            )
         except OSError as exc:
             return False, f"cannot store {cmd.version} ({exc}); {keep}"
         old = self._describe()
@@ -324,13 +355,18 @@ class ModelUpdater:
         """Why an announcement of an older version may not apply here, or None for a valid signed rollback."""
         current = self._current.version  # type: ignore[union-attr]  # an announcement older than the running model
         if cmd.rollback_signature is None:
-            return (f"older than the running {current} (models only move forward; a rollback must be "
-                    "signed: gridsight model rollback)")
+            return (
+                f"older than the running {current} (models only move forward; a rollback must be "
+                "signed: gridsight model rollback)"
+            )
         if cmd.rollback_from != current:
             return f"the signed rollback is from {cmd.rollback_from}, this gateway runs {current}"
         try:
-            verify_signature(rollback_statement(cmd.name, cmd.version, cmd.sha256, cmd.rollback_from or ""),
-                             cmd.rollback_signature.encode(), self.public_key)
+            verify_signature(
+                rollback_statement(cmd.name, cmd.version, cmd.sha256, cmd.rollback_from or ""),
+                cmd.rollback_signature.encode(),
+                self.public_key,
+            )
         except SignatureError as exc:
             return f"rollback {exc}"
         return None
@@ -357,10 +393,15 @@ class ModelUpdater:
         except (OSError, ValueError):
             return {}
 
-    def _set_pointer(self, current: str, current_version: str, previous: str | None,
-                     previous_version: str | None) -> None:
-        body = {"current": current, "current_version": current_version,
-                "previous": previous, "previous_version": previous_version}
+    def _set_pointer(
+        self, current: str, current_version: str, previous: str | None, previous_version: str | None
+    ) -> None:
+        body = {
+            "current": current,
+            "current_version": current_version,
+            "previous": previous,
+            "previous_version": previous_version,
+        }
         _write_atomically(self.models_dir / _POINTER, json.dumps(body).encode())
 
     def _restore(self, initial_model: Path | None) -> None:

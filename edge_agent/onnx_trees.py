@@ -69,12 +69,12 @@ def _iter_fields(buf: Buffer) -> Iterator[tuple[int, int, Any]]:
         if wire == 0:
             value, pos = _varint(view, pos)
         elif wire == 1:
-            value, pos = view[pos:pos + 8], pos + 8
+            value, pos = view[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _varint(view, pos)
-            value, pos = view[pos:pos + length], pos + length
+            value, pos = view[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = view[pos:pos + 4], pos + 4
+            value, pos = view[pos : pos + 4], pos + 4
         else:
             raise UnsupportedModel(f"unsupported protobuf wire type {wire}")
         if pos > end:
@@ -216,16 +216,24 @@ def _attributes(node_fields) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the model
 
 _PATTERN = ("Cast", "TreeEnsembleRegressor", "Cast", "Mul", "Exp", "Neg", "Sub", "Reshape")
-_COMPARE = {"BRANCH_LEQ": np.less_equal, "BRANCH_LT": np.less, "BRANCH_GTE": np.greater_equal,
-            "BRANCH_GT": np.greater, "BRANCH_EQ": np.equal, "BRANCH_NEQ": np.not_equal}
+_COMPARE = {
+    "BRANCH_LEQ": np.less_equal,
+    "BRANCH_LT": np.less,
+    "BRANCH_GTE": np.greater_equal,
+    "BRANCH_GT": np.greater,
+    "BRANCH_EQ": np.equal,
+    "BRANCH_NEQ": np.not_equal,
+}
 
 
 class _NodeIndex:
     """Where each (tree id, node id) is in the node table, for many at once; of duplicates the last."""
 
     def __init__(self, tree_ids: np.ndarray, node_ids: np.ndarray) -> None:
-        if tree_ids.size and (min(int(tree_ids.min()), int(node_ids.min())) < 0
-                              or max(int(tree_ids.max()), int(node_ids.max())) >= 1 << 31):
+        if tree_ids.size and (
+            min(int(tree_ids.min()), int(node_ids.min())) < 0
+            or max(int(tree_ids.max()), int(node_ids.max())) >= 1 << 31
+        ):
             raise UnsupportedModel("tree or node ids out of range")
         keys = (tree_ids << 32) | node_ids
         self._order = np.argsort(keys, kind="stable")
@@ -244,12 +252,12 @@ class _NodeIndex:
 class _Trees:
     """All trees as one flat node table; ``roots[t]`` is tree t's first node."""
 
-    feature: np.ndarray      # int64 per node
-    threshold: np.ndarray    # float64 per node
-    true_next: np.ndarray    # global index per node (leaves point at themselves)
+    feature: np.ndarray  # int64 per node
+    threshold: np.ndarray  # float64 per node
+    true_next: np.ndarray  # global index per node (leaves point at themselves)
     false_next: np.ndarray
-    mode: np.ndarray         # index into _COMPARE order, -1 for a leaf
-    leaf_value: np.ndarray   # float64 per node (0 for branches)
+    mode: np.ndarray  # index into _COMPARE order, -1 for a leaf
+    leaf_value: np.ndarray  # float64 per node (0 for branches)
     roots: np.ndarray
     depth: int
 
@@ -258,8 +266,9 @@ class TreeEnsembleModel:
     """A parsed gridsight model: ``metadata`` (the file's metadata_props), ``n_features`` and
     ``run(X)`` giving the score column, as onnxruntime's session would."""
 
-    def __init__(self, metadata: dict[str, str], n_features: int | None, trees: _Trees, scale: float,
-                 offset: float) -> None:
+    def __init__(
+        self, metadata: dict[str, str], n_features: int | None, trees: _Trees, scale: float, offset: float
+    ) -> None:
         self.metadata = metadata
         self.n_features = n_features
         self._trees = trees
@@ -292,8 +301,9 @@ class TreeEnsembleModel:
         nodes = [_fields(v) for n, _, v in g if n == 1]
         ops = tuple(bytes(_one(nf, 4, b"")).decode() for nf in nodes)
         if ops != _PATTERN:
-            raise UnsupportedModel(f"graph {' -> '.join(ops) or 'empty'} is not the gridsight tree ensemble "
-                                   f"({' -> '.join(_PATTERN)})")
+            raise UnsupportedModel(
+                f"graph {' -> '.join(ops) or 'empty'} is not the gridsight tree ensemble ({' -> '.join(_PATTERN)})"
+            )
         inits = {}
         for n, _, value in g:
             if n == 5:
@@ -305,8 +315,7 @@ class TreeEnsembleModel:
         scale = cls._constant(inits, _strs(mul, 1))
         offset = cls._constant(inits, _strs(sub, 1)[1:])
         trees = cls._read_trees(_attributes(trees_node))
-        inputs = [i for i in (_fields(v) for n, _, v in g if n == 11)
-                  if bytes(_one(i, 1, b"")).decode() not in inits]
+        inputs = [i for i in (_fields(v) for n, _, v in g if n == 11) if bytes(_one(i, 1, b"")).decode() not in inits]
         if len(inputs) != 1:
             raise UnsupportedModel(f"expected one input, found {len(inputs)}")
         return cls(metadata, cls._width(inputs[0]), trees, scale, offset)
@@ -349,8 +358,18 @@ class TreeEnsembleModel:
         true_ids = np.asarray(a["nodes_truenodeids"], dtype=np.int64)
         false_ids = np.asarray(a["nodes_falsenodeids"], dtype=np.int64)
         n = len(tree_ids)
-        if not (len(node_ids) == len(modes) == thresholds.size == len(a["nodes_featureids"])
-                == len(true_ids) == len(false_ids) == n) or n == 0:
+        if (
+            not (
+                len(node_ids)
+                == len(modes)
+                == thresholds.size
+                == len(a["nodes_featureids"])
+                == len(true_ids)
+                == len(false_ids)
+                == n
+            )
+            or n == 0
+        ):
             raise UnsupportedModel("tree ensemble node attributes differ in length")
         find = _NodeIndex(tree_ids, node_ids)
         codes = {name: code for code, name in enumerate(_COMPARE)}
@@ -376,8 +395,10 @@ class TreeEnsembleModel:
         ok &= mode[leaf] == -1
         if not ok.all():
             bad = int(np.argmin(ok))
-            raise UnsupportedModel(f"a target weight names tree {int(target_trees[bad])} node "
-                                   f"{int(target_nodes[bad])}, which is not a leaf")
+            raise UnsupportedModel(
+                f"a target weight names tree {int(target_trees[bad])} node "
+                f"{int(target_nodes[bad])}, which is not a leaf"
+            )
         np.add.at(leaf_value, leaf, weights[:count])  # in file order, a leaf's weights one by one
         # roots: each tree's first listed node, as onnxruntime takes them
         first = np.r_[True, tree_ids[1:] != tree_ids[:-1]]
@@ -385,8 +406,16 @@ class TreeEnsembleModel:
         if len(sorted_unique(tree_ids[roots])) != len(roots):
             raise UnsupportedModel("the nodes of a tree are not listed together")
         depth = TreeEnsembleModel._depth(roots, mode, true_next, false_next)
-        return _Trees(np.asarray(a["nodes_featureids"], dtype=np.int64), thresholds, true_next, false_next,
-                      mode, leaf_value, roots, depth)
+        return _Trees(
+            np.asarray(a["nodes_featureids"], dtype=np.int64),
+            thresholds,
+            true_next,
+            false_next,
+            mode,
+            leaf_value,
+            roots,
+            depth,
+        )
 
     @staticmethod
     def _depth(roots, mode, true_next, false_next) -> int:
@@ -424,7 +453,7 @@ class TreeEnsembleModel:
             node = np.where(branch, np.where(go_true, t.true_next[node], t.false_next[node]), node)
         leaves = t.leaf_value[node]
         total = np.zeros(x.shape[0], dtype=np.float64)
-        for j in range(leaves.shape[1]):          # tree order, as onnxruntime accumulates
+        for j in range(leaves.shape[1]):  # tree order, as onnxruntime accumulates
             total += leaves[:, j]
         path_sum = total.astype(np.float32).astype(np.float64)
         return -np.exp(path_sum * self._scale) - self._offset

@@ -50,7 +50,16 @@ from typing import Any, Callable, Iterable, Sequence
 from gridsight.wire import READING_EXTENSIONS, Reading, reading_extensions_used
 from gridsight.errors import GridsightError
 
-__all__ = ["Outbox", "OutboxError", "new_epoch", "read_snapshot", "PendingMessage", "NewMessage", "KIND_RANK", "ROW_OVERHEAD_BYTES"]
+__all__ = [
+    "Outbox",
+    "OutboxError",
+    "new_epoch",
+    "read_snapshot",
+    "PendingMessage",
+    "NewMessage",
+    "KIND_RANK",
+    "ROW_OVERHEAD_BYTES",
+]
 
 # Higher rank = more valuable: sent first from the backlog, evicted last.
 KIND_RANK: dict[str, int] = {"raw": 0, "summary": 1, "flag": 2, "status": 3}
@@ -60,8 +69,16 @@ ROW_OVERHEAD_BYTES = 48
 # Readings per stored batch row: a sealed chunk is whole batches, so this bounds chunk size.
 BATCH_MAX_READINGS = 2000
 _COLUMNS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor")
-_COUNTERS = ("evicted_raw", "evicted_summary", "evicted_flag", "evicted_status",
-             "evicted_raw_bytes", "evicted_summary_bytes", "evicted_flag_bytes", "evicted_status_bytes")
+_COUNTERS = (
+    "evicted_raw",
+    "evicted_summary",
+    "evicted_flag",
+    "evicted_status",
+    "evicted_raw_bytes",
+    "evicted_summary_bytes",
+    "evicted_flag_bytes",
+    "evicted_status_bytes",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -89,7 +106,7 @@ def _unpack(data: bytes) -> list[Reading]:
     if len(columns) > len(_COLUMNS):
         extra = columns[len(_COLUMNS)]
         names = list(_COLUMNS) + list(extra)
-        return [Reading(**dict(zip(names, row))) for row in zip(*columns[:len(_COLUMNS)], *extra.values())]
+        return [Reading(**dict(zip(names, row))) for row in zip(*columns[: len(_COLUMNS)], *extra.values())]
     return [Reading(*row) for row in zip(*columns)]
 
 
@@ -120,15 +137,13 @@ class PendingMessage:
 class Outbox:
     """A bounded, crash-safe store of readings and messages for one gateway (one process)."""
 
-    def __init__(self, path: str | Path, *, budget_bytes: int = 256 * 1024 * 1024,
-                 synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, budget_bytes: int = 256 * 1024 * 1024, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.budget_bytes = int(budget_bytes)
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
             # 1 kB pages: a poll's batch rewrites ~6 small pages instead of ~3 large ones (fewer bytes)
             self._db.execute("PRAGMA page_size=1024")
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -160,9 +175,11 @@ class Outbox:
         self._next_batch_id = max(max_batch, self._chunked_upto) + 1
         self.counters: dict[str, int] = {k: int(meta.get(k, 0)) for k in _COUNTERS}
         self._message_bytes = self._db.execute(
-            "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ? FROM messages", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
+            "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ? FROM messages", (ROW_OVERHEAD_BYTES,)
+        ).fetchone()[0]
         self._batch_bytes = self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM batches", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM batches", (ROW_OVERHEAD_BYTES,)
+        ).fetchone()[0]
         self._pruned_before: float | None = None
         self._changes = 0
 
@@ -204,14 +221,22 @@ class Outbox:
             out = {k: 0 for k in KIND_RANK}
             out.update(dict(self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall()))
             out["unsealed_readings"] = self._db.execute(
-                "SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?", (self._chunked_upto,)).fetchone()[0]
+                "SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?", (self._chunked_upto,)
+            ).fetchone()[0]
             return out
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, *, readings: Sequence[Reading] = (), messages: Iterable[NewMessage] = (),
-               seal: Callable[[int, list[Reading]], bytes] | None = None, seal_max: int = 5000,
-               prune_before: float | None = None, state: dict[str, Any] | None = None) -> list[int]:
+    def append(
+        self,
+        *,
+        readings: Sequence[Reading] = (),
+        messages: Iterable[NewMessage] = (),
+        seal: Callable[[int, list[Reading]], bytes] | None = None,
+        seal_max: int = 5000,
+        prune_before: float | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> list[int]:
         """Store one poll cycle in ONE transaction; return the sequence numbers allocated.
 
         ``readings`` are staged; ``messages`` get consecutive seqs; ``seal`` (if given) turns
@@ -233,10 +258,12 @@ class Outbox:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for i in range(0, len(readings), BATCH_MAX_READINGS):
-                    part = readings[i:i + BATCH_MAX_READINGS]
+                    part = readings[i : i + BATCH_MAX_READINGS]
                     data = _pack(part)
-                    db.execute("INSERT INTO batches (id, max_ts, count, data) VALUES (?, ?, ?, ?)",
-                               (next_batch_id, max(r.ts for r in part), len(part), data))
+                    db.execute(
+                        "INSERT INTO batches (id, max_ts, count, data) VALUES (?, ?, ?, ?)",
+                        (next_batch_id, max(r.ts for r in part), len(part), data),
+                    )
                     next_batch_id += 1
                     added_batch_bytes += len(data) + ROW_OVERHEAD_BYTES
                 for msg in messages:
@@ -245,35 +272,46 @@ class Outbox:
                         # only the latest status matters; an unsent older one is replaced
                         removed = db.execute("DELETE FROM messages WHERE kind = 'status' RETURNING size").fetchall()
                         added_bytes -= sum(r[0] + ROW_OVERHEAD_BYTES for r in removed)
-                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (next_seq, msg.kind, KIND_RANK[msg.kind], int(msg.retain), _now(), len(payload), payload))
+                    db.execute(
+                        "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (next_seq, msg.kind, KIND_RANK[msg.kind], int(msg.retain), _now(), len(payload), payload),
+                    )
                     seqs.append(next_seq)
                     added_bytes += len(payload) + ROW_OVERHEAD_BYTES
                     next_seq += 1
                     meta_dirty = True
                 if seal is not None:
-                    rows = db.execute("SELECT id, count, data FROM batches WHERE id > ? ORDER BY id",
-                                      (chunked_upto,)).fetchall()
+                    rows = db.execute(
+                        "SELECT id, count, data FROM batches WHERE id > ? ORDER BY id", (chunked_upto,)
+                    ).fetchall()
                     chunk: list[Reading] = []
                     for index, (batch_id, _count, data) in enumerate(rows):
                         chunk.extend(_unpack(data))
                         if len(chunk) >= seal_max or index == len(rows) - 1:
                             payload = seal(next_seq, chunk)
-                            db.execute("INSERT INTO messages VALUES (?, 'raw', ?, 0, ?, ?, ?)",
-                                       (next_seq, KIND_RANK["raw"], _now(), len(payload), payload))
+                            db.execute(
+                                "INSERT INTO messages VALUES (?, 'raw', ?, 0, ?, ?, ?)",
+                                (next_seq, KIND_RANK["raw"], _now(), len(payload), payload),
+                            )
                             seqs.append(next_seq)
                             added_bytes += len(payload) + ROW_OVERHEAD_BYTES
                             next_seq += 1
                             chunked_upto = batch_id
                             chunk = []
                             meta_dirty = True
-                if prune_before is not None and (chunked_upto != self._chunked_upto
-                                                  or self._pruned_before is None or prune_before > self._pruned_before):
-                    freed = db.execute("DELETE FROM batches WHERE id <= ? AND max_ts < ? RETURNING LENGTH(data)",
-                                       (chunked_upto, prune_before)).fetchall()
+                if prune_before is not None and (
+                    chunked_upto != self._chunked_upto
+                    or self._pruned_before is None
+                    or prune_before > self._pruned_before
+                ):
+                    freed = db.execute(
+                        "DELETE FROM batches WHERE id <= ? AND max_ts < ? RETURNING LENGTH(data)",
+                        (chunked_upto, prune_before),
+                    ).fetchall()
                     added_batch_bytes -= sum(r[0] + ROW_OVERHEAD_BYTES for r in freed)
-                evicted_bytes = self._evict(db, self._message_bytes + added_bytes
-                                            + self._batch_bytes + added_batch_bytes, counters)
+                evicted_bytes = self._evict(
+                    db, self._message_bytes + added_bytes + self._batch_bytes + added_batch_bytes, counters
+                )
                 added_bytes -= evicted_bytes
                 meta_dirty = meta_dirty or evicted_bytes > 0
                 if meta_dirty:
@@ -292,7 +330,7 @@ class Outbox:
             self._next_batch_id = next_batch_id
             self._chunked_upto = chunked_upto
             if seqs or evicted_bytes:
-                self._changes += 1      # the queue changed (staged readings alone do not count)
+                self._changes += 1  # the queue changed (staged readings alone do not count)
             self._message_bytes += added_bytes
             self._batch_bytes += added_batch_bytes
             if prune_before is not None:
@@ -305,8 +343,9 @@ class Outbox:
         freed = 0
         for kind in EVICTION_ORDER:
             while used - freed > self.budget_bytes:
-                victims = db.execute("SELECT seq, size FROM messages WHERE rank = ? ORDER BY seq LIMIT 256",
-                                     (KIND_RANK[kind],)).fetchall()
+                victims = db.execute(
+                    "SELECT seq, size FROM messages WHERE rank = ? ORDER BY seq LIMIT 256", (KIND_RANK[kind],)
+                ).fetchall()
                 if not victims:
                     break
                 take = []
@@ -337,21 +376,25 @@ class Outbox:
             rows = self._db.execute("SELECT data FROM batches WHERE max_ts >= ? ORDER BY id", (since_ts,)).fetchall()
         return [r for (data,) in rows for r in _unpack(data) if r.ts >= since_ts]
 
-    def pending(self, limit: int, *, live_from_seq: int, backlog_limit: int,
-                exclude: set[int] | frozenset[int] = frozenset()) -> list[PendingMessage]:
+    def pending(
+        self, limit: int, *, live_from_seq: int, backlog_limit: int, exclude: set[int] | frozenset[int] = frozenset()
+    ) -> list[PendingMessage]:
         """Up to ``limit`` messages to publish now: live ones (``seq >= live_from_seq``) oldest
         first, then at most ``backlog_limit`` backlog messages, most valuable kind first."""
         with self._lock:
             extra = len(exclude)
             live = self._db.execute(
                 "SELECT seq, kind, payload, retain, created_at FROM messages WHERE seq >= ? ORDER BY seq LIMIT ?",
-                (live_from_seq, limit + extra)).fetchall()
+                (live_from_seq, limit + extra),
+            ).fetchall()
             out = [PendingMessage(s, k, bytes(p), bool(r), c) for s, k, p, r, c in live if s not in exclude][:limit]
             room = min(limit - len(out), backlog_limit)
             if room > 0:
                 old = self._db.execute(
                     "SELECT seq, kind, payload, retain, created_at FROM messages WHERE seq < ?"
-                    " ORDER BY rank DESC, seq LIMIT ?", (live_from_seq, room + extra)).fetchall()
+                    " ORDER BY rank DESC, seq LIMIT ?",
+                    (live_from_seq, room + extra),
+                ).fetchall()
                 out += [PendingMessage(s, k, bytes(p), bool(r), c) for s, k, p, r, c in old if s not in exclude][:room]
             return out
 
@@ -367,9 +410,10 @@ class Outbox:
                 freed = 0
                 count = 0
                 for i in range(0, len(seqs), 500):
-                    part = seqs[i:i + 500]
-                    rows = db.execute(f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(part))})"
-                                      " RETURNING size", part).fetchall()
+                    part = seqs[i : i + 500]
+                    rows = db.execute(
+                        f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(part))}) RETURNING size", part
+                    ).fetchall()
                     freed += sum(r[0] + ROW_OVERHEAD_BYTES for r in rows)
                     count += len(rows)
                 db.execute("COMMIT")
@@ -411,18 +455,24 @@ def read_snapshot(db: sqlite3.Connection, chunked_upto: int | None = None) -> di
         depth = {k: 0 for k in KIND_RANK}
         depth.update(dict(db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall()))
         size, oldest, max_seq = db.execute(
-            "SELECT COALESCE(SUM(size), 0), MIN(created_at), MAX(seq) FROM messages").fetchone()
+            "SELECT COALESCE(SUM(size), 0), MIN(created_at), MAX(seq) FROM messages"
+        ).fetchone()
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
         upto = int(meta.get("chunked_upto", 0)) if chunked_upto is None else chunked_upto
         staged = db.execute("SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?", (upto,)).fetchone()[0]
     finally:
         if not in_tx:
             db.execute("COMMIT")
-    return {"epoch": meta.get("epoch"), "queue": depth, "queue_depth": sum(depth.values()),
-            "queue_bytes": size, "oldest_queued_at": oldest,
-            "next_seq": max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1),
-            "unsealed_readings": staged,
-            "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")}}
+    return {
+        "epoch": meta.get("epoch"),
+        "queue": depth,
+        "queue_depth": sum(depth.values()),
+        "queue_bytes": size,
+        "oldest_queued_at": oldest,
+        "next_seq": max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1),
+        "unsealed_readings": staged,
+        "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")},
+    }
 
 
 def _now() -> float:

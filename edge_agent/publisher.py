@@ -49,7 +49,7 @@ _CONNACK_TIMEOUT_S = 15.0
 _ACK_FLUSH_S = 0.25
 _ACK_FLUSH_COUNT = 500
 _REFUSED_RETRY_S = 30.0
-_NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT 5 PUBACK reason code
+_NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 _NO_SUBSCRIBER_RETRY_S = 2.0
 _INFLIGHT_RESEND_S = 120.0
 # CONNACK codes meaning "I do not speak this protocol version" (MQTT 3.1.1 rc 1, MQTT 5 0x84)
@@ -70,7 +70,7 @@ class PublisherCounters:
     published: int = 0
     acked: int = 0
     refused: int = 0
-    undelivered: int = 0   # PUBACKs saying no subscriber matched: kept and offered again
+    undelivered: int = 0  # PUBACKs saying no subscriber matched: kept and offered again
     protocol: str | None = None
     latencies_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
 
@@ -78,12 +78,18 @@ class PublisherCounters:
 class MqttPublisher:
     """Publishes the outbox of one gateway; ``start()`` it, ``stop()`` it to flush and go offline."""
 
-    def __init__(self, outbox: Outbox, gateway_id: str, settings: MqttSettings, *,
-                 status_payload: Callable[[bool, int], bytes],
-                 on_connected: Callable[[], None] | None = None,
-                 subscriptions: tuple[str, ...] = (),
-                 on_command: Callable[[str, bytes], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        gateway_id: str,
+        settings: MqttSettings,
+        *,
+        status_payload: Callable[[bool, int], bytes],
+        on_connected: Callable[[], None] | None = None,
+        subscriptions: tuple[str, ...] = (),
+        on_command: Callable[[str, bytes], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.outbox = outbox
         self.gateway_id = gateway_id
         self.settings = settings
@@ -181,9 +187,15 @@ class MqttPublisher:
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
-        client, _ = make_client(s.url, client_id=self.gateway_id, username=s.username or None,
-                                password=s.password or None, tls=s.tls_files,
-                                protocol="5" if self._protocol == mqtt.MQTTv5 else "3.1.1", clean_session=True)
+        client, _ = make_client(
+            s.url,
+            client_id=self.gateway_id,
+            username=s.username or None,
+            password=s.password or None,
+            tls=s.tls_files,
+            protocol="5" if self._protocol == mqtt.MQTTv5 else "3.1.1",
+            clean_session=True,
+        )
         client.max_inflight_messages_set(s.max_inflight)
         client.max_queued_messages_set(0)
         will_seq = self.outbox.allocate_seq()
@@ -270,8 +282,7 @@ class MqttPublisher:
         self._tokens = 0.0
         self._last_refill = time.monotonic()
         self.last_error = None
-        log.info("mqtt connected to %s:%s (MQTT %s)", self.settings.host, self.settings.port,
-                 self.counters.protocol)
+        log.info("mqtt connected to %s:%s (MQTT %s)", self.settings.host, self.settings.port, self.counters.protocol)
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)  # type: ignore[union-attr]  # the connected client
         if self.on_connected is not None:
@@ -345,14 +356,16 @@ class MqttPublisher:
             self._refused = {s: t for s, t in self._refused.items() if t > now}
         exclude = {e[0] for e in self._inflight.values()} | self._acked_set | set(self._refused)
         try:
-            pending = self.outbox.pending(room, live_from_seq=self._live_from_seq,
-                                          backlog_limit=backlog_limit, exclude=exclude)
+            pending = self.outbox.pending(
+                room, live_from_seq=self._live_from_seq, backlog_limit=backlog_limit, exclude=exclude
+            )
         except OutboxError as exc:
             log.error("cannot read the outbox: %s", exc)
             return
         for msg in pending:
             info = self._client.publish(  # type: ignore[union-attr]  # only called while connected
-                self._topics[msg.kind], msg.payload, qos=1, retain=msg.retain)
+                self._topics[msg.kind], msg.payload, qos=1, retain=msg.retain
+            )
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break
             self._inflight[info.mid] = (msg.seq, msg.created_at, now, msg.retain)
@@ -375,8 +388,9 @@ class MqttPublisher:
             self._flush_acks(force=True)
             if self._client is client and self._connected:
                 try:
-                    info = client.publish(self.status_topic, self.status_payload(False, self.outbox.allocate_seq()),
-                                          qos=1, retain=True)
+                    info = client.publish(
+                        self.status_topic, self.status_payload(False, self.outbox.allocate_seq()), qos=1, retain=True
+                    )
                     end = min(deadline, time.monotonic() + 2.0)
                     while not info.is_published() and time.monotonic() < end and self._client is client:
                         client.loop(0.05)

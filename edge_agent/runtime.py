@@ -41,14 +41,32 @@ from edge_agent.site_calendar import CalendarError, SiteCalendar, holiday_ordina
 from gridsight.settings import ConfigError
 from edge_agent.systemd import SystemdNotifier
 from edge_agent.window import IntervalWindow
-from gridsight.wire import (AnomalyFlag, GatewayStatus, IntervalSummary, RawChunk, Reading, WireError,
-                             command_topic, decode_command, encode, fleet_command_topic)
+from gridsight.wire import (
+    AnomalyFlag,
+    GatewayStatus,
+    IntervalSummary,
+    RawChunk,
+    Reading,
+    WireError,
+    command_topic,
+    decode_command,
+    encode,
+    fleet_command_topic,
+)
 
-__all__ = ["Agent", "AgentSettings", "Transport", "NullTransport", "ReaderSlot", "AGENT_VERSION",
-           "build_clock", "load_scorer", "build_model_updater"]
+__all__ = [
+    "Agent",
+    "AgentSettings",
+    "Transport",
+    "NullTransport",
+    "ReaderSlot",
+    "AGENT_VERSION",
+    "build_clock",
+    "load_scorer",
+    "build_model_updater",
+]
 
 log = logging.getLogger("gridsight.agent")
-
 
 
 def _installed_version() -> str:
@@ -78,6 +96,7 @@ def _installed_version() -> str:
                     continue
     try:
         from importlib.metadata import version as dist_version
+
         return dist_version("gridsight")
     except Exception:  # running from a source tree without installed metadata
         return "0.0.0"
@@ -127,8 +146,9 @@ class ReaderSlot:
 def build_clock(settings: AgentSettings) -> Clock:
     """The clock the settings ask for: wall time, or simulated time at ``clock.speed``."""
     if settings.clock.simulated:
-        return SimulatedClock(settings.clock.start or time.time(), settings.clock.speed,
-                              anchor=settings.clock.anchor or None)
+        return SimulatedClock(
+            settings.clock.start or time.time(), settings.clock.speed, anchor=settings.clock.anchor or None
+        )
     return SystemClock()
 
 
@@ -140,9 +160,14 @@ def build_model_updater(settings: AgentSettings) -> Any:
 
     models_dir = settings.model.models_dir or str(Path(settings.data_dir) / "models")
     try:
-        return ModelUpdater(models_dir, settings.model.public_key, gateway_id=settings.gateway_id,
-                            initial_model=settings.model.path or None, interval_s=settings.interval_s,
-                            source_dir=settings.model.source_dir or None)
+        return ModelUpdater(
+            models_dir,
+            settings.model.public_key,
+            gateway_id=settings.gateway_id,
+            initial_model=settings.model.path or None,
+            interval_s=settings.interval_s,
+            source_dir=settings.model.source_dir or None,
+        )
     except SignatureError as exc:
         raise ConfigError("model.public_key", str(exc)) from None
     except ModelError as exc:
@@ -160,8 +185,11 @@ def load_scorer(settings: AgentSettings) -> Scorer | None:
     except ModelError as exc:
         raise ConfigError("model.path", str(exc)) from None
     if scorer.interval_s != settings.interval_s:
-        raise ConfigError("interval_s", f"{settings.interval_s} does not match the model's "
-                                        f"interval of {scorer.interval_s} s ({settings.model.path})")
+        raise ConfigError(
+            "interval_s",
+            f"{settings.interval_s} does not match the model's "
+            f"interval of {scorer.interval_s} s ({settings.model.path})",
+        )
     return scorer
 
 
@@ -211,10 +239,18 @@ def build_calendar(settings: AgentSettings, scorer: Scorer | None) -> SiteCalend
 class Agent:
     """One gateway's agent. Build it, then ``run(stop_event)`` or drive ``tick()`` yourself."""
 
-    def __init__(self, settings: AgentSettings, *, readers: Sequence[MeterReader] | None = None,
-                 clock: Clock | None = None, scorer: Scorer | None = _UNSET,
-                 outbox: Outbox | None = None, transport: Transport | None = None,
-                 notifier: SystemdNotifier | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        readers: Sequence[MeterReader] | None = None,
+        clock: Clock | None = None,
+        scorer: Scorer | None = _UNSET,
+        outbox: Outbox | None = None,
+        transport: Transport | None = None,
+        notifier: SystemdNotifier | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self.gateway_id = settings.gateway_id
         self.clock = clock or build_clock(settings)
@@ -226,21 +262,36 @@ class Agent:
         if scorer is _UNSET:
             scorer = self.model_updater.current_scorer() if self.model_updater else load_scorer(settings)
             if scorer is not None and scorer.interval_s != settings.interval_s:
-                raise ConfigError("interval_s", f"{settings.interval_s} does not match the model's "
-                                                f"interval of {scorer.interval_s} s")
+                raise ConfigError(
+                    "interval_s", f"{settings.interval_s} does not match the model's interval of {scorer.interval_s} s"
+                )
         self.calendar = build_calendar(settings, scorer)
         self.scoring = IntervalScoring(scorer, settings.interval_s, self.calendar)
         self.last_model_update: str | None = None
         self.window = IntervalWindow(settings.interval_s, settings.grace_s)
-        self.outbox = outbox or Outbox(settings.outbox_path, budget_bytes=int(settings.outbox.budget_mb * 1024 * 1024),
-                                       synchronous=settings.outbox.synchronous.upper())
+        self.outbox = outbox or Outbox(
+            settings.outbox_path,
+            budget_bytes=int(settings.outbox.budget_mb * 1024 * 1024),
+            synchronous=settings.outbox.synchronous.upper(),
+        )
         self.counters = _Counters()
         self._restore()
-        self.transport: Transport = transport if transport is not None else MqttPublisher(  # type: ignore[assignment]
-            self.outbox, self.gateway_id, settings.mqtt, status_payload=self.status_payload,
-            on_connected=self._status_now, rng=self.rng,
-            subscriptions=(command_topic(self.gateway_id, "model"), fleet_command_topic("model"))
-            if self.model_updater else (), on_command=self.handle_command)
+        self.transport: Transport = (
+            transport
+            if transport is not None
+            else MqttPublisher(  # type: ignore[assignment]
+                self.outbox,
+                self.gateway_id,
+                settings.mqtt,
+                status_payload=self.status_payload,
+                on_connected=self._status_now,
+                rng=self.rng,
+                subscriptions=(command_topic(self.gateway_id, "model"), fleet_command_topic("model"))
+                if self.model_updater
+                else (),
+                on_command=self.handle_command,
+            )
+        )
         self.notifier = notifier or SystemdNotifier()
         self._started_mono = time.monotonic()
         self._last_seal = self.clock.now()
@@ -338,11 +389,18 @@ class Agent:
                 slot.errors += 1
                 self.counters.reader_errors += 1
                 slot.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                slot.next_try = now + backoff_delay(slot.failures - 1, self.settings.poll_s,
-                                                    self.settings.reader_backoff_max_s, self.rng)
+                slot.next_try = now + backoff_delay(
+                    slot.failures - 1, self.settings.poll_s, self.settings.reader_backoff_max_s, self.rng
+                )
                 level = logging.WARNING if isinstance(exc, ReaderError) else logging.ERROR
-                log.log(level, "reader %s failed (%d in a row): %s", slot.name, slot.failures, slot.last_error,
-                        exc_info=not isinstance(exc, ReaderError))
+                log.log(
+                    level,
+                    "reader %s failed (%d in a row): %s",
+                    slot.name,
+                    slot.failures,
+                    slot.last_error,
+                    exc_info=not isinstance(exc, ReaderError),
+                )
                 continue
             if slot.failures:
                 log.info("reader %s recovered after %d failures", slot.name, slot.failures)
@@ -365,8 +423,9 @@ class Agent:
         seal = self._seal if now - self._last_seal >= self.settings.raw_chunk_s else None
         state = {"window": self.window.state(), "features": self.scoring.state()} if closed else None
         try:
-            seqs = self.outbox.append(readings=readings, messages=messages, seal=seal,
-                                      prune_before=self.window.closed_until, state=state)
+            seqs = self.outbox.append(
+                readings=readings, messages=messages, seal=seal, prune_before=self.window.closed_until, state=state
+            )
         except OutboxError as exc:
             self.counters.outbox_errors += 1
             log.error("outbox write failed, keeping this cycle in memory: %s", exc)
@@ -398,21 +457,59 @@ class Agent:
                 log.warning("local integration %s failed: %s", integration.name, exc)
 
     def _seal(self, seq: int, readings: list[Reading]) -> bytes:
-        return encode(RawChunk(self.gateway_id, seq, self.model_version, self.clock.now(), tuple(readings),
-                               epoch=self.outbox.epoch))
+        return encode(
+            RawChunk(
+                self.gateway_id, seq, self.model_version, self.clock.now(), tuple(readings), epoch=self.outbox.epoch
+            )
+        )
 
     def _interval_messages(self, s: ScoredInterval) -> list[NewMessage]:
         out = []
         gw, epoch = self.gateway_id, self.outbox.epoch
         if s.meters:
-            out.append(NewMessage("summary", lambda seq, s=s: encode(IntervalSummary(  # type: ignore[misc]
-                gw, seq, s.model_version, self.clock.now(), s.interval_start, s.interval_s, s.meters,
-                epoch=epoch))))
+            out.append(
+                NewMessage(
+                    "summary",
+                    lambda seq, s=s: encode(
+                        IntervalSummary(  # type: ignore[misc]
+                            gw,
+                            seq,
+                            s.model_version,
+                            self.clock.now(),
+                            s.interval_start,
+                            s.interval_s,
+                            s.meters,
+                            epoch=epoch,
+                        )
+                    ),
+                )
+            )
         for f in s.flags:
-            log.info("anomaly meter=%s interval=%s score=%.4f %s", f.meter_id, f.interval_start, f.score, f.reason or "")
-            out.append(NewMessage("flag", lambda seq, f=f: encode(AnomalyFlag(  # type: ignore[misc]
-                gw, seq, s.model_version, self.clock.now(), f.meter_id, f.interval_start, f.interval_s,
-                f.score, f.threshold, f.kwh, f.features, f.reason, epoch=epoch))))
+            log.info(
+                "anomaly meter=%s interval=%s score=%.4f %s", f.meter_id, f.interval_start, f.score, f.reason or ""
+            )
+            out.append(
+                NewMessage(
+                    "flag",
+                    lambda seq, f=f: encode(
+                        AnomalyFlag(  # type: ignore[misc]
+                            gw,
+                            seq,
+                            s.model_version,
+                            self.clock.now(),
+                            f.meter_id,
+                            f.interval_start,
+                            f.interval_s,
+                            f.score,
+                            f.threshold,
+                            f.kwh,
+                            f.features,
+                            f.reason,
+                            epoch=epoch,
+                        )
+                    ),
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ status
@@ -421,7 +518,11 @@ class Agent:
         self._status_requested.set()
 
     def _status_due(self, now: float) -> bool:
-        if self._status_requested.is_set() or self._last_status is None or now - self._last_status >= self.settings.status_s:
+        if (
+            self._status_requested.is_set()
+            or self._last_status is None
+            or now - self._last_status >= self.settings.status_s
+        ):
             self._status_requested.clear()
             self._last_status = now
             return True
@@ -442,65 +543,115 @@ class Agent:
         pub = getattr(self.transport, "counters", None)
         health = self._clock_health()
         counters: dict[str, float] = {
-            "readings": self.counters.readings, "duplicates": self.counters.duplicates,
-            "late": self.counters.late, "reader_errors": self.counters.reader_errors,
-            "readers": len(self.slots), "readers_failing": sum(1 for s in self.slots if s.failures),
-            "intervals": self.counters.intervals, "summaries": self.counters.summaries,
-            "flags": self.counters.flags, "raw_chunks": self.counters.raw_chunks,
-            "outbox_errors": self.counters.outbox_errors, "clock_jumps": self.window.clock_jumps,
+            "readings": self.counters.readings,
+            "duplicates": self.counters.duplicates,
+            "late": self.counters.late,
+            "reader_errors": self.counters.reader_errors,
+            "readers": len(self.slots),
+            "readers_failing": sum(1 for s in self.slots if s.failures),
+            "intervals": self.counters.intervals,
+            "summaries": self.counters.summaries,
+            "flags": self.counters.flags,
+            "raw_chunks": self.counters.raw_chunks,
+            "outbox_errors": self.counters.outbox_errors,
+            "clock_jumps": self.window.clock_jumps,
             "model_updates": self.counters.model_updates,
             "model_update_failures": self.counters.model_update_failures,
-            "bad_commands": self.counters.bad_commands, "local_errors": self.counters.local_errors,
-            "outbox_bytes": self.outbox.used_bytes, "outbox_budget_bytes": self.outbox.budget_bytes,
+            "bad_commands": self.counters.bad_commands,
+            "local_errors": self.counters.local_errors,
+            "outbox_bytes": self.outbox.used_bytes,
+            "outbox_budget_bytes": self.outbox.budget_bytes,
             "unsealed_readings": depth["unsealed_readings"],
             **{f"queue_{k}": depth[k] for k in ("summary", "flag", "raw")},
             **{k: v for k, v in self.outbox.counters.items()},
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "rss_mb": round(_rss_mb(), 2),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "rss_mb": round(_rss_mb(), 2),
         }
         if pub is not None:
-            counters.update({"mqtt_connected": int(bool(self.transport.connected)), "mqtt_connects": pub.connects,
-                             "mqtt_disconnects": pub.disconnects, "mqtt_connect_failures": pub.connect_failures,
-                             "mqtt_published": pub.published, "mqtt_acked": pub.acked, "mqtt_refused": pub.refused,
-                             "mqtt_undelivered": pub.undelivered})
+            counters.update(
+                {
+                    "mqtt_connected": int(bool(self.transport.connected)),
+                    "mqtt_connects": pub.connects,
+                    "mqtt_disconnects": pub.disconnects,
+                    "mqtt_connect_failures": pub.connect_failures,
+                    "mqtt_published": pub.published,
+                    "mqtt_acked": pub.acked,
+                    "mqtt_refused": pub.refused,
+                    "mqtt_undelivered": pub.undelivered,
+                }
+            )
             latencies = sorted(pub.latencies_s)
             if latencies:
                 # outbox write -> PUBACK, over the last (up to) 10,000 messages
                 counters["mqtt_latency_p50_ms"] = round(1000 * latencies[len(latencies) // 2], 2)
-                counters["mqtt_latency_p99_ms"] = round(1000 * latencies[min(len(latencies) - 1,
-                                                                              int(len(latencies) * 0.99))], 2)
+                counters["mqtt_latency_p99_ms"] = round(
+                    1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2
+                )
         for slot in self.slots[:40]:
             key = slot.name.replace(" ", "_")[:40]
             counters[f"reader.{key}.errors"] = slot.errors
             counters[f"reader.{key}.failing"] = int(slot.failures > 0)
         scorer = self.scoring.scorer
         counters["scorer_numpy"] = int(scorer is not None and scorer.kind == "numpy")
-        return {"gateway_id": self.gateway_id, "online": True, "model_version": self.model_version,
-                "scorer": scorer.kind if scorer is not None else None,
-                "uptime_s": round(time.monotonic() - self._started_mono, 3),
+        return {
+            "gateway_id": self.gateway_id,
+            "online": True,
+            "model_version": self.model_version,
+            "scorer": scorer.kind if scorer is not None else None,
+            "uptime_s": round(time.monotonic() - self._started_mono, 3),
+            "queue_depth": snap["queue_depth"],
+            # the same numbers, read the same way, as `gridsight agent status` shows
+            "outbox": {
+                "epoch": snap["epoch"],
+                "next_seq": snap["next_seq"],
+                "queue": snap["queue"],
                 "queue_depth": snap["queue_depth"],
-                # the same numbers, read the same way, as `gridsight agent status` shows
-                "outbox": {"epoch": snap["epoch"], "next_seq": snap["next_seq"], "queue": snap["queue"],
-                           "queue_depth": snap["queue_depth"], "queue_bytes": snap["queue_bytes"],
-                           "unsealed_readings": snap["unsealed_readings"]},
-                "clock_synced": health.synced, "clock_offset_s": health.offset_s,
-                "agent_version": AGENT_VERSION, "counters": counters,
-                "model_update": self.last_model_update,
-                "readers": [{"name": s.name, "failures": s.failures, "errors": s.errors, "readings": s.readings,
-                             "last_error": s.last_error, "last_ok": s.last_ok,
-                             # protocol readers count frames, CRC failures, skipped bytes, retries
-                             **({"counters": s.reader.counters()} if hasattr(s.reader, "counters") else {})}
-                            for s in self.slots]}
+                "queue_bytes": snap["queue_bytes"],
+                "unsealed_readings": snap["unsealed_readings"],
+            },
+            "clock_synced": health.synced,
+            "clock_offset_s": health.offset_s,
+            "agent_version": AGENT_VERSION,
+            "counters": counters,
+            "model_update": self.last_model_update,
+            "readers": [
+                {
+                    "name": s.name,
+                    "failures": s.failures,
+                    "errors": s.errors,
+                    "readings": s.readings,
+                    "last_error": s.last_error,
+                    "last_ok": s.last_ok,
+                    # protocol readers count frames, CRC failures, skipped bytes, retries
+                    **({"counters": s.reader.counters()} if hasattr(s.reader, "counters") else {}),
+                }
+                for s in self.slots
+            ],
+        }
 
     def status_payload(self, online: bool, seq: int) -> bytes:
         st = self.status()
-        return encode(GatewayStatus(self.gateway_id, seq, self.model_version, self.clock.now(), online,
-                                    st["uptime_s"], st["queue_depth"], st["clock_synced"], st["clock_offset_s"],
-                                    AGENT_VERSION, {k: float(v) for k, v in st["counters"].items()},
-                                    epoch=self.outbox.epoch))
+        return encode(
+            GatewayStatus(
+                self.gateway_id,
+                seq,
+                self.model_version,
+                self.clock.now(),
+                online,
+                st["uptime_s"],
+                st["queue_depth"],
+                st["clock_synced"],
+                st["clock_offset_s"],
+                AGENT_VERSION,
+                {k: float(v) for k, v in st["counters"].items()},
+                epoch=self.outbox.epoch,
+            )
+        )
 
     def write_status_file(self) -> None:
         """``data_dir/status.json`` for ``gridsight agent status`` (atomic replace)."""
         import json
+
         path = os.path.join(str(self.settings.data_dir), "status.json")
         tmp = path + ".tmp"
         st = self.status()
@@ -519,8 +670,13 @@ class Agent:
         """Poll every ``poll_s`` until ``stop_event`` is set, then shut down gracefully."""
         self.transport.start()
         self.notifier.ready(f"gateway {self.gateway_id}: {len(self.slots)} readers")
-        log.info("agent %s started: %d readers, model %s, outbox %s", self.gateway_id, len(self.slots),
-                 self.model_version, self.outbox.path)
+        log.info(
+            "agent %s started: %d readers, model %s, outbox %s",
+            self.gateway_id,
+            len(self.slots),
+            self.model_version,
+            self.outbox.path,
+        )
         last_status_file = 0.0
         written_changes = -1
         try:
@@ -533,8 +689,9 @@ class Agent:
                 # and at least every 10 s for the counters. Writing it on a timer alone left it
                 # showing a queue the publisher had long drained.
                 changes = self.outbox.changes
-                if changes != written_changes or \
-                        time.monotonic() - last_status_file >= min(self.settings.status_s, 10.0):
+                if changes != written_changes or time.monotonic() - last_status_file >= min(
+                    self.settings.status_s, 10.0
+                ):
                     self.write_status_file()
                     last_status_file = time.monotonic()
                     written_changes = changes

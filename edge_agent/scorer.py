@@ -26,8 +26,17 @@ import numpy as np
 from edge_agent.features import FEATURE_DESCRIPTIONS
 from gridsight.errors import GridsightError
 
-__all__ = ["ModelError", "Scorer", "scorer_kind", "SCORER_KINDS", "select_scorer", "describe_features", "META_PREFIX", "MAX_MODEL_BYTES",
-           "SELFTEST_TOLERANCE"]
+__all__ = [
+    "ModelError",
+    "Scorer",
+    "scorer_kind",
+    "SCORER_KINDS",
+    "select_scorer",
+    "describe_features",
+    "META_PREFIX",
+    "MAX_MODEL_BYTES",
+    "SELFTEST_TOLERANCE",
+]
 
 META_PREFIX = "gridsight."
 # A compact 100-tree model is a few hundred kB; anything near this is not one of ours.
@@ -92,7 +101,7 @@ class _NumpyTrees:
 
 
 def _parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
-    meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+    meta = {k[len(META_PREFIX) :]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise ModelError(f"{source}: not a gridsight model (metadata {META_PREFIX}{missing[0]} missing)")
@@ -112,8 +121,12 @@ def _parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
         raise ModelError(f"{source}: threshold or interval_s out of range")
     if not isinstance(selftest, dict) or "X" not in selftest or "scores" not in selftest:
         raise ModelError(f"{source}: {META_PREFIX}selftest must hold X and scores")
-    meta.update(feature_names=tuple(names), threshold=threshold, interval_s=interval_s,  # type: ignore[call-overload]
-                selftest=selftest)
+    meta.update(
+        feature_names=tuple(names),
+        threshold=threshold,
+        interval_s=interval_s,  # type: ignore[call-overload]
+        selftest=selftest,
+    )
     return meta
 
 
@@ -122,7 +135,7 @@ class Scorer:
 
     def __init__(self, evaluator: Any, metadata: dict[str, Any], source: str) -> None:
         self._evaluator = evaluator
-        self.kind: str = evaluator.kind          # "onnxruntime" or "numpy"
+        self.kind: str = evaluator.kind  # "onnxruntime" or "numpy"
         self.metadata = metadata
         self.source = source
         self.name: str = metadata["name"]
@@ -157,11 +170,14 @@ class Scorer:
         kind = kind or scorer_kind()
         if kind == "numpy":
             from edge_agent.onnx_trees import TreeEnsembleModel, UnsupportedModel
+
             try:
                 model = TreeEnsembleModel.parse(data)
             except UnsupportedModel as exc:
-                raise ModelError(f"{source}: the numpy scorer cannot evaluate this file ({exc}); "
-                                 "install onnxruntime or use a model from 'gridsight model train'") from None
+                raise ModelError(
+                    f"{source}: the numpy scorer cannot evaluate this file ({exc}); "
+                    "install onnxruntime or use a model from 'gridsight model train'"
+                ) from None
             scorer = cls(_NumpyTrees(model), _parse_metadata(model.metadata, source), source)
             scorer._check_io()
             scorer._self_test()
@@ -169,8 +185,10 @@ class Scorer:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelError("GRIDSIGHT_SCORER=onnxruntime but onnxruntime is not installed: "
-                             "pip install 'gridsight[edge-onnx]' or use GRIDSIGHT_SCORER=numpy") from None
+            raise ModelError(
+                "GRIDSIGHT_SCORER=onnxruntime but onnxruntime is not installed: "
+                "pip install 'gridsight[edge-onnx]' or use GRIDSIGHT_SCORER=numpy"
+            ) from None
         options = ort.SessionOptions()
         # A gateway scores a handful of rows per interval: one thread, no thread-pool spin-up.
         options.intra_op_num_threads = 1
@@ -198,8 +216,9 @@ class Scorer:
     def _check_io(self) -> None:
         width = self._evaluator.n_features
         if width is not None and width != len(self.feature_names):
-            raise ModelError(f"{self.source}: input width {width} does not match "
-                             f"{len(self.feature_names)} feature names")
+            raise ModelError(
+                f"{self.source}: input width {width} does not match {len(self.feature_names)} feature names"
+            )
 
     def _self_test(self) -> None:
         X = np.asarray(self.metadata["selftest"]["X"], dtype=np.float32)
@@ -212,8 +231,9 @@ class Scorer:
             raise ModelError(f"{self.source}: self-test could not run ({exc})") from None
         worst = float(np.max(np.abs(got - expected)))
         if not worst <= SELFTEST_TOLERANCE:
-            raise ModelError(f"{self.source}: self-test failed (scores differ by {worst:.3g} "
-                             f"from those recorded at export)")
+            raise ModelError(
+                f"{self.source}: self-test failed (scores differ by {worst:.3g} from those recorded at export)"
+            )
 
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (float64, sklearn ``decision_function`` convention: lower is more anomalous) and

@@ -56,8 +56,10 @@ class IntervalScoring:
 
     def __init__(self, scorer: Scorer | None, interval_s: int, calendar: SiteCalendar | None = None) -> None:
         if scorer is not None and scorer.interval_s != interval_s:
-            raise ValueError(f"the model {scorer.name} {scorer.version} scores {scorer.interval_s} s "
-                             f"intervals, the agent builds {interval_s} s intervals")
+            raise ValueError(
+                f"the model {scorer.name} {scorer.version} scores {scorer.interval_s} s "
+                f"intervals, the agent builds {interval_s} s intervals"
+            )
         self.interval_s = interval_s
         self._lock = threading.Lock()
         self._scorer = scorer
@@ -86,8 +88,11 @@ class IntervalScoring:
     def score(self, closed: ClosedInterval) -> ScoredInterval:
         with self._lock:
             scorer, builder = self._scorer, self._builder
-            rows = np.stack([builder.features(s) for s in closed.stats]) if closed.stats else \
-                np.empty((0, len(builder.feature_names)), dtype=np.float32)
+            rows = (
+                np.stack([builder.features(s) for s in closed.stats])
+                if closed.stats
+                else np.empty((0, len(builder.feature_names)), dtype=np.float32)
+            )
             if scorer is not None and len(rows):
                 scores, anomalous = scorer.score(np.nan_to_num(rows, nan=0.0, posinf=10.0, neginf=-10.0))
             else:
@@ -97,16 +102,36 @@ class IntervalScoring:
         for i, s in enumerate(closed.stats):
             score = float(scores[i]) if scores is not None else None
             is_anomalous = bool(anomalous[i]) if anomalous is not None else None
-            meters.append(MeterSummary(s.meter_id, float(s.kwh), int(s.readings), _finite(s.power_w_mean),
-                                       _finite(s.power_w_max), score, is_anomalous, _finite(s.export_kwh)))
+            meters.append(
+                MeterSummary(
+                    s.meter_id,
+                    float(s.kwh),
+                    int(s.readings),
+                    _finite(s.power_w_mean),
+                    _finite(s.power_w_max),
+                    score,
+                    is_anomalous,
+                    _finite(s.export_kwh),
+                )
+            )
             if is_anomalous:
                 named = {n: float(v) for n, v in zip(builder.feature_names, rows[i].tolist()) if math.isfinite(v)}
                 assert scorer is not None and score is not None  # is_anomalous comes from the scorer
-                flags.append(FlagDraft(s.meter_id, closed.interval_start, closed.interval_s, score,
-                                       float(scorer.threshold), float(s.kwh), named,
-                                       (scorer.explain(rows[i]) or "")[:200] or None))
-        return ScoredInterval(closed.interval_start, closed.interval_s,
-                              scorer.version if scorer else None, tuple(meters), tuple(flags))
+                flags.append(
+                    FlagDraft(
+                        s.meter_id,
+                        closed.interval_start,
+                        closed.interval_s,
+                        score,
+                        float(scorer.threshold),
+                        float(s.kwh),
+                        named,
+                        (scorer.explain(rows[i]) or "")[:200] or None,
+                    )
+                )
+        return ScoredInterval(
+            closed.interval_start, closed.interval_s, scorer.version if scorer else None, tuple(meters), tuple(flags)
+        )
 
     def state(self) -> dict[str, Any]:
         with self._lock:

@@ -22,8 +22,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gridsight.errors import GridsightError
 
-__all__ = ["SiteCalendar", "WEEKDAY", "SATURDAY", "SUNDAY_OR_HOLIDAY", "DAY_TYPES", "holiday_ordinals",
-           "holiday_ordinals_in_child", "CalendarError"]
+__all__ = [
+    "SiteCalendar",
+    "WEEKDAY",
+    "SATURDAY",
+    "SUNDAY_OR_HOLIDAY",
+    "DAY_TYPES",
+    "holiday_ordinals",
+    "holiday_ordinals_in_child",
+    "CalendarError",
+]
 
 WEEKDAY, SATURDAY, SUNDAY_OR_HOLIDAY = 0, 1, 2
 DAY_TYPES = ("weekday", "saturday", "sunday_or_holiday")
@@ -49,11 +57,18 @@ def holiday_ordinals(country: str, years: Iterable[int]) -> frozenset[int]:
 
 def holiday_ordinals_in_child(country: str, years: Iterable[int], timeout_s: float = 60.0) -> frozenset[int]:
     """:func:`holiday_ordinals` computed in a child process, so the package never stays in memory."""
-    code = ("import json, sys; from edge_agent.site_calendar import holiday_ordinals; "
-            "print(json.dumps(sorted(holiday_ordinals(sys.argv[1], map(int, sys.argv[2:])))))")
+    code = (
+        "import json, sys; from edge_agent.site_calendar import holiday_ordinals; "
+        "print(json.dumps(sorted(holiday_ordinals(sys.argv[1], map(int, sys.argv[2:])))))"
+    )
     try:
-        done = subprocess.run([sys.executable, "-c", code, country, *map(str, years)], capture_output=True,
-                              text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", code, country, *map(str, years)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CalendarError(f"could not compute holidays for {country!r} ({exc})") from None
     if done.returncode != 0:
@@ -69,8 +84,9 @@ class SiteCalendar:
         try:
             self.zone = ZoneInfo(time_zone or "UTC")
         except (ZoneInfoNotFoundError, ValueError):
-            raise CalendarError(f"unknown time zone {time_zone!r} (expected an IANA name such as "
-                                f"Europe/Paris or America/New_York)") from None
+            raise CalendarError(
+                f"unknown time zone {time_zone!r} (expected an IANA name such as Europe/Paris or America/New_York)"
+            ) from None
         self.time_zone = time_zone or "UTC"
         self.holidays = frozenset(int(d) for d in holidays)
         self._last: tuple[int, tuple[int, int, int, int]] | None = None

@@ -66,7 +66,7 @@ def _lowest_phase(r: Reading) -> float | None:
 
 _NAN_CODE = -(1 << 31)
 _CODE_LIMIT = (1 << 31) - 1
-_POW10 = tuple(10.0 ** k for k in range(7))
+_POW10 = tuple(10.0**k for k in range(7))
 _BATCH = 64
 
 
@@ -133,8 +133,13 @@ class _Column:
         scale = _POW10[self.digits]
         # no NaN and every code in range: code the batch at once, kept only if every value comes
         # back bit for bit (which also sends -0.0 down the one-by-one path)
-        if base is not None and lo == lo and hi == hi and -_CODE_LIMIT <= (lo - base) * scale \
-                and (hi - base) * scale <= _CODE_LIMIT:
+        if (
+            base is not None
+            and lo == lo
+            and hi == hi
+            and -_CODE_LIMIT <= (lo - base) * scale
+            and (hi - base) * scale <= _CODE_LIMIT
+        ):
             q = np.rint((v - base) * scale).astype(np.int32)
             if ((q / scale + base).view(np.int64) == v.view(np.int64)).all():
                 self.codes.frombytes(q.tobytes())
@@ -305,8 +310,9 @@ class _MeterBuffer:
         if r.export_kwh is not None or self.export is not None:
             self._column("export").staged.append(math.nan if r.export_kwh is None else r.export_kwh)
         if len(ts.staged) >= _BATCH:
-            _flush_together([c for c in (ts, self.energy, self.power, self.voltage, self.low_phase, self.export)
-                             if c is not None])
+            _flush_together(
+                [c for c in (ts, self.energy, self.power, self.voltage, self.low_phase, self.export) if c is not None]
+            )
         return True
 
     def earliest(self) -> float:
@@ -338,7 +344,7 @@ class _MeterBuffer:
         return len(self.ts)
 
 
-_RECENT_PER_METER = 512   # summarised timestamps remembered per meter (a few intervals at 1 s)
+_RECENT_PER_METER = 512  # summarised timestamps remembered per meter (a few intervals at 1 s)
 
 
 class IntervalWindow:
@@ -448,21 +454,36 @@ class IntervalWindow:
                 self.closed_until = max(self.closed_until, self._floor(earliest))
         return closed
 
-    def _reduce(self, meter_id: str, start: float, ts: np.ndarray, energy: np.ndarray,
-                power: np.ndarray, voltage: np.ndarray, low_phase: np.ndarray | None,
-                export: np.ndarray | None) -> IntervalStats:
+    def _reduce(
+        self,
+        meter_id: str,
+        start: float,
+        ts: np.ndarray,
+        energy: np.ndarray,
+        power: np.ndarray,
+        voltage: np.ndarray,
+        low_phase: np.ndarray | None,
+        export: np.ndarray | None,
+    ) -> IntervalStats:
         # Across a gap (meter silent, reader down) the register step belongs to many intervals,
         # not this one: start afresh like training does, instead of reporting one huge interval.
         last_start = self._last_start.get(meter_id)
         contiguous = last_start is None or start - last_start <= self.interval_s
         prev = self._prev_energy.get(meter_id) if contiguous else None
         has_export = export is not None and not np.isnan(export).all()
-        stats = interval_stats(meter_id, start, self.interval_s, ts, energy,
-                               None if np.isnan(power).all() else power, prev,
-                               voltage_v=None if np.isnan(voltage).all() else voltage,
-                               phase_voltage_min_v=None if low_phase is None or np.isnan(low_phase).all() else low_phase,
-                               export_kwh=export if has_export else None,
-                               prev_export_kwh=self._prev_export.get(meter_id) if contiguous else None)
+        stats = interval_stats(
+            meter_id,
+            start,
+            self.interval_s,
+            ts,
+            energy,
+            None if np.isnan(power).all() else power,
+            prev,
+            voltage_v=None if np.isnan(voltage).all() else voltage,
+            phase_voltage_min_v=None if low_phase is None or np.isnan(low_phase).all() else low_phase,
+            export_kwh=export if has_export else None,
+            prev_export_kwh=self._prev_export.get(meter_id) if contiguous else None,
+        )
         self._prev_energy[meter_id] = float(energy[-1])
         if has_export:
             self._prev_export[meter_id] = float(export[np.isfinite(export)][-1])  # type: ignore[index,arg-type]
@@ -482,11 +503,16 @@ class IntervalWindow:
     # ------------------------------------------------------------------ persistence
 
     def state(self) -> dict[str, Any]:
-        return {"interval_s": self.interval_s, "closed_until": self.closed_until,
-                "prev_energy": dict(self._prev_energy), "prev_export": dict(self._prev_export),
-                "channel_last": dict(self._channel_last),
-                "high_water": dict(self._high_water),
-                "last_start": dict(self._last_start), "clock_jumps": self.clock_jumps}
+        return {
+            "interval_s": self.interval_s,
+            "closed_until": self.closed_until,
+            "prev_energy": dict(self._prev_energy),
+            "prev_export": dict(self._prev_export),
+            "channel_last": dict(self._channel_last),
+            "high_water": dict(self._high_water),
+            "last_start": dict(self._last_start),
+            "clock_jumps": self.clock_jumps,
+        }
 
     def load_state(self, state: dict[str, Any], open_readings: Iterable[Reading] = ()) -> int:
         """Restore persisted state and rebuild open intervals from journalled readings.
@@ -495,8 +521,9 @@ class IntervalWindow:
         """
         if state:
             if state.get("interval_s") != self.interval_s:
-                raise ValueError(f"window state is for {state.get('interval_s')} s intervals, "
-                                 f"this agent uses {self.interval_s} s")
+                raise ValueError(
+                    f"window state is for {state.get('interval_s')} s intervals, this agent uses {self.interval_s} s"
+                )
             self.closed_until = state.get("closed_until")
             self._prev_energy = {str(k): float(v) for k, v in state.get("prev_energy", {}).items()}
             self._prev_export = {str(k): float(v) for k, v in state.get("prev_export", {}).items()}

@@ -38,6 +38,13 @@ def build_local_integrations(settings: Any, status: Callable[[], dict]) -> list[
     if local.ha_mqtt_url:
         from edge_agent.local.home_assistant import HomeAssistantDiscovery
 
-        out.append(HomeAssistantDiscovery(settings.gateway_id, local.ha_mqtt_url, prefix=local.ha_discovery_prefix,
-                                          username=local.ha_username, password_file=local.ha_password_file))
+        out.append(
+            HomeAssistantDiscovery(
+                settings.gateway_id,
+                local.ha_mqtt_url,
+                prefix=local.ha_discovery_prefix,
+                username=local.ha_username,
+                password_file=local.ha_password_file,
+            )
+        )
     return out

@@ -44,8 +44,17 @@ class HomeAssistantDiscovery:
 
     name = "home_assistant"
 
-    def __init__(self, gateway_id: str, url: str, *, prefix: str = "homeassistant", username: str = "",
-                 password_file: str = "", state_s: float = 10.0, client_factory: Any = None) -> None:
+    def __init__(
+        self,
+        gateway_id: str,
+        url: str,
+        *,
+        prefix: str = "homeassistant",
+        username: str = "",
+        password_file: str = "",
+        state_s: float = 10.0,
+        client_factory: Any = None,
+    ) -> None:
         from gridsight.mqtt import make_client, read_password
 
         self.gateway_id = gateway_id
@@ -60,8 +69,13 @@ class HomeAssistantDiscovery:
         self.published = 0
         self.errors = 0
         password = read_password(None, password_file or None, env_name="GRIDSIGHT_HA_MQTT_PASSWORD")
-        self.client, endpoint = make_client(url, client_id=f"gridsight-ha-{self.node}"[:64],
-                                            username=username or None, password=password, protocol="3.1.1")
+        self.client, endpoint = make_client(
+            url,
+            client_id=f"gridsight-ha-{self.node}"[:64],
+            username=username or None,
+            password=password,
+            protocol="3.1.1",
+        )
         self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.reconnect_delay_set(1, 60)
@@ -90,14 +104,23 @@ class HomeAssistantDiscovery:
             log.warning("home assistant: cannot publish %s (%s)", topic, mqtt.error_string(info.rc))
 
     def _device(self, meter_id: str) -> dict:
-        return {"identifiers": [f"gridsight_{_SAFE.sub('_', meter_id)}"], "name": f"Meter {meter_id}",
-                "manufacturer": "gridsight", "model": "smart meter via gridsight gateway",
-                "via_device": f"gridsight_{self.node}"}
+        return {
+            "identifiers": [f"gridsight_{_SAFE.sub('_', meter_id)}"],
+            "name": f"Meter {meter_id}",
+            "manufacturer": "gridsight",
+            "model": "smart meter via gridsight gateway",
+            "via_device": f"gridsight_{self.node}",
+        }
 
     def _config(self, component: str, meter_id: str, key: str, body: dict) -> None:
         obj = _SAFE.sub("_", f"{meter_id}_{key}")
-        body = {"unique_id": f"gridsight_{self.node}_{obj}", "object_id": f"gridsight_{obj}",
-                "availability_topic": f"{self.base}/availability", "device": self._device(meter_id), **body}
+        body = {
+            "unique_id": f"gridsight_{self.node}_{obj}",
+            "object_id": f"gridsight_{obj}",
+            "availability_topic": f"{self.base}/availability",
+            "device": self._device(meter_id),
+            **body,
+        }
         self._publish(f"{self.prefix}/{component}/{self.node}/{obj}/config", json.dumps(body), retain=True)
 
     def _announce(self, meter_id: str, values: dict[str, Any]) -> None:
@@ -115,14 +138,33 @@ class HomeAssistantDiscovery:
                 state_class = "total_increasing"
             else:
                 name, unit, device_class, state_class = SENSORS[key]
-            self._config("sensor", meter_id, key, {
-                "name": name, "state_topic": state_topic, "value_template": f"{{{{ value_json.{key} }}}}",
-                "unit_of_measurement": unit, "device_class": device_class, "state_class": state_class})
+            self._config(
+                "sensor",
+                meter_id,
+                key,
+                {
+                    "name": name,
+                    "state_topic": state_topic,
+                    "value_template": f"{{{{ value_json.{key} }}}}",
+                    "unit_of_measurement": unit,
+                    "device_class": device_class,
+                    "state_class": state_class,
+                },
+            )
         if first:
-            self._config("binary_sensor", meter_id, "anomaly", {
-                "name": "Anomaly", "device_class": "problem", "state_topic": f"{self.base}/{meter_id}/anomaly",
-                "payload_on": "ON", "payload_off": "OFF",
-                "json_attributes_topic": f"{self.base}/{meter_id}/anomaly_attributes"})
+            self._config(
+                "binary_sensor",
+                meter_id,
+                "anomaly",
+                {
+                    "name": "Anomaly",
+                    "device_class": "problem",
+                    "state_topic": f"{self.base}/{meter_id}/anomaly",
+                    "payload_on": "ON",
+                    "payload_off": "OFF",
+                    "json_attributes_topic": f"{self.base}/{meter_id}/anomaly_attributes",
+                },
+            )
 
     def observe(self, readings: list, scored: list) -> None:
         now = time.monotonic()
@@ -143,18 +185,28 @@ class HomeAssistantDiscovery:
                     self._last_state[meter_id] = now
             self._announce(meter_id, values)
             if due:
-                self._publish(f"{self.base}/{meter_id}/state",
-                              json.dumps({k: v for k, v in values.items() if k != "channel"}))
+                self._publish(
+                    f"{self.base}/{meter_id}/state", json.dumps({k: v for k, v in values.items() if k != "channel"})
+                )
         for s in scored:
             flagged = {f.meter_id: f for f in getattr(s, "flags", ())}
             for m in s.meters:
                 self._announce(m.meter_id, {})
                 flag = flagged.get(m.meter_id)
                 self._publish(f"{self.base}/{m.meter_id}/anomaly", "ON" if m.anomalous else "OFF", retain=True)
-                self._publish(f"{self.base}/{m.meter_id}/anomaly_attributes", json.dumps({
-                    "reason": getattr(flag, "reason", None) if m.anomalous else None,
-                    "score": m.score, "interval_start": s.interval_start, "interval_s": s.interval_s,
-                    "model_version": s.model_version}), retain=True)
+                self._publish(
+                    f"{self.base}/{m.meter_id}/anomaly_attributes",
+                    json.dumps(
+                        {
+                            "reason": getattr(flag, "reason", None) if m.anomalous else None,
+                            "score": m.score,
+                            "interval_start": s.interval_start,
+                            "interval_s": s.interval_s,
+                            "model_version": s.model_version,
+                        }
+                    ),
+                    retain=True,
+                )
 
     def close(self) -> None:
         try:

@@ -50,7 +50,7 @@ def render(gateway_id: str, counters: dict[str, float], meters: dict[str, dict])
         label = f'gateway="{_escape(gateway_id)}",meter="{_escape(meter_id)}"'
         for field, (name, kind, text) in _METER_FIELDS.items():
             per_phase = field.endswith("_l1_v") or field.endswith("_l1_a") or field.endswith("_l1_w")
-            for phase in ((1, 2, 3) if per_phase else (None,)):
+            for phase in (1, 2, 3) if per_phase else (None,):
                 key = field.replace("_l1_", f"_l{phase}_") if phase else field
                 latest = values.get(key)
                 if latest is None:
@@ -58,8 +58,10 @@ def render(gateway_id: str, counters: dict[str, float], meters: dict[str, dict])
                 extra = f',phase="L{phase}"' if phase else ""
                 series.setdefault(name, []).append(f"{name}{{{label}{extra}}} {float(latest)!r}")
                 helps[name] = (kind, text)
-        for key, name, text in (("score", "gridsight_meter_anomaly_score", "last interval's score (lower = more anomalous)"),
-                                ("anomalous", "gridsight_meter_anomalous", "1 if the last interval was flagged")):
+        for key, name, text in (
+            ("score", "gridsight_meter_anomaly_score", "last interval's score (lower = more anomalous)"),
+            ("anomalous", "gridsight_meter_anomalous", "1 if the last interval was flagged"),
+        ):
             if values.get(key) is not None:
                 series.setdefault(name, []).append(f"{name}{{{label}}} {float(values[key])!r}")
                 helps[name] = ("gauge", text)
@@ -116,9 +118,22 @@ class MetricsEndpoint:
         with self._lock:
             for r in readings:
                 latest = self.meters.setdefault(r.meter_id, {})
-                for field in ("energy_kwh", "export_kwh", "power_w", "voltage_v", "volume_m3",
-                              "voltage_l1_v", "voltage_l2_v", "voltage_l3_v", "current_l1_a", "current_l2_a",
-                              "current_l3_a", "power_l1_w", "power_l2_w", "power_l3_w"):
+                for field in (
+                    "energy_kwh",
+                    "export_kwh",
+                    "power_w",
+                    "voltage_v",
+                    "volume_m3",
+                    "voltage_l1_v",
+                    "voltage_l2_v",
+                    "voltage_l3_v",
+                    "current_l1_a",
+                    "current_l2_a",
+                    "current_l3_a",
+                    "power_l1_w",
+                    "power_l2_w",
+                    "power_l3_w",
+                ):
                     value = getattr(r, field)
                     if value is not None:
                         latest[field] = value

@@ -41,8 +41,15 @@ class MeterReader(Protocol):
 _MISSING = object()
 
 
-def option(options: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
-           default: Any = _MISSING, *, check: Any = None, why: str = "") -> Any:
+def option(
+    options: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    default: Any = _MISSING,
+    *,
+    check: Any = None,
+    why: str = "",
+) -> Any:
     """One typed value of a reader's config table, or a ConfigError naming ``key``.
 
     ``check`` is an optional predicate on the value; ``why`` says what it requires.
@@ -71,9 +78,16 @@ def reject_unknown(options: Mapping[str, Any], known: set[str]) -> None:
             raise ConfigError(key, "unknown key")
 
 
-def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None,
-                    voltage_v: Any = None, current_a: Any = None,
-                    power_factor: Any = None, **extensions: Any) -> Reading:
+def checked_reading(
+    meter_id: Any,
+    ts: Any,
+    energy_kwh: Any,
+    power_w: Any = None,
+    voltage_v: Any = None,
+    current_a: Any = None,
+    power_factor: Any = None,
+    **extensions: Any,
+) -> Reading:
     """A :class:`Reading` whose every field obeys the wire contract, else :class:`ReaderError`.
 
     Readers call this so a garbage value from a meter is refused at the edge, before it
@@ -82,8 +96,15 @@ def checked_reading(meter_id: Any, ts: Any, energy_kwh: Any, power_w: Any = None
     """
     checks = _CHECKS
     values = []
-    for key, value in (("meter_id", meter_id), ("ts", ts), ("energy_kwh", energy_kwh), ("power_w", power_w),
-                       ("voltage_v", voltage_v), ("current_a", current_a), ("power_factor", power_factor)):
+    for key, value in (
+        ("meter_id", meter_id),
+        ("ts", ts),
+        ("energy_kwh", energy_kwh),
+        ("power_w", power_w),
+        ("voltage_v", voltage_v),
+        ("current_a", current_a),
+        ("power_factor", power_factor),
+    ):
         values.append(_checked(checks, key, value))
     try:
         if not extensions:  # the common case: positional, and only energy can break the channel rule

@@ -39,7 +39,7 @@ def frame_length(buf: bytes) -> int | None:
         return 0
     if len(buf) < pos + 1 + width:
         return None
-    total = pos + 1 + width + int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+    total = pos + 1 + width + int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
     return total if total <= MAX_FRAME else 0
 
 
@@ -49,14 +49,14 @@ def decrypt_general_glo_cipher(frame: bytes, key: bytes, auth_key: bytes | None)
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     title_len = frame[1]
-    system_title = frame[2:2 + title_len]
+    system_title = frame[2 : 2 + title_len]
     pos = 2 + title_len
     width = frame[pos] & 0x7F if frame[pos] >= 0x80 else 0
     pos += 1 + width
     if len(frame) < pos + 5:
         raise ReaderError("encrypted frame too short")
-    security, counter = frame[pos], frame[pos + 1:pos + 5]
-    body = frame[pos + 5:]
+    security, counter = frame[pos], frame[pos + 1 : pos + 5]
+    body = frame[pos + 5 :]
     iv = system_title + counter
     try:
         if security & 0x10:  # authenticated: a 12-byte tag over security byte + authentication key
@@ -71,7 +71,9 @@ def decrypt_general_glo_cipher(frame: bytes, key: bytes, auth_key: bytes | None)
         ctr = Cipher(algorithms.AES(key), modes.CTR(iv + (2).to_bytes(4, "big"))).decryptor()
         return ctr.update(body) + ctr.finalize()
     except InvalidTag:
-        raise ReaderError("encrypted frame does not authenticate: wrong decryption_key or authentication_key?") from None
+        raise ReaderError(
+            "encrypted frame does not authenticate: wrong decryption_key or authentication_key?"
+        ) from None
     except ValueError as exc:
         raise ReaderError(f"encrypted frame cannot be decrypted ({exc})") from None
 

@@ -53,7 +53,7 @@ def hdlc_frames(buffer: bytes, errors: list[str]) -> tuple[list[tuple[bytes, boo
         skipped += start - pos
         if len(buffer) < start + 3:
             return out, buffer[start:], skipped
-        fmt = int.from_bytes(buffer[start + 1:start + 3], "big")
+        fmt = int.from_bytes(buffer[start + 1 : start + 3], "big")
         if fmt >> 12 != 0xA:  # not a type-3 frame format: a closing flag or noise
             pos = start + 1
             continue
@@ -62,7 +62,7 @@ def hdlc_frames(buffer: bytes, errors: list[str]) -> tuple[list[tuple[bytes, boo
         end = start + 1 + length
         if len(buffer) < end + 1:
             return out, buffer[start:], skipped
-        frame = buffer[start + 1:end]  # format .. FCS
+        frame = buffer[start + 1 : end]  # format .. FCS
         if buffer[end] != _FLAG or length < 7:
             errors.append("HDLC frame with a wrong length (dropped)")
             pos = start + 1
@@ -80,11 +80,11 @@ def hdlc_frames(buffer: bytes, errors: list[str]) -> tuple[list[tuple[bytes, boo
         i += 1  # control
         info = b""
         if i + 2 < len(frame) - 2:
-            if crc16_x25(frame[:i]).to_bytes(2, "little") != frame[i:i + 2]:
+            if crc16_x25(frame[:i]).to_bytes(2, "little") != frame[i : i + 2]:
                 errors.append("HDLC HCS mismatch (dropped)")
                 pos = end
                 continue
-            info = frame[i + 2:-2]
+            info = frame[i + 2 : -2]
         out.append((info, segmented))
         pos = end  # the closing flag may also open the next frame
         if pos == len(buffer) - 1:
@@ -113,9 +113,9 @@ def registers_from_data(data: Any) -> tuple[dict[ObisCode, tuple[float, str | No
                 if isinstance(value, bool):
                     pass
                 elif isinstance(value, int):
-                    registers[code] = (value * 10 ** scaler if scaler >= 0 else value / 10 ** -scaler, unit)
+                    registers[code] = (value * 10**scaler if scaler >= 0 else value / 10**-scaler, unit)
                 elif isinstance(value, float):
-                    registers[code] = (value * 10.0 ** scaler, unit)
+                    registers[code] = (value * 10.0**scaler, unit)
                 elif isinstance(value, (bytes, bytearray, str)):
                     text = value.decode("ascii", errors="replace") if isinstance(value, (bytes, bytearray)) else value
                     texts[str(code)] = text
@@ -132,8 +132,17 @@ def registers_from_data(data: Any) -> tuple[dict[ObisCode, tuple[float, str | No
 class DlmsPushReader(PushStreamReader):
     """One meter's HAN port pushing DLMS/COSEM DataNotifications."""
 
-    def __init__(self, port: Any, *, name: str, meter_id: str | None = None, key: bytes | None = None,
-                 auth_key: bytes | None = None, period_s: float = 2.5, stale_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        port: Any,
+        *,
+        name: str,
+        meter_id: str | None = None,
+        key: bytes | None = None,
+        auth_key: bytes | None = None,
+        period_s: float = 2.5,
+        stale_s: float = 30.0,
+    ) -> None:
         super().__init__(port, name=name, stale_s=stale_s, period_s=period_s)
         self.meter_id = meter_id
         self.key = key
@@ -142,16 +151,31 @@ class DlmsPushReader(PushStreamReader):
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> "DlmsPushReader":
-        reject_unknown(options, {"port", "baudrate", "parity", "meter_id", "decryption_key", "authentication_key",
-                                 "period_s", "stale_s", "name"})
+        reject_unknown(
+            options,
+            {
+                "port",
+                "baudrate",
+                "parity",
+                "meter_id",
+                "decryption_key",
+                "authentication_key",
+                "period_s",
+                "stale_s",
+                "name",
+            },
+        )
         parity = option(options, "parity", str, "E", check=lambda v: v in ("N", "E", "O"), why="must be N, E or O")
         port = open_serial(options, baudrate=2400, parity=parity)
-        return cls(port, name=option(options, "name", str, f"dlms_push:{options['port']}"),
-                   meter_id=option(options, "meter_id", str, None),
-                   key=parse_hex_key(option(options, "decryption_key", str, None), "decryption_key"),
-                   auth_key=parse_hex_key(option(options, "authentication_key", str, None), "authentication_key"),
-                   period_s=option(options, "period_s", float, 2.5, check=lambda v: 0 < v <= 3600, why="must be 0..3600 s"),
-                   stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"))
+        return cls(
+            port,
+            name=option(options, "name", str, f"dlms_push:{options['port']}"),
+            meter_id=option(options, "meter_id", str, None),
+            key=parse_hex_key(option(options, "decryption_key", str, None), "decryption_key"),
+            auth_key=parse_hex_key(option(options, "authentication_key", str, None), "authentication_key"),
+            period_s=option(options, "period_s", float, 2.5, check=lambda v: 0 < v <= 3600, why="must be 0..3600 s"),
+            stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
+        )
 
     def frames(self, buffer: bytes, now: float, errors: list[str]) -> tuple[list[Reading], bytes]:
         found, rest, skipped = hdlc_frames(buffer, errors)
@@ -176,10 +200,12 @@ class DlmsPushReader(PushStreamReader):
         from dlms_cosem.protocol.xdlms import DataNotification
 
         if apdu.startswith(_LLC):
-            apdu = apdu[len(_LLC):]
+            apdu = apdu[len(_LLC) :]
         if apdu[:1] == b"\xdb":
             if self.key is None:
-                raise ReaderError("encrypted frame: set the key (decryption_key, 32 hex digits from your grid operator)")
+                raise ReaderError(
+                    "encrypted frame: set the key (decryption_key, 32 hex digits from your grid operator)"
+                )
             apdu = decrypt_general_glo_cipher(apdu, self.key, self.auth_key)
         if apdu[:1] != b"\x0f":
             raise ReaderError(f"not a DataNotification (APDU tag {apdu[:1].hex() or 'none'})")

@@ -46,11 +46,16 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
-from edge_agent.readers.cosem_cipher import (LUXEMBOURG_AUTH_KEY, decrypt_general_glo_cipher, frame_length,
-                                             parse_hex_key)
+from edge_agent.readers.cosem_cipher import LUXEMBOURG_AUTH_KEY, decrypt_general_glo_cipher, frame_length, parse_hex_key
 from edge_agent.readers.stream import drain_port
-from edge_agent.readers.obis import (DataLine, ObisCode, decode_identifier, electricity_fields, local_timestamp,
-                                     parse_data_lines)
+from edge_agent.readers.obis import (
+    DataLine,
+    ObisCode,
+    decode_identifier,
+    electricity_fields,
+    local_timestamp,
+    parse_data_lines,
+)
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading
 
@@ -61,8 +66,19 @@ log = logging.getLogger(__name__)
 _MAX_BUFFER = 16 * 1024  # the largest real telegram is ~2 kB; more without a frame is line noise
 _FRAME = re.compile(rb"/[^/]*?!([0-9A-Za-z]{0,4})[ \t]*\r?\n", re.DOTALL)
 _ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-_VERSIONS = {"5": "5", "5.0": "5", "5.0.2": "5", "4": "4", "4.0": "4", "4.2": "4", "4.2.2": "4",
-             "3": "3", "3.0": "3", "2.2": "2.2", "2": "2.2"}
+_VERSIONS = {
+    "5": "5",
+    "5.0": "5",
+    "5.0.2": "5",
+    "4": "4",
+    "4.0": "4",
+    "4.2": "4",
+    "4.2.2": "4",
+    "3": "3",
+    "3.0": "3",
+    "2.2": "2.2",
+    "2": "2.2",
+}
 _ID_CODES = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "1-0:0.0.0", "0-0:96.1.255")
 # EN 13757-3 device types of M-Bus sub-meters
 _CHANNEL_TYPES = {3: "gas", 6: "water", 7: "water", 4: "heat", 12: "heat", 13: "heat"}
@@ -82,7 +98,7 @@ def crc16_arc(data: bytes) -> int:
 def normalise_version(value: Any) -> str:
     """``5``, ``"5"``, ``4.2``, ``"3"``, ``2.2`` ... as one of "5", "4", "3", "2.2"; ConfigError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError("version", f"expected a number or string such as 5 or \"2.2\", got {value!r}")
+        raise ConfigError("version", f'expected a number or string such as 5 or "2.2", got {value!r}')
     text = str(value).strip().lower().removeprefix("dsmr").strip()
     if text not in _VERSIONS:
         raise ConfigError("version", f"{value!r}: must be 5, 4, 3 or 2.2")
@@ -92,10 +108,22 @@ def normalise_version(value: Any) -> str:
 class DsmrP1Reader:
     """One smart meter's P1 port."""
 
-    def __init__(self, serial_port: Any, *, meter_id: str | None, version: str = "5", stale_s: float = 30.0,
-                 name: str = "dsmr_p1", key: bytes | None = None, auth_key: bytes | None = None,
-                 zone: ZoneInfo | None = None, meter_time: bool = True, period_s: float | None = None,
-                 max_power_kw: float = 1000.0, max_skew_s: float = 86400.0) -> None:
+    def __init__(
+        self,
+        serial_port: Any,
+        *,
+        meter_id: str | None,
+        version: str = "5",
+        stale_s: float = 30.0,
+        name: str = "dsmr_p1",
+        key: bytes | None = None,
+        auth_key: bytes | None = None,
+        zone: ZoneInfo | None = None,
+        meter_time: bool = True,
+        period_s: float | None = None,
+        max_power_kw: float = 1000.0,
+        max_skew_s: float = 86400.0,
+    ) -> None:
         self.port = serial_port
         self.meter_id = meter_id
         self.version = version
@@ -111,7 +139,7 @@ class DsmrP1Reader:
         self._last_telegram: float | None = None
         self._first_poll: float | None = None
         self._deferred: list[str] = []
-        self._last: dict[str, Reading] = {}          # per meter id: the previous reading
+        self._last: dict[str, Reading] = {}  # per meter id: the previous reading
         self._channel_seen: dict[str, tuple[float, float | None]] = {}
         self._noted: set[str] = set()
         self.telegrams = 0
@@ -127,13 +155,30 @@ class DsmrP1Reader:
     def from_config(cls, options: Mapping[str, Any]) -> "DsmrP1Reader":
         import serial
 
-        reject_unknown(options, {"port", "meter_id", "baudrate", "version", "stale_s", "name", "decryption_key",
-                                 "authentication_key", "timezone", "timestamps", "period_s", "max_power_kw",
-                                 "max_skew_s"})
+        reject_unknown(
+            options,
+            {
+                "port",
+                "meter_id",
+                "baudrate",
+                "version",
+                "stale_s",
+                "name",
+                "decryption_key",
+                "authentication_key",
+                "timezone",
+                "timestamps",
+                "period_s",
+                "max_power_kw",
+                "max_skew_s",
+            },
+        )
         port = option(options, "port", str)
         version = normalise_version(options.get("version", "5"))
         old = version in ("2.2", "3")
-        baudrate = option(options, "baudrate", int, 9600 if old else 115200, check=lambda v: v > 0, why="must be positive")
+        baudrate = option(
+            options, "baudrate", int, 9600 if old else 115200, check=lambda v: v > 0, why="must be positive"
+        )
         meter_id = option(options, "meter_id", str, None)
         key = parse_hex_key(option(options, "decryption_key", str, None), "decryption_key")
         auth = parse_hex_key(option(options, "authentication_key", str, None), "authentication_key")
@@ -142,21 +187,36 @@ class DsmrP1Reader:
             zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError("timezone", f"{zone_name!r} is not a known time zone (e.g. Europe/Brussels)") from None
-        stamps = option(options, "timestamps", str, "meter", check=lambda v: v in ("meter", "agent"),
-                        why="must be meter or agent")
+        stamps = option(
+            options, "timestamps", str, "meter", check=lambda v: v in ("meter", "agent"), why="must be meter or agent"
+        )
         try:
-            handle = serial.serial_for_url(port, baudrate=baudrate, bytesize=7 if old else 8,
-                                           parity="E" if old else "N", stopbits=1, timeout=0)
+            handle = serial.serial_for_url(
+                port, baudrate=baudrate, bytesize=7 if old else 8, parity="E" if old else "N", stopbits=1, timeout=0
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise ConfigError("port", f"cannot open {port}: {exc}") from None
-        return cls(handle, meter_id=meter_id, version=version, key=key, auth_key=auth, zone=zone,
-                   meter_time=stamps == "meter",
-                   period_s=option(options, "period_s", float, None, check=lambda v: 0 < v <= 3600, why="must be 0..3600 s"),
-                   max_power_kw=option(options, "max_power_kw", float, 1000.0, check=lambda v: v > 0, why="must be positive"),
-                   max_skew_s=option(options, "max_skew_s", float, 86400.0, check=lambda v: v >= 0,
-                                     why="must be >= 0 (0: always trust the meter's clock)"),
-                   stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
-                   name=option(options, "name", str, f"dsmr_p1:{port}"))
+        return cls(
+            handle,
+            meter_id=meter_id,
+            version=version,
+            key=key,
+            auth_key=auth,
+            zone=zone,
+            meter_time=stamps == "meter",
+            period_s=option(options, "period_s", float, None, check=lambda v: 0 < v <= 3600, why="must be 0..3600 s"),
+            max_power_kw=option(options, "max_power_kw", float, 1000.0, check=lambda v: v > 0, why="must be positive"),
+            max_skew_s=option(
+                options,
+                "max_skew_s",
+                float,
+                86400.0,
+                check=lambda v: v >= 0,
+                why="must be >= 0 (0: always trust the meter's clock)",
+            ),
+            stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
+            name=option(options, "name", str, f"dsmr_p1:{port}"),
+        )
 
     # ------------------------------------------------------------------ the serial stream
 
@@ -179,17 +239,19 @@ class DsmrP1Reader:
             if start == cipher:
                 length = frame_length(buf[start:])
                 if length == 0:  # a stray 0xDB in line noise, not a cipher frame
-                    self._skip(buf[start:start + 1], errors)
+                    self._skip(buf[start : start + 1], errors)
                     pos = start + 1
                     continue
                 if length is None or len(buf) < start + length:
                     pos = start
                     break
-                frame = buf[start:start + length]
+                frame = buf[start : start + length]
                 pos = start + length
                 if self.key is None:
                     self.bad_telegrams += 1
-                    errors.append("encrypted frame: set the key (decryption_key, 32 hex digits from your grid operator)")
+                    errors.append(
+                        "encrypted frame: set the key (decryption_key, 32 hex digits from your grid operator)"
+                    )
                     continue
                 try:
                     plain = decrypt_general_glo_cipher(frame, self.key, self.auth_key)
@@ -229,12 +291,20 @@ class DsmrP1Reader:
         if not stripped:
             return
         self.skipped_bytes += len(stripped)
-        if self._frames_seen and len(stripped) <= 96 and stripped.isascii() and stripped.replace(b"\r\n", b"").isalnum():
+        if (
+            self._frames_seen
+            and len(stripped) <= 96
+            and stripped.isascii()
+            and stripped.replace(b"\r\n", b"").isalnum()
+        ):
             # a trailer some D0 gateways add after the telegram (EasyMeter COM-1): counted, logged once
             if "trailer" not in self._noted:
                 self._noted.add("trailer")
-                log.info("%s: skipping %d bytes after telegrams (gateway trailer), counted in skipped_bytes",
-                         self.name, len(stripped))
+                log.info(
+                    "%s: skipping %d bytes after telegrams (gateway trailer), counted in skipped_bytes",
+                    self.name,
+                    len(stripped),
+                )
             return
         errors.append(f"{len(stripped)} bytes of garbage before a telegram")
 
@@ -244,7 +314,7 @@ class DsmrP1Reader:
         if not crc_text:
             return False
         telegram = match.group(0)
-        body = telegram[:telegram.rindex(b"!") + 1]
+        body = telegram[: telegram.rindex(b"!") + 1]
         try:
             expected = int(crc_text, 16)
         except ValueError:
@@ -290,9 +360,9 @@ class DsmrP1Reader:
                 self.bad_telegrams += 1
                 errors.append(f"unreadable telegram ({exc})")
         if len(self._buffer) > _MAX_BUFFER:
-            hint = " (version 2.2/3 meters need version = \"2.2\": 9600 baud 7E1)" if self.version in ("4", "5") else ""
+            hint = ' (version 2.2/3 meters need version = "2.2": 9600 baud 7E1)' if self.version in ("4", "5") else ""
             errors.append(f"{len(self._buffer)} bytes without a complete telegram (wrong baud rate?{hint})")
-            self._buffer = self._buffer[-_MAX_BUFFER // 2:]
+            self._buffer = self._buffer[-_MAX_BUFFER // 2 :]
         if out:
             self._last_telegram = now
         elif now - (self._last_telegram or self._first_poll) > self.stale_s:
@@ -315,9 +385,13 @@ class DsmrP1Reader:
                     self.meter_clock_off += 1
                     if "clock" not in self._noted:
                         self._noted.add("clock")
-                        log.warning("%s: the meter's clock is %.0f s off the gateway's (more than max_skew_s "
-                                    "%g): using the gateway clock, counted in meter_clock_off",
-                                    self.name, own - now, self.max_skew_s)
+                        log.warning(
+                            "%s: the meter's clock is %.0f s off the gateway's (more than max_skew_s "
+                            "%g): using the gateway clock, counted in meter_clock_off",
+                            self.name,
+                            own - now,
+                            self.max_skew_s,
+                        )
                     return None
                 return own
         return None
@@ -361,8 +435,10 @@ class DsmrP1Reader:
             text = _ID_SAFE.sub("", decode_identifier(line.groups[0]))[:64].lstrip("._-")
             if text and text.strip("0"):
                 return text
-        raise ReaderError("telegram carries no equipment identifier (0-0:96.1.1, 96.1.0 or 42.0.0): "
-                          "set meter_id for this port, so meters cannot collide")
+        raise ReaderError(
+            "telegram carries no equipment identifier (0-0:96.1.1, 96.1.0 or 42.0.0): "
+            "set meter_id for this port, so meters cannot collide"
+        )
 
     def _plausible(self, reading: Reading, last: Reading | None) -> None:
         """Without a CRC a lost line or a flipped digit is caught here: registers only grow, plausibly."""
@@ -380,8 +456,10 @@ class DsmrP1Reader:
             if now < before - 1e-9:
                 raise ReaderError(f"{name} went backwards {before} -> {now} (corrupted line?); no CRC to check")
             if now - before > self.max_power_kw * hours + 0.01:
-                raise ReaderError(f"{name} jumped {before} -> {now} in {hours * 3600:.0f} s, above max_power_kw "
-                                  f"{self.max_power_kw:g} (corrupted line?); no CRC to check")
+                raise ReaderError(
+                    f"{name} jumped {before} -> {now} in {hours * 3600:.0f} s, above max_power_kw "
+                    f"{self.max_power_kw:g} (corrupted line?); no CRC to check"
+                )
 
     def _channels(self, lines: list[DataLine], meter_id: str, ts: float) -> list[Reading]:
         out = []
@@ -403,14 +481,20 @@ class DsmrP1Reader:
                 continue
             value, unit = number[0], (number[1] or unit or "").lower()
             kind_line = codes.get("24.1.0")
-            kind_code = int(kind_line.groups[0]) if kind_line and kind_line.groups and kind_line.groups[0].isdigit() else 3
+            kind_code = (
+                int(kind_line.groups[0]) if kind_line and kind_line.groups and kind_line.groups[0].isdigit() else 3
+            )
             channel = _CHANNEL_TYPES.get(kind_code, "gas")
             if unit in ("gj", "kwh", "mwh"):
                 channel = "heat"
             times = value_line.times()
             captured = local_timestamp(times[0], self.zone) if times else None
             ident_line = codes.get("96.1.0") or codes.get("96.1.1")
-            ident = _ID_SAFE.sub("", decode_identifier(ident_line.groups[0]))[:64] if ident_line and ident_line.groups else ""
+            ident = (
+                _ID_SAFE.sub("", decode_identifier(ident_line.groups[0]))[:64]
+                if ident_line and ident_line.groups
+                else ""
+            )
             cid = ident if ident.strip("0") else f"{meter_id}-{channel}" + (str(n) if n > 1 else "")
             stamp = captured if captured is not None and self._meter_clock_ok else ts
             if self._channel_seen.get(cid) == (stamp, value):
@@ -421,15 +505,20 @@ class DsmrP1Reader:
                 out.append(checked_reading(cid, stamp, kwh, channel="heat"))
             else:
                 if unit not in ("m3", ""):
-                    raise ReaderError(f"0-{n}:{value_line.code.c}.{value_line.code.d}.{value_line.code.e}: "
-                                      f"unit {unit!r} is not m3")
+                    raise ReaderError(
+                        f"0-{n}:{value_line.code.c}.{value_line.code.d}.{value_line.code.e}: unit {unit!r} is not m3"
+                    )
                 out.append(checked_reading(cid, stamp, None, channel=channel, volume_m3=value))
         return out
 
     def counters(self) -> dict[str, float]:
-        return {"telegrams": self.telegrams, "bad_telegrams": self.bad_telegrams,
-                "skipped_bytes": self.skipped_bytes, "left_out_values": self.left_out_values,
-                "meter_clock_off": self.meter_clock_off}
+        return {
+            "telegrams": self.telegrams,
+            "bad_telegrams": self.bad_telegrams,
+            "skipped_bytes": self.skipped_bytes,
+            "left_out_values": self.left_out_values,
+            "meter_clock_off": self.meter_clock_off,
+        }
 
     def close(self) -> None:
         try:

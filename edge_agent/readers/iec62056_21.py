@@ -53,9 +53,18 @@ def bcc(data: bytes) -> int:
 class Iec62056ModeCReader:
     """One meter behind an optical D0 head (or an RS-485 bus of addressed meters)."""
 
-    def __init__(self, port: Any, *, name: str, meter_id: str | None = None, address: str = "",
-                 every_s: float = 60.0, timeout_s: float = 5.0, max_baudrate: int = 19200,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        port: Any,
+        *,
+        name: str,
+        meter_id: str | None = None,
+        address: str = "",
+        every_s: float = 60.0,
+        timeout_s: float = 5.0,
+        max_baudrate: int = 19200,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.port = port
         self.name = name
         self.meter_id = meter_id
@@ -71,17 +80,33 @@ class Iec62056ModeCReader:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> "Iec62056ModeCReader":
-        reject_unknown(options, {"port", "address", "baudrate", "max_baudrate", "every_s", "timeout_s",
-                                 "meter_id", "name"})
+        reject_unknown(
+            options, {"port", "address", "baudrate", "max_baudrate", "every_s", "timeout_s", "meter_id", "name"}
+        )
         port = open_serial(options, baudrate=300, bytesize=7, parity="E", timeout=0.2)
-        return cls(port, name=option(options, "name", str, f"iec62056_21:{options['port']}"),
-                   meter_id=option(options, "meter_id", str, None),
-                   address=option(options, "address", str, "", check=lambda v: re.fullmatch(r"[0-9A-Za-z ]{0,32}", v),
-                                  why="must be up to 32 letters or digits"),
-                   every_s=option(options, "every_s", float, 60.0, check=lambda v: v > 0, why="must be positive"),
-                   timeout_s=option(options, "timeout_s", float, 5.0, check=lambda v: 0 < v <= 60, why="must be 0..60 s"),
-                   max_baudrate=option(options, "max_baudrate", int, 19200, check=lambda v: v in BAUD_RATES.values(),
-                                       why="must be one of 300, 600, ... 19200"))
+        return cls(
+            port,
+            name=option(options, "name", str, f"iec62056_21:{options['port']}"),
+            meter_id=option(options, "meter_id", str, None),
+            address=option(
+                options,
+                "address",
+                str,
+                "",
+                check=lambda v: re.fullmatch(r"[0-9A-Za-z ]{0,32}", v),
+                why="must be up to 32 letters or digits",
+            ),
+            every_s=option(options, "every_s", float, 60.0, check=lambda v: v > 0, why="must be positive"),
+            timeout_s=option(options, "timeout_s", float, 5.0, check=lambda v: 0 < v <= 60, why="must be 0..60 s"),
+            max_baudrate=option(
+                options,
+                "max_baudrate",
+                int,
+                19200,
+                check=lambda v: v in BAUD_RATES.values(),
+                why="must be one of 300, 600, ... 19200",
+            ),
+        )
 
     # ------------------------------------------------------------------ the exchange
 
@@ -93,8 +118,10 @@ class Iec62056ModeCReader:
         try:
             while not done(data):
                 if self._monotonic() > deadline:
-                    raise ReaderError(f"{self.name}: no {what} within {self.timeout_s:g} s "
-                                      f"({len(data)} bytes; optical head aligned, meter awake?)")
+                    raise ReaderError(
+                        f"{self.name}: no {what} within {self.timeout_s:g} s "
+                        f"({len(data)} bytes; optical head aligned, meter awake?)"
+                    )
                 if len(data) > _MAX_BLOCK:
                     raise ReaderError(f"{self.name}: {what} longer than {_MAX_BLOCK} bytes (line noise?)")
                 chunk = self.port.read(max(1, self.port.in_waiting or 1))
@@ -122,7 +149,7 @@ class Iec62056ModeCReader:
         match = _IDENT.search(raw)
         assert match is not None
         if raw.startswith(b"/?"):  # a half-duplex head echoes what it sends
-            raw = raw[raw.index(b"\r\n") + 2:]
+            raw = raw[raw.index(b"\r\n") + 2 :]
             match = _IDENT.search(raw) or match
         ident = match.group(0).decode("ascii", errors="replace").strip()
         z = match.group(2).decode("ascii")
@@ -137,7 +164,7 @@ class Iec62056ModeCReader:
         end = block.index(ETX)
         if start < 0 or start > end:
             raise ReaderError(f"{self.name}: data block without STX")
-        body = block[start + 1:end + 1]
+        body = block[start + 1 : end + 1]
         if bcc(body) != block[end + 1]:
             raise ReaderError(f"{self.name}: data block BCC mismatch (dropped)")
         return ident, body[:-1]

@@ -43,7 +43,7 @@ _INT = {0x01: 1, 0x02: 2, 0x03: 3, 0x04: 4, 0x06: 6, 0x07: 8}
 
 def _pow10(value: float, exp: int) -> float:
     """``value * 10**exp`` without binary dust for negative exponents (2301, -1 -> 230.1)."""
-    return value * 10 ** exp if exp >= 0 else value / 10 ** -exp
+    return value * 10**exp if exp >= 0 else value / 10**-exp
 
 
 def checksum(data: bytes) -> int:
@@ -65,7 +65,7 @@ def parse_rsp_ud(frame: bytes) -> tuple[int, int, dict[str, float]]:
     length = frame[1]
     if len(frame) != length + 6 or frame[-1] != 0x16:
         raise ReaderError(f"M-Bus frame of {len(frame)} bytes, header says {length + 6}")
-    user = frame[4:4 + length]
+    user = frame[4 : 4 + length]
     if checksum(user) != frame[-2]:
         raise ReaderError("M-Bus checksum mismatch")
     ci = user[2]
@@ -120,7 +120,7 @@ def parse_rsp_ud(frame: bytes) -> tuple[int, int, dict[str, float]]:
             pos += 1
         else:
             raise ReaderError(f"unsupported M-Bus data coding {coding:#x}")
-        raw = data[pos:pos + size]
+        raw = data[pos : pos + size]
         pos += size
         if len(raw) < size:
             raise ReaderError("M-Bus record runs past the end of the frame")
@@ -152,8 +152,17 @@ def parse_rsp_ud(frame: bytes) -> tuple[int, int, dict[str, float]]:
 class MbusReader:
     """The meters on one M-Bus master (serial level converter or TCP gateway)."""
 
-    def __init__(self, port: Any, units: list[tuple[int, str]], *, name: str, timeout_s: float = 1.0,
-                 retries: int = 2, every_s: float = 0.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        port: Any,
+        units: list[tuple[int, str]],
+        *,
+        name: str,
+        timeout_s: float = 1.0,
+        retries: int = 2,
+        every_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.port = port
         self.units = units
         self.name = name
@@ -181,15 +190,23 @@ class MbusReader:
                 raise ConfigError(f"units[{i}]", "expected a table with address and meter_id")
             reject_unknown(u, {"address", "meter_id"})
             try:
-                units.append((option(u, "address", int, check=lambda v: 0 <= v <= 250, why="must be 0..250"),
-                              option(u, "meter_id", str)))
+                units.append(
+                    (
+                        option(u, "address", int, check=lambda v: 0 <= v <= 250, why="must be 0..250"),
+                        option(u, "meter_id", str),
+                    )
+                )
             except ConfigError as exc:
                 raise ConfigError(f"units[{i}].{exc.key}", exc.reason) from None
         port = open_serial(options, baudrate=2400, parity="E", timeout=0.05)
-        return cls(port, units, name=option(options, "name", str, f"mbus:{options['port']}"),
-                   timeout_s=option(options, "timeout_s", float, 1.0, check=lambda v: 0 < v <= 30, why="must be 0..30 s"),
-                   retries=option(options, "retries", int, 2, check=lambda v: 0 <= v <= 10, why="must be 0..10"),
-                   every_s=option(options, "every_s", float, 60.0, check=lambda v: v >= 0, why="must be >= 0"))
+        return cls(
+            port,
+            units,
+            name=option(options, "name", str, f"mbus:{options['port']}"),
+            timeout_s=option(options, "timeout_s", float, 1.0, check=lambda v: 0 < v <= 30, why="must be 0..30 s"),
+            retries=option(options, "retries", int, 2, check=lambda v: 0 <= v <= 10, why="must be 0..10"),
+            every_s=option(options, "every_s", float, 60.0, check=lambda v: v >= 0, why="must be >= 0"),
+        )
 
     def _exchange(self, request: bytes, want: Callable[[bytes], int | None]) -> bytes:
         """Send ``request``; read until ``want(data)`` gives the frame length, or time out."""
@@ -222,7 +239,7 @@ class MbusReader:
         c = 0x7B if fcb else 0x5B
         request = bytes([0x10, c, address, checksum(bytes([c, address])), 0x16])
         frame = self._exchange(request, self._long_frame_size)
-        frame = frame[frame.find(b"\x68"):] if b"\x68" in frame else frame
+        frame = frame[frame.find(b"\x68") :] if b"\x68" in frame else frame
         ident, medium, values = parse_rsp_ud(frame)
         self._fcb[address] = not fcb
         return medium, values
@@ -240,8 +257,9 @@ class MbusReader:
             left, streak = self._skip.get(address, (0, 0))
             if left:
                 self._skip[address] = (left - 1, streak)
-                failures.append(f"{meter_id} (address {address}): silent for {streak} rounds, "
-                                f"asked again in {left} rounds")
+                failures.append(
+                    f"{meter_id} (address {address}): silent for {streak} rounds, asked again in {left} rounds"
+                )
                 continue
             last: ReaderError | None = None
             for attempt in range(self.retries + 1):
@@ -283,8 +301,9 @@ class MbusReader:
         kwh = values["energy_wh"] / 1000.0
         if channel == "heat":
             return checked_reading(meter_id, now, kwh, channel="heat")
-        return checked_reading(meter_id, now, kwh, values.get("power_w"), values.get("voltage_v"),
-                               values.get("current_a"))
+        return checked_reading(
+            meter_id, now, kwh, values.get("power_w"), values.get("voltage_v"), values.get("current_a")
+        )
 
     def counters(self) -> dict[str, float]:
         return {"frames": self.frames_ok, "bad_frames": self.bad_frames, "retried": self.retried}

@@ -40,15 +40,46 @@ from edge_agent.readers.base import ReaderError, checked_reading, option, reject
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading
 
-__all__ = ["RegisterMap", "RegisterField", "ModbusTcpReader", "ModbusRtuReader", "load_register_map",
-           "decode_value", "SHIPPED_MAPS"]
+__all__ = [
+    "RegisterMap",
+    "RegisterField",
+    "ModbusTcpReader",
+    "ModbusRtuReader",
+    "load_register_map",
+    "decode_value",
+    "SHIPPED_MAPS",
+]
 
 SHIPPED_MAPS = ("sdm630", "sdm120", "sdm72", "em24")
-_TYPES = {"float32": (">f", 2), "float64": (">d", 4), "int16": (">h", 1), "uint16": (">H", 1),
-          "int32": (">i", 2), "uint32": (">I", 2), "int64": (">q", 4), "uint64": (">Q", 4)}
-_READING_FIELDS = ("energy_kwh", "power_w", "voltage_v", "current_a", "power_factor", "export_kwh",
-                   "import_t1_kwh", "import_t2_kwh", "voltage_l1_v", "voltage_l2_v", "voltage_l3_v",
-                   "current_l1_a", "current_l2_a", "current_l3_a", "power_l1_w", "power_l2_w", "power_l3_w")
+_TYPES = {
+    "float32": (">f", 2),
+    "float64": (">d", 4),
+    "int16": (">h", 1),
+    "uint16": (">H", 1),
+    "int32": (">i", 2),
+    "uint32": (">I", 2),
+    "int64": (">q", 4),
+    "uint64": (">Q", 4),
+}
+_READING_FIELDS = (
+    "energy_kwh",
+    "power_w",
+    "voltage_v",
+    "current_a",
+    "power_factor",
+    "export_kwh",
+    "import_t1_kwh",
+    "import_t2_kwh",
+    "voltage_l1_v",
+    "voltage_l2_v",
+    "voltage_l3_v",
+    "current_l1_a",
+    "current_l2_a",
+    "current_l3_a",
+    "power_l1_w",
+    "power_l2_w",
+    "power_l3_w",
+)
 _MAX_BLOCK = 120
 
 
@@ -179,7 +210,9 @@ class _ModbusReader:
         from pymodbus.exceptions import ModbusException
 
         values: dict[str, float] = {}
-        reader = self.client.read_input_registers if self.map.function == "input" else self.client.read_holding_registers
+        reader = (
+            self.client.read_input_registers if self.map.function == "input" else self.client.read_holding_registers
+        )
         for start, count, fields in self.map.blocks():
             try:
                 if not self.client.connected and not self.client.connect():
@@ -196,7 +229,9 @@ class _ModbusReader:
                 raise ReaderError(f"{self.name} unit {unit}: {len(registers)} registers, expected {count}")
             for f in fields:
                 offset = f.address - start
-                values[f.name] = decode_value(registers[offset:offset + f.count], f.type, self.map.word_order) * f.scale
+                values[f.name] = (
+                    decode_value(registers[offset : offset + f.count], f.type, self.map.word_order) * f.scale
+                )
         return values
 
     def read(self, now: float) -> list[Reading]:
@@ -251,14 +286,33 @@ class ModbusRtuReader(_ModbusReader):
     def from_config(cls, options: Mapping[str, Any]) -> "ModbusRtuReader":
         from pymodbus.client import ModbusSerialClient
 
-        reject_unknown(options, {"port", "baudrate", "parity", "stopbits", "bytesize", "map", "map_file",
-                                 "timeout_s", "units", "unit", "meter_id", "name"})
+        reject_unknown(
+            options,
+            {
+                "port",
+                "baudrate",
+                "parity",
+                "stopbits",
+                "bytesize",
+                "map",
+                "map_file",
+                "timeout_s",
+                "units",
+                "unit",
+                "meter_id",
+                "name",
+            },
+        )
         register_map, units, timeout = cls._common(options)
         port = option(options, "port", str)
         client = ModbusSerialClient(
-            port, baudrate=option(options, "baudrate", int, 9600, check=lambda v: v > 0, why="must be positive"),
+            port,
+            baudrate=option(options, "baudrate", int, 9600, check=lambda v: v > 0, why="must be positive"),
             parity=option(options, "parity", str, "N", check=lambda v: v in ("N", "E", "O"), why="must be N, E or O"),
             stopbits=option(options, "stopbits", int, 1, check=lambda v: v in (1, 2), why="must be 1 or 2"),
             bytesize=option(options, "bytesize", int, 8, check=lambda v: v in (7, 8), why="must be 7 or 8"),
-            timeout=timeout, retries=0, reconnect_delay=0)
+            timeout=timeout,
+            retries=0,
+            reconnect_delay=0,
+        )
         return cls(client, register_map, units, option(options, "name", str, f"modbus_rtu:{port}"))

@@ -21,8 +21,17 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.readers.base import ReaderError
 
-__all__ = ["ObisCode", "DataLine", "parse_obis", "parse_data_lines", "electricity_fields", "local_timestamp",
-           "decode_identifier", "ENERGY_UNITS", "POWER_UNITS"]
+__all__ = [
+    "ObisCode",
+    "DataLine",
+    "parse_obis",
+    "parse_data_lines",
+    "electricity_fields",
+    "local_timestamp",
+    "decode_identifier",
+    "ENERGY_UNITS",
+    "POWER_UNITS",
+]
 
 ENERGY_UNITS = {"wh": 0.001, "kwh": 1.0, "mwh": 1000.0}
 POWER_UNITS = {"w": 1.0, "kw": 1000.0, "mw": 1e6}
@@ -30,21 +39,31 @@ _PLAIN_UNITS = {"voltage": {"v": 1.0, "kv": 1000.0}, "current": {"a": 1.0, "ma":
 
 # (C, D, E) of channel 0 -> (field, unit family). Tariffs 3 and 4 count toward the totals only.
 _REGISTERS: dict[tuple[int, int, int], tuple[str, str]] = {
-    (1, 8, 0): ("import_total", "energy"), (2, 8, 0): ("export_total", "energy"),
+    (1, 8, 0): ("import_total", "energy"),
+    (2, 8, 0): ("export_total", "energy"),
     **{(1, 8, t): (f"import_t{t}", "energy") for t in range(1, 10)},
     **{(2, 8, t): (f"export_t{t}", "energy") for t in range(1, 10)},
-    (1, 7, 0): ("power_import", "power"), (2, 7, 0): ("power_export", "power"),
-    (16, 7, 0): ("power_net", "power"),            # SML eHZ: signed sum of active power
-    (21, 7, 0): ("p1_import", "power"), (22, 7, 0): ("p1_export", "power"),
-    (41, 7, 0): ("p2_import", "power"), (42, 7, 0): ("p2_export", "power"),
-    (61, 7, 0): ("p3_import", "power"), (62, 7, 0): ("p3_export", "power"),
-    (36, 7, 0): ("p1_net", "power"), (56, 7, 0): ("p2_net", "power"), (76, 7, 0): ("p3_net", "power"),
-    (32, 7, 0): ("voltage_l1_v", "voltage"), (52, 7, 0): ("voltage_l2_v", "voltage"),
+    (1, 7, 0): ("power_import", "power"),
+    (2, 7, 0): ("power_export", "power"),
+    (16, 7, 0): ("power_net", "power"),  # SML eHZ: signed sum of active power
+    (21, 7, 0): ("p1_import", "power"),
+    (22, 7, 0): ("p1_export", "power"),
+    (41, 7, 0): ("p2_import", "power"),
+    (42, 7, 0): ("p2_export", "power"),
+    (61, 7, 0): ("p3_import", "power"),
+    (62, 7, 0): ("p3_export", "power"),
+    (36, 7, 0): ("p1_net", "power"),
+    (56, 7, 0): ("p2_net", "power"),
+    (76, 7, 0): ("p3_net", "power"),
+    (32, 7, 0): ("voltage_l1_v", "voltage"),
+    (52, 7, 0): ("voltage_l2_v", "voltage"),
     (72, 7, 0): ("voltage_l3_v", "voltage"),
-    (31, 7, 0): ("current_l1_a", "current"), (51, 7, 0): ("current_l2_a", "current"),
+    (31, 7, 0): ("current_l1_a", "current"),
+    (51, 7, 0): ("current_l2_a", "current"),
     (71, 7, 0): ("current_l3_a", "current"),
     (13, 7, 0): ("power_factor", "pf"),
-    (1, 4, 0): ("demand_w", "power"), (1, 6, 0): ("demand_peak_w", "power"),
+    (1, 4, 0): ("demand_w", "power"),
+    (1, 6, 0): ("demand_peak_w", "power"),
 }
 _CODE = re.compile(r"^(?:(\d+)-(\d+):)?(\d+|[A-Z])\.(\d+)\.(\d+)(?:\*(\d+))?$")
 _GROUP = re.compile(r"\(([^()]*)\)")
@@ -114,7 +133,7 @@ def parse_data_lines(text: str) -> list[DataLine]:
         code = parse_obis(head)
         if code is None:
             continue
-        out.append(DataLine(code, _GROUP.findall(line[len(head):])))
+        out.append(DataLine(code, _GROUP.findall(line[len(head) :])))
     return out
 
 
@@ -155,8 +174,13 @@ def decode_identifier(raw: str, hex_ascii: bool = True) -> str:
 
 
 def _convert(code: str, value: float, unit: str | None, family: str, default_units: dict[str, str]) -> float:
-    units: dict[str | None, float] = (ENERGY_UNITS if family == "energy" else POWER_UNITS if family == "power"  # type: ignore[assignment]
-                                      else _PLAIN_UNITS[family])
+    units: dict[str | None, float] = (
+        ENERGY_UNITS
+        if family == "energy"
+        else POWER_UNITS
+        if family == "power"  # type: ignore[assignment]
+        else _PLAIN_UNITS[family]
+    )
     key = unit.lower() if unit else None
     if key is None and family in default_units:
         key = default_units[family]
@@ -167,8 +191,9 @@ def _convert(code: str, value: float, unit: str | None, family: str, default_uni
     return round(value * factor if factor >= 1 else value / round(1 / factor), 9)
 
 
-def electricity_fields(registers: dict[ObisCode, tuple[float, str | None]],
-                       default_units: dict[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+def electricity_fields(
+    registers: dict[ObisCode, tuple[float, str | None]], default_units: dict[str, str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Reading fields from a meter's channel-0 registers, and notes on values left out.
 
     ``energy_kwh`` is 1.8.0 when the meter sends it, else the sum of its tariff registers; the
@@ -215,8 +240,16 @@ def electricity_fields(registers: dict[ObisCode, tuple[float, str | None]],
             out[f"power_l{p}_w"] = raw[f"p{p}_net"]
         elif f"p{p}_import" in raw or f"p{p}_export" in raw:
             out[f"power_l{p}_w"] = raw.get(f"p{p}_import", 0.0) - raw.get(f"p{p}_export", 0.0)
-    for name in ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v", "current_l1_a", "current_l2_a",
-                 "current_l3_a", "demand_w", "demand_peak_w"):
+    for name in (
+        "voltage_l1_v",
+        "voltage_l2_v",
+        "voltage_l3_v",
+        "current_l1_a",
+        "current_l2_a",
+        "current_l3_a",
+        "demand_w",
+        "demand_peak_w",
+    ):
         if name in raw:
             out[name] = raw[name]
     if "power_factor" in raw:

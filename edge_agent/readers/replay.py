@@ -55,8 +55,15 @@ def _parse_number(key: str, value: Any) -> Any:
 class ReplayReader:
     """Readings from a recorded file, released as the clock passes their timestamps."""
 
-    def __init__(self, path: str | Path, *, name: str | None = None, fmt: str | None = None,
-                 align_to_clock: bool = False, max_per_read: int = 20_000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        fmt: str | None = None,
+        align_to_clock: bool = False,
+        max_per_read: int = 20_000,
+    ) -> None:
         self.path = Path(path)
         self.name = name or f"replay:{self.path.name}"
         self.format = fmt or ("ndjson" if self.path.suffix.lower() in (".ndjson", ".jsonl") else "csv")
@@ -76,13 +83,15 @@ class ReplayReader:
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> "ReplayReader":
         reject_unknown(options, {"path", "name", "format", "align_to_clock", "max_per_read"})
-        return cls(option(options, "path", str),
-                   name=option(options, "name", str, None),
-                   fmt=option(options, "format", str, None, check=lambda v: v in ("csv", "ndjson"),
-                              why="must be csv or ndjson"),
-                   align_to_clock=option(options, "align_to_clock", bool, False),
-                   max_per_read=option(options, "max_per_read", int, 20_000, check=lambda v: v > 0,
-                                       why="must be positive"))
+        return cls(
+            option(options, "path", str),
+            name=option(options, "name", str, None),
+            fmt=option(
+                options, "format", str, None, check=lambda v: v in ("csv", "ndjson"), why="must be csv or ndjson"
+            ),
+            align_to_clock=option(options, "align_to_clock", bool, False),
+            max_per_read=option(options, "max_per_read", int, 20_000, check=lambda v: v > 0, why="must be positive"),
+        )
 
     def _iter_rows(self) -> Iterator[tuple[int, Any]]:
         if self.format == "csv":
@@ -94,8 +103,13 @@ class ReplayReader:
             missing = [f for f in ("meter_id", "ts", "energy_kwh") if f not in header]
             unknown = [h for h in header if h not in _FIELDS]
             if missing or unknown:
-                yield 1, ReaderError(f"{self.path}:1: header must have meter_id, ts, energy_kwh "
-                                     f"(missing {missing}, unknown {unknown})")
+                yield (
+                    1,
+                    ReaderError(
+                        f"{self.path}:1: header must have meter_id, ts, energy_kwh "
+                        f"(missing {missing}, unknown {unknown})"
+                    ),
+                )
                 return
             for row in reader:
                 line = reader.line_num

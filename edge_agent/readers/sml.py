@@ -67,7 +67,7 @@ def _tlv(data: bytes, pos: int) -> tuple[Any, int]:
     end = pos + length
     if length < tl or end > len(data):
         raise SmlError(f"SML element of {length} bytes runs past the end of the file")
-    body = data[pos + tl:end]
+    body = data[pos + tl : end]
     if kind == 0x00:
         return (body if body else None), end
     if kind == 0x04:
@@ -83,7 +83,7 @@ def decode_sml_file(frame: bytes) -> list[tuple[bytes | None, dict[ObisCode, tup
     """(server id, {OBIS code: (value, unit)}) of every value list in one SML file (escapes included)."""
     if not frame.startswith(START) or frame[-8:-3] != END or len(frame) < 16:
         raise SmlError("not an SML file (escape sequences missing)")
-    body = frame[len(START):-8]
+    body = frame[len(START) : -8]
     lists = []
     pos = 0
     while pos < len(body):
@@ -91,8 +91,12 @@ def decode_sml_file(frame: bytes) -> list[tuple[bytes | None, dict[ObisCode, tup
             pos += 1
             continue
         message, pos = _tlv(body, pos)
-        if not isinstance(message, list) or len(message) < 4 or not isinstance(message[3], list) \
-                or len(message[3]) != 2:
+        if (
+            not isinstance(message, list)
+            or len(message) < 4
+            or not isinstance(message[3], list)
+            or len(message[3]) != 2
+        ):
             raise SmlError("SML message is not a list of 6 with a body")
         tag, content = message[3]
         if tag != _GET_LIST_RESPONSE or not isinstance(content, list) or len(content) < 5:
@@ -106,14 +110,17 @@ def decode_sml_file(frame: bytes) -> list[tuple[bytes | None, dict[ObisCode, tup
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
             code = ObisCode(name[0], name[1], name[2], name[3], name[4])
-            registers[code] = (_scaled(value, scaler or 0), DLMS_UNITS.get(unit, f"unit{unit}") if unit is not None else None)
+            registers[code] = (
+                _scaled(value, scaler or 0),
+                DLMS_UNITS.get(unit, f"unit{unit}") if unit is not None else None,
+            )
         lists.append((server_id, registers))
     return lists
 
 
 def _scaled(value: int, scaler: int) -> float:
     """``value * 10**scaler`` without binary dust (2301, -1 -> 230.1, not 230.10000000000002)."""
-    return float(value * 10 ** scaler) if scaler >= 0 else value / 10 ** -scaler
+    return float(value * 10**scaler) if scaler >= 0 else value / 10**-scaler
 
 
 class SmlReader(PushStreamReader):
@@ -127,16 +134,19 @@ class SmlReader(PushStreamReader):
     def from_config(cls, options: Mapping[str, Any]) -> "SmlReader":
         reject_unknown(options, {"port", "baudrate", "meter_id", "stale_s", "name"})
         port = open_serial(options, baudrate=9600)
-        return cls(port, meter_id=option(options, "meter_id", str, None),
-                   stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
-                   name=option(options, "name", str, f"sml:{options['port']}"))
+        return cls(
+            port,
+            meter_id=option(options, "meter_id", str, None),
+            stale_s=option(options, "stale_s", float, 30.0, check=lambda v: v > 0, why="must be positive"),
+            name=option(options, "name", str, f"sml:{options['port']}"),
+        )
 
     def frames(self, buffer: bytes, now: float, errors: list[str]) -> tuple[list[Reading], bytes]:
         out: list[Reading] = []
         while True:
             start = buffer.find(START)
             if start < 0:
-                keep = buffer[-(len(START) - 1):]
+                keep = buffer[-(len(START) - 1) :]
                 noise = len(buffer) - len(keep)
                 self.skipped_bytes += noise
                 if noise > 64 and not out:
@@ -150,10 +160,10 @@ class SmlReader(PushStreamReader):
                 if len(buffer) > _MAX_FILE:
                     self.bad_frames += 1
                     errors.append("SML file without an end (cut off?)")
-                    buffer = buffer[len(START):]
+                    buffer = buffer[len(START) :]
                     continue
                 return out, buffer
-            frame, buffer = buffer[:end + 8], buffer[end + 8:]
+            frame, buffer = buffer[: end + 8], buffer[end + 8 :]
             crc = crc16_x25(frame[:-2])
             if frame[-2:] not in (crc.to_bytes(2, "big"), crc.to_bytes(2, "little")):
                 self.bad_frames += 1

@@ -31,6 +31,7 @@ def drain_port(port: Any, error_prefix: str) -> Iterator[bytes]:
     except (serial.SerialException, OSError) as exc:
         raise ReaderError(f"{error_prefix}: {exc}") from None
 
+
 __all__ = ["PushStreamReader", "crc16_x25", "drain_port", "open_serial"]
 
 
@@ -44,16 +45,22 @@ def crc16_x25(data: bytes) -> int:
     return crc ^ 0xFFFF
 
 
-def open_serial(options: Mapping[str, Any], *, baudrate: int, bytesize: int = 8, parity: str = "N",
-                timeout: float = 0) -> Any:
+def open_serial(
+    options: Mapping[str, Any], *, baudrate: int, bytesize: int = 8, parity: str = "N", timeout: float = 0
+) -> Any:
     """The port named by ``port`` (a device or a pyserial URL such as socket://host:port)."""
     import serial
 
     port = option(options, "port", str)
     try:
-        return serial.serial_for_url(port, baudrate=option(options, "baudrate", int, baudrate,
-                                                           check=lambda v: v > 0, why="must be positive"),
-                                     bytesize=bytesize, parity=parity, stopbits=1, timeout=timeout)
+        return serial.serial_for_url(
+            port,
+            baudrate=option(options, "baudrate", int, baudrate, check=lambda v: v > 0, why="must be positive"),
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=1,
+            timeout=timeout,
+        )
     except (serial.SerialException, OSError, ValueError) as exc:
         raise ConfigError("port", f"cannot open {port}: {exc}") from None
 
@@ -98,7 +105,7 @@ class PushStreamReader:
         if len(self._buffer) > self.max_buffer:
             self.skipped_bytes += len(self._buffer) - self.max_buffer // 2
             errors.append(f"{len(self._buffer)} bytes without a complete frame (wrong baud rate or protocol?)")
-            self._buffer = self._buffer[-self.max_buffer // 2:]
+            self._buffer = self._buffer[-self.max_buffer // 2 :]
         if out:
             self._last_frame = now
         elif now - (self._last_frame or self._first_poll) > self.stale_s:
