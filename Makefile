@@ -22,8 +22,10 @@ demo: $(STAMP)
 JOBS ?= 4
 XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
+# Tests marked `serial` run alone after the parallel part (exit code 5: none among PYTEST_ARGS).
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m "not serial" --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m serial --durations=5 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Everything not marked slow: the edit-test loop (under 3 minutes on 2 cores).
 test-fast: $(STAMP)

@@ -14,7 +14,9 @@ from firmware_sim.fleet_cli import score_run
 from firmware_sim.fleet_run import FleetRun, FleetRunError
 from firmware_sim.scenario import load_scenario
 
-pytestmark = pytest.mark.slow  # make test-fast leaves it out
+# make test-fast leaves it out; make test runs it after the parallel part, alone (serial): it drives
+# whole fleets at 9000x real time, where other tests' load changes what it measures
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 SCENARIO = """
 [run]

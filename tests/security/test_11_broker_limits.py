@@ -32,6 +32,7 @@ def _still_open(sock: socket.socket) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # thousands of sockets against the broker's own silence limit: not beside other tests
 def test_the_shipped_config_caps_connections_and_the_broker_enforces_it(shipped_broker):
     fleet, _, port = shipped_broker
     cap = _setting("max_connections")
