@@ -32,6 +32,7 @@ from edge_agent.clock import SimulatedClock
 from firmware_sim.fleet_model import Fleet, gateway_id_for, write_manifest
 from firmware_sim.history import write_readings_csv
 from firmware_sim.net_proxy import ProxyHub, TcpProxy
+from firmware_sim.reader import committed_cursor
 from firmware_sim.scenario import FaultEvent, Scenario
 from gridsight.errors import GridsightError
 
@@ -262,7 +263,7 @@ class FleetRun:
                          "step_s": r.step_s, "anomalies": True, "anomaly_rate": f.anomaly_rate,
                          "fault_rate": f.fault_rate, "start": self.scored_start, "end": self.scored_end,
                          **({"kinds": list(f.kinds)} if f.kinds else {}), "since": self.sim_start,
-                         "state_path": str(gw_dir / "sim-meter-cursor.json"), "name": f"sim:gw{index}",
+                         "state_path": str(self._cursor_path(index)), "name": f"sim:gw{index}",
                          # meters as they are: PV export, tariff registers, per-phase values, gas
                          "channels": True}],
         }
@@ -530,11 +531,13 @@ class FleetRun:
         """Where gateway ``index``'s meters stand: everything they handed over before it is stored
         in the agent's outbox (the cursor of a poll is committed when the agent comes back for the
         next one, after the batch before it reached the outbox)."""
-        path = self.work_dir / "gateways" / f"gw-{index:04d}" / "sim-meter-cursor.json"
         try:
-            return float(json.loads(path.read_text())["cursor"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return committed_cursor(self._cursor_path(index))
+        except (OSError, ValueError):
             return float("-inf")
+
+    def _cursor_path(self, index: int) -> Path:
+        return self.work_dir / "gateways" / f"gw-{index:04d}" / "sim-meter-cursor.json"
 
     def _wait_for_readers(self, until: float, timeout_s: float) -> None:
         """Wait until every running agent has read and stored its meters through ``until``.

@@ -41,10 +41,19 @@ from firmware_sim.fleet_model import Fleet
 from firmware_sim.meter import SimulatedMeter
 from firmware_sim.profiles import MeterClass
 
-__all__ = ["SimulatedMeterReader"]
+__all__ = ["SimulatedMeterReader", "committed_cursor"]
 
 _KNOWN = {"seed", "gateway", "meters", "step_s", "anomalies", "anomaly_rate", "fault_rate", "start", "end",
           "kinds", "classes", "labels", "tz", "country", "backfill_s", "name", "since", "state_path", "channels"}
+
+
+def committed_cursor(path: Path) -> float:
+    """The hand-over cursor committed in ``path``: everything the meters handed over before it has
+    been taken by the agent (ValueError if the file holds no cursor; OSError if it cannot be read)."""
+    try:
+        return float(json.loads(path.read_text())["cursor"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"no cursor: {exc}") from None
 
 
 class SimulatedMeterReader:
@@ -62,8 +71,8 @@ class SimulatedMeterReader:
         self._uncommitted: float | None = None
         if self.state_path is not None and self.state_path.exists():
             try:
-                self._last = float(json.loads(self.state_path.read_text())["cursor"])
-            except (ValueError, KeyError, TypeError) as exc:
+                self._last = committed_cursor(self.state_path)
+            except ValueError as exc:
                 raise ConfigError("state_path", f"{self.state_path} is not a reader cursor ({exc})") from None
 
     def _commit(self, cursor: float) -> None:

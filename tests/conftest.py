@@ -87,21 +87,39 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def _holding_the_build_lock():
+    """An exclusive lock while the checkout is built: setuptools writes build/ and *.egg-info inside
+    the checkout, and tests run in parallel (pytest-xdist) would otherwise build over each other."""
+    path = _CHECKOUT / ".gridsight" / "wheel-build.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def repo_build_lock():
-    """A context manager that holds an exclusive lock while a test builds the checkout into a wheel:
-    setuptools writes build/ and *.egg-info inside the checkout, and tests run in parallel
-    (pytest-xdist) would otherwise build over each other."""
-    path = Path(__file__).resolve().parent.parent / ".gridsight" / "wheel-build.lock"
+    """The build lock as a context manager, for a test that builds the checkout its own way."""
+    return _holding_the_build_lock
 
-    @contextlib.contextmanager
-    def hold():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
-    return hold
+@pytest.fixture(scope="session")
+def checkout_wheel(tmp_path_factory) -> Path:
+    """The checkout built into a wheel (``pip wheel --no-deps``), once per test process."""
+    import subprocess
+    import sys
+
+    dist = tmp_path_factory.mktemp("checkout-wheel")
+    with _holding_the_build_lock():
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(_CHECKOUT), "--no-deps", "-q", "-w",
+                                str(dist)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = dist.glob("gridsight-*.whl")
+    return wheel

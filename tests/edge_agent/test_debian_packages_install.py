@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,13 +32,8 @@ def _debian_packages_present() -> bool:
 @pytest.mark.skipif(os.geteuid() != 0 or not _debian_packages_present(),
                     reason="needs root and Debian's python3-numpy, python3-cryptography, python3-venv "
                            "(apt-get install -y python3-numpy python3-cryptography python3-venv)")
-def test_the_debian_packages_install_runs_the_agent_without_onnxruntime(tmp_path, model_path, repo_build_lock):
-    dist = tmp_path / "dist"
-    with repo_build_lock():
-        built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(dist)],
-                               capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr[-2000:]
-    [wheel] = dist.glob("gridsight-*.whl")
+def test_the_debian_packages_install_runs_the_agent_without_onnxruntime(tmp_path, model_path, checkout_wheel):
+    wheel = checkout_wheel
     venv = tmp_path / "venv"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "WHEEL": str(wheel),
            "GATEWAY_VENV": str(venv), "PYTHON": str(DEBIAN_PYTHON), "DEBIAN_FRONTEND": "noninteractive"}

@@ -34,7 +34,8 @@ def poll(reader, want: int, now: float = NOW, errors: list | None = None, timeou
     or with ``until_error`` until the reader has reported an error."""
     out: list = []
     deadline = time.monotonic() + timeout
-    while (len(out) < want or until_error) and not (until_error and errors) and time.monotonic() < deadline:
+    done = (lambda: bool(errors)) if until_error else (lambda: len(out) >= want)
+    while not done() and time.monotonic() < deadline:
         try:
             out += reader.read(now)
         except ReaderError as exc:
