@@ -37,7 +37,7 @@ from edge_agent.readers.base import MeterReader, ReaderError
 from edge_agent.readers.registry import build_reader
 from edge_agent.scorer import ModelError, Scorer
 from edge_agent.scoring import IntervalScoring, ScoredInterval
-from edge_agent.site_calendar import CalendarError, SiteCalendar, holiday_ordinals_in_child
+from edge_agent.site_calendar import CalendarError, SiteCalendar, holiday_ordinals_cached
 from gridsight.settings import ConfigError
 from edge_agent.systemd import SystemdNotifier
 from edge_agent.window import IntervalWindow
@@ -218,8 +218,9 @@ class _Counters:
 def build_calendar(settings: AgentSettings, scorer: Scorer | None) -> SiteCalendar:
     """The site's calendar: the agent's configured time zone and holiday country, else the model's.
 
-    Holidays are computed once, in a child process (the holidays package would otherwise stay
-    resident: about 15 MB), for last year to five years ahead; without them Sundays still count.
+    Holidays are computed in a child process (the holidays package would otherwise stay
+    resident: about 15 MB), for last year to five years ahead, and kept in the data directory so
+    a restart reads them back; without them Sundays still count.
     """
     zone = settings.time_zone or (scorer.time_zone if scorer else "") or "UTC"
     country = settings.holiday_country or (scorer.holiday_country if scorer else None)
@@ -227,7 +228,7 @@ def build_calendar(settings: AgentSettings, scorer: Scorer | None) -> SiteCalend
     if country:
         year = time.gmtime().tm_year
         try:
-            days = holiday_ordinals_in_child(country, range(year - 1, year + 6))
+            days = holiday_ordinals_cached(country, range(year - 1, year + 6), settings.data_dir)
         except CalendarError as exc:
             log.warning("no public holidays for %s (%s); Sundays only", country, exc)
     try:

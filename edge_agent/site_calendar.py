@@ -7,15 +7,20 @@ and a holiday is compared with Sundays instead of looking like an outage.
 
 Holidays come from the ``holidays`` package for the site's country. Importing it costs about
 15 MB of resident memory, more than the gateway can spare, so the agent asks a short-lived child
-process for the dates (:func:`holiday_ordinals_in_child`); training and offline scoring import it
-directly (:func:`holiday_ordinals`). Standard library only otherwise: this module runs on the gateway.
+process for the dates (:func:`holiday_ordinals_in_child`) and keeps them in its data directory
+(:func:`holiday_ordinals_cached`), so a restart does not start Python a second time; training and
+offline scoring import it directly (:func:`holiday_ordinals`). Standard library only otherwise: this module runs on the gateway.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 from datetime import date, datetime, timezone
 from typing import Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,8 +35,11 @@ __all__ = [
     "DAY_TYPES",
     "holiday_ordinals",
     "holiday_ordinals_in_child",
+    "holiday_ordinals_cached",
     "CalendarError",
 ]
+
+log = logging.getLogger(__name__)
 
 WEEKDAY, SATURDAY, SUNDAY_OR_HOLIDAY = 0, 1, 2
 DAY_TYPES = ("weekday", "saturday", "sunday_or_holiday")
@@ -75,6 +83,44 @@ def holiday_ordinals_in_child(country: str, years: Iterable[int], timeout_s: flo
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise CalendarError(f"could not compute holidays for {country!r}: {last[:200]}")
     return frozenset(int(d) for d in json.loads(done.stdout))
+
+
+def _holidays_version() -> str:
+    try:
+        return metadata.version("holidays")
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def holiday_ordinals_cached(country: str, years: Iterable[int], cache_dir: Path | str) -> frozenset[int]:
+    """:func:`holiday_ordinals_in_child`, remembered in ``cache_dir`` across restarts.
+
+    The file's name holds the country, the years and the ``holidays`` package's version, so an
+    upgrade of the package (new or moved holidays) computes them again. An unreadable or damaged
+    file is computed again and replaced; a directory that cannot be written only costs the cache.
+    """
+    years = sorted(set(int(y) for y in years))
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in country.strip().upper())
+    span = f"{years[0]}-{years[-1]}" if years else "none"
+    path = Path(cache_dir) / f"holidays-{safe}-{span}-{_holidays_version()}.json"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("country") == country and stored.get("years") == years:
+            return frozenset(int(d) for d in stored["days"])
+        log.warning("holiday cache %s is for another country or years; computing again", path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("holiday cache %s is unreadable (%s); computing again", path, exc)
+    days = holiday_ordinals_in_child(country, years)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"country": country, "years": years, "days": sorted(days)}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("holidays not cached in %s (%s)", cache_dir, exc)
+    return days
 
 
 class SiteCalendar:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 import tty
 from typing import Callable
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import date
 
 import pytest
 
@@ -282,6 +283,35 @@ def test_the_holidays_package_never_stays_in_the_agents_memory():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     count, imported = out.stdout.split()
     assert int(count) >= 11 and imported == "False"
+
+
+def test_holidays_are_kept_in_the_data_directory_so_a_restart_reads_them_back(tmp_path, caplog):
+    import json
+
+    from edge_agent.site_calendar import holiday_ordinals_cached
+
+    first = holiday_ordinals_cached("FR", [2025], tmp_path)
+    (cached,) = tmp_path.glob("holidays-FR-2025-2025-*.json")
+    assert sorted(first) == json.loads(cached.read_text())["days"] and len(first) >= 11
+    # The restart answers from the file: a day written there (not a French holiday) comes back.
+    stored = json.loads(cached.read_text())
+    stored["days"].append(date(2025, 3, 3).toordinal())
+    cached.write_text(json.dumps(stored))
+    assert date(2025, 3, 3).toordinal() in holiday_ordinals_cached("FR", [2025], tmp_path)
+    # A damaged file is computed again, said in the log, and replaced.
+    cached.write_text("{not json")
+    with caplog.at_level("WARNING", logger="edge_agent.site_calendar"):
+        assert holiday_ordinals_cached("FR", [2025], tmp_path) == first
+    assert "unreadable" in caplog.text
+    assert json.loads(cached.read_text())["days"] == sorted(first)
+
+
+def test_a_data_directory_that_cannot_be_written_costs_only_the_holiday_cache(tmp_path):
+    from edge_agent.site_calendar import holiday_ordinals_cached
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert len(holiday_ordinals_cached("FR", [2025], not_a_dir)) >= 11
 
 
 def test_an_unknown_time_zone_is_a_config_error_naming_the_key(tmp_path):
