@@ -51,6 +51,7 @@ __all__ = [
     "WireError",
     "Reading",
     "READING_EXTENSIONS",
+    "PHASE_FIELDS",
     "reading_extensions_used",
     "CHANNELS",
     "MeterSummary",
@@ -361,6 +362,10 @@ class Reading:
 
 READING_V1_COLUMNS = ("meter_id", "ts", "energy_kwh", "power_w", "voltage_v", "current_a", "power_factor")
 READING_EXTENSIONS = tuple(k for k in Reading._RULES if k not in READING_V1_COLUMNS)
+#: The per-phase fields of a reading, L1 to L3: voltages, currents, then active powers.
+PHASE_FIELDS = tuple(
+    f"{q}_l{p}_{u}" for q, u in (("voltage", "v"), ("current", "a"), ("power", "w")) for p in (1, 2, 3)
+)
 _EXTENSION_VALUES = operator.attrgetter(*READING_EXTENSIONS)
 _NO_EXTENSIONS = (None,) * len(READING_EXTENSIONS)
 

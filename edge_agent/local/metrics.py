@@ -15,6 +15,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from gridsight.wire import PHASE_FIELDS
+
 __all__ = ["MetricsEndpoint", "render"]
 
 log = logging.getLogger(__name__)
@@ -124,15 +126,7 @@ class MetricsEndpoint:
                     "power_w",
                     "voltage_v",
                     "volume_m3",
-                    "voltage_l1_v",
-                    "voltage_l2_v",
-                    "voltage_l3_v",
-                    "current_l1_a",
-                    "current_l2_a",
-                    "current_l3_a",
-                    "power_l1_w",
-                    "power_l2_w",
-                    "power_l3_w",
+                    *PHASE_FIELDS,
                 ):
                     value = getattr(r, field)
                     if value is not None:

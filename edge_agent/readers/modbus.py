@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from edge_agent.readers.base import ReaderError, checked_reading, option, reject_unknown
 from gridsight.settings import ConfigError
-from gridsight.wire import Reading
+from gridsight.wire import PHASE_FIELDS, Reading
 
 __all__ = [
     "RegisterMap",
@@ -70,15 +70,7 @@ _READING_FIELDS = (
     "export_kwh",
     "import_t1_kwh",
     "import_t2_kwh",
-    "voltage_l1_v",
-    "voltage_l2_v",
-    "voltage_l3_v",
-    "current_l1_a",
-    "current_l2_a",
-    "current_l3_a",
-    "power_l1_w",
-    "power_l2_w",
-    "power_l3_w",
+    *PHASE_FIELDS,
 )
 _MAX_BLOCK = 120
 

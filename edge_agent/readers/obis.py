@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.readers.base import ReaderError
+from gridsight.wire import PHASE_FIELDS
 
 __all__ = [
     "ObisCode",
@@ -240,16 +241,7 @@ def electricity_fields(
             out[f"power_l{p}_w"] = raw[f"p{p}_net"]
         elif f"p{p}_import" in raw or f"p{p}_export" in raw:
             out[f"power_l{p}_w"] = raw.get(f"p{p}_import", 0.0) - raw.get(f"p{p}_export", 0.0)
-    for name in (
-        "voltage_l1_v",
-        "voltage_l2_v",
-        "voltage_l3_v",
-        "current_l1_a",
-        "current_l2_a",
-        "current_l3_a",
-        "demand_w",
-        "demand_peak_w",
-    ):
+    for name in (*PHASE_FIELDS[:6], "demand_w", "demand_peak_w"):
         if name in raw:
             out[name] = raw[name]
     if "power_factor" in raw:
