@@ -4,11 +4,14 @@ in the bundle, so a gateway without internet installs from the bundle alone.
 
 The wheelhouse holds ``platform.json`` (what it was built for) and ``install.py`` (standard
 library only), which refuses in one line to install on a machine of another platform or Python
-version before pip would fail halfway, then creates the venv and installs with ``--no-index``.
+version before pip would fail halfway, or from a wheelhouse whose wheels are not the ones it was
+built with (a damaged, missing or added wheel: ``platform.json`` records each wheel's SHA-256), then
+creates the venv and installs with ``--no-index``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -32,7 +35,7 @@ VENV defaults to /opt/gridsight. The venv is built to run, not to be changed: by
 compiled once for the unit's PYTHONOPTIMIZE=2 (no unused level-0 copies), and pip and
 setuptools are removed afterwards (--keep-pip keeps them). Upgrade by running a newer
 bundle's install.py into a fresh VENV."""
-import json, os, platform, subprocess, sys
+import hashlib, json, os, platform, subprocess, sys
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
@@ -42,6 +45,21 @@ if machine != built["machine"] or python != built["python_version"]:
     sys.exit("install.py: error: this wheelhouse is for %s with Python %s; this machine is %s with Python %s: "
              "build one with 'gridsight provision wheelhouse --platform TAG --python-version %s'"
              % (built["machine"], built["python_version"], machine, python, python))
+pinned = built.get("sha256")
+if pinned is None:
+    print("install.py: warning: this wheelhouse records no wheel hashes (built by an older gridsight); "
+          "its wheels are not checked", file=sys.stderr)
+else:
+    present = sorted(p.name for p in here.glob("*.whl"))
+    for name in sorted(set(present) | set(pinned)):
+        if name not in pinned:
+            sys.exit("install.py: error: %s is not one of the wheels this wheelhouse was built with; "
+                     "remove it or build the wheelhouse again" % name)
+        if name not in present:
+            sys.exit("install.py: error: %s is missing from the wheelhouse; copy the bundle again" % name)
+        if hashlib.sha256((here / name).read_bytes()).hexdigest() != pinned[name]:
+            sys.exit("install.py: error: %s does not match the SHA-256 it was built with (damaged copy?); "
+                     "copy the bundle again" % name)
 args = [a for a in sys.argv[1:] if a != "--keep-pip"]
 venv = Path(args[0] if args else "/opt/gridsight")
 # a PYTHONPATH of this shell must not make pip think gridsight is installed already
@@ -126,9 +144,12 @@ def build_wheelhouse(wheel: Path, out: Path, platform: str, python_version: str,
         shutil.rmtree(out, ignore_errors=True)
         raise ProvisionError(f"pip download for {platform}: {_pip_error(done)} "
                              f"(a dependency without a {platform} wheel? see docs/agent.md, Supported platforms)")
+    wheels = sorted(out.glob("*.whl"))
     (out / "platform.json").write_text(json.dumps({"platform": platform, "machine": machine, "glibc": glibc,
                                                    "python_version": python_version,
                                                    "requirement": requirement,
-                                                   "wheels": sorted(p.name for p in out.glob("*.whl"))}, indent=2))
+                                                   "wheels": [p.name for p in wheels],
+                                                   "sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                                                              for p in wheels}}, indent=2))
     (out / "install.py").write_text(_INSTALL_PY)
     return out

@@ -95,3 +95,32 @@ def test_install_py_refuses_a_wheelhouse_built_for_another_platform(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "this wheelhouse is for riscv64" in done.stderr and not (tmp_path / "venv").exists()
+
+
+def _wheelhouse_with(tmp_path, wheels: dict[str, bytes], pinned: dict[str, bytes]) -> Path:
+    import hashlib
+    import json
+    import platform as host
+
+    from provisioning.wheelhouse import _INSTALL_PY
+
+    for name, data in wheels.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "platform.json").write_text(json.dumps({
+        "machine": host.machine(), "python_version": "%d.%d" % sys.version_info[:2],
+        "requirement": "gridsight[edge]",
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in pinned.items()}}))
+    (tmp_path / "install.py").write_text(_INSTALL_PY)
+    return tmp_path / "install.py"
+
+
+@pytest.mark.parametrize("case, wheels, message", [
+    ("damaged", {"a-1-py3-none-any.whl": b"changed"}, "does not match the SHA-256"),
+    ("missing", {}, "is missing from the wheelhouse"),
+    ("added", {"a-1-py3-none-any.whl": b"wheel a", "evil-1-py3-none-any.whl": b"x"}, "is not one of the wheels"),
+])
+def test_install_py_refuses_a_wheel_that_is_not_the_one_the_wheelhouse_was_built_with(tmp_path, case, wheels, message):
+    install = _wheelhouse_with(tmp_path, wheels, {"a-1-py3-none-any.whl": b"wheel a"})
+    done = subprocess.run([sys.executable, str(install), str(tmp_path / "venv")], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, (case, done.stderr)
+    assert message in done.stderr and not (tmp_path / "venv").exists()
