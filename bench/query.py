@@ -20,6 +20,11 @@ starting at a random quarter hour: no two requests need be alike, so nothing is 
 
     .venv/bin/python bench/query.py            # 1,000 meters x 1 year
     .venv/bin/python bench/query.py --quick    # 50 meters x 1 year, about a minute
+    .venv/bin/python bench/query.py --db-dir DIR   # build once into DIR (~30 min), reuse it after
+
+--db-dir DIR keeps the built database in DIR and reuses it on later runs with the same meter count
+(new migrations are applied to it first); without it the database is built in a temporary
+directory and removed at the end.
 Prints p50/p95 per endpoint, CPU per request (API, PostgreSQL, load generator), the command to
 reproduce, and ONE JSON line last; target_met is issue #19's goal, p95 at most 100 ms.
 """
@@ -354,21 +359,42 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--api-workers", type=int, default=2, help="API worker processes (serve --workers)")
     parser.add_argument("--duration", type=float, help="seconds of load (default 60, quick 15)")
+    parser.add_argument("--db-dir", type=Path,
+                        help="keep the built database in this directory and reuse it when it is already "
+                             "built for the same number of meters (the full size takes about 30 min to build)")
     args = parser.parse_args()
     meters = args.meters or (50 if args.quick else 1000)
     duration = args.duration or (15.0 if args.quick else 60.0)
     cmd = "python bench/query.py" + (" --quick" if args.quick else "")
 
     work = Path(tempfile.mkdtemp(prefix="gridsight-bench-query-"))
-    pg = EmbeddedPostgres(work / "pg", durable=False).start()
+    pg_dir = args.db_dir.resolve() / "pg" if args.db_dir else work / "pg"
+    built = pg_dir.parent / "built.json" if args.db_dir else None
+    reuse = None
+    if built is not None and built.exists():
+        reuse = json.loads(built.read_text())
+        if reuse.get("meters") != meters:
+            say(f"error: {args.db_dir} holds a database of {reuse.get('meters')} meters, not {meters}: "
+                "give another --db-dir or remove it")
+            return 2
+    elif args.db_dir is not None and pg_dir.exists():
+        say(f"error: {pg_dir} exists but its build did not finish ({built.name} is missing): remove it")
+        return 2
+    pg = EmbeddedPostgres(pg_dir, durable=False).start()
     server = None
     try:
         from collector.db import migrate
 
         migrate(pg.url)
-        say(f"building one year of data for {meters} meters")
-        counts = build_data(pg.url, meters)
-        say(f"  {counts}")
+        if reuse is not None:
+            counts = reuse["counts"]
+            say(f"reusing the database built in {args.db_dir} for {meters} meters: {counts}")
+        else:
+            say(f"building one year of data for {meters} meters")
+            counts = build_data(pg.url, meters)
+            say(f"  {counts}")
+            if built is not None:
+                built.write_text(json.dumps({"meters": meters, "counts": counts}))
         say("side by side (one client): regional consumption from rollups vs a scan of interval_summaries")
         sbs = side_by_side(pg.url, 20 if args.quick else 40)
         say(f"  region rollups p50 {sbs['rollup_p50_ms']:.1f} ms, per-meter rollups p50 {sbs['meter_rollups_p50_ms']:.1f} ms, "
@@ -420,7 +446,8 @@ def main() -> int:
               "load_avg_1m_at_start": round(load_at_start, 1),
               "load_avg_1m_at_end": round(os.getloadavg()[0], 1), "meters": meters,
               "interval_summaries": counts["interval_summaries"], "anomaly_flags": counts["anomaly_flags"],
-              "clients": args.clients, "api_workers": args.api_workers, "duration_s": duration, "errors": len(samples["errors"])}
+              "clients": args.clients, "api_workers": args.api_workers, "duration_s": duration, "errors": len(samples["errors"]),
+              "database_reused": reuse is not None}
     print(f"reproduce: {cmd}")
     for kind in ("anomalies", "consumption"):
         lat = samples[kind]

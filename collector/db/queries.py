@@ -46,10 +46,11 @@ class Page:
     offset: int
     total_cap: int | None = None     # when set and reached, `total` is "at least this many"
     n_items: int | None = None       # how many items a RawJSON page holds
+    total_exact: bool = False        # `total` was counted in full: never capped
 
     def as_dict(self) -> dict:
         n = self.n_items if self.n_items is not None else len(self.items)
-        capped = self.total_cap is not None and self.total > self.total_cap
+        capped = not self.total_exact and self.total_cap is not None and self.total > self.total_cap
         total = self.total_cap if capped else self.total
         more = capped or self.offset + n < self.total
         out = {"items": self.items, "total": total, "limit": self.limit, "offset": self.offset,
@@ -258,13 +259,54 @@ def _meters_series(source: str, scope: str) -> str:
                    f"WHERE {scope} AND {time_col} >= $1 AND {time_col} < $2 GROUP BY 1")
 
 
+_DAY = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The first and last UTC midnight of [start, end) that bound whole days, or None without any."""
+    first = _EPOCH - ((_EPOCH - start) // _DAY) * _DAY
+    last = _EPOCH + ((end - _EPOCH) // _DAY) * _DAY
+    return (first, last) if first < last else None
+
+
+async def _flag_total(conn: asyncpg.Connection, start: datetime, end: datetime, region_id: str | None) -> int | None:
+    """How many flags [start, end) holds (of the region's meters, or all), exactly: its whole UTC days
+    from ``anomaly_flag_days`` (migration 0014) and its partial edge days counted from the flags.
+    None while the region is stale (a registry change waits for its refresh)."""
+    days = _whole_days(start, end)
+    if region_id is None:
+        scope, stale, members = "''", "false", "TRUE"
+        args: list[Any] = []
+    else:
+        args = [region_id]
+        scope, stale = "$1", "EXISTS (SELECT 1 FROM region_rollups_stale WHERE region_id = $1)"
+        members = f"f.meter_id = ANY(ARRAY(SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = $1))"
+
+    def counted(lo: int, hi: int) -> str:
+        return (f"(SELECT count(*) FROM anomaly_flags f WHERE f.interval_start >= ${lo} "
+                f"AND f.interval_start < ${hi} AND {members})")
+
+    n = len(args)
+    if days is None:
+        return await conn.fetchval(f"SELECT CASE WHEN {stale} THEN NULL ELSE {counted(n + 1, n + 2)} END",
+                                   *args, start, end)
+    first, last = days
+    return await conn.fetchval(
+        f"SELECT CASE WHEN {stale} THEN NULL ELSE "
+        f"(SELECT coalesce(sum(flags), 0) FROM anomaly_flag_days WHERE region_id = {scope} "
+        f"AND day >= ${n + 5} AND day < ${n + 6}) + {counted(n + 1, n + 2)} + {counted(n + 3, n + 4)} END",
+        *args, start, first, last, end, first.date(), last.date())
+
+
 async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *, limit: int, offset: int,
                     region_id: str | None = None, meter_id: str | None = None,
                     max_score: float | None = None) -> Page:
     """Flags in [start, end) with the site's location, newest first, for a map.
 
-    A map needs the page, not an exact count of a year of flags: the total is counted up to
-    :data:`ANOMALY_COUNT_CAP`. The page lies in the newest part of the range, so when the range
+    ``total`` is exact for a region or all flags (:func:`_flag_total`); with ``meter_id`` or
+    ``max_score``, or while the region is stale, it is counted up to :data:`ANOMALY_COUNT_CAP`
+    (``total_is_lower_bound``). The page lies in the newest part of the range, so when the range
     holds many pages only its newest slice is sorted — a slice expected to hold four times what
     the page needs, if flags were spread evenly; a slice that falls short is read again in full,
     so the answer is always that of the whole range."""
@@ -288,10 +330,15 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
             "FROM (SELECT * FROM anomaly_flags f WHERE f.interval_start >= {lo} AND " + cond + " "
             f"ORDER BY f.interval_start DESC, f.meter_id LIMIT {int(limit)} OFFSET {int(offset)}) "
             f"AS f LEFT JOIN meters m ON m.id = f.meter_id {_SITE_JOIN}) AS x")
-    # two statements: a slice bound computed inside one statement is a run-time parameter, and
-    # the planner then reads every partition's index instead of the slice's
-    total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM anomaly_flags f WHERE f.interval_start >= $1 "
-                                f"AND {cond} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
+    total = None
+    if meter_id is None and max_score is None:
+        total = await _flag_total(conn, start, end, region_id)
+    exact = total is not None
+    if total is None:
+        # two statements: a slice bound computed inside one statement is a run-time parameter, and
+        # the planner then reads every partition's index instead of the slice's
+        total = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 FROM anomaly_flags f WHERE f.interval_start >= $1 "
+                                    f"AND {cond} LIMIT {ANOMALY_COUNT_CAP + 1}) AS c", *args)
     row = None
     if total > 4 * needed:
         row = await conn.fetchrow(page.format(lo="$1"), end - (end - start) * (4 * needed / total), *args[1:])
@@ -300,7 +347,7 @@ async def anomalies(conn: asyncpg.Connection, start: datetime, end: datetime, *,
     if row is None:
         row = await conn.fetchrow(page.format(lo="$1"), *args)
     n, items = row["n"], row["items"]
-    return Page(RawJSON(items), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=n)
+    return Page(RawJSON(items), total, limit, offset, total_cap=ANOMALY_COUNT_CAP, n_items=n, total_exact=exact)
 
 
 async def unknown_ids(conn: asyncpg.Connection, *, region_id: str | None = None, meter_id: str | None = None,

@@ -693,9 +693,6 @@ class BatchWriter:
         if summaries:
             await conn.copy_records_to_table("interval_summaries", columns=_SUMMARY_COLS, records=summaries)
             result.rows["interval_summaries"] += len(summaries)
-        if flags:
-            await conn.copy_records_to_table("anomaly_flags", columns=_FLAG_COLS, records=flags)
-            result.rows["anomaly_flags"] += len(flags)
         if outbox:
             await conn.copy_records_to_table("archive_outbox", columns=_OUTBOX_COLS, records=outbox)
             result.rows["archive_outbox"] += len(outbox)
@@ -706,6 +703,10 @@ class BatchWriter:
             ids = sorted(meters)
             await conn.execute(_METERS_SQL, ids, [meters[i][0] for i in ids], [meters[i][1] for i in ids],
                                [meters[i][2] for i in ids], [meters[i][3] for i in ids])
+        if flags:
+            # after the meters: a flag is counted in its meter's region when stored (migration 0014)
+            await conn.copy_records_to_table("anomaly_flags", columns=_FLAG_COLS, records=flags)
+            result.rows["anomaly_flags"] += len(flags)
         if hourly:
             await self._store_rollups(conn, quarterly, hourly, daily, result)
         if statuses:

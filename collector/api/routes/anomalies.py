@@ -14,7 +14,11 @@ from gridsight.anomaly_events import MERGE_GAP_S
 router = APIRouter(tags=["anomalies"], dependencies=[require_roles(ADMIN, ANALYST, CONSUMER, consumer_scope="meter")])
 
 
-@router.get("/anomalies", summary="Anomalies in a time range with site location, newest first")
+@router.get("/anomalies", summary="Anomalies in a time range with site location, newest first",
+            description="`total` is the exact number of flags in the range (all regions, or the region's "
+                        "meters). With `meter_id` or `max_score`, or for a region whose registry change waits for "
+                        "the hourly refresh, it is counted up to 10,000: `total_is_lower_bound` is true when it "
+                        "stopped there.")
 async def anomalies(conn: Connection, span: Range, page: Paging,
                     region_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
                     meter_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
