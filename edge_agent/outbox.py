@@ -55,6 +55,8 @@ __all__ = [
     "OutboxError",
     "new_epoch",
     "read_snapshot",
+    "read_sealed_through",
+    "read_owed_before",
     "PendingMessage",
     "NewMessage",
     "KIND_RANK",
@@ -137,13 +139,24 @@ class PendingMessage:
 class Outbox:
     """A bounded, crash-safe store of readings and messages for one gateway (one process)."""
 
-    def __init__(self, path: str | Path, *, budget_bytes: int = 256 * 1024 * 1024, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        budget_bytes: int = 256 * 1024 * 1024,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 30.0,
+    ) -> None:
         self.path = Path(path)
         self.budget_bytes = int(budget_bytes)
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            # busy_timeout_s: how long a write waits for another process holding the file's write
+            # lock (``gridsight agent status`` only reads) before it fails as an OutboxError
+            self._db = sqlite3.connect(
+                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             # 1 kB pages: a poll's batch rewrites ~6 small pages instead of ~3 large ones (fewer bytes)
             self._db.execute("PRAGMA page_size=1024")
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -473,6 +486,35 @@ def read_snapshot(db: sqlite3.Connection, chunked_upto: int | None = None) -> di
         "unsealed_readings": staged,
         "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")},
     }
+
+
+def read_sealed_through(db: sqlite3.Connection, until: float) -> int | None:
+    """The outbox's next sequence number if every staged reading up to ``until`` is sealed, else None.
+
+    Batches are stored in poll order, so the readings up to ``until`` are in the first batch that
+    reaches it and the batches before it; once those are sealed, each of these readings travels in a
+    raw chunk whose seq is lower than the number returned (see :func:`read_owed_before`). Only the
+    readings the agent has stored count: a reader's cursor says which ones it has.
+    """
+    in_tx = db.in_transaction
+    if not in_tx:
+        db.execute("BEGIN")
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('chunked_upto', 'next_seq')").fetchall())
+        first = db.execute("SELECT MIN(id) FROM batches WHERE max_ts >= ?", (until,)).fetchone()[0]
+        max_seq = db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
+    finally:
+        if not in_tx:
+            db.execute("COMMIT")
+    if first is not None and first > int(meta.get("chunked_upto", 0)):
+        return None
+    return max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
+
+
+def read_owed_before(db: sqlite3.Connection, seq: int) -> int:
+    """How many messages below ``seq`` the outbox still holds for the collector (raw chunks,
+    summaries, flags: everything but status, of which only the latest ever matters)."""
+    return int(db.execute("SELECT COUNT(*) FROM messages WHERE seq < ? AND kind != 'status'", (seq,)).fetchone()[0])
 
 
 def _now() -> float:

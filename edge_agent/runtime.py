@@ -30,6 +30,7 @@ from typing import Any, Protocol, Sequence
 
 from edge_agent.clock import Clock, ClockHealth, SimulatedClock, SystemClock, clock_health
 from edge_agent.config import AgentSettings
+from edge_agent.failpoints import hit
 from edge_agent.footprint import release_startup_memory
 from edge_agent.outbox import NewMessage, Outbox, OutboxError
 from edge_agent.publisher import MqttPublisher, backoff_delay
@@ -414,7 +415,9 @@ class Agent:
     def tick(self) -> int:
         """One poll cycle; returns the number of new readings stored in the outbox."""
         now = self.clock.now()
-        intake = self.window.accept(self._poll(now))
+        polled = self._poll(now)
+        hit("agent.polled")
+        intake = self.window.accept(polled)
         closed = self.window.due(now)
         scored = [self.scoring.score(c) for c in closed]
         messages = self._retry_messages + [m for s in scored for m in self._interval_messages(s)]
@@ -435,6 +438,9 @@ class Agent:
             self.counters.dropped_unstored += len(readings) - len(self._retry_readings)
             return 0
         self._retry_readings, self._retry_messages = [], []
+        hit("agent.stored")
+        self._commit_readers()
+        hit("agent.committed")
         if seal is not None:
             self._last_seal = now
             self.counters.raw_chunks += len(seqs) - len(messages)
@@ -447,6 +453,26 @@ class Agent:
         self.counters.summaries += sum(1 for s in scored if s.meters)
         self.counters.flags += sum(len(s.flags) for s in scored)
         return len(readings)
+
+    def _commit_readers(self) -> None:
+        """Everything the readers handed over is in the outbox now: let them move their cursors.
+
+        Called only after a successful outbox transaction that held every reading still owed
+        (this cycle's and any kept in memory after a failed write), so a reader's cursor never
+        passes a reading that is not stored. A cursor that cannot be written means the meters
+        hand those readings over again after a restart (the window drops them as replays).
+        """
+        for slot in self.slots:
+            commit = getattr(slot.reader, "commit", None)
+            if commit is None:
+                continue
+            try:
+                commit()
+            except Exception as exc:
+                slot.errors += 1
+                self.counters.reader_errors += 1
+                slot.last_error = f"cursor not committed: {exc}"
+                log.warning("reader %s: %s", slot.name, slot.last_error)
 
     def _feed_local(self, readings: list[Reading], scored: list) -> None:
         """Hand the cycle to the local integrations (Home Assistant, metrics); their faults stay theirs."""
@@ -710,6 +736,7 @@ class Agent:
         self.notifier.stopping()
         try:
             self.outbox.append(readings=self._retry_readings, messages=self._retry_messages, seal=self._seal)
+            self._commit_readers()
         except OutboxError as exc:
             log.error("final outbox write failed: %s", exc)
         self.transport.stop(flush_timeout)

@@ -21,9 +21,11 @@ register: export of PV homes, tariff registers, per-phase values of three-phase 
 one phase near 0 V during a phase loss, and gas-heated homes' gas meter as ``<meter>-gas``).
 
 With ``state_path`` the meters behave like meters with a load-profile log read by index:
-after a crash and restart, the agent gets every reading it has not asked for again. The
-cursor of a poll is committed when the agent comes back for the next one, so the batch a
-crashed agent may not have stored is handed over again (at least once, never lost).
+after a crash and restart, the agent gets every reading it has not confirmed again. The agent
+confirms with :meth:`SimulatedMeterReader.commit` once the outbox transaction holding everything
+handed over so far has committed; only then does the cursor move (written to a temporary file,
+fsynced, renamed over ``state_path``). A reading is therefore either in the outbox or handed over
+again after a restart (at least once, never lost), whatever instant the agent is killed at.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from edge_agent.failpoints import hit
 from edge_agent.readers.base import option, reject_unknown
 from gridsight.settings import ConfigError
 from gridsight.wire import Reading
@@ -75,11 +78,15 @@ class SimulatedMeterReader:
             except ValueError as exc:
                 raise ConfigError("state_path", f"{self.state_path} is not a reader cursor ({exc})") from None
 
-    def _commit(self, cursor: float) -> None:
+    def _write_cursor(self, cursor: float) -> None:
         if self.state_path is None:
             return
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps({"cursor": cursor}))
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps({"cursor": cursor}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        hit("reader.cursor_written")
         os.replace(tmp, self.state_path)
 
     @classmethod
@@ -151,16 +158,18 @@ class SimulatedMeterReader:
         after = now - self.backfill_s if self._last is None else self._last
         if now <= after:
             return []
-        if self._uncommitted is not None:
-            self._commit(self._uncommitted)
-        self._last = self._uncommitted = now
         out: list[Reading] = []
         for meter in self.meters:
             out.extend(meter.emitted(after, now, channels=self.channels).readings(meter.meter_id))
+        # handed over only once every meter's readings are out: a poll that fails hands them over again
+        self._last = self._uncommitted = now
         return out
 
-    def close(self) -> None:
-        """A clean stop: the agent has taken everything handed over, so the cursor is committed."""
+    def commit(self) -> None:
+        """The agent has stored everything handed over so far: move the persisted cursor to it."""
         if self._uncommitted is not None:
-            self._commit(self._uncommitted)
+            self._write_cursor(self._uncommitted)
             self._uncommitted = None
+
+    def close(self) -> None:
+        """Nothing to release; the cursor stays where the agent last committed it."""

@@ -9,6 +9,12 @@ the others.
 A reader type is built from its ``[[readers]]`` config table (minus ``type``) with
 ``Class.from_config(options)``, which raises :class:`gridsight.settings.ConfigError`
 naming the key at fault. ``name`` is an optional key every reader accepts.
+
+A reader that can hand readings over again (a meter's load-profile log read by index, the
+simulator's meters) may also have ``commit()``: the agent calls it after the outbox transaction
+holding everything the reader has handed over so far has committed, never before, so the reader
+moves its persisted cursor only past readings that are stored. A reading is then either in the
+outbox or handed over again after a crash, whatever instant the agent is killed at.
 """
 
 from __future__ import annotations

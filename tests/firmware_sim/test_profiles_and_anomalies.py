@@ -268,15 +268,19 @@ def test_a_restarted_reader_resumes_where_the_agent_left_off_and_repeats_only_th
     options = {**reader_options(fault_rate=0.0), "since": START + 86400, "state_path": str(tmp_path / "cursor.json")}
     t = START + 86400
     reader = SimulatedMeterReader.from_config(options)
-    first = reader.read(t + 600) + reader.read(t + 1200)
-    # kill -9: the second batch was handed over but never confirmed by a next poll
+    first = reader.read(t + 600)
+    reader.commit()  # the agent stored the first batch
+    first += reader.read(t + 1200)
+    # kill -9: the second batch was handed over but never confirmed as stored
     restarted = SimulatedMeterReader.from_config(options)
     again = restarted.read(t + 1800)
     uninterrupted = SimulatedMeterReader.from_config({**reader_options(fault_rate=0.0), "since": t}).read(t + 1800)
     key = lambda r: (r.meter_id, r.ts)
     assert {key(r) for r in first} | {key(r) for r in again} == {key(r) for r in uninterrupted}
     assert len({key(r) for r in first} & {key(r) for r in again}) == 6 * 10
-    restarted.close()
+    restarted.close()  # a stop without a commit moves nothing: the same batch is handed over again
+    assert {key(r) for r in SimulatedMeterReader.from_config(options).read(t + 1800)} == {key(r) for r in again}
+    restarted.commit()
     assert SimulatedMeterReader.from_config(options).read(t + 1800) == []
 
 
