@@ -19,7 +19,7 @@ import logging
 import os
 import subprocess
 import sys
-from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from datetime import date, datetime, timezone
 from typing import Iterable
@@ -86,17 +86,26 @@ def holiday_ordinals_in_child(country: str, years: Iterable[int], timeout_s: flo
 
 
 def _holidays_version() -> str:
+    """Size and time of the installed ``holidays`` package's ``__init__.py``: an upgrade changes them.
+
+    (Not ``importlib.metadata``: the agent would keep it in memory for this one question.)
+    """
     try:
-        return metadata.version("holidays")
-    except metadata.PackageNotFoundError:
+        spec = find_spec("holidays")
+        origin = spec.origin if spec is not None else None
+        if not origin:
+            return "absent"
+        st = os.stat(origin)
+    except (ImportError, ValueError, OSError):
         return "absent"
+    return f"{st.st_size:x}{st.st_mtime_ns:x}"
 
 
 def holiday_ordinals_cached(country: str, years: Iterable[int], cache_dir: Path | str) -> frozenset[int]:
     """:func:`holiday_ordinals_in_child`, remembered in ``cache_dir`` across restarts.
 
-    The file's name holds the country, the years and the ``holidays`` package's version, so an
-    upgrade of the package (new or moved holidays) computes them again. An unreadable or damaged
+    The file's name holds the country, the years and the installed ``holidays`` package's
+    identity, so an upgrade of the package (new or moved holidays) computes them again. An unreadable or damaged
     file is computed again and replaced; a directory that cannot be written only costs the cache.
     """
     years = sorted(set(int(y) for y in years))
