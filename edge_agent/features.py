@@ -151,6 +151,11 @@ _RUN_DAYS = 21  # three weeks: a weekly run (a closed weekend) is seen at least 
 # never varies still needs a few percent to count as a change.
 _Z_FLOOR = 0.05
 _RATIO_FLOOR = 0.05
+# A meter's usual deviation (the unit of the dev_* features) learns each value capped at this many times
+# itself, once it has six hours of values (before that, the plain mean: a cap on a size that starts near
+# zero held it there for days). A cap of 4 let a theft or drift of two days double the usual size of a
+# meter with a few days of history and hide itself (tuned on simulator seeds 1-3, see docs/benchmarks.md).
+_USUAL_CAP = 2.0
 _CELL_HOURS = 96  # the longest window (72 h) and the 24 h before the 3 h windows, with room
 # Standard nominal voltages (IEC 60038 and North American service voltages): a meter's nominal is
 # the one nearest its long-run mean, so per-unit values mean the same on 120 V and 230 V services.
@@ -913,10 +918,9 @@ class FeatureBuilder:
             if usual is None:
                 h.usual[name] = [abs(raw), 1]
             elif raw != 0.0:  # no baseline yet: nothing learnt
-                # winsorised, so an anomaly moves the usual size by at most a few times itself
-                usual[0] += max(self._usual_alpha, 1.0 / (usual[1] + 1)) * (
-                    min(abs(raw), 4 * usual[0] + 1e-3) - usual[0]
-                )
+                # winsorised: a value counts at most twice the usual size, so an anomaly lasting days does not become usual
+                cap = _USUAL_CAP * usual[0] if usual[1] >= self._six_hours else math.inf
+                usual[0] += max(self._usual_alpha, 1.0 / (usual[1] + 1)) * (min(abs(raw), cap) - usual[0])
                 usual[1] += 1
 
     def _learn(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:
