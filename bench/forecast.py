@@ -22,14 +22,15 @@ the wall time with the machine's load average.
     .venv/bin/python bench/forecast.py --quick      # about a minute on a quiet machine: 14 + 4 origins, 120-day Prophet fits
     .venv/bin/python bench/forecast.py              # 28 + 28 origins, 400-day Prophet fits
     .venv/bin/python bench/forecast.py --pjm-daily  # and every day of PJM's held-out year
-    .venv/bin/python bench/forecast.py --train-coverage  # coverage on the training days only (cheap candidates)
-    .venv/bin/python bench/forecast.py --train-coverage --quick  # the same on PJM's last 112 training days
+    .venv/bin/python bench/forecast.py --train      # the training days only (cheap candidates): what settings were chosen on
+    .venv/bin/python bench/forecast.py --train --quick  # the same on PJM's last 112 training days
 
-``--train-coverage`` is how the interval's widening (selection.INTERVAL_INFLATION) was chosen:
-it backtests only the days the settings may be chosen on (PJM every day of 2014-08-03 ..
-2016-08-02; the half-hourly series' five weeks before its held-out four) with the cheap
-candidates (no Prophet), and prints the 50 %, 80 % and 95 % intervals' coverage with the
-widening off (1.0) and at several factors, next to the chosen model's MAPE.
+``--train`` (``--train-coverage`` is the same) is how the settings were chosen: it backtests
+only the days they may be chosen on (PJM every day of 2014-08-03 .. 2016-08-01; the
+half-hourly series' five weeks before its held-out four) with the cheap candidates (no
+Prophet), and prints each candidate's MAPE (the lag regression's previous settings beside its
+current ones), the choice's MAPE per selection window, and the 50 %, 80 % and 95 % intervals'
+coverage and interval score per method (pooled or per step of the day) and widening factor.
 
 The last line printed is one JSON object with every figure.
 """
@@ -48,11 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from collector.forecasting import selection  # noqa: E402
+from collector.forecasting import regression_model, selection  # noqa: E402
 from collector.forecasting.backtest import BacktestReport, backtest_day_ahead, mape  # noqa: E402
+from collector.forecasting.calendar import holiday_dates  # noqa: E402
 from collector.forecasting.executor import open_executor  # noqa: E402
 from collector.forecasting.series import as_load_series, steps_per_day  # noqa: E402
-from collector.forecasting.types import ForecastOptions  # noqa: E402
+from collector.forecasting.types import ForecastError, ForecastOptions  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 PJM_CSV = str(DATA / "pjm_east_PJME_hourly_2002_2018.csv.gz")
@@ -109,19 +111,45 @@ PJM_TRAIN_DAYS = 730
 CHEAP = ("lag_regression", "holt_winters", "scaled_naive", "seasonal_naive")
 FACTORS = (1.0, 1.05, 1.1, 1.15, 1.2)
 WIDTHS = (0.5, 0.8, 0.95)
+#: Interval methods --train compares: one conformal quantile pair for every step of the day
+#: ("pooled"), or errors scaled by their step of the day's typical size first ("by_step").
+INTERVAL_METHODS = ("pooled", "by_step")
+#: Selection windows --train compares (days of day-ahead errors the choice rests on).
+SELECTION_WINDOWS = (7, 14, 21, 28)
 
 
-def _paths_chunk(job: tuple) -> selection.CandidatePaths:
+def _paths_chunk(job: tuple) -> tuple[selection.CandidatePaths, list]:
+    """The cheap candidates' paths at ``origins``, and the lag regression's with its previous settings."""
     series, origins, per_day, options = job
-    return selection.candidate_paths(series, origins, [per_day] * len(origins), options, None, CHEAP)
+    paths = selection.candidate_paths(series, origins, [per_day] * len(origins), options, None, CHEAP)
+    holidays = holiday_dates(options.country, series.index[0], origins[-1] + pd.Timedelta(days=40))
+    previous = []
+    for origin in origins:
+        past = series[series.index < origin].iloc[-regression_model.PREVIOUS_SETTINGS.history_days * per_day:]
+        try:
+            previous.append(regression_model.lag_regression(past.to_numpy(), past.index, per_day, per_day, holidays,
+                                                            regression_model.PREVIOUS_SETTINGS))
+        except ForecastError:
+            previous.append(None)
+    return paths, previous
 
 
-def train_coverage(args, executor, progress) -> dict:
-    """Coverage of the interval on the training days, per width and widening factor.
+def _winkler(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray, width: float) -> float:
+    """Interval score (Winkler 1972) relative to the actual, %: width plus 2/alpha times each miss.
+
+    Lower is better; it rewards a narrow interval only as long as it keeps covering."""
+    alpha = 1 - width
+    score = (hi - lo) + 2 / alpha * (np.clip(lo - actual, 0, None) + np.clip(actual - hi, 0, None))
+    return float(np.mean(score / actual) * 100)
+
+
+def train_figures(args, executor, progress) -> dict:
+    """Accuracy and interval coverage on the training days only.
 
     The candidates' day-ahead paths are computed once (the backtest's own window of four
     weeks before each origin included); each origin's choice is made exactly as the backtest
-    makes it, and every width and factor is applied to the same choice.
+    makes it, and every interval method, width and factor is applied to the same choice. The
+    lag regression's previous settings run beside it on the same origins.
     """
     taylor = load_csv(args.halfhourly_csv)
     weeks = args.halfhourly_weeks or 4
@@ -136,20 +164,25 @@ def train_coverage(args, executor, progress) -> dict:
         per_day = steps_per_day(freq)
         end = end.tz_localize("UTC")
         origins = [end - pd.Timedelta(days=k) for k in range(folds)][::-1]
-        needed = [end - pd.Timedelta(days=k) for k in range(folds + 2 * selection.WINDOW_DAYS)][::-1]
+        needed = [end - pd.Timedelta(days=k) for k in range(folds + 2 * max(SELECTION_WINDOWS))][::-1]
         needed = [o for o in needed if o - pd.Timedelta(days=8) >= series.index[0]]
         options = ForecastOptions(country=country, candidates=CHEAP)
         keep = pd.Timedelta(days=selection.HISTORY_DAYS_NEEDED + 1)
         chunks = [needed[i:i + 30] for i in range(0, len(needed), 30)]
         jobs = [(series[(series.index >= c[0] - keep) & (series.index < c[-1])], c, per_day, options) for c in chunks]
-        progress(f"train coverage {name}: {len(needed)} origins x {len(CHEAP)} cheap candidates")
+        progress(f"train {name}: {len(needed)} origins x {len(CHEAP)} cheap candidates")
         paths = selection.CandidatePaths(needed, {m: [] for m in CHEAP})
-        for result in executor.map(_paths_chunk, jobs):
+        previous: list = []
+        for result, prev in executor.map(_paths_chunk, jobs):
             for m in CHEAP:
                 paths.forecasts[m].extend(result.forecasts[m])
+            previous.extend(prev)
         actuals = [series.reindex(pd.date_range(o, periods=per_day, freq=freq)).to_numpy() for o in needed]
-        inside = {(w, f): [] for w in WIDTHS for f in FACTORS}
-        predicted, observed = [], []
+        keys = [(w, method, f) for w in WIDTHS for method in INTERVAL_METHODS for f in FACTORS]
+        inside: dict[tuple, list] = {k: [] for k in keys}
+        scores: dict[tuple, list] = {k: [] for k in keys}
+        predicted, observed, at = [], [], []
+        by_window: dict[int, list] = {w: [] for w in SELECTION_WINDOWS}
         position = {o: i for i, o in enumerate(needed)}
         for origin in origins:
             if origin not in position:
@@ -159,26 +192,55 @@ def train_coverage(args, executor, progress) -> dict:
             actual = actuals[position[origin]]
             predicted.append(yhat)
             observed.append(actual)
+            at.append(position[origin])
+            for window in SELECTION_WINDOWS:
+                other = choice if window == selection.WINDOW_DAYS else selection.choose(paths, actuals, position[origin],
+                                                                                         window=window)
+                by_window[window].append(np.clip(other.forecast[:per_day], 0.0, None))
             if len(choice.residuals) < 10:
                 continue
-            for w in WIDTHS:
-                for f in FACTORS:
-                    lo, hi = selection.interval_from_residuals(yhat, choice.residuals, w, per_day, inflation=f)
-                    inside[(w, f)].append((actual >= lo) & (actual <= hi))
+            for w, method, f in keys:
+                steps = choice.residual_steps if method == "by_step" else None
+                lo, hi = selection.interval_from_residuals(yhat, choice.residuals, w, per_day, inflation=f, steps=steps)
+                inside[(w, method, f)].append((actual >= lo) & (actual <= hi))
+                scores[(w, method, f)].append(_winkler(actual, lo, hi, w))
+        seen = np.concatenate(observed)
+        # each candidate over the origins it could forecast (the regression needs 22 days of history)
+        made = {m: [i for i in at if paths.forecasts[m][i] is not None] for m in CHEAP}
+        made["lag_regression_previous_settings"] = [i for i in at if previous[i] is not None]
+        candidates = {}
+        for m, where in made.items():
+            if where:
+                got = previous if m == "lag_regression_previous_settings" else paths.forecasts[m]
+                candidates[m] = {"mape": round(mape(np.concatenate([actuals[i] for i in where]),
+                                                    np.concatenate([got[i] for i in where])), 3), "origins": len(where)}
         out[name] = {"origins": [str(origins[0].date()), str(origins[-1].date())], "folds": len(predicted),
-                     "chosen_mape": round(mape(np.concatenate(observed), np.concatenate(predicted)), 3),
-                     "coverage": {f"{w:.2f}@{f:.2f}": round(float(np.mean(np.concatenate(v))), 4)
-                                  for (w, f), v in inside.items()}}
+                     "chosen_mape": round(mape(seen, np.concatenate(predicted)), 3),
+                     "candidates_mape": candidates,
+                     "chosen_mape_by_window": {w: round(mape(seen, np.concatenate(p)), 3) for w, p in by_window.items()},
+                     "coverage": {f"{w:.2f}/{m}@{f:.2f}": round(float(np.mean(np.concatenate(v))), 4)
+                                  for (w, m, f), v in inside.items()},
+                     "interval_score_pct": {f"{w:.2f}/{m}@{f:.2f}": round(float(np.mean(v)), 3)
+                                            for (w, m, f), v in scores.items()}}
     return out
 
 
-def print_train_coverage(figures: dict) -> None:
+def print_train_figures(figures: dict) -> None:
+    in_use = f"{selection.INTERVAL_METHOD}@{selection.INTERVAL_INFLATION}"
     for name, row in figures.items():
         print(f"\n{name}: {row['folds']} daily origins {row['origins'][0]} .. {row['origins'][1]} (training days), "
               f"cheap candidates, chosen model MAPE {row['chosen_mape']:.2f} %")
-        print("interval  " + "  ".join(f"x{f:<5.2f}" for f in FACTORS) + f"   (in use: x{selection.INTERVAL_INFLATION})")
+        print("candidates alone, MAPE % (origins): " + ", ".join(f"{m} {v['mape']:.2f} ({v['origins']})"
+                                                               for m, v in row["candidates_mape"].items()))
+        print(f"chosen model's MAPE by selection window (in use: {selection.WINDOW_DAYS} days): "
+              + ", ".join(f"{w} days {v:.2f}" for w, v in row["chosen_mape_by_window"].items()))
+        print(f"interval coverage (interval score %, lower is better); in use: {in_use}")
+        print("interval / method    " + "  ".join(f"x{f:<14.2f}" for f in FACTORS))
         for w in WIDTHS:
-            print(f"{w:>7.0%}   " + "  ".join(f"{row['coverage'][f'{w:.2f}@{f:.2f}']:6.1%}" for f in FACTORS))
+            for method in INTERVAL_METHODS:
+                cells = [f"{row['coverage'][f'{w:.2f}/{method}@{f:.2f}']:6.1%} ({row['interval_score_pct'][f'{w:.2f}/{method}@{f:.2f}']:5.2f})"
+                         for f in FACTORS]
+                print(f"{w:>7.0%} {method:<12} " + "  ".join(f"{c:<15}" for c in cells))
 
 
 def main() -> int:
@@ -198,8 +260,9 @@ def main() -> int:
                              "regression reads up to 3 years for the same season of earlier years")
     parser.add_argument("--pjm-daily", action="store_true",
                         help="also backtest PJM from every midnight of the held-out year (365 origins)")
-    parser.add_argument("--train-coverage", action="store_true",
-                        help="only the interval's coverage on the training days (cheap candidates), per widening factor")
+    parser.add_argument("--train", "--train-coverage", dest="train", action="store_true",
+                        help="only the training days (cheap candidates): each candidate's and the choice's MAPE, the "
+                             "regression's previous settings beside it, interval coverage per method and widening")
     args = parser.parse_args()
     pjm_folds = args.pjm_folds or (4 if args.quick else 28)
     weeks = args.halfhourly_weeks or (2 if args.quick else 4)
@@ -207,8 +270,8 @@ def main() -> int:
     command = (f".venv/bin/python bench/forecast.py{' --quick' if args.quick else ''} --pjm-folds {pjm_folds} "
                f"--pjm-every-days {args.pjm_every_days} --halfhourly-weeks {weeks} --workers {args.workers} "
                f"--max-history-days {history}{' --pjm-daily' if args.pjm_daily else ''}")
-    if args.train_coverage:
-        command = (f".venv/bin/python bench/forecast.py --train-coverage{' --quick' if args.quick else ''} "
+    if args.train:
+        command = (f".venv/bin/python bench/forecast.py --train{' --quick' if args.quick else ''} "
                    f"--workers {args.workers}")
     print(f"reproduce: {command}", file=sys.stderr)
     for path in (args.pjm_csv, args.halfhourly_csv):
@@ -217,17 +280,18 @@ def main() -> int:
             return 2
     progress = lambda line: print(f"  {line}", file=sys.stderr, flush=True)  # noqa: E731
     load_before = os.getloadavg()[0]
-    if args.train_coverage:
+    if args.train:
         started = time.perf_counter()
         with open_executor(max_workers=args.workers) as executor:
-            figures = train_coverage(args, executor, progress)
+            figures = train_figures(args, executor, progress)
         wall = time.perf_counter() - started
-        print_train_coverage(figures)
+        print_train_figures(figures)
         load_after = os.getloadavg()[0]
         print(f"\n(machine load average {load_before:.1f} at the start, {load_after:.1f} at the end, on "
               f"{os.cpu_count()} cores; {wall:.0f} s)")
         print(f"reproduce: {command}")
-        print(json.dumps({"bench": "forecast_train_coverage", "inflation_in_use": selection.INTERVAL_INFLATION,
+        print(json.dumps({"bench": "forecast_train", "inflation_in_use": selection.INTERVAL_INFLATION,
+                          "interval_method_in_use": selection.INTERVAL_METHOD,
                           **figures, "cpu_load_avg_1m": round(load_after, 1), "wall_s": round(wall, 1),
                           "command": command}))
         return 0

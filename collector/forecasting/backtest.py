@@ -21,7 +21,7 @@ import pandas as pd
 
 from collector.forecasting.executor import ForecastJob, run_forecast_jobs
 from collector.forecasting.forecast import align_temperature
-from collector.forecasting.selection import HISTORY_DAYS_NEEDED, WINDOW_DAYS, CandidatePaths, candidate_paths, choose, interval_from_residuals
+from collector.forecasting.selection import HISTORY_DAYS_NEEDED, WINDOW_DAYS, CandidatePaths, candidate_paths, choice_interval, choose
 from collector.forecasting.series import SUPPORTED_FREQS, SeriesError, as_load_series, steps_per_day
 from collector.forecasting.types import AUTO_CANDIDATES, ForecastError, ForecastOptions
 
@@ -286,7 +286,7 @@ def _chosen_models(series, origins, per_day, options, temperature, executor, nam
         choice = choose(paths, day_actuals, i)     # counts only days measured before `origin`
         yhat = np.clip(choice.forecast[:per_day], 0.0, None)
         try:
-            lo, hi = interval_from_residuals(yhat, choice.residuals, options.interval_width, per_day)
+            lo, hi = choice_interval(choice, yhat, options.interval_width, per_day)
         except ForecastError:
             lo, hi = yhat * 0.9, yhat * 1.1
             note = "some folds had too few past errors to calibrate an interval (used +-10%)"

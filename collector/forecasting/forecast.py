@@ -1,7 +1,7 @@
 """Which model makes a forecast: the one entry point the jobs, the API, the backtest and the bench call.
 
 :func:`forecast_load` with ``model="auto"`` (the default) runs every candidate day-ahead over
-the series' own last four weeks and keeps the best over the last two — Prophet, the lag
+the series' own last six weeks and keeps the best over the last three — Prophet, the lag
 regression, Holt-Winters with a weekly season, last week scaled to yesterday's level, last
 week as it was, or their inverse-error ensemble (see :mod:`collector.forecasting.selection`). The forecast says which model was
 chosen and why (``Forecast.selection``), and records every compromise (no weather, the
@@ -22,8 +22,8 @@ from collector.forecasting.selection import (
     MIN_PROPHET_DAYS,
     WINDOW_DAYS,
     candidate_paths,
+    choice_interval,
     choose,
-    interval_from_residuals,
 )
 from collector.forecasting.series import SUPPORTED_FREQS, SeriesError, as_load_series, steps_per_day
 from collector.forecasting.types import AUTO_CANDIDATES, Forecast, ForecastError, ForecastOptions
@@ -106,7 +106,7 @@ def forecast_load(history: pd.Series, horizon: int, *, temperature: pd.Series | 
 
 def _chosen_forecast(history: pd.Series, horizon: int, model: str, options: ForecastOptions,
                      temperature: pd.Series | None, notes: list[str]) -> Forecast:
-    """Backtest the candidates over the last four weeks, then forecast with the best (or the named one)."""
+    """Backtest the candidates over the last six weeks, then forecast with the best (or the named one)."""
     freq = history.index.freqstr
     per_day = steps_per_day(freq)
     step = pd.Timedelta(seconds=SUPPORTED_FREQS[freq])
@@ -140,7 +140,7 @@ def _chosen_forecast(history: pd.Series, horizon: int, model: str, options: Fore
     fit_seconds = time.perf_counter() - started
     yhat = np.clip(choice.forecast[:horizon], 0.0, None)
     try:
-        lower, upper = interval_from_residuals(yhat, choice.residuals, options.interval_width, per_day)
+        lower, upper = choice_interval(choice, yhat, options.interval_width, per_day)
     except ForecastError:
         lower, upper = _week_on_week_interval(yhat, history.to_numpy(), options.interval_width, per_day)
         notes.append("interval from week-on-week changes: too few backtest errors to calibrate it")

@@ -7,10 +7,11 @@ scored the same way, each of its days weighted by the errors of the window befor
 model with the lowest error over the last ``window`` days is chosen; the record says which,
 with every candidate's error, so a planner can see why.
 
-The prediction interval comes from the chosen model's own day-ahead errors over those days
-(split-conformal on relative errors, widened by ``INTERVAL_INFLATION`` for what those days
-cannot show), so an 80% interval covers about 80% of what follows, whatever the model's own
-error assumptions. Nothing is negative: load is not.
+The prediction interval comes from the chosen model's own day-ahead errors over the last
+``CALIBRATION_DAYS`` days (split-conformal on relative errors scaled by each step of the day's
+typical error, widened by ``INTERVAL_INFLATION`` for what those days cannot show), so an 80%
+interval covers about 80% of what follows, whatever the model's own error assumptions, and is
+wide at the hours the model misses most. Nothing is negative: load is not.
 
 Prophet is slow to fit, so within a run of consecutive origins it is refitted every
 ``PROPHET_REFIT_DAYS`` and only re-predicted (with its recent-error correction) at the origins
@@ -34,12 +35,15 @@ from collector.forecasting.series import steps_per_day
 from collector.forecasting.types import ForecastError, ForecastOptions
 
 __all__ = ["CandidatePaths", "Choice", "candidate_paths", "choose", "interval_from_residuals", "WINDOW_DAYS",
-           "INTERVAL_INFLATION", "ENSEMBLE_MEMBERS", "PROPHET_REFIT_DAYS", "MIN_PROPHET_DAYS", "HISTORY_DAYS_NEEDED"]
+           "choice_interval", "step_scale", "INTERVAL_METHOD", "INTERVAL_INFLATION", "CALIBRATION_DAYS", "ENSEMBLE_MEMBERS", "PROPHET_REFIT_DAYS", "MIN_PROPHET_DAYS", "HISTORY_DAYS_NEEDED"]
 
-#: Days of errors a choice (and an ensemble's weights) rests on: every weekday twice. Over a
-#: single week the choice flipped between models on noise (PJM East training years: 3.41 %
-#: MAPE with 7 days against 3.23 % with 14; docs/benchmarks.md).
-WINDOW_DAYS = 14
+#: Days of errors a choice (and an ensemble's weights) rests on: every weekday three times. Over
+#: a single week the choice flipped between models on noise; on the training days (bench/forecast.py
+#: --train) 21 days chose better than 7, 14 or 28 on both benchmark series (PJM East 3.26, 3.15,
+#: 3.11, 3.13 %; half-hourly 1.22, 1.24, 1.21, 1.28 %; docs/benchmarks.md).
+WINDOW_DAYS = 21
+#: Days of the chosen model's errors its interval is calibrated on (see interval_from_residuals).
+CALIBRATION_DAYS = 28
 #: The ensemble combines this many of the best candidates of the window, weighted by 1 / MAPE**2.
 ENSEMBLE_MEMBERS = 2
 ENSEMBLE_POWER = 2.0
@@ -61,6 +65,9 @@ PROPHET_REFIT_DAYS = 2 * WINDOW_DAYS + 1
 #: smallest of 1.0, 1.05, 1.1, ... whose 80 % interval covered at least 80 % on both (1.0:
 #: 78.5 % / 78.0 %; 1.05: 79.9 % / 79.6 %; 1.1: 81.3 % / 80.6 %; the 95 % interval: 94.9 % on PJM).
 INTERVAL_INFLATION = 1.1
+#: "pooled": one pair of conformal quantiles for every step of the day; "by_step": the errors
+#: divided by their step of the day's typical size first (see interval_from_residuals).
+INTERVAL_METHOD = "by_step"
 #: Below this much history Prophet cannot separate weekly from daily shape.
 MIN_PROPHET_DAYS = 14
 
@@ -138,6 +145,7 @@ class Choice:
     weights: dict[str, float] | None
     residuals: np.ndarray            # relative day-ahead errors (actual / forecast - 1) of the chosen model
     window_days: int
+    residual_steps: np.ndarray | None = None   # step of the day (0 .. per_day - 1) of each residual
 
     def reason(self) -> str:
         ranked = sorted(self.window_mape.items(), key=lambda kv: kv[1])
@@ -176,7 +184,7 @@ def _ensemble(forecasts: dict[str, np.ndarray | None], errors: dict[str, float])
 
 
 def choose(paths: CandidatePaths, actuals: Sequence[np.ndarray], at: int, window: int = WINDOW_DAYS,
-           calibration_days: int = 2 * WINDOW_DAYS) -> Choice:
+           calibration_days: int = CALIBRATION_DAYS) -> Choice:
     """The choice at origin index ``at`` from the errors of the origins before it.
 
     ``actuals[i]`` is the day after ``origins[i]`` (NaN where not yet measured); only origins
@@ -225,7 +233,7 @@ def choose(paths: CandidatePaths, actuals: Sequence[np.ndarray], at: int, window
             and window_mape[best] > window_mape["ensemble"] * (1 - SINGLE_MODEL_MARGIN):
         best = "ensemble"
     forecast = ens_forecast[at] if best == "ensemble" else paths.forecasts[best][at]
-    residuals = []
+    residuals, steps = [], []
     for i in known[-calibration_days:]:
         past = ens_forecast.get(i) if best == "ensemble" else paths.forecasts[best][i]
         if past is None or np.isnan(actuals[i]).any():
@@ -233,27 +241,60 @@ def choose(paths: CandidatePaths, actuals: Sequence[np.ndarray], at: int, window
         n = min(len(past), per_day)
         ok = past[:n] > 0
         residuals.append(actuals[i][:n][ok] / past[:n][ok] - 1.0)
+        steps.append(np.flatnonzero(ok))
     return Choice(best, forecast, window_mape, at_weights if best == "ensemble" else None,
-                  np.concatenate(residuals) if residuals else np.array([]), len(recent))
+                  np.concatenate(residuals) if residuals else np.array([]), len(recent),
+                  np.concatenate(steps) if steps else np.array([], dtype="int64"))
+
+
+def choice_interval(choice: Choice, yhat: np.ndarray, width: float, per_day: int) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of a chosen forecast from its own past errors, by ``INTERVAL_METHOD``."""
+    steps = choice.residual_steps if INTERVAL_METHOD == "by_step" else None
+    return interval_from_residuals(yhat, choice.residuals, width, per_day, steps=steps)
+
+
+def step_scale(residuals: np.ndarray, steps: np.ndarray, per_day: int) -> np.ndarray:
+    """Typical size of the relative error at each step of the day: the mean absolute error per
+    step, smoothed over the two hours either side (a single day's miss at one hour is noise)."""
+    overall = float(np.mean(np.abs(residuals))) if len(residuals) else 0.0
+    sums = np.bincount(steps, weights=np.abs(residuals), minlength=per_day)[:per_day]
+    counts = np.bincount(steps, minlength=per_day)[:per_day]
+    k = max(1, per_day // 12)
+    offsets = range(-k, k + 1)
+    smooth_sums = sum(np.roll(sums, o) for o in offsets)
+    smooth_counts = sum(np.roll(counts, o) for o in offsets)
+    scale = np.where(smooth_counts > 0, smooth_sums / np.maximum(smooth_counts, 1), overall)
+    return np.maximum(scale, max(overall, 1e-9) * 0.05)
 
 
 def interval_from_residuals(yhat: np.ndarray, residuals: np.ndarray, width: float,
-                            per_day: int, inflation: float = INTERVAL_INFLATION) -> tuple[np.ndarray, np.ndarray]:
+                            per_day: int, inflation: float = INTERVAL_INFLATION,
+                            steps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split-conformal interval on relative errors, widening with the square root of the lead day.
 
     The quantiles use the finite-sample level ceil((n + 1) q) / n so a short window does not
-    under-cover, and are widened by ``inflation`` (see ``INTERVAL_INFLATION``). Bounds are
-    never negative.
+    under-cover, and are widened by ``inflation`` (see ``INTERVAL_INFLATION``). With ``steps``
+    (the step of the day of each residual, the forecast starting at step 0) the errors are first
+    divided by their step's typical size (:func:`step_scale`) and the interval scaled back by it:
+    wider at the hours the model misses most (a summer afternoon's peak), narrower at night.
+    Bounds are never negative.
     """
     if len(residuals) < 10:
         raise ForecastError("too few past errors to calibrate an interval")
     n = len(residuals)
     lo_q = max(0.0, math.floor((n + 1) * (1 - width) / 2) / n)
     hi_q = min(1.0, math.ceil((n + 1) * (1 + width) / 2) / n)
-    lo, hi = np.quantile(residuals, [lo_q, hi_q])
+    step_of = np.arange(len(yhat)) % per_day
+    if steps is not None and len(steps) == n:
+        scale = step_scale(residuals, steps, per_day)
+        lo, hi = np.quantile(residuals / scale[steps], [lo_q, hi_q])
+        size = scale[step_of]
+    else:
+        lo, hi = np.quantile(residuals, [lo_q, hi_q])
+        size = np.ones(len(yhat))
     lo, hi = min(lo, 0.0) * inflation, max(hi, 0.0) * inflation
     lead_day = np.arange(len(yhat)) // per_day + 1
-    scale = np.sqrt(lead_day)
-    lower = np.clip(yhat * (1 + lo * scale), 0.0, None)
-    upper = np.clip(yhat * (1 + hi * scale), 0.0, None)
+    spread = np.sqrt(lead_day) * size
+    lower = np.clip(yhat * (1 + lo * spread), 0.0, None)
+    upper = np.clip(yhat * (1 + hi * spread), 0.0, None)
     return np.minimum(lower, yhat), np.maximum(upper, yhat)

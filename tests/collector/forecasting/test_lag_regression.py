@@ -13,7 +13,7 @@ import pytest
 from collector.forecasting import ForecastOptions, backtest_day_ahead, forecast_load, mape
 from collector.forecasting.baselines import seasonal_naive
 from collector.forecasting.calendar import holiday_dates
-from collector.forecasting.regression_model import lag_regression
+from collector.forecasting.regression_model import DEFAULT_SETTINGS, HISTORY_DAYS, RegressionSettings, lag_regression
 from collector.forecasting.types import ForecastError
 
 from .conftest import synthetic_load
@@ -95,7 +95,7 @@ def test_load_that_touches_zero_is_forecast_without_logarithms():
 
 def test_too_little_history_is_refused_with_the_days_needed():
     series = synthetic_load(12)
-    with pytest.raises(ForecastError, match="lag regression needs 21 days of history, got 12.0 days"):
+    with pytest.raises(ForecastError, match="lag regression needs 22 days of history, got 12.0 days"):
         lag_regression(series.to_numpy(), series.index, 24, 24)
 
 
@@ -107,3 +107,27 @@ def test_named_lag_regression_forecast_and_its_backtest():
     report = backtest_day_ahead(series, weeks=2, options=ForecastOptions(model="lag_regression", country=None))
     assert report.model.mape < report.same_hour_last_week.mape
     assert report.models_used == {"lag_regression": 14}
+
+
+def test_a_level_that_moved_late_yesterday_is_carried_into_tomorrow_by_the_last_hours():
+    # The weather turns in the evening: each spell's level starts at 18:00, so yesterday's mean
+    # is mostly the old level and only its last six hours show the new one.
+    base = synthetic_load(200, seed=8, start="2025-01-06")
+    rng = np.random.default_rng(8)
+    level = [0.0]
+    for _ in range(199):
+        level.append(0.5 * level[-1] + rng.normal(0, 0.06))
+    shifted = np.roll(np.repeat(level, 24), 18 - 24)      # day d's level holds from 18:00 of day d - 1
+    series = base * (1 + shifted)
+    with_last, without = [], []
+    for k in range(28, 0, -1):
+        history, actual = series.iloc[:-k * 24], series.iloc[-k * 24:][:24].to_numpy()
+        with_last.append(mape(actual, lag_regression(history.to_numpy(), history.index, 24, 24)))
+        without.append(mape(actual, lag_regression(history.to_numpy(), history.index, 24, 24, frozenset(),
+                                                   RegressionSettings(last_hours=0))))
+    assert np.mean(with_last) < 0.95 * np.mean(without), (np.mean(with_last), np.mean(without))
+
+
+def test_settings_bound_the_history_read():
+    assert DEFAULT_SETTINGS.history_days == HISTORY_DAYS
+    assert RegressionSettings(season_years=0).history_days == RegressionSettings().half_width_days + 8

@@ -13,7 +13,7 @@ import pytest
 from collector.forecasting import ForecastOptions, backtest_day_ahead, forecast_load, mape
 from collector.forecasting.baselines import scaled_naive, seasonal_naive
 from collector.forecasting.calendar import holiday_dates
-from collector.forecasting.selection import SINGLE_MODEL_MARGIN, interval_from_residuals
+from collector.forecasting.selection import SINGLE_MODEL_MARGIN, interval_from_residuals, step_scale
 
 from .conftest import synthetic_load
 
@@ -136,3 +136,35 @@ def test_widened_interval_stays_non_negative_and_around_the_forecast():
     assert (lower >= 0).all() and (upper >= 0).all()
     assert (lower <= yhat).all() and (yhat <= upper).all()
     assert (upper[24:] >= upper[:24]).all()       # day two is no narrower than day one
+
+
+def test_interval_by_step_of_the_day_is_wide_where_the_model_misses_and_narrow_where_it_does_not():
+    # Afternoon hours miss by four times what night hours miss by (a summer peak against the
+    # night's base load). Pooled quantiles over-cover the night and under-cover the afternoon;
+    # scaled per step of the day, each part covers about its level.
+    rng = np.random.default_rng(5)
+    size = np.where((np.arange(24) >= 12) & (np.arange(24) < 20), 0.06, 0.015)
+    yhat = np.full(24, 1000.0)
+    past = rng.normal(0, 1, (28, 24)) * size
+    steps = np.tile(np.arange(24), 28)
+    future = yhat * (1 + rng.normal(0, 1, (300, 24)) * size)
+    afternoon = size > 0.03
+    pooled = interval_from_residuals(yhat, past.ravel(), 0.8, per_day=24)
+    by_step = interval_from_residuals(yhat, past.ravel(), 0.8, per_day=24, steps=steps)
+
+    def coverage(bounds, hours):
+        inside = (future >= bounds[0]) & (future <= bounds[1])
+        return float(inside[:, hours].mean())
+
+    assert coverage(pooled, afternoon) < 0.72 and coverage(pooled, ~afternoon) > 0.95
+    assert 0.76 <= coverage(by_step, afternoon) <= 0.9 and 0.76 <= coverage(by_step, ~afternoon) <= 0.9
+    night = np.arange(24) < 8           # away from the afternoon by more than the smoothing's two hours
+    assert (by_step[1] - by_step[0])[night].max() < 0.6 * (pooled[1] - pooled[0])[night].min()
+
+
+def test_step_scale_is_the_smoothed_typical_error_of_each_step():
+    residuals = np.array([0.1, -0.1, 0.02, -0.02] * 12)
+    steps = np.array([0, 0, 12, 12] * 12)
+    scale = step_scale(residuals, steps, 24)
+    assert scale.shape == (24,) and scale[0] > scale[12] > 0
+    assert scale[6] == pytest.approx(np.mean(np.abs(residuals)))   # no errors near 06:00: the overall size
