@@ -14,7 +14,7 @@ Two real public series, each on held-out days the model settings were not tuned 
 
 Each run backtests, on the same origins and with the same information: the chosen model
 ("auto": per series and origin, the candidate or ensemble with the lowest day-ahead MAPE over
-the previous 14 days), each candidate alone (Prophet, the lag regression, Holt-Winters with a
+the previous 21 days), each candidate alone (Prophet, the lag regression, Holt-Winters with a
 weekly season, last week scaled to yesterday's level), and last week's and yesterday's values.
 It prints MAPE per method, MAPE per weekday, the coverage of the calibrated 80% interval and
 the wall time with the machine's load average.

@@ -403,7 +403,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=MODELS, default="auto",
                    help="auto (default): per series, the candidate (Prophet, the lag regression, Holt-Winters with "
                         "a weekly season, last week scaled to yesterday's level, last week, or their inverse-error "
-                        "ensemble) with the lowest day-ahead error over the last 14 days; ets is the short-history "
+                        "ensemble) with the lowest day-ahead error over the last 21 days; ets is the short-history "
                         "fallback")
     p.add_argument("--freq", choices=("h", "30min", "15min"), default="h",
                    help="database series: hourly, half-hourly or 15-minute steps (default h); a CSV's own "
