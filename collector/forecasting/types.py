@@ -35,7 +35,6 @@ class ForecastOptions:
     model: str = "auto"                 # one of MODELS
     max_history_days: int = 400         # fit time grows with history; 400 days carry the yearly shape
     residual_correction: bool = True    # Prophet: carry the recent level error forward (weather persistence)
-    selection_days: int = 14            # auto: days of day-ahead backtest the choice rests on
     candidates: tuple[str, ...] = AUTO_CANDIDATES
 
     def __post_init__(self) -> None:
@@ -45,8 +44,6 @@ class ForecastOptions:
             raise ForecastError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.max_history_days < 2:
             raise ForecastError(f"max_history_days must be at least 2, got {self.max_history_days}")
-        if self.selection_days < 3:
-            raise ForecastError(f"selection_days must be at least 3, got {self.selection_days}")
         unknown = [c for c in self.candidates if c not in AUTO_CANDIDATES]
         if unknown or not self.candidates:
             raise ForecastError(f"candidates must be among {', '.join(AUTO_CANDIDATES)}, got {self.candidates!r}")
