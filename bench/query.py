@@ -313,6 +313,7 @@ def single_client_floor(base_url: str, api_key: str, dsn: str, meters: int, repe
 
     import asyncpg
 
+    from collector.api.app import HOT_SESSION
     from collector.db import queries
 
     def when(text: str) -> datetime:
@@ -323,7 +324,7 @@ def single_client_floor(base_url: str, api_key: str, dsn: str, meters: int, repe
         todo = [request_for(rng, ("anomalies", "consumption")[i % 2], meters) for i in range(repeats)]
         url = urlsplit(base_url)
         http = _KeepAliveClient(url.hostname, url.port, {"X-API-Key": api_key})
-        conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+        conn = await asyncpg.connect(dsn, server_settings=HOT_SESSION)    # as the API's hot routes run them
         api: dict = {"anomalies": [], "consumption": []}
         floor: dict = {"anomalies": [], "consumption": []}
         try:

@@ -56,6 +56,15 @@ def _resolve_database_url(settings: CollectorSettings, database_url: str | None)
     return url
 
 
+API_SESSION = {"timezone": "UTC"}
+# The hot routes' connections (collector/api/hot_routes.py) plan each of their few statements once
+# per connection (asyncpg prepares and caches them): with the default plan_cache_mode PostgreSQL
+# planned every execution again over every monthly partition of the fact tables, about 40 % of
+# its CPU for an anomaly page (bench/query.py, docs/benchmarks.md). A generic plan prunes the
+# partitions when it runs. Only these statements were measured that way, so only their pool has it.
+HOT_SESSION = {**API_SESSION, "plan_cache_mode": "force_generic_plan"}
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release without asyncpg's default reset query (RESET ALL, UNLISTEN, ...): API requests
     change no session state, and that query was one more round trip on every request. An open
@@ -71,11 +80,18 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size, command_timeout=30,
-                                         server_settings={"timezone": "UTC"}, reset=_keep_session)
+                                         server_settings=API_SESSION, reset=_keep_session)
         app.state.pool = FairPool(pool, pool_size)      # connections go to requests in arrival order
+        app.state.hot_pool = None
         try:
+            if hot_routes:
+                hot = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size, command_timeout=30,
+                                                server_settings=HOT_SESSION, reset=_keep_session)
+                app.state.hot_pool = FairPool(hot, pool_size)
             yield
         finally:
+            if app.state.hot_pool is not None:
+                await app.state.hot_pool.close()
             await app.state.pool.close()
 
     app = FastAPI(

@@ -136,7 +136,7 @@ async def _anomalies(scope: Scope) -> bytes:
     region_id, meter_id = _id(params.get("region_id")), _id(params.get("meter_id"))
     if not _credentials_allow(scope):
         raise _Defer
-    async with scope["app"].state.pool.acquire() as conn:
+    async with scope["app"].state.hot_pool.acquire() as conn:
         result = await queries.anomalies(conn, start, end, limit=limit, offset=offset, region_id=region_id,
                                          meter_id=meter_id)
         if result.total == 0 and await queries.unknown_ids(conn, region_id=region_id, meter_id=meter_id):
@@ -153,7 +153,7 @@ async def _consumption(scope: Scope) -> bytes:
         raise _Defer
     if not _credentials_allow(scope):
         raise _Defer
-    async with scope["app"].state.pool.acquire() as conn:
+    async with scope["app"].state.hot_pool.acquire() as conn:
         series = await queries.consumption_series(conn, start, end, points, meter_id=meter_id, region_id=region_id)
     if series is None:
         raise _Defer                # a 404
