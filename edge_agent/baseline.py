@@ -70,6 +70,10 @@ class MeterBaseline:
     def ready(self) -> bool:
         return self.typical == self.typical  # not NaN
 
+    def days_before(self, today: int) -> int:
+        """How many days of the last four weeks before ``today`` hold data (what the profile is made of)."""
+        return int(((self.days >= 0) & (self.days < today) & (self.days >= today - DAYS_KEPT)).sum())
+
     def add(self, day: int, hour: int, kind: int, kwh: float) -> None:
         """Count ``kwh`` into local hour ``hour`` of local day ``day``."""
         r = day % DAYS_KEPT

@@ -74,6 +74,7 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "dev_3h_vs_recent": "log of the trailing 3 h energy over its day-type expectation scaled to the 6 h before, in usual deviations",
     "shift_24h_vs_daytype": "median over the last 24 h of each hour's log ratio to the same hour on its day type",
     "shift_72h_vs_daytype": "median over the last 72 h of each hour's log ratio to the same hour on its day type",
+    "shift_168h_vs_daytype": "median over the last 7 days of each hour's log ratio to the same hour on its day type",
     "dev_24h_vs_daytype": "median over the last 24 h of each hour's log ratio to its day-type hour, in usual deviations",
     "dev_72h_vs_daytype": "median over the last 72 h of each hour's log ratio to its day-type hour, in usual deviations",
     "near_zero_hours_vs_habit": "hours below 2 % of the meter's typical level, beyond its usual such run (last 3 weeks)",
@@ -88,6 +89,11 @@ VOLTAGE_FEATURES: tuple[str, ...] = ("voltage_vs_recent", "voltage_min_pu", "vol
 # and the first hours of a shift stand out); the 24 h and 72 h windows (median hour, so an evening's
 # EV charge does not move them) keep a shift of days visible. The 3 h window is also compared
 # plainly, with a quarter of the typical hour on both sides, for sustained drops on noisy homes.
+# Two more were measured on bench/detection_real.py's tuning split and left out of the default
+# for the simulator's sake (docs/benchmarks.md, real-data detection): z_vs_daytype (the hour against
+# its own hour's spread: night loads on homes) and shift_168h_vs_daytype (the median hour of seven
+# days: shifts of a week on homes) raise real-data ROC-AUC but cost the simulator's fleet, whose
+# meters have three days of history, recall and precision.
 # Runs near zero (below 2 % of the meter's typical level: an outage logged as a small constant) and
 # runs of unchanged readings (a stuck register) count beyond the meter's own usual runs. Peaks above
 # the previous days and voltage complete it; training leaves out features with no data behind them
@@ -150,13 +156,20 @@ _RUN_DAYS = 21  # three weeks: a weekly run (a closed weekend) is seen at least 
 # Floors of the day-type comparisons, in units of the meter's typical hour: a meter whose hour
 # never varies still needs a few percent to count as a change.
 _Z_FLOOR = 0.05
+# A robust spread (MAD) of an hour is trusted once a week of days is behind the profile: of two or
+# three days' values, half their difference can be nearly nothing, and every ordinary upward
+# interval of a home three days old would count as many sds (the simulator's fleet, 72 h of history).
+_Z_MIN_DAYS = 7
 _RATIO_FLOOR = 0.05
 # A meter's usual deviation (the unit of the dev_* features) learns each value capped at this many times
 # itself, once it has six hours of values (before that, the plain mean: a cap on a size that starts near
 # zero held it there for days). A cap of 4 let a theft or drift of two days double the usual size of a
 # meter with a few days of history and hide itself (tuned on simulator seeds 1-3, see docs/benchmarks.md).
 _USUAL_CAP = 2.0
-_CELL_HOURS = 96  # the longest window (72 h) and the 24 h before the 3 h windows, with room
+# Hours of day-type cells worked out per interval: the 72 h windows and the 24 h before the 3 h
+# windows, with room; the seven-day median needs more, only when a model reads it.
+_CELL_HOURS = 96
+_CELL_HOURS_WEEK = 192
 # Standard nominal voltages (IEC 60038 and North American service voltages): a meter's nominal is
 # the one nearest its long-run mean, so per-unit values mean the same on 120 V and 230 V services.
 _NOMINAL_V = (100.0, 110.0, 115.0, 120.0, 127.0, 208.0, 220.0, 230.0, 240.0, 277.0, 400.0, 480.0)
@@ -531,6 +544,7 @@ class FeatureBuilder:
         self.calendar = calendar or SiteCalendar()
         self._meters: dict[str, _MeterHistory] = {}
         self.parts = history_parts(self.feature_names)
+        self._cell_hours = _CELL_HOURS_WEEK if "shift_168h_vs_daytype" in self.feature_names else _CELL_HOURS
         per_hour = max(1, 3600 // self.interval_s)
         self._day_len = max(1, _DAY_S // self.interval_s)
         self._six_hours = max(1, 6 * 3600 // self.interval_s)
@@ -749,9 +763,11 @@ class FeatureBuilder:
         return float(min(2.0, s.voltage_v_mean / nominal))
 
     def _cells(self, h: _MeterHistory, iv: _Interval):
-        """The last _CELL_HOURS local hours (energy, expected, variance), worked out once per interval."""
+        """The last _CELL_HOURS (or _CELL_HOURS_WEEK) local hours (energy, expected, variance), worked out once per interval."""
         if iv.cells is None:
-            iv.cells = h.baseline.cells(iv.local_day, iv.local_hour, iv.kind, _CELL_HOURS, iv.kwh, iv.fraction) or ()
+            iv.cells = (
+                h.baseline.cells(iv.local_day, iv.local_hour, iv.kind, self._cell_hours, iv.kwh, iv.fraction) or ()
+            )
         return iv.cells
 
     def _vs_daytype(
@@ -789,7 +805,10 @@ class FeatureBuilder:
         return kwh, expected, variance, covered
 
     def _z_vs_daytype(self, h: _MeterHistory, iv: _Interval, hours: int, adjusted: int = 0) -> float:
-        """Deviation from the day-type profile over its spread, as sign * log(1 + |z|)."""
+        """Deviation from the day-type profile over its spread, as sign * log(1 + |z|); 0 until the
+        profile has _Z_MIN_DAYS completed days behind it."""
+        if h.baseline.days_before(iv.local_day) < _Z_MIN_DAYS:
+            return 0.0
         found = self._vs_daytype(h, iv, hours, adjusted)
         if found is None:
             return 0.0
@@ -866,6 +885,9 @@ class FeatureBuilder:
 
     def _f_shift_72h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._median_hour_vs_daytype(h, iv, 72)
+
+    def _f_shift_168h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
+        return self._median_hour_vs_daytype(h, iv, 168)
 
     def _f_dev_24h_vs_daytype(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> float:
         return self._in_usual_units(h, iv, "dev_24h_vs_daytype", self._median_hour_vs_daytype(h, iv, 24))

@@ -306,6 +306,7 @@ _EXPLAIN = (
     ("level_72h_vs_daytype", 0.0, 1.4),
     ("shift_24h_vs_daytype", 0.0, 1.5),
     ("shift_72h_vs_daytype", 0.0, 1.6),
+    ("shift_168h_vs_daytype", 0.0, 1.7),
     ("z_vs_daytype", 0.0, 0.5),
     ("z_3h_vs_daytype", 0.0, 0.55),
     ("z_24h_vs_daytype", 0.0, 0.6),
@@ -339,6 +340,7 @@ _PHRASES = {
     "level_72h_vs_daytype": "the same 72 h on their day types",
     "shift_24h_vs_daytype": "the same hours on their day types, median hour of the last 24 h",
     "shift_72h_vs_daytype": "the same hours on their day types, median hour of the last 72 h",
+    "shift_168h_vs_daytype": "the same hours on their day types, median hour of the last 7 days",
 }
 # Features in units of spread: sign * log(1 + |deviation / usual size|) or of a robust sd.
 _SPREAD_PHRASES = {

@@ -217,3 +217,63 @@ def test_a_drop_lasting_days_on_a_young_meter_does_not_become_its_usual_deviatio
     # (with each value capped at four times the usual size instead of twice: -1.3 and -2.5)
     assert np.median([r["dev_vs_daytype"] for r in last_day]) < -1.7
     assert np.median([r["dev_24h_vs_daytype"] for r in last_day]) < -3.0
+
+
+def noisy_home_kwh(local: datetime, rng: np.random.Generator) -> float:
+    """A home: quiet nights (fridge, standby), noisy mornings and evenings, and days that differ by a
+    third (out all day, guests, cooking): whole-day level lognormal(0, 0.3), hours lognormal(0, 0.5)."""
+    if local.hour < 6:
+        return float(0.3 * rng.lognormal(0, 0.08))
+    day = np.random.default_rng(local.toordinal()).lognormal(0, 0.3)  # one level per day
+    busy = 2.0 if 7 <= local.hour < 9 or 18 <= local.hour < 23 else 0.8
+    return float(busy * day * rng.lognormal(0, 0.5))
+
+
+def test_a_night_load_on_a_noisy_home_is_many_sds_of_its_quiet_night_hours():
+    # The home's whole-day usual deviation is set by its evenings; a night-time load of one mean
+    # hour (+0.8 kWh on a 0.3 kWh night) is one or two of those, but many sds of the night hours.
+    stats = series(datetime(2024, 1, 1), 42, seed=8, kwh=noisy_home_kwh)
+    night = datetime(2024, 2, 6, tzinfo=PARIS).timestamp()  # a Tuesday, 00:00-05:00
+    loaded = [IntervalStats(s.meter_id, s.interval_start, H, s.kwh + (0.8 if night <= s.interval_start < night + 5 * H
+                                                                       else 0.0), 1, None, None, None, None)
+              for s in stats]
+    names = ("z_vs_daytype", "dev_vs_daytype")
+    rows = run(loaded, names=names, calendar=SiteCalendar("Europe/Paris"))
+    hit = [i for i, s in enumerate(loaded) if night <= s.interval_start < night + 5 * H]
+    normal = [i for i, s in enumerate(loaded) if s.interval_start >= stats[0].interval_start + 21 * 86_400
+              and not night - 6 * H <= s.interval_start < night + 12 * H]
+
+    def separation(name: str) -> float:  # share of normal hours scoring at or above the night load's weakest
+        weakest = min(abs(rows[i][name]) for i in hit)
+        return float(np.mean([abs(rows[i][name]) >= weakest for i in normal]))
+
+    assert separation("z_vs_daytype") < 0.015
+    assert separation("dev_vs_daytype") > 0.03  # in whole-day usual deviations it is a lively evening
+
+
+def test_a_week_long_shift_on_a_noisy_home_shows_to_its_end_in_the_median_hour_of_seven_days():
+    # a 0.75x week (a heat pump off, half the family away) on a home whose days vary by a third
+    stats = series(datetime(2024, 1, 1), 56, seed=9, kwh=noisy_home_kwh)
+    start = datetime(2024, 2, 12, tzinfo=PARIS).timestamp()  # a Monday, seven days
+    shifted = [IntervalStats(s.meter_id, s.interval_start, H, s.kwh * (0.75 if start <= s.interval_start
+                             < start + 7 * 86_400 else 1.0), 1, None, None, None, None) for s in stats]
+    rows = run(shifted, names=("shift_168h_vs_daytype",), calendar=SiteCalendar("Europe/Paris"))
+    last_days = [i for i, s in enumerate(shifted) if start + 5 * 86_400 <= s.interval_start < start + 7 * 86_400]
+    normal = [i for i, s in enumerate(shifted) if stats[0].interval_start + 21 * 86_400 <= s.interval_start < start]
+
+    shift = [rows[i]["shift_168h_vs_daytype"] for i in last_days]
+    # to its last hour, though the four-week weekday medians have begun to take it in
+    assert max(shift) < np.log(0.95) and np.median(shift) < np.log(0.9)
+    assert np.mean([rows[i]["shift_168h_vs_daytype"] <= np.median(shift) for i in normal]) < 0.02
+
+
+def test_the_hour_s_spread_counts_only_once_a_week_of_days_is_behind_it():
+    # Three days in, an hour's MAD is half the difference of two or three values: an ordinary evening
+    # would be many "sds". The z-score stays neutral until seven days are behind the profile.
+    stats = series(datetime(2024, 1, 1), 10, seed=10, kwh=noisy_home_kwh)
+    rows = run(stats, names=("z_vs_daytype",), calendar=SiteCalendar("Europe/Paris"))
+    t0 = stats[0].interval_start
+    early = [r["z_vs_daytype"] for r, s in zip(rows, stats) if s.interval_start < t0 + 7 * 86_400]
+    later = [r["z_vs_daytype"] for r, s in zip(rows, stats) if s.interval_start >= t0 + 7 * 86_400]
+    assert early == [0.0] * len(early)
+    assert np.mean([v != 0.0 for v in later]) > 0.9
