@@ -161,11 +161,6 @@ _Z_FLOOR = 0.05
 # interval of a home three days old would count as many sds (the simulator's fleet, 72 h of history).
 _Z_MIN_DAYS = 7
 _RATIO_FLOOR = 0.05
-# A meter's usual deviation (the unit of the dev_* features) learns each value capped at this many times
-# itself, once it has six hours of values (before that, the plain mean: a cap on a size that starts near
-# zero held it there for days). A cap of 4 let a theft or drift of two days double the usual size of a
-# meter with a few days of history and hide itself (tuned on simulator seeds 1-3, see docs/benchmarks.md).
-_USUAL_CAP = 2.0
 # Hours of day-type cells worked out per interval: the 72 h windows and the 24 h before the 3 h
 # windows, with room; the seven-day median needs more, only when a model reads it.
 _CELL_HOURS = 96
@@ -940,9 +935,10 @@ class FeatureBuilder:
             if usual is None:
                 h.usual[name] = [abs(raw), 1]
             elif raw != 0.0:  # no baseline yet: nothing learnt
-                # winsorised: a value counts at most twice the usual size, so an anomaly lasting days does not become usual
-                cap = _USUAL_CAP * usual[0] if usual[1] >= self._six_hours else math.inf
-                usual[0] += max(self._usual_alpha, 1.0 / (usual[1] + 1)) * (min(abs(raw), cap) - usual[0])
+                # winsorised, so an anomaly moves the usual size by at most a few times itself
+                usual[0] += max(self._usual_alpha, 1.0 / (usual[1] + 1)) * (
+                    min(abs(raw), 4 * usual[0] + 1e-3) - usual[0]
+                )
                 usual[1] += 1
 
     def _learn(self, h: _MeterHistory, s: IntervalStats, iv: _Interval) -> None:

@@ -190,35 +190,6 @@ def test_near_nothing_imported_while_the_meter_exports_is_the_sun_not_an_outage(
     assert max(r["near_zero_hours_vs_habit"] for r in run(blind, names=names)) > 0.0
 
 
-def household_kwh(local: datetime, rng: np.random.Generator) -> float:
-    """A household: evening peak, quiet nights, 15 % noise on every hour."""
-    shape = 0.4 if local.hour < 6 else 1.6 if 17 <= local.hour < 22 else 1.0
-    return float(0.5 * shape * rng.lognormal(0, 0.15))
-
-
-def test_a_meter_with_a_few_days_of_history_is_judged_in_its_own_usual_deviations_at_once():
-    # The usual deviation starts as the plain mean of the first values; it used to start near zero and
-    # crawl up for days, so the first normal hours of a new meter came out as many usual deviations.
-    stats = series(datetime(2024, 1, 8), 6, seed=6, kwh=household_kwh)
-    rows = run(stats, calendar=SiteCalendar("Europe/Paris"))
-    third_day = rows[2 * 24 : 4 * 24]
-    assert max(abs(r["dev_vs_daytype"]) for r in third_day) < 2.0  # 3.3 when it crawled up
-
-
-def test_a_drop_lasting_days_on_a_young_meter_does_not_become_its_usual_deviation():
-    # Five normal days, then three days at 0.3x (a bypass): the dev_* features are in units of the
-    # meter's usual deviation, which must not learn the drop as usual and hide it by its third day.
-    stats = series(datetime(2024, 1, 8), 8, seed=7, kwh=household_kwh)
-    start = stats[0].interval_start + 5 * 86_400
-    theft = [IntervalStats(s.meter_id, s.interval_start, H, s.kwh * (0.3 if s.interval_start >= start else 1.0), 1,
-                           None, None, None, None) for s in stats]
-    rows = run(theft, calendar=SiteCalendar("Europe/Paris"))
-    last_day = rows[7 * 24 :]
-    # (with each value capped at four times the usual size instead of twice: -1.3 and -2.5)
-    assert np.median([r["dev_vs_daytype"] for r in last_day]) < -1.7
-    assert np.median([r["dev_24h_vs_daytype"] for r in last_day]) < -3.0
-
-
 def noisy_home_kwh(local: datetime, rng: np.random.Generator) -> float:
     """A home: quiet nights (fridge, standby), noisy mornings and evenings, and days that differ by a
     third (out all day, guests, cooking): whole-day level lognormal(0, 0.3), hours lognormal(0, 0.5)."""
