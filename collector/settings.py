@@ -104,6 +104,7 @@ class CollectorSettings:
     api_port: int = 8000
     api_max_page: int = 1000
     api_max_points: int = 2000
+    api_hot_connections: int = 4     # database connections per API process for GET /anomalies and /consumption
     clock_skew_warn_s: float = 120.0
     # a Dask scheduler (tcp://host:8786) that fits forecasts; unset: local processes
     dask_scheduler: str | None = field(default=None, metadata={"env": "GRIDSIGHT_DASK_SCHEDULER"})
@@ -128,7 +129,7 @@ class CollectorSettings:
         if not self.shared_group or any(c in self.shared_group for c in "/+#"):
             raise ConfigError("shared_group", "must be non-empty without '/', '+' or '#'")
         for key in ("batch_max_messages", "receive_maximum", "archive_batch_messages", "api_max_page",
-                    "api_max_points", "partition_months_ahead"):
+                    "api_max_points", "api_hot_connections", "partition_months_ahead"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, "must be at least 1")
         for key in ("retention_days", "dedupe_days", "dead_letter_days"):

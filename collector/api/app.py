@@ -85,9 +85,12 @@ def create_app(settings: CollectorSettings, *, database_url: str | None = None, 
         app.state.hot_pool = None
         try:
             if hot_routes:
-                hot = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=pool_size, command_timeout=30,
+                # few connections: requests beyond them wait in arrival order (FairPool) instead of
+                # time-sharing the same cores in PostgreSQL, which stretched the slowest ones
+                size = settings.api_hot_connections
+                hot = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=size, command_timeout=30,
                                                 server_settings=HOT_SESSION, reset=_keep_session)
-                app.state.hot_pool = FairPool(hot, pool_size)
+                app.state.hot_pool = FairPool(hot, size)
             yield
         finally:
             if app.state.hot_pool is not None:

@@ -16,6 +16,7 @@ from collector.auth.tokens import split_api_key
 from collector.db.writer import BatchWriter, Received
 from collector.settings import CollectorSettings
 from collector_kit import NOW, flag, message, sql, summary
+from gridsight.settings import ConfigError
 
 DAY0 = NOW - NOW % 86400 - 3 * 86400
 SECRET = {"GRIDSIGHT_JWT_SECRET": "hot-routes-tests-" + "x" * 32}
@@ -174,3 +175,17 @@ def test_a_revoked_key_and_a_deleted_account_are_refused_by_the_shortcut_too(bot
     assert store.delete_user("analyst")
     assert _answer(hot, path, params, key)[0] == 401
     assert _answer(hot, path, params, token)[0] == 401
+
+
+def test_the_short_path_has_its_own_few_connections_with_plans_made_once(collector_db, tmp_path):
+    with pytest.raises(ConfigError, match="api_hot_connections"):
+        CollectorSettings(database_url=collector_db, data_dir=tmp_path, api_hot_connections=0)
+    app = create_app(CollectorSettings(database_url=collector_db, data_dir=tmp_path, api_hot_connections=2))
+
+    async def plan_mode(pool) -> tuple[str, int]:
+        async with pool.acquire() as conn:
+            return await conn.fetchval("SHOW plan_cache_mode"), pool.pool.get_max_size()
+
+    with TestClient(app) as client:
+        assert client.portal.call(plan_mode, app.state.hot_pool) == ("force_generic_plan", 2)
+        assert client.portal.call(plan_mode, app.state.pool) == ("auto", 10)
