@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -118,8 +119,7 @@ def main() -> int:
         CONFIGS["default"] = (tuple(args.features.split(",")), None)
     seeds = [7] if args.quick else [int(s) for s in args.seeds.split(",")]
     pairs = [(0, 1)] if args.quick else [(2 * i, 2 * i + 1) for i in range(args.pairs)]
-    command = "python bench/detection.py " + ("--quick" if args.quick else
-                                              f"--seeds {','.join(map(str, seeds))} --pairs {len(pairs)}")
+    command = "python bench/detection.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
     print(f"reproduce: {command}   (load average at start: {os.getloadavg()[0]:.2f})", flush=True)
     scenario = load_scenario(args.scenario)
     r, f = scenario.run, scenario.fleet

@@ -43,6 +43,7 @@ import csv
 import gzip
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -273,8 +274,7 @@ def main() -> int:
     ap.add_argument("--configs", default="default,by-class,legacy,legacy-old,profile",
                     help="which to run (default %(default)s)")
     args = ap.parse_args()
-    command = "python bench/detection_real.py" + (" --quick" if args.quick else "") + \
-        (f" --seed {args.seed}" if args.seed != 1 else "")
+    command = "python bench/detection_real.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
     print(f"reproduce: {command}   (load average at start: {os.getloadavg()[0]:.2f})", flush=True)
     started = time.monotonic()
     rng = np.random.default_rng(args.seed)

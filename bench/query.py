@@ -36,6 +36,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shlex
 import random
 import shutil
 import signal
@@ -271,7 +272,7 @@ def side_by_side(dsn: str, repeats: int) -> dict:
     per-meter rollups (the path of a stale region) vs the obvious scan of summaries."""
     from collector.db import queries
     import asyncpg
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     async def run() -> dict:
         conn = await asyncpg.connect(dsn)
@@ -366,7 +367,7 @@ def main() -> int:
     args = parser.parse_args()
     meters = args.meters or (50 if args.quick else 1000)
     duration = args.duration or (15.0 if args.quick else 60.0)
-    cmd = "python bench/query.py" + (" --quick" if args.quick else "")
+    cmd = "python bench/query.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
 
     work = Path(tempfile.mkdtemp(prefix="gridsight-bench-query-"))
     pg_dir = args.db_dir.resolve() / "pg" if args.db_dir else work / "pg"
