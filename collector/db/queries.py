@@ -230,7 +230,7 @@ async def consumption_series(conn: asyncpg.Connection, start: datetime, end: dat
         if region_stale or (region_stale is None and stale):
             # a registry change is waiting for its refresh: sum the region's meters instead (exact)
             source = _rollup_source(bucket)
-            scope = f"meter_id IN (SELECT m.id FROM meters m {_SITE_JOIN} WHERE s.region_id = $5)"
+            scope = f"meter_id = ANY({_region_meters('$5')})"
             points_json = await conn.fetchval(f"SELECT {_meters_series(source, scope)}", *args)
     if not found:
         return None
