@@ -247,10 +247,10 @@ class FleetRun:
 
     def agent_settings(self, index: int, model: Path | None, clock_offset: float) -> dict:
         r, f = self.scenario.run, self.scenario.fleet
-        gw_dir = self.work_dir / "gateways" / f"gw-{index:04d}"
+        gw_dir = self.gateway_dir(index)
         gw_dir.mkdir(parents=True, exist_ok=True)
         return {
-            "gateway_id": f"gw-{index:04d}", "data_dir": str(gw_dir), "interval_s": r.interval_s,
+            "gateway_id": gateway_id_for(index), "data_dir": str(gw_dir), "interval_s": r.interval_s,
             "poll_s": r.poll_s, "grace_s": min(30.0, r.interval_s / 2), "raw_chunk_s": float(r.interval_s),
             "status_s": float(r.interval_s), "log_level": "warning",
             "mqtt": {"url": self.proxies[index].url, "reconnect_min_s": 0.2, "reconnect_max_s": 3.0,
@@ -461,7 +461,7 @@ class FleetRun:
         cmd = ModelAnnouncement(scorer.name, scorer.version, self.rollout_hosted.as_uri(),
                                 hashlib.sha256(self.rollout_hosted.read_bytes()).hexdigest(),
                                 Path(self.rollout_signature).as_uri(), time.time(),
-                                None if gateways is None else tuple(f"gw-{i:04d}" for i in gateways))
+                                None if gateways is None else tuple(gateway_id_for(i) for i in gateways))
         announce(f"mqtt://127.0.0.1:{self.broker_port}", cmd)
 
     # ---------------------------------------------------------------- the run
@@ -535,11 +535,15 @@ class FleetRun:
         except (OSError, ValueError):
             return float("-inf")
 
+    def gateway_dir(self, index: int) -> Path:
+        """Gateway ``index``'s data directory (its agent's outbox, state and meter cursor)."""
+        return self.work_dir / "gateways" / gateway_id_for(index)
+
     def cursor_path(self, index: int) -> Path:
-        return self.work_dir / "gateways" / f"gw-{index:04d}" / "sim-meter-cursor.json"
+        return self.gateway_dir(index) / "sim-meter-cursor.json"
 
     def outbox_path(self, index: int) -> Path:
-        return self.work_dir / "gateways" / f"gw-{index:04d}" / "outbox.sqlite"
+        return self.gateway_dir(index) / "outbox.sqlite"
 
     def delivered_through(self, index: int, until: float, marks: dict[int, int]) -> bool:
         """Whether gateway ``index`` has delivered everything it owes the collector up to ``until``.
