@@ -43,9 +43,10 @@ import sqlite3
 import zlib
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from gridsight.wire import READING_EXTENSIONS, Reading, reading_extensions_used
 from gridsight.errors import GridsightError
@@ -179,7 +180,7 @@ class Outbox:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         self._epoch = meta["epoch"]
         max_seq = self._db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
-        self._next_seq = max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
+        self._next_seq = _next_seq_of(meta, max_seq)
         self._chunked_upto = int(meta.get("chunked_upto", 0))
         # Batch ids must grow past chunked_upto forever. SQLite reuses rowids once a table is
         # empty (every sealed batch pruned), and a reused id <= chunked_upto looked sealed:
@@ -328,7 +329,7 @@ class Outbox:
                 added_bytes -= evicted_bytes
                 meta_dirty = meta_dirty or evicted_bytes > 0
                 if meta_dirty:
-                    meta = {"next_seq": next_seq, "chunked_upto": chunked_upto, **counters}
+                    meta: dict[str, int | str] = {"next_seq": next_seq, "chunked_upto": chunked_upto, **counters}
                     if state is not None:
                         meta["state"] = json.dumps(state, separators=(",", ":"))
                     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
@@ -455,16 +456,31 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
+@contextmanager
+def _one_read(db: sqlite3.Connection) -> Iterator[None]:
+    """Every query inside sees one snapshot of the file (joining a transaction already open)."""
+    in_tx = db.in_transaction
+    if not in_tx:
+        db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if not in_tx:
+            db.execute("COMMIT")
+
+
+def _next_seq_of(meta: dict[str, Any], max_seq: int | None) -> int:
+    """The seq the outbox gives its next message: the persisted counter, or past any stored message."""
+    return max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
+
+
 def read_snapshot(db: sqlite3.Connection, chunked_upto: int | None = None) -> dict[str, Any]:
     """Queue and sequence state of an outbox database, read in one transaction.
 
     Used by the running agent (status.json) and by ``gridsight agent status`` (a read-only
     connection), so both compute the same numbers the same way.
     """
-    in_tx = db.in_transaction
-    if not in_tx:
-        db.execute("BEGIN")
-    try:
+    with _one_read(db):
         depth = {k: 0 for k in KIND_RANK}
         depth.update(dict(db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall()))
         size, oldest, max_seq = db.execute(
@@ -473,16 +489,13 @@ def read_snapshot(db: sqlite3.Connection, chunked_upto: int | None = None) -> di
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key != 'state'").fetchall())
         upto = int(meta.get("chunked_upto", 0)) if chunked_upto is None else chunked_upto
         staged = db.execute("SELECT COALESCE(SUM(count), 0) FROM batches WHERE id > ?", (upto,)).fetchone()[0]
-    finally:
-        if not in_tx:
-            db.execute("COMMIT")
     return {
         "epoch": meta.get("epoch"),
         "queue": depth,
         "queue_depth": sum(depth.values()),
         "queue_bytes": size,
         "oldest_queued_at": oldest,
-        "next_seq": max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1),
+        "next_seq": _next_seq_of(meta, max_seq),
         "unsealed_readings": staged,
         "evicted": {k: int(v) for k, v in meta.items() if k.startswith("evicted_")},
     }
@@ -496,19 +509,13 @@ def read_sealed_through(db: sqlite3.Connection, until: float) -> int | None:
     raw chunk whose seq is lower than the number returned (see :func:`read_owed_before`). Only the
     readings the agent has stored count: a reader's cursor says which ones it has.
     """
-    in_tx = db.in_transaction
-    if not in_tx:
-        db.execute("BEGIN")
-    try:
+    with _one_read(db):
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('chunked_upto', 'next_seq')").fetchall())
         first = db.execute("SELECT MIN(id) FROM batches WHERE max_ts >= ?", (until,)).fetchone()[0]
         max_seq = db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
-    finally:
-        if not in_tx:
-            db.execute("COMMIT")
     if first is not None and first > int(meta.get("chunked_upto", 0)):
         return None
-    return max(int(meta.get("next_seq", 1)), (max_seq or 0) + 1)
+    return _next_seq_of(meta, max_seq)
 
 
 def read_owed_before(db: sqlite3.Connection, seq: int) -> int:
