@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -45,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.scorer import MAX_MODEL_BYTES, ModelError, Scorer
 from gridsight.wire import ModelAnnouncement, rollback_statement
 from gridsight.errors import FetchError, GridsightError
+from gridsight.files import write_atomically
 
 __all__ = [
     "SignatureError",
@@ -207,24 +207,6 @@ class UpdateStatus:
     last_ok: bool | None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class ModelUpdater:
     """Keeps the gateway's current model and replaces it only with a verified, self-tested one."""
 
@@ -340,8 +322,8 @@ class ModelUpdater:
             )
         filename = f"{cmd.name}-{cmd.version}.onnx"
         try:
-            _write_atomically(self.models_dir / (filename + ".sig"), signature)
-            _write_atomically(self.models_dir / filename, data)
+            write_atomically(self.models_dir / (filename + ".sig"), signature)
+            write_atomically(self.models_dir / filename, data)
             self._set_pointer(
                 filename, scorer.version, self._current_file, self._current.version if self._current else None
             )
@@ -402,7 +384,7 @@ class ModelUpdater:
             "previous": previous,
             "previous_version": previous_version,
         }
-        _write_atomically(self.models_dir / _POINTER, json.dumps(body).encode())
+        write_atomically(self.models_dir / _POINTER, json.dumps(body).encode())
 
     def _restore(self, initial_model: Path | None) -> None:
         """After a restart: the pointed-at model, else the previous one, else the configured initial file."""

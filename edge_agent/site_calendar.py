@@ -26,6 +26,7 @@ from typing import Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gridsight.errors import GridsightError
+from gridsight.files import write_atomically
 
 __all__ = [
     "SiteCalendar",
@@ -122,11 +123,8 @@ def holiday_ordinals_cached(country: str, years: Iterable[int], cache_dir: Path 
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("holiday cache %s is unreadable (%s); computing again", path, exc)
     days = holiday_ordinals_in_child(country, years)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"country": country, "years": years, "days": sorted(days)}), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps({"country": country, "years": years, "days": sorted(days)}).encode())
     except OSError as exc:
         log.info("holidays not cached in %s (%s)", cache_dir, exc)
     return days

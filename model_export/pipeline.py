@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +22,7 @@ from edge_agent.scorer import META_PREFIX, Scorer
 from edge_agent.site_calendar import CalendarError, SiteCalendar, holiday_ordinals
 from gridsight.wire import Reading
 from gridsight.errors import GridsightError
+from gridsight.files import write_atomically
 from model_export.compact_onnx import compact_isolation_forest
 from model_export.readings import (DataQuality, ReadingsError, ReadingTable, data_interval_s, interval_series,
                                    read_readings, table_from_readings)
@@ -345,21 +344,6 @@ def export_model(forest, feature_names: Sequence[str], interval_s: int, name: st
     return model.SerializeToString()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def train_and_export(readings: str | Path | Iterable[Reading] | ReadingTable, out_path: str | Path, *,
                      name: str = "gridsight-iforest", version: str | None = None,
                      contamination: float | None = None, false_alarms_per_meter_month: float | None = None,
@@ -435,7 +419,7 @@ def train_and_export(readings: str | Path | Iterable[Reading] | ReadingTable, ou
     data = export_model(forest, feature_names, interval_s, name, version, selftest_X, extra)
     diff = verify_parity(forest, data, check_rows)
     out = Path(out_path)
-    _write_atomically(out, data)
+    write_atomically(out, data, mode=0o644)
     Scorer.load(out)  # the gateway's own loader, self-test included, must accept what we wrote
     return TrainResult(out, name, version, meter_class, int((~holdout_mask).sum()), 0.0, flagged_share, diff,
                        quality, extra, interval_s, tuple(feature_names), tuple(dropped), expected_flags)
