@@ -26,28 +26,10 @@ NOT_ON_A_GATEWAY = ("fastapi", "starlette", "pydantic", "sqlmodel", "sqlalchemy"
 READER_LIBRARIES = ("pymodbus", "serial", "dlms_cosem")
 
 
-def test_agent_start_up_imports_no_cloud_training_or_unconfigured_reader_packages(tmp_path, model_path):
-    csv = write_csv(tmp_path / "r.csv", recording(2, T0, 600, 10))
-    config = tmp_path / "agent.toml"
-    config.write_text(f'gateway_id = "gw-1"\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{model_path}"\n'
-                      f'[[readers]]\ntype = "replay"\npath = "{csv}"\n')
-    # check-config goes through the agent's start-up (settings, readers, model) without running it
-    code = ("import json, sys\nfrom gridsight.cli import main\n"
-            f"code = main(['agent', 'check-config', '--config', {str(config)!r}])\n"
-            "import edge_agent.runtime, gridsight.logs\n"
-            "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))\n")
-    # in the environment the systemd unit gives the agent (PYTHONOPTIMIZE=2: no docstrings, no asserts)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, **unit_environment()})
-    code, modules = json.loads(result.stdout.strip().splitlines()[-1])
-    assert code == 0, result.stderr[-2000:]
-    assert "onnxruntime" in modules and "paho" in modules  # it did load the model and the publisher
-    assert sorted(set(modules) & set(NOT_ON_A_GATEWAY + READER_LIBRARIES)) == []
-
-
-def test_agent_start_up_with_the_numpy_scorer_leaves_out_modules_it_only_would_keep_for_nothing(tmp_path, model_path):
-    """numpy.ma (pulled in by np.median, np.unique) and importlib.metadata (entry points) would
-    stay resident for the agent's life; the agent finds readers and computes medians without them."""
+def modules_after_start_up(tmp_path, model_path, **env: str) -> list[str]:
+    """Every module loaded once the agent has gone through its start-up (settings, readers, model:
+    ``agent check-config``, which does not run it), in the environment the systemd unit gives the
+    agent (PYTHONOPTIMIZE=2: no docstrings, no asserts) plus ``env``."""
     csv = write_csv(tmp_path / "r.csv", recording(2, T0, 600, 10))
     config = tmp_path / "agent.toml"
     config.write_text(f'gateway_id = "gw-1"\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{model_path}"\n'
@@ -57,9 +39,22 @@ def test_agent_start_up_with_the_numpy_scorer_leaves_out_modules_it_only_would_k
             "import edge_agent.runtime, gridsight.logs\n"
             "print(json.dumps([code, sorted(sys.modules)]))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, **unit_environment(), "GRIDSIGHT_SCORER": "numpy"})
+                            env={**os.environ, **unit_environment(), **env})
     code, modules = json.loads(result.stdout.strip().splitlines()[-1])
     assert code == 0, result.stderr[-2000:]
+    return modules
+
+
+def test_agent_start_up_imports_no_cloud_training_or_unconfigured_reader_packages(tmp_path, model_path):
+    modules = {m.split(".")[0] for m in modules_after_start_up(tmp_path, model_path)}
+    assert "onnxruntime" in modules and "paho" in modules  # it did load the model and the publisher
+    assert sorted(modules & set(NOT_ON_A_GATEWAY + READER_LIBRARIES)) == []
+
+
+def test_agent_start_up_with_the_numpy_scorer_leaves_out_modules_it_only_would_keep_for_nothing(tmp_path, model_path):
+    """numpy.ma (pulled in by np.median, np.unique) and importlib.metadata (entry points) would
+    stay resident for the agent's life; the agent finds readers and computes medians without them."""
+    modules = modules_after_start_up(tmp_path, model_path, GRIDSIGHT_SCORER="numpy")
     assert "edge_agent.onnx_trees" in modules and "edge_agent.readers.replay" in modules
     assert [m for m in modules if m.split(".")[:2] in (["numpy", "ma"], ["importlib", "metadata"])
             or m.startswith("onnxruntime")] == []
