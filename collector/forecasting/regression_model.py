@@ -45,8 +45,6 @@ RECENT_DAYS = 56
 #: Previous years whose same season (+- SEASON_HALF_WIDTH_DAYS) joins the fit when the history has them.
 SEASON_YEARS = 4
 SEASON_HALF_WIDTH_DAYS = 45
-#: History the regression can use: the recent weeks and the earlier years' seasons, plus 8 days of lags.
-HISTORY_DAYS = int(365.25 * SEASON_YEARS) + SEASON_HALF_WIDTH_DAYS + 8
 #: Fewer training days than this and the regression refuses (the weekly models still run).
 MIN_TRAIN_DAYS = 14
 YEARLY_HARMONICS = 2
@@ -78,10 +76,13 @@ class RegressionSettings:
 
     @property
     def history_days(self) -> int:
+        """History the fit can use: the recent weeks and the earlier years' seasons, plus 8 days of lags."""
         return int(365.25 * self.season_years) + self.half_width_days + 8
 
 
 DEFAULT_SETTINGS = RegressionSettings()
+#: History the regression can use with its default settings.
+HISTORY_DAYS = DEFAULT_SETTINGS.history_days
 #: The settings before the last-hours features and the longer seasons (for side-by-side runs).
 PREVIOUS_SETTINGS = RegressionSettings(season_years=3, half_width_days=30, ridge=1.0, last_hours=0,
                                        ridge_per_sample=False)
