@@ -200,8 +200,7 @@ def train_figures(args, executor, progress) -> dict:
             if len(choice.residuals) < 10:
                 continue
             for w, method, f in keys:
-                steps = choice.residual_steps if method == "by_step" else None
-                lo, hi = selection.interval_from_residuals(yhat, choice.residuals, w, per_day, inflation=f, steps=steps)
+                lo, hi = selection.choice_interval(choice, yhat, w, per_day, method=method, inflation=f)
                 inside[(w, method, f)].append((actual >= lo) & (actual <= hi))
                 scores[(w, method, f)].append(_winkler(actual, lo, hi, w))
         seen = np.concatenate(observed)

@@ -250,10 +250,12 @@ def choose(paths: CandidatePaths, actuals: Sequence[np.ndarray], at: int, window
                   np.concatenate(steps) if steps else np.array([], dtype="int64"))
 
 
-def choice_interval(choice: Choice, yhat: np.ndarray, width: float, per_day: int) -> tuple[np.ndarray, np.ndarray]:
-    """The interval of a chosen forecast from its own past errors, by ``INTERVAL_METHOD``."""
-    steps = choice.residual_steps if INTERVAL_METHOD == "by_step" else None
-    return interval_from_residuals(yhat, choice.residuals, width, per_day, steps=steps)
+def choice_interval(choice: Choice, yhat: np.ndarray, width: float, per_day: int, method: str = INTERVAL_METHOD,
+                    inflation: float = INTERVAL_INFLATION) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of a chosen forecast from its own past errors, by ``method`` ("pooled" or
+    "by_step", see ``INTERVAL_METHOD``) widened by ``inflation``."""
+    steps = choice.residual_steps if method == "by_step" else None
+    return interval_from_residuals(yhat, choice.residuals, width, per_day, inflation=inflation, steps=steps)
 
 
 def step_scale(residuals: np.ndarray, steps: np.ndarray, per_day: int) -> np.ndarray:
